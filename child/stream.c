@@ -1,0 +1,575 @@
+/* stream.c: a child's Redis commands, on hiredis 0.14's synchronous context. */
+#include "child/stream.h"
+#include "common/log.h"
+
+#include <errno.h>
+#include <hiredis/hiredis.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+
+void idlist_add(struct idlist *l, const char *id)
+{
+    if (l->n == l->cap) {
+        l->cap = l->cap ? l->cap * 2 : 64;
+        l->id = xrealloc(l->id, l->cap * sizeof *l->id);
+    }
+    snprintf(l->id[l->n++], STREAM_ID_MAX, "%s", id);
+}
+
+void idlist_release(struct idlist *l)
+{
+    free(l->id);
+    l->id = NULL;
+    l->n = l->cap = 0;
+}
+
+void stream_init(struct stream *s, const struct redis_addr *addr, const struct pool_conf *p,
+                 const char *consumer)
+{
+    memset(s, 0, sizeof *s);
+    s->addr = addr;
+    s->key = p->stream;
+    s->group = p->group;
+    s->block_ms = p->block_ms;
+    snprintf(s->consumer, sizeof s->consumer, "%s", consumer);
+}
+
+static void set_err(struct stream *s, enum stream_error e, const char *what, const char *detail)
+{
+    s->err = e;
+    snprintf(s->errstr, sizeof s->errstr, "%s: %s", what, detail);
+}
+
+/* Classify an error reply by its code (the first word). */
+static enum stream_error reply_error_kind(const char *str)
+{
+    if (strncmp(str, "NOGROUP", 7) == 0)
+        return SERR_NOGROUP;
+    if (strncmp(str, "WRONGTYPE", 9) == 0)
+        return SERR_WRONGTYPE;
+    if (strncmp(str, "NOAUTH", 6) == 0 || strncmp(str, "WRONGPASS", 9) == 0 ||
+        strncmp(str, "NOPERM", 6) == 0)
+        return SERR_AUTH;
+    return SERR_REPLY;
+}
+
+/* Drop a broken connection but keep the batch being handled: its messages point into it. */
+static void drop(struct stream *s)
+{
+    if (s->rc)
+        redisFree(s->rc);
+    s->rc = NULL;
+    s->expect = 0;
+}
+
+/* Run one command and check its reply. Returns the reply (caller frees) or NULL with s->err.
+ * An I/O error leaves the context unusable: it is dropped here. */
+static redisReply *command(struct stream *s, const char *what, int argc, const char **argv,
+                           const size_t *argvlen)
+{
+    redisReply *r = redisCommandArgv(s->rc, argc, argv, argvlen);
+    if (r == NULL) {
+        set_err(s, SERR_IO, what, s->rc->errstr[0] ? s->rc->errstr : "connection lost");
+        drop(s);
+        return NULL;
+    }
+    if (r->type == REDIS_REPLY_ERROR) {
+        set_err(s, reply_error_kind(r->str), what, r->str);
+        freeReplyObject(r);
+        return NULL;
+    }
+    return r;
+}
+
+int stream_connect(struct stream *s)
+{
+    const struct timeval connect_tv = { 2, 0 };
+    /* The socket timeout must outlast the longest BLOCK, or every idle read fails. A timeout
+     * that fires kills the context, and hiredis 0.14's redisReconnect() forgets it: we never
+     * reconnect in place, we build a new context and set it again. */
+    long sock_ms = s->block_ms + 5000;
+    struct timeval sock_tv = { sock_ms / 1000, (sock_ms % 1000) * 1000 };
+
+    if (s->addr->unix_path)
+        s->rc = redisConnectUnixWithTimeout(s->addr->unix_path, connect_tv);
+    else
+        s->rc = redisConnectWithTimeout(s->addr->host, s->addr->port, connect_tv);
+    if (s->rc == NULL) {
+        set_err(s, SERR_IO, "connect", "out of memory");
+        return -1;
+    }
+    if (s->rc->err) {
+        set_err(s, SERR_IO, "connect", s->rc->errstr);
+        stream_disconnect(s);
+        return -1;
+    }
+    if (redisSetTimeout(s->rc, sock_tv) != REDIS_OK) {
+        set_err(s, SERR_IO, "set socket timeout", s->rc->errstr);
+        stream_disconnect(s);
+        return -1;
+    }
+    redisEnableKeepAlive(s->rc);
+
+    redisReply *r;
+    if (s->addr->password) {
+        /* By argv, never formatted: the password must not pass through a format string. */
+        const char *argv[3] = { "AUTH", s->addr->user, s->addr->password };
+        size_t len[3] = { 4, s->addr->user ? strlen(s->addr->user) : 0, strlen(s->addr->password) };
+        if (s->addr->user) {
+            r = command(s, "auth", 3, argv, len);
+        } else {
+            argv[1] = s->addr->password;
+            len[1] = len[2];
+            r = command(s, "auth", 2, argv, len);
+        }
+        if (r == NULL) {
+            stream_disconnect(s);
+            return -1;
+        }
+        freeReplyObject(r);
+    }
+    if (s->addr->db != 0) {
+        char db[16];
+        snprintf(db, sizeof db, "%d", s->addr->db);
+        const char *argv[2] = { "SELECT", db };
+        size_t len[2] = { 6, strlen(db) };
+        if ((r = command(s, "select", 2, argv, len)) == NULL) {
+            stream_disconnect(s);
+            return -1;
+        }
+        freeReplyObject(r);
+    }
+    if (stream_create_group(s) == -1) {
+        stream_disconnect(s);
+        return -1;
+    }
+    return 0;
+}
+
+int stream_create_group(struct stream *s)
+{
+    /* From the start of the stream, not "$": entries added before the fleet first started are
+     * work too, and after a lost group duplicates are better than loss. */
+    const char *argv[6] = { "XGROUP", "CREATE", s->key, s->group, "0", "MKSTREAM" };
+    size_t len[6] = { 6, 6, strlen(s->key), strlen(s->group), 1, 8 };
+    redisReply *r = command(s, "xgroup create", 6, argv, len);
+    if (r == NULL) {
+        if (s->err == SERR_REPLY && strstr(s->errstr, "BUSYGROUP")) {
+            s->err = SERR_NONE;
+            return 0;
+        }
+        return -1;
+    }
+    freeReplyObject(r);
+    log_info("created group %s on stream %s", s->group, s->key);
+    return 0;
+}
+
+void stream_disconnect(struct stream *s)
+{
+    stream_batch_release(s);
+    drop(s);
+}
+
+bool stream_connected(const struct stream *s)
+{
+    return s->rc != NULL;
+}
+
+int stream_fd(const struct stream *s)
+{
+    return s->rc ? s->rc->fd : -1;
+}
+
+/* Append XACK key group id... to the output buffer. */
+static int append_ack(struct stream *s, const struct idlist *ids)
+{
+    size_t argc = 3 + ids->n;
+    const char **argv = xmalloc(argc * sizeof *argv);
+    size_t *len = xmalloc(argc * sizeof *len);
+    argv[0] = "XACK";
+    len[0] = 4;
+    argv[1] = s->key;
+    len[1] = strlen(s->key);
+    argv[2] = s->group;
+    len[2] = strlen(s->group);
+    for (size_t i = 0; i < ids->n; i++) {
+        argv[3 + i] = ids->id[i];
+        len[3 + i] = strlen(ids->id[i]);
+    }
+    int rc = redisAppendCommandArgv(s->rc, (int)argc, argv, len);
+    free(argv);
+    free(len);
+    return rc == REDIS_OK ? 0 : -1;
+}
+
+static int flush(struct stream *s)
+{
+    int done = 0;
+    while (!done) {
+        if (redisBufferWrite(s->rc, &done) != REDIS_OK) {
+            set_err(s, SERR_IO, "write", s->rc->errstr);
+            stream_disconnect(s);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int stream_send_read(struct stream *s, const struct idlist *acks, const char *from, int count,
+                     long block_ms)
+{
+    s->expect = 0;
+    s->acked = 0;
+    s->acks_sent = false;
+    if (acks && acks->n) {
+        if (append_ack(s, acks) == -1)
+            goto fail;
+        s->acks_sent = true;
+        s->expect++;
+    }
+    char cnt[16], blk[24];
+    snprintf(cnt, sizeof cnt, "%d", count);
+    snprintf(blk, sizeof blk, "%ld", block_ms);
+    const char *argv[11] = { "XREADGROUP", "GROUP", s->group, s->consumer, "COUNT", cnt };
+    int argc = 6;
+    if (block_ms >= 0) {
+        argv[argc++] = "BLOCK";
+        argv[argc++] = blk;
+    }
+    argv[argc++] = "STREAMS";
+    argv[argc++] = s->key;
+    argv[argc++] = from;
+    size_t len[11];
+    for (int i = 0; i < argc; i++)
+        len[i] = strlen(argv[i]);
+    if (redisAppendCommandArgv(s->rc, argc, argv, len) != REDIS_OK)
+        goto fail;
+    s->expect++;
+    return flush(s);
+fail:
+    set_err(s, SERR_IO, "xreadgroup", s->rc->errstr);
+    stream_disconnect(s);
+    return -1;
+}
+
+/* Turn a list of entries [[id, [f, v, ...] | nil], ...] into s->msgs. */
+static void parse_entries(struct stream *s, redisReply *entries)
+{
+    size_t nfields = 0;
+    for (size_t i = 0; i < entries->elements; i++) {
+        redisReply *e = entries->element[i];
+        if (e->type == REDIS_REPLY_ARRAY && e->elements == 2 && e->element[1]->type == REDIS_REPLY_ARRAY)
+            nfields += e->element[1]->elements;
+    }
+    if (entries->elements > s->mcap) {
+        s->mcap = entries->elements;
+        s->msgs = xrealloc(s->msgs, s->mcap * sizeof *s->msgs);
+    }
+    if (nfields > s->fcap) {
+        s->fcap = nfields;
+        s->fields = xrealloc(s->fields, s->fcap * sizeof *s->fields);
+    }
+    struct str *f = s->fields;
+    for (size_t i = 0; i < entries->elements; i++) {
+        redisReply *e = entries->element[i];
+        if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 || e->element[0]->type != REDIS_REPLY_STRING) {
+            log_warnx("skipping malformed entry %zu in xreadgroup reply", i);
+            continue;
+        }
+        redisReply *id = e->element[0];
+        redisReply *kv = e->element[1];
+        snprintf(s->last_id, sizeof s->last_id, "%s", id->str);
+        if (kv->type != REDIS_REPLY_ARRAY) {
+            /* Re-reading our own pending list returns deleted or trimmed entries with a nil
+             * field list: nothing to handle, they only need to leave the PEL. */
+            if (s->nvanished < sizeof s->vanished_ids / sizeof s->vanished_ids[0])
+                snprintf(s->vanished_ids[s->nvanished++], STREAM_ID_MAX, "%s", id->str);
+            continue;
+        }
+        struct msg *m = &s->msgs[s->n++];
+        m->stream = s->key;
+        m->id.p = id->str;
+        m->id.len = id->len;
+        m->f = f;
+        m->attempt = 1;
+        /* Redis never stores an odd field count, but a reply is input: pair what pairs. */
+        size_t pairs = kv->elements / 2;
+        for (size_t j = 0; j < 2 * pairs; j++) {
+            f->p = kv->element[j]->type == REDIS_REPLY_STRING ? kv->element[j]->str : "";
+            f->len = kv->element[j]->type == REDIS_REPLY_STRING ? kv->element[j]->len : 0;
+            f++;
+        }
+        m->nf = pairs;
+    }
+}
+
+/* Turn the XREADGROUP reply into s->msgs. A well-formed reply is nil (timeout) or
+ * [[key, [[id, [f, v, ...] | nil], ...]]]; anything else is an error, never a crash. */
+static int parse_batch(struct stream *s, redisReply *r)
+{
+    s->n = 0;
+    s->nvanished = 0;
+    if (r->type == REDIS_REPLY_NIL)
+        return 0;
+    if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 || r->element[0]->type != REDIS_REPLY_ARRAY ||
+        r->element[0]->elements != 2 || r->element[0]->element[1]->type != REDIS_REPLY_ARRAY) {
+        set_err(s, SERR_REPLY, "xreadgroup", "unexpected reply shape");
+        return -1;
+    }
+    parse_entries(s, r->element[0]->element[1]);
+    return 0;
+}
+
+int stream_claim(struct stream *s, const struct idlist *ids)
+{
+    stream_batch_release(s);
+    size_t argc = 5 + ids->n;
+    const char **argv = xmalloc(argc * sizeof *argv);
+    size_t *len = xmalloc(argc * sizeof *len);
+    argv[0] = "XCLAIM";
+    argv[1] = s->key;
+    argv[2] = s->group;
+    argv[3] = s->consumer;
+    argv[4] = "0";
+    for (size_t i = 0; i < ids->n; i++)
+        argv[5 + i] = ids->id[i];
+    for (size_t i = 0; i < argc; i++)
+        len[i] = strlen(argv[i]);
+    redisReply *r = command(s, "xclaim", (int)argc, argv, len);
+    free(argv);
+    free(len);
+    if (r == NULL)
+        return -1;
+    if (r->type != REDIS_REPLY_ARRAY) {
+        set_err(s, SERR_REPLY, "xclaim", "unexpected reply shape");
+        freeReplyObject(r);
+        return -1;
+    }
+    s->reply = r;
+    parse_entries(s, r);
+    return 0;
+}
+
+int stream_recv(struct stream *s)
+{
+    if (redisBufferRead(s->rc) != REDIS_OK) {
+        set_err(s, SERR_IO, "read", s->rc->errstr[0] ? s->rc->errstr : "connection lost");
+        stream_disconnect(s);
+        return -1;
+    }
+    while (s->expect > 0) {
+        void *v = NULL;
+        if (redisGetReplyFromReader(s->rc, &v) != REDIS_OK) {
+            set_err(s, SERR_IO, "read", s->rc->errstr);
+            stream_disconnect(s);
+            return -1;
+        }
+        if (v == NULL)
+            return 0;
+        redisReply *r = v;
+        s->expect--;
+        if (s->acks_sent) {
+            s->acks_sent = false;
+            if (r->type == REDIS_REPLY_INTEGER) {
+                s->acked = (uint64_t)r->integer;
+            } else {
+                set_err(s, r->type == REDIS_REPLY_ERROR ? reply_error_kind(r->str) : SERR_REPLY,
+                        "xack", r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+                freeReplyObject(r);
+                /* The read that follows still answers: drain it so the connection stays in step. */
+                if (s->expect > 0)
+                    continue;
+                return -1;
+            }
+            freeReplyObject(r);
+            continue;
+        }
+        if (r->type == REDIS_REPLY_ERROR) {
+            set_err(s, reply_error_kind(r->str), "xreadgroup", r->str);
+            freeReplyObject(r);
+            return -1;
+        }
+        if (s->err != SERR_NONE) {      /* the XACK before it failed */
+            freeReplyObject(r);
+            return -1;
+        }
+        stream_batch_release(s);
+        s->reply = r;
+        if (parse_batch(s, r) == -1) {
+            stream_batch_release(s);
+            return -1;
+        }
+        return 1;
+    }
+    return 0;
+}
+
+void stream_batch_release(struct stream *s)
+{
+    if (s->reply)
+        freeReplyObject(s->reply);
+    s->reply = NULL;
+    s->n = 0;
+    s->nvanished = 0;
+}
+
+int stream_ack(struct stream *s, const struct idlist *ids, uint64_t *acked)
+{
+    if (ids->n == 0) {
+        *acked = 0;
+        return 0;
+    }
+    if (append_ack(s, ids) == -1) {
+        set_err(s, SERR_IO, "xack", s->rc->errstr);
+        stream_disconnect(s);
+        return -1;
+    }
+    void *v = NULL;
+    if (redisGetReply(s->rc, &v) != REDIS_OK) {
+        set_err(s, SERR_IO, "xack", s->rc->errstr);
+        stream_disconnect(s);
+        return -1;
+    }
+    redisReply *r = v;
+    int rc = 0;
+    if (r->type == REDIS_REPLY_INTEGER) {
+        *acked = (uint64_t)r->integer;
+    } else {
+        set_err(s, r->type == REDIS_REPLY_ERROR ? reply_error_kind(r->str) : SERR_REPLY, "xack",
+                r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+        rc = -1;
+    }
+    freeReplyObject(r);
+    return rc;
+}
+
+int stream_delivery_counts(struct stream *s, const struct msg *msgs, size_t n, long long *counts)
+{
+    for (size_t i = 0; i < n; i++)
+        counts[i] = 0;
+    if (n == 0)
+        return 0;
+    char cnt[24];
+    snprintf(cnt, sizeof cnt, "%zu", n);
+    const char *argv[7] = { "XPENDING", s->key, s->group, msgs[0].id.p, msgs[n - 1].id.p, cnt, s->consumer };
+    size_t len[7];
+    for (int i = 0; i < 7; i++)
+        len[i] = strlen(argv[i]);
+    redisReply *r = command(s, "xpending", 7, argv, len);
+    if (r == NULL)
+        return -1;
+    /* Both lists are in id order: walk them together. */
+    size_t j = 0;
+    for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements; i++) {
+        redisReply *e = r->element[i];
+        if (e->type != REDIS_REPLY_ARRAY || e->elements < 4 || e->element[0]->type != REDIS_REPLY_STRING)
+            continue;
+        while (j < n && strcmp(msgs[j].id.p, e->element[0]->str) != 0)
+            j++;
+        if (j == n)
+            break;
+        counts[j++] = e->element[3]->integer;
+    }
+    freeReplyObject(r);
+    return 0;
+}
+
+/* Move one entry to the dead-letter stream and acknowledge it, in one atomic step. A Lua
+ * script, not MULTI/EXEC: EXEC does not roll back, so a failing XADD (wrong key type, out of
+ * memory) would still let the XACK run and lose the message. The script reads the fields
+ * from the stream itself, so the dead letter holds them exactly as they were added.
+ * KEYS: stream, dlq. ARGV: group, id, consumer, reason, attempts, error, time. */
+static const char dead_letter_lua[] =
+    "local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)\n"
+    "if #p == 0 or p[1][2] ~= ARGV[3] then return 0 end\n"
+    "local e = redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[2])\n"
+    "if #e == 0 then\n"
+    "  redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])\n"
+    "  return -1\n"
+    "end\n"
+    "local f = e[1][2]\n"
+    "local extra = {'dlq.stream', KEYS[1], 'dlq.id', ARGV[2], 'dlq.reason', ARGV[4],\n"
+    "               'dlq.attempts', ARGV[5], 'dlq.error', ARGV[6], 'dlq.time', ARGV[7]}\n"
+    "for i = 1, #extra do f[#f + 1] = extra[i] end\n"
+    "redis.call('XADD', KEYS[2], '*', unpack(f))\n"
+    "redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])\n"
+    "return 1\n";
+
+int stream_dead_letter(struct stream *s, const char *dlq, const char *id, const char *reason,
+                       long long attempts, const char *error, long long now_unix_ms)
+{
+    char att[24], when[24];
+    snprintf(att, sizeof att, "%lld", attempts);
+    snprintf(when, sizeof when, "%lld", now_unix_ms);
+    const char *argv[12] = { "EVAL", dead_letter_lua, "2", s->key, dlq, s->group, id, s->consumer,
+                             reason, att, error ? error : "", when };
+    size_t len[12];
+    for (int i = 0; i < 12; i++)
+        len[i] = strlen(argv[i]);
+    redisReply *r = command(s, "dead-letter", 12, argv, len);
+    if (r == NULL)
+        return -2;
+    int rc = r->type == REDIS_REPLY_INTEGER ? (int)r->integer : -2;
+    freeReplyObject(r);
+    return rc;
+}
+
+int stream_autoclaim(struct stream *s, long min_idle_ms, char cursor[STREAM_ID_MAX], int count,
+                     size_t *deleted)
+{
+    stream_batch_release(s);
+    *deleted = 0;
+    char idle[24], cnt[16];
+    snprintf(idle, sizeof idle, "%ld", min_idle_ms);
+    snprintf(cnt, sizeof cnt, "%d", count);
+    const char *argv[8] = { "XAUTOCLAIM", s->key, s->group, s->consumer, idle, cursor, "COUNT", cnt };
+    size_t len[8];
+    for (int i = 0; i < 8; i++)
+        len[i] = strlen(argv[i]);
+    redisReply *r = command(s, "xautoclaim", 8, argv, len);
+    if (r == NULL)
+        return -1;
+    /* [next-cursor, [entries], [deleted ids]] (Redis 7). The deleted ids are entries whose
+     * data was trimmed or deleted: Redis already dropped them from the pending list. */
+    if (r->type != REDIS_REPLY_ARRAY || r->elements < 2 || r->element[0]->type != REDIS_REPLY_STRING ||
+        r->element[1]->type != REDIS_REPLY_ARRAY) {
+        set_err(s, SERR_REPLY, "xautoclaim", "unexpected reply shape");
+        freeReplyObject(r);
+        return -1;
+    }
+    snprintf(cursor, STREAM_ID_MAX, "%s", r->element[0]->str);
+    if (r->elements >= 3 && r->element[2]->type == REDIS_REPLY_ARRAY)
+        *deleted = r->element[2]->elements;
+    s->reply = r;
+    parse_entries(s, r->element[1]);
+    return 0;
+}
+
+int stream_touch(struct stream *s, const struct idlist *ids)
+{
+    if (ids->n == 0)
+        return 0;
+    size_t argc = 6 + ids->n;
+    const char **argv = xmalloc(argc * sizeof *argv);
+    size_t *len = xmalloc(argc * sizeof *len);
+    argv[0] = "XCLAIM";
+    argv[1] = s->key;
+    argv[2] = s->group;
+    argv[3] = s->consumer;
+    argv[4] = "0";
+    for (size_t i = 0; i < ids->n; i++)
+        argv[5 + i] = ids->id[i];
+    argv[argc - 1] = "JUSTID";
+    for (size_t i = 0; i < argc; i++)
+        len[i] = strlen(argv[i]);
+    redisReply *r = command(s, "xclaim justid", (int)argc, argv, len);
+    free(argv);
+    free(len);
+    if (r == NULL)
+        return -1;
+    freeReplyObject(r);
+    return 0;
+}

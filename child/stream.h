@@ -1,0 +1,117 @@
+/* stream.h: every Redis command a child sends, over one hiredis connection (the only file
+ * that includes hiredis on the child side). A child reads its pool's stream through the
+ * consumer group with XREADGROUP and acknowledges with XACK; an XACK of the previous batch
+ * and the XREADGROUP of the next share a round trip (pipelined). The read is sent, then
+ * waited for with poll() on stream_fd() by the caller, so that a signal or a handler's
+ * descriptors are never starved by a blocking read (hiredis 0.14 retries read() on EINTR:
+ * a blocking redisGetReply() cannot be interrupted). */
+#ifndef SF_STREAM_H
+#define SF_STREAM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "child/msg.h"
+#include "common/conf.h"
+
+#define STREAM_ID_MAX 48        /* "18446744073709551615-18446744073709551615" fits */
+
+/* A list of entry ids to acknowledge. Owns its memory: idlist_release(). */
+struct idlist {
+    char (*id)[STREAM_ID_MAX];
+    size_t n, cap;
+};
+void idlist_add(struct idlist *l, const char *id);
+void idlist_release(struct idlist *l);
+
+enum stream_error {
+    SERR_NONE,
+    SERR_IO,          /* connection lost or refused, timeout: reconnect with backoff */
+    SERR_AUTH,        /* wrong password or ACL: the config cannot work */
+    SERR_NOGROUP,     /* the group or the stream is gone: re-create it */
+    SERR_WRONGTYPE,   /* the key holds something else than a stream */
+    SERR_REPLY,       /* any other error reply */
+};
+
+struct redisContext;
+struct redisReply;
+
+struct stream {
+    const struct redis_addr *addr;
+    const char *key;
+    const char *group;
+    char consumer[300];
+    long block_ms;
+    struct redisContext *rc;
+    enum stream_error err;
+    char errstr[256];
+
+    /* The batch being received: entries point into reply, valid until stream_batch_release. */
+    struct redisReply *reply;
+    struct msg *msgs;
+    size_t n, mcap;
+    struct str *fields;
+    size_t fcap;
+    char last_id[STREAM_ID_MAX]; /* the last entry id of the batch, vanished ones included */
+    size_t nvanished;           /* entries of the batch whose data was deleted (nil fields) */
+    char vanished_ids[16][STREAM_ID_MAX];
+    int expect;                 /* replies still to come for the request sent */
+    bool acks_sent;
+    uint64_t acked;             /* XACK's count for the acks sent with the request */
+};
+
+/* Fill s for the pool's stream and group under consumer name consumer. No I/O. */
+void stream_init(struct stream *s, const struct redis_addr *addr, const struct pool_conf *p,
+                 const char *consumer);
+/* Connect, set the socket timeout above block, AUTH, SELECT, and create the group at the
+ * start of the stream (MKSTREAM; BUSYGROUP is fine). Returns 0 or -1 with s->err, s->errstr. */
+int stream_connect(struct stream *s);
+void stream_disconnect(struct stream *s);
+bool stream_connected(const struct stream *s);
+int stream_fd(const struct stream *s);
+/* Create the group at the start of the stream (after NOGROUP). */
+int stream_create_group(struct stream *s);
+
+/* Send XACK of acks (when any) and XREADGROUP COUNT count [BLOCK block_ms] from id `from`
+ * ("0" or an id: this consumer's pending entries after it; ">": new entries). block_ms < 0:
+ * no BLOCK. Returns 0 or -1. */
+int stream_send_read(struct stream *s, const struct idlist *acks, const char *from, int count,
+                     long block_ms);
+/* Read what has arrived for the request. Returns 1 when the batch is complete (s->msgs[0..n),
+ * s->acked), 0 when more must be waited for, -1 on error (s->err; an error reply to XACK or
+ * XREADGROUP is an error too). */
+int stream_recv(struct stream *s);
+void stream_batch_release(struct stream *s);
+
+/* Take entries ids of our own pending list again for another attempt (XCLAIM to ourselves,
+ * which counts a delivery). Fills s->msgs like a read; entries whose data is gone are
+ * dropped from the pending list by Redis 7 and do not appear. Returns 0 or -1. */
+int stream_claim(struct stream *s, const struct idlist *ids);
+
+/* Move entry id to the dead-letter stream dlq with its original fields plus dlq.stream,
+ * dlq.id, dlq.reason, dlq.attempts, dlq.error, dlq.time, and acknowledge it, atomically (a Lua
+ * script). Returns 1 when moved, 0 when the entry is no longer pending for us (someone else
+ * has it now: nothing done), -1 when its data was gone (acknowledged, nothing to keep), -2 on
+ * error (s->err; the entry stays pending). */
+int stream_dead_letter(struct stream *s, const char *dlq, const char *id, const char *reason,
+                       long long attempts, const char *error, long long now_unix_ms);
+
+/* XAUTOCLAIM to us up to count entries idle for at least min_idle_ms, from cursor (updated:
+ * "0-0" when the whole pending list was scanned). Fills s->msgs like a read; *deleted counts
+ * entries whose data was gone (Redis dropped them from the pending list). Returns 0 or -1. */
+int stream_autoclaim(struct stream *s, long min_idle_ms, char cursor[STREAM_ID_MAX], int count,
+                     size_t *deleted);
+
+/* Reset the idle time of our pending entries ids (XCLAIM JUSTID to ourselves, which does not
+ * count a delivery), so that entries waiting for a retry are not reclaimed as orphans. */
+int stream_touch(struct stream *s, const struct idlist *ids);
+
+/* XACK ids now, waiting for the reply. Returns 0 (*acked: how many were pending) or -1. */
+int stream_ack(struct stream *s, const struct idlist *ids, uint64_t *acked);
+
+/* The delivery counts of pending entries ids[0..n) of this consumer, from XPENDING; entries not
+ * found get 0. Returns 0 or -1. */
+int stream_delivery_counts(struct stream *s, const struct msg *msgs, size_t n, long long *counts);
+
+#endif

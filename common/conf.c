@@ -1,0 +1,1252 @@
+/* conf.c: read the INI file with inih, check every key against one table, then check the rules
+ * that span keys in one place (validate()). Every problem is collected, so one run of
+ * `streamfleet -t` shows them all, each as "FILE:LINE: message".
+ *
+ * inih (Debian r55) is used through ini_parse_stream() and a reader of our own, because of how
+ * that build behaves (INI_HANDLER_LINENO=0, INI_MAX_LINE 200 on the stack):
+ *   - a line longer than the buffer is split, and its tail is parsed as a line of its own: a
+ *     long value ending in "admin_token=hijacked" silently creates that key;
+ *   - section and key names are cut at 49 characters, so two long names sharing a prefix merge;
+ *   - the handler is given no line number, and is not called at all for a syntax error or for a
+ *     section header, so an empty section is invisible to it;
+ *   - ini_parse_stream() reports only the first syntax error.
+ * The reader therefore sees every raw line first: it counts lines, rejects what inih would
+ * mangle (handing inih an empty line in its place, so line numbers stay in step and nothing of
+ * the line is parsed), reports malformed lines itself, and opens sections. inih is left to split
+ * "key = value" lines, which is all it is trusted with.
+ *
+ * Syntax, as inih reads it with our settings: "[section]", "key = value" (or "key: value"),
+ * whole-line comments starting with ';' or '#', and inline comments: " ;" (a ';' after
+ * whitespace) starts a comment that runs to the end of the line, so a value can never contain
+ * " ;" (a password in the Redis URL can: percent-encode it, "%20;"). Multi-line continuation is
+ * off: an indented line is an ordinary line. */
+#include "common/conf.h"
+#include "common/buf.h"
+#include "common/dur.h"
+#include "common/log.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <ini.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+/* inih keeps 49 characters of a section or key name (MAX_SECTION, MAX_NAME = 50 with the NUL).
+ * We accept one fewer, so a name inih would cut is always an error, never a merge. */
+#define NAME_MAX_INI 48
+
+#define KEYS_MAX 64             /* rows of the key table, at most */
+
+#define SECOND (1000L)
+#define MINUTE (60 * SECOND)
+#define HOUR   (60 * MINUTE)
+#define DAY    (24 * HOUR)
+
+enum section { SEC_NONE, SEC_FLEET, SEC_POOL, SEC_SKIP };
+
+/* One problem found while loading. line orders the report (0: about the whole file or the
+ * environment); seq keeps problems of one line in the order they were found. */
+struct problem {
+    int line;
+    size_t seq;
+    char *msg;
+};
+
+struct key;
+
+/* The state of one conf_load(). The reader and the handler share it: inih calls the reader for
+ * line N, then the handler for line N (if it holds a pair), before it asks for line N+1, so
+ * lineno and the current section are always those of the line the handler is given. */
+struct loader {
+    const char *path;
+    struct conf *c;
+    FILE *fp;
+    char *raw;                  /* getline() buffer; wiped at the end, it held secrets */
+    size_t rawcap;
+    int read_errno;
+    int lineno;                 /* lines read so far = the line inih is working on */
+    enum section sec;
+    char section[NAME_MAX_INI + 1];
+    size_t pool;                /* index into c->pools when sec == SEC_POOL */
+    int fleet_line;             /* line of [fleet], 0: none yet */
+    bool pool_headers;          /* some [pool:...] header was seen, even a rejected one */
+    /* For each key of the table, the line where it was first set in [fleet] (fleet_keys) and in
+     * each pool (pool_keys, parallel to c->pools). 0: not set; negative: set, but the value was
+     * rejected (already reported, so later rules must not trust the field). */
+    int fleet_keys[KEYS_MAX];
+    int (*pool_keys)[KEYS_MAX];
+    struct problem *probs;
+    size_t nprobs;
+};
+
+/* A key's setter checks value and stores it into base (struct conf for [fleet], struct
+ * pool_conf for a pool). On error it returns -1 with a message in err that does not repeat the
+ * key name, and that never contains a secret. */
+typedef int key_setter(const struct key *k, void *base, const char *value, char *err, size_t len);
+
+/* Flags of a key. KEY_HTTP with KEY_REQUIRED: required in every pool with handler = http. */
+#define KEY_REQUIRED 0x1u       /* must appear in every section of its kind */
+#define KEY_HTTP     0x2u       /* only applies to handler = http */
+#define KEY_REPEAT   0x4u       /* may appear more than once */
+
+struct key {
+    enum section sec;
+    const char *name;
+    key_setter *set;
+    size_t off;                 /* where the value goes in base */
+    long min, max;              /* bounds for numbers and durations */
+    unsigned flags;
+};
+
+static key_setter set_redis, set_listen, set_int, set_dur, set_bool, set_log_level,
+    set_log_format, set_handler, set_method, set_name, set_field, set_url, set_content_type,
+    set_header, set_file;
+
+#define F(field) offsetof(struct conf, field)
+#define P(field) offsetof(struct pool_conf, field)
+
+/* Every key, one row each. A new key is one row here, a field in conf.h, and a default in
+ * conf_defaults() or pool_defaults(); rules that span keys go in validate_pool(). */
+static const struct key keys[] = {
+    { SEC_FLEET, "redis",         set_redis,      F(redis),            0, 0, 0 },
+    { SEC_FLEET, "listen",        set_listen,     F(listen_host),      0, 0, 0 },
+    { SEC_FLEET, "drain_timeout", set_dur,        F(drain_timeout_ms), 0, HOUR, 0 },
+    { SEC_FLEET, "poll_interval", set_dur,        F(poll_interval_ms), 100, HOUR, 0 },
+    { SEC_FLEET, "log_level",     set_log_level,  F(log_level),        0, 0, 0 },
+    { SEC_FLEET, "log_format",    set_log_format, F(log_format),       0, 0, 0 },
+
+    { SEC_POOL, "stream",   set_name,    P(stream),   0, 0, KEY_REQUIRED },
+    { SEC_POOL, "group",    set_name,    P(group),    0, 0, KEY_REQUIRED },
+    { SEC_POOL, "workers",  set_int,     P(workers),  1, CONF_WORKERS_MAX, 0 },
+    { SEC_POOL, "batch",    set_int,     P(batch),    1, CONF_BATCH_MAX, 0 },
+    { SEC_POOL, "block",    set_dur,     P(block_ms), 1, 30 * SECOND, 0 },
+    { SEC_POOL, "handler",  set_handler, P(handler),  0, 0, KEY_REQUIRED },
+
+    { SEC_POOL, "url",                 set_url,          P(url),                 0, 0, KEY_HTTP | KEY_REQUIRED },
+    { SEC_POOL, "method",              set_method,       P(method),              0, 0, KEY_HTTP },
+    { SEC_POOL, "body_field",          set_field,        P(body_field),          0, 0, KEY_HTTP },
+    { SEC_POOL, "content_type",        set_content_type, P(content_type),        0, 0, KEY_HTTP },
+    { SEC_POOL, "header",              set_header,       P(headers),             0, 0, KEY_HTTP | KEY_REPEAT },
+    { SEC_POOL, "inflight",            set_int,          P(inflight),            1, CONF_INFLIGHT_MAX, KEY_HTTP },
+    { SEC_POOL, "connect_timeout",     set_dur,          P(connect_timeout_ms),  1, MINUTE, KEY_HTTP },
+    { SEC_POOL, "timeout",             set_dur,          P(timeout_ms),          1, HOUR, KEY_HTTP },
+    { SEC_POOL, "tls_ca",              set_file,         P(tls_ca),              0, 0, KEY_HTTP },
+    { SEC_POOL, "tls_cert",            set_file,         P(tls_cert),            0, 0, KEY_HTTP },
+    { SEC_POOL, "tls_key",             set_file,         P(tls_key),             0, 0, KEY_HTTP },
+    { SEC_POOL, "tls_verify",          set_bool,         P(tls_verify),          0, 0, KEY_HTTP },
+    { SEC_POOL, "signing_secret_file", set_file,         P(signing_secret_file), 0, 0, KEY_HTTP },
+    { SEC_POOL, "id_field",            set_field,        P(id_field),            0, 0, KEY_HTTP },
+    { SEC_POOL, "backoff_max",         set_dur,          P(backoff_max_ms),      1, DAY, KEY_HTTP },
+};
+
+#define NKEYS (sizeof keys / sizeof keys[0])
+_Static_assert(NKEYS <= KEYS_MAX, "struct loader: fleet_keys and pool_keys need a slot per key");
+
+/* ---- problems ---- */
+
+static void add_problem(struct loader *l, int line, char *msg)
+{
+    l->probs = xrealloc(l->probs, (l->nprobs + 1) * sizeof *l->probs);
+    l->probs[l->nprobs] = (struct problem){ line, l->nprobs, msg };
+    l->nprobs++;
+}
+
+/* Report a problem at line of the file (0: the file as a whole). */
+static void problem(struct loader *l, int line, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void problem(struct loader *l, int line, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    struct buf b = BUF_INIT;
+    if (line > 0)
+        buf_printf(&b, "%s:%d: %s", l->path, line, msg);
+    else
+        buf_printf(&b, "%s: %s", l->path, msg);
+    add_problem(l, line, b.p);
+}
+
+static bool has_problem_at(const struct loader *l, int line)
+{
+    for (size_t i = 0; i < l->nprobs; i++)
+        if (l->probs[i].line == line)
+            return true;
+    return false;
+}
+
+static int problem_cmp(const void *a, const void *b)
+{
+    const struct problem *x = a, *y = b;
+    if (x->line != y->line)
+        return x->line < y->line ? -1 : 1;
+    return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+/* ---- small checks shared by the setters ---- */
+
+static bool is_name_char(int c)
+{
+    return isalnum(c) || c == '_' || c == '.' || c == '-';
+}
+
+/* 1..CONF_NAME_MAX characters of [A-Za-z0-9_.-]: pool names and message field names. */
+static bool valid_name(const char *s, size_t n)
+{
+    if (n == 0 || n > CONF_NAME_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!is_name_char((unsigned char)s[i]))
+            return false;
+    return true;
+}
+
+static bool has_ctl(const char *s)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s < 0x20 || *s == 0x7f)
+            return true;
+    return false;
+}
+
+static char **str_field(const struct key *k, void *base)
+{
+    return (char **)((char *)base + k->off);
+}
+
+static void set_str(const struct key *k, void *base, const char *v)
+{
+    char **f = str_field(k, base);
+    free(*f);
+    *f = xstrdup(v);
+}
+
+/* Find v in words (NULL-terminated); *idx is its position. */
+static int pick_word(const char *const *words, const char *v, int *idx, char *err, size_t len)
+{
+    for (int i = 0; words[i]; i++) {
+        if (strcmp(v, words[i]) == 0) {
+            *idx = i;
+            return 0;
+        }
+    }
+    struct buf b = BUF_INIT;
+    for (int i = 0; words[i]; i++)
+        buf_printf(&b, "%s%s", i ? ", " : "", words[i]);
+    snprintf(err, len, "must be one of %s (got '%s')", b.p, v);
+    buf_release(&b);
+    return -1;
+}
+
+/* ---- setters, one per kind of value ---- */
+
+static int set_int(const struct key *k, void *base, const char *v, char *err, size_t len)
+{
+    long n;
+    if (int_parse(v, k->min, k->max, &n) == -1) {
+        snprintf(err, len, "must be a whole number from %ld to %ld (got '%s')", k->min, k->max, v);
+        return -1;
+    }
+    *(int *)((char *)base + k->off) = (int)n;
+    return 0;
+}
+
+static int set_dur(const struct key *k, void *base, const char *v, char *err, size_t len)
+{
+    long ms;
+    if (dur_parse(v, &ms) == -1) {
+        snprintf(err, len, "not a duration (got '%s'); write e.g. 250ms, 5s, 2m, 1h, 7d", v);
+        return -1;
+    }
+    if (ms < k->min || ms > k->max) {
+        char lo[32], hi[32];
+        snprintf(err, len, "must be from %s to %s (got '%s')", dur_format(k->min, lo, sizeof lo),
+                 dur_format(k->max, hi, sizeof hi), v);
+        return -1;
+    }
+    *(long *)((char *)base + k->off) = ms;
+    return 0;
+}
+
+static int set_bool(const struct key *k, void *base, const char *v, char *err, size_t len)
+{
+    static const char *const words[] = { "no", "yes", "false", "true", "off", "on", "0", "1", NULL };
+    int i;
+    if (pick_word(words, v, &i, err, len) == -1)
+        return -1;
+    *(bool *)((char *)base + k->off) = i % 2;
+    return 0;
+}
+
+/* The enums get a setter each, so that each field is written through its own type. */
+static int set_log_level(const struct key *k, void *base, const char *v, char *err, size_t len)
+{
+    static const char *const words[] = { "debug", "info", "warn", "error", NULL };
+    static const enum log_level vals[] = { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR };
+    int i;
+    (void)k;
+    if (pick_word(words, v, &i, err, len) == -1)
+        return -1;
+    ((struct conf *)base)->log_level = vals[i];
+    return 0;
+}
+
+static int set_log_format(const struct key *k, void *base, const char *v, char *err, size_t len)
+{
+    static const char *const words[] = { "text", "json", NULL };
+    static const enum log_format vals[] = { LOG_FORMAT_TEXT, LOG_FORMAT_JSON };
+    int i;
+    (void)k;
+    if (pick_word(words, v, &i, err, len) == -1)
+        return -1;
+    ((struct conf *)base)->log_format = vals[i];
+    return 0;
+}
+
+static int set_handler(const struct key *k, void *base, const char *v, char *err, size_t len)
+{
+    static const char *const words[] = { "log", "noop", "http", NULL };
+    static const enum handler_kind vals[] = { HANDLER_LOG, HANDLER_NOOP, HANDLER_HTTP };
+    int i;
+    (void)k;
+    if (pick_word(words, v, &i, err, len) == -1)
+        return -1;
+    ((struct pool_conf *)base)->handler = vals[i];
+    return 0;
+}
+
+static int set_method(const struct key *k, void *base, const char *v, char *err, size_t len)
+{
+    static const char *const words[] = { "POST", "PUT", "PATCH", NULL };
+    static const enum http_method vals[] = { HTTP_POST, HTTP_PUT, HTTP_PATCH };
+    int i;
+    (void)k;
+    if (pick_word(words, v, &i, err, len) == -1)
+        return -1;
+    ((struct pool_conf *)base)->method = vals[i];
+    return 0;
+}
+
+/* Stream and group names: Redis allows anything, we allow what survives logs and metrics
+ * labels unquoted: 1..CONF_NAME_MAX printable characters, no spaces. */
+static int set_name(const struct key *k, void *base, const char *v, char *err, size_t len)
+{
+    size_t n = strlen(v);
+    bool ok = n > 0 && n <= CONF_NAME_MAX;
+    for (size_t i = 0; ok && i < n; i++)
+        ok = isgraph((unsigned char)v[i]);
+    if (!ok) {
+        snprintf(err, len, "must be 1 to %d printable characters without spaces (got '%s')",
+                 CONF_NAME_MAX, v);
+        return -1;
+    }
+    set_str(k, base, v);
+    return 0;
+}
+
+/* A message field name (body_field, id_field): the same characters a URL placeholder allows. */
+static int set_field(const struct key *k, void *base, const char *v, char *err, size_t len)
+{
+    if (!valid_name(v, strlen(v))) {
+        snprintf(err, len, "must be a field name of 1 to %d characters of A-Z a-z 0-9 _ . - (got '%s')",
+                 CONF_NAME_MAX, v);
+        return -1;
+    }
+    set_str(k, base, v);
+    return 0;
+}
+
+/* A URL template. Placeholders are filled from message fields at delivery time, so where they
+ * may stand is a security rule: never in the scheme, host or port (a field must not choose
+ * where a message goes), only in the path and after it. Messages do not repeat the URL: its
+ * query may carry a token. */
+static int check_url(const char *u, char *err, size_t len)
+{
+    const char *rest;
+    if (strncmp(u, "http://", 7) == 0) {
+        rest = u + 7;
+    } else if (strncmp(u, "https://", 8) == 0) {
+        rest = u + 8;
+    } else {
+        snprintf(err, len, "must start with http:// or https://");
+        return -1;
+    }
+    for (const char *p = u; *p; p++) {
+        if ((unsigned char)*p <= ' ' || *p == 0x7f) {
+            snprintf(err, len, "contains a space or control character");
+            return -1;
+        }
+    }
+    size_t authority = strcspn(rest, "/");
+    if (authority == 0 || rest[0] == '?' || rest[0] == '#') {
+        snprintf(err, len, "has no host");
+        return -1;
+    }
+    if (memchr(rest, '{', authority) || memchr(rest, '}', authority)) {
+        snprintf(err, len, "placeholders are not allowed in the scheme, host or port; only after the first '/'");
+        return -1;
+    }
+    const char *brace = NULL;          /* the '{' of the placeholder being read */
+    for (const char *p = rest + authority; *p; p++) {
+        if (*p == '{') {
+            if (brace) {
+                snprintf(err, len, "unbalanced braces: '{' inside a placeholder");
+                return -1;
+            }
+            brace = p;
+        } else if (*p == '}') {
+            if (!brace) {
+                snprintf(err, len, "unbalanced braces: '}' without '{'");
+                return -1;
+            }
+            const char *name = brace + 1;
+            size_t n = (size_t)(p - name);
+            if (!valid_name(name, n)) {
+                snprintf(err, len, "bad placeholder {%.*s}: use {stream}, {id} or {field} with a field name "
+                         "of 1 to %d characters of A-Z a-z 0-9 _ . -", (int)(n > 60 ? 60 : n), name,
+                         CONF_NAME_MAX);
+                return -1;
+            }
+            brace = NULL;
+        }
+    }
+    if (brace) {
+        snprintf(err, len, "unbalanced braces: '{' is never closed");
+        return -1;
+    }
+    return 0;
+}
+
+static int set_url(const struct key *k, void *base, const char *v, char *err, size_t len)
+{
+    if (check_url(v, err, len) == -1)
+        return -1;
+    set_str(k, base, v);
+    return 0;
+}
+
+static int set_content_type(const struct key *k, void *base, const char *v, char *err, size_t len)
+{
+    if (!*v || has_ctl(v)) {
+        snprintf(err, len, "must be a non-empty media type without control characters");
+        return -1;
+    }
+    set_str(k, base, v);
+    return 0;
+}
+
+static bool is_tchar(int c)
+{
+    return isalnum(c) || (c && strchr("!#$%&'*+-.^_`|~", c));
+}
+
+/* "Name: value", stored normalised as "Name: value". The value is never repeated in a message:
+ * headers are where tokens live (Authorization). Framing headers belong to curl, and
+ * Content-Type has a key of its own, so a second one cannot sneak in. */
+static int set_header(const struct key *k, void *base, const char *v, char *err, size_t len)
+{
+    static const struct {
+        const char *name, *hint;
+    } reserved[] = {
+        { "Content-Length", "" }, { "Transfer-Encoding", "" }, { "Content-Type", "; use content_type" },
+    };
+    struct pool_conf *p = base;
+    (void)k;
+    const char *colon = strchr(v, ':');
+    if (!colon) {
+        snprintf(err, len, "must be 'Name: value'");
+        return -1;
+    }
+    size_t n = (size_t)(colon - v);
+    while (n > 0 && (v[n - 1] == ' ' || v[n - 1] == '\t'))
+        n--;
+    bool ok = n > 0;
+    for (size_t i = 0; ok && i < n; i++)
+        ok = is_tchar((unsigned char)v[i]);
+    if (!ok) {
+        snprintf(err, len, "invalid header name '%.*s'", (int)(n > 60 ? 60 : n), v);
+        return -1;
+    }
+    for (size_t i = 0; i < sizeof reserved / sizeof reserved[0]; i++) {
+        if (strlen(reserved[i].name) == n && strncasecmp(v, reserved[i].name, n) == 0) {
+            snprintf(err, len, "header '%.*s' cannot be set here%s", (int)n, v, reserved[i].hint);
+            return -1;
+        }
+    }
+    const char *val = colon + 1;
+    val += strspn(val, " \t");
+    if (!*val) {
+        snprintf(err, len, "header '%.*s' has no value", (int)n, v);
+        return -1;
+    }
+    for (const char *c = val; *c; c++) {
+        if (((unsigned char)*c < 0x20 && *c != '\t') || *c == 0x7f) {
+            snprintf(err, len, "header '%.*s': value contains a control character", (int)n, v);
+            return -1;
+        }
+    }
+    if (p->nheaders == CONF_HEADERS_MAX) {
+        snprintf(err, len, "too many headers (at most %d)", CONF_HEADERS_MAX);
+        return -1;
+    }
+    struct buf b = BUF_INIT;
+    buf_printf(&b, "%.*s: %s", (int)n, v, val);
+    p->headers = xrealloc(p->headers, (p->nheaders + 1) * sizeof *p->headers);
+    p->headers[p->nheaders++] = b.p;
+    return 0;
+}
+
+/* A file the children will open later (CA, certificate, key, secret): checked now, so a typo
+ * fails `streamfleet -t` instead of every delivery. */
+static int set_file(const struct key *k, void *base, const char *v, char *err, size_t len)
+{
+    struct stat st;
+    if (!*v) {
+        snprintf(err, len, "empty path");
+        return -1;
+    }
+    if (access(v, R_OK) == -1 || stat(v, &st) == -1) {
+        snprintf(err, len, "cannot read '%s': %s", v, strerror(errno));
+        return -1;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        snprintf(err, len, "'%s' is not a regular file", v);
+        return -1;
+    }
+    set_str(k, base, v);
+    return 0;
+}
+
+/* host:port with a numeric address: the metrics endpoint binds exactly what is written, and a
+ * name that resolves to every interface must not be the surprise. */
+static int set_listen(const struct key *k, void *base, const char *v, char *err, size_t len)
+{
+    struct conf *c = base;
+    char host[INET6_ADDRSTRLEN];
+    const char *port;
+    unsigned char addr[sizeof(struct in6_addr)];
+    (void)k;
+    if (v[0] == '[') {
+        const char *close = strchr(v, ']');
+        size_t n = close ? (size_t)(close - v - 1) : 0;
+        if (!close || close[1] != ':' || n == 0 || n >= sizeof host) {
+            snprintf(err, len, "must be [IPv6 address]:port (got '%s')", v);
+            return -1;
+        }
+        memcpy(host, v + 1, n);
+        host[n] = '\0';
+        port = close + 2;
+        if (inet_pton(AF_INET6, host, addr) != 1) {
+            snprintf(err, len, "'%s' is not a numeric IPv6 address", host);
+            return -1;
+        }
+    } else {
+        const char *colon = strrchr(v, ':');
+        size_t n = colon ? (size_t)(colon - v) : 0;
+        if (!colon || n == 0 || n >= sizeof host) {
+            snprintf(err, len, "must be address:port, e.g. 127.0.0.1:9100 (got '%s')", v);
+            return -1;
+        }
+        memcpy(host, v, n);
+        host[n] = '\0';
+        port = colon + 1;
+        if (strchr(host, ':')) {
+            snprintf(err, len, "an IPv6 address must be in brackets, e.g. [::1]:9100 (got '%s')", v);
+            return -1;
+        }
+        if (inet_pton(AF_INET, host, addr) != 1) {
+            snprintf(err, len, "'%s' is not a numeric IPv4 address (or [IPv6])", host);
+            return -1;
+        }
+    }
+    long p;
+    if (int_parse(port, 1, 65535, &p) == -1) {
+        snprintf(err, len, "port must be from 1 to 65535 (got '%s')", port);
+        return -1;
+    }
+    free(c->listen_host);
+    c->listen_host = xstrdup(host);
+    c->listen_port = (int)p;
+    return 0;
+}
+
+static int set_redis(const struct key *k, void *base, const char *v, char *err, size_t len)
+{
+    struct redis_addr a;
+    (void)k;
+    if (conf_parse_redis(v, &a, err, len) == -1)
+        return -1;
+    struct conf *c = base;
+    conf_redis_release(&c->redis);
+    c->redis = a;
+    return 0;
+}
+
+/* ---- Redis addresses ---- */
+
+static int hexval(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* Percent-decode s[0..n) into a new string, or NULL for a bad or NUL escape. */
+static char *pct_decode(const char *s, size_t n)
+{
+    char *out = xmalloc(n + 1);
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] != '%') {
+            out[o++] = s[i];
+            continue;
+        }
+        int hi = i + 2 < n ? hexval((unsigned char)s[i + 1]) : -1;
+        int lo = i + 2 < n ? hexval((unsigned char)s[i + 2]) : -1;
+        if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) {
+            explicit_bzero(out, n + 1);
+            free(out);
+            return NULL;
+        }
+        out[o++] = (char)(hi * 16 + lo);
+        i += 2;
+    }
+    out[o] = '\0';
+    return out;
+}
+
+static int parse_unix(const char *p, struct redis_addr *a, char *err, size_t errlen)
+{
+    if (*p != '/') {
+        snprintf(err, errlen, "unix socket path must be absolute (unix:///path/to.sock)");
+        return -1;
+    }
+    size_t n = strcspn(p, "?");
+    if (n >= sizeof ((struct sockaddr_un *)0)->sun_path) {
+        snprintf(err, errlen, "unix socket path too long (at most %zu bytes)",
+                 sizeof ((struct sockaddr_un *)0)->sun_path - 1);
+        return -1;
+    }
+    if (p[n - 1] == '/') {
+        snprintf(err, errlen, "unix socket path names a directory");
+        return -1;
+    }
+    if (p[n] == '?') {
+        long db;
+        if (strncmp(p + n + 1, "db=", 3) != 0) {
+            snprintf(err, errlen, "only ?db=N may follow a unix socket path");
+            return -1;
+        }
+        if (int_parse(p + n + 4, 0, 1000000, &db) == -1) {
+            snprintf(err, errlen, "database must be a number from 0 to 1000000");
+            return -1;
+        }
+        a->db = (int)db;
+    }
+    a->unix_path = xstrndup(p, n);
+    return 0;
+}
+
+/* Messages never quote any part of the address: wherever the parse went wrong, the text in
+ * question may be the password, misplaced. The line number says where to look. */
+int conf_parse_redis(const char *url, struct redis_addr *a, char *err, size_t errlen)
+{
+    memset(a, 0, sizeof *a);
+    a->port = 6379;
+    if (strncmp(url, "unix://", 7) == 0) {
+        if (parse_unix(url + 7, a, err, errlen) == -1)
+            goto fail;
+        return 0;
+    }
+    if (strncmp(url, "rediss://", 9) == 0) {
+        /* hiredis 0.14 has no TLS; RELIABILITY.md says to bridge with stunnel. */
+        snprintf(err, errlen, "rediss:// (TLS) is not supported; connect through a local stunnel");
+        goto fail;
+    }
+    if (strncmp(url, "redis://", 8) != 0) {
+        snprintf(err, errlen, "address must start with redis:// or unix://");
+        goto fail;
+    }
+    const char *p = url + 8;
+    /* The last '@' ends the credentials: a host, port or db never holds one, a password may. */
+    const char *at = strrchr(p, '@');
+    if (at) {
+        const char *colon = memchr(p, ':', (size_t)(at - p));
+        if (!colon) {
+            snprintf(err, errlen, "credentials must be written as [user]:password@");
+            goto fail;
+        }
+        if (colon > p && !(a->user = pct_decode(p, (size_t)(colon - p)))) {
+            snprintf(err, errlen, "bad %%-escape in the user name");
+            goto fail;
+        }
+        if (!(a->password = pct_decode(colon + 1, (size_t)(at - colon - 1)))) {
+            snprintf(err, errlen, "bad %%-escape in the password");
+            goto fail;
+        }
+        if (!*a->password) {
+            snprintf(err, errlen, "empty password");
+            goto fail;
+        }
+        p = at + 1;
+    }
+
+    if (*p == '[') {
+        const char *close = strchr(p, ']');
+        unsigned char addr[sizeof(struct in6_addr)];
+        char host[INET6_ADDRSTRLEN];
+        size_t n = close ? (size_t)(close - p - 1) : 0;
+        if (!close || n == 0 || n >= sizeof host) {
+            snprintf(err, errlen, "bad IPv6 address: write it as [address]");
+            goto fail;
+        }
+        memcpy(host, p + 1, n);
+        host[n] = '\0';
+        if (inet_pton(AF_INET6, host, addr) != 1) {
+            snprintf(err, errlen, "bad IPv6 address");
+            goto fail;
+        }
+        a->host = xstrdup(host);
+        p = close + 1;
+    } else {
+        size_t n = strcspn(p, ":/");
+        if (n == 0) {
+            snprintf(err, errlen, "missing host");
+            goto fail;
+        }
+        for (size_t i = 0; i < n; i++) {
+            if (!isalnum((unsigned char)p[i]) && !strchr("-._", p[i])) {
+                snprintf(err, errlen, "bad host name (letters, digits, '-', '.', '_'; IPv6 in brackets)");
+                goto fail;
+            }
+        }
+        if (n > 253) {
+            snprintf(err, errlen, "host name too long");
+            goto fail;
+        }
+        a->host = xstrndup(p, n);
+        p += n;
+    }
+
+    if (*p == ':') {
+        char port[8];
+        long v;
+        size_t n = strcspn(++p, "/");
+        if (n >= sizeof port) {
+            snprintf(err, errlen, "port must be a number from 1 to 65535");
+            goto fail;
+        }
+        memcpy(port, p, n);
+        port[n] = '\0';
+        if (int_parse(port, 1, 65535, &v) == -1) {
+            snprintf(err, errlen, "port must be a number from 1 to 65535");
+            goto fail;
+        }
+        a->port = (int)v;
+        p += n;
+    }
+    if (*p == '/') {
+        long v;
+        if (*++p && int_parse(p, 0, 1000000, &v) == -1) {
+            snprintf(err, errlen, "database must be a number from 0 to 1000000");
+            goto fail;
+        }
+        a->db = *p ? (int)v : 0;
+    } else if (*p) {
+        snprintf(err, errlen, "unexpected text after the host");
+        goto fail;
+    }
+    return 0;
+
+fail:
+    conf_redis_release(a);
+    return -1;
+}
+
+static void wipe_free(char *s)
+{
+    if (s) {
+        explicit_bzero(s, strlen(s));
+        free(s);
+    }
+}
+
+void conf_redis_release(struct redis_addr *a)
+{
+    free(a->host);
+    free(a->unix_path);
+    wipe_free(a->user);
+    wipe_free(a->password);
+    memset(a, 0, sizeof *a);
+}
+
+const char *conf_redis_display(const struct redis_addr *a, char *buf, size_t len)
+{
+    if (a->unix_path && a->db)
+        snprintf(buf, len, "unix://%s?db=%d", a->unix_path, a->db);
+    else if (a->unix_path)
+        snprintf(buf, len, "unix://%s", a->unix_path);
+    else if (!a->host)
+        snprintf(buf, len, "(none)");
+    else if (strchr(a->host, ':'))
+        snprintf(buf, len, "redis://[%s]:%d/%d", a->host, a->port, a->db);
+    else
+        snprintf(buf, len, "redis://%s:%d/%d", a->host, a->port, a->db);
+    return buf;
+}
+
+/* ---- the reader: every raw line passes here before inih sees it ---- */
+
+/* Where inih's name[=:]value split or section parse stops: at one of chars, or at an inline
+ * comment (a comment prefix after whitespace). Mirrors ini_find_chars_or_comment() in r55, and
+ * reads the same runtime settings, so our view of a line and inih's cannot differ. */
+static const char *find_chars_or_comment(const char *s, const char *chars)
+{
+    bool was_space = false;
+    for (; *s; s++) {
+        if (chars && strchr(chars, *s))
+            break;
+        if (ini_allow_inline_comments && was_space && strchr(ini_inline_comment_prefixes, *s))
+            break;
+        was_space = isspace((unsigned char)*s);
+    }
+    return s;
+}
+
+static const char *skip_space(const char *s)
+{
+    while (*s && isspace((unsigned char)*s))
+        s++;
+    return s;
+}
+
+static void pool_defaults(struct pool_conf *p, const char *name, size_t n, int line)
+{
+    memset(p, 0, sizeof *p);
+    p->name = xstrndup(name, n);
+    p->line = line;
+    p->workers = 1;
+    p->batch = 10;
+    p->block_ms = 2 * SECOND;
+    p->handler = HANDLER_LOG;           /* required: validate() insists it was set */
+    p->method = HTTP_POST;
+    p->content_type = xstrdup("application/json");
+    p->inflight = 16;
+    p->connect_timeout_ms = 2 * SECOND;
+    p->timeout_ms = 30 * SECOND;
+    p->tls_verify = true;
+    p->backoff_max_ms = HOUR;
+}
+
+/* Enter the section named s[0..n) (already known to fit inih). Returns -1 after reporting why
+ * it cannot be entered; its keys are then skipped, not misfiled under the previous section. */
+static int open_section(struct loader *l, const char *s, size_t n)
+{
+    struct conf *c = l->c;
+    l->sec = SEC_SKIP;
+    memcpy(l->section, s, n);
+    l->section[n] = '\0';
+    if (strcmp(l->section, "fleet") == 0) {
+        if (l->fleet_line) {
+            problem(l, l->lineno, "duplicate [fleet], first at line %d", l->fleet_line);
+            return -1;
+        }
+        l->fleet_line = l->lineno;
+        l->sec = SEC_FLEET;
+        return 0;
+    }
+    if (strncmp(l->section, "pool:", 5) != 0) {
+        problem(l, l->lineno, "unknown section [%s] (expected [fleet] or [pool:NAME])", l->section);
+        return -1;
+    }
+    const char *name = l->section + 5;
+    if (!valid_name(name, n - 5)) {
+        problem(l, l->lineno, "invalid pool name '%s' (1 to %d characters of A-Z a-z 0-9 _ . -)",
+                name, CONF_NAME_MAX);
+        return -1;
+    }
+    for (size_t i = 0; i < c->npools; i++) {
+        if (strcmp(c->pools[i].name, name) == 0) {
+            problem(l, l->lineno, "duplicate [pool:%s], first at line %d", name, c->pools[i].line);
+            return -1;
+        }
+    }
+    c->pools = xrealloc(c->pools, (c->npools + 1) * sizeof *c->pools);
+    l->pool_keys = xrealloc(l->pool_keys, (c->npools + 1) * sizeof *l->pool_keys);
+    pool_defaults(&c->pools[c->npools], name, n - 5, l->lineno);
+    memset(l->pool_keys[c->npools], 0, sizeof l->pool_keys[c->npools]);
+    l->pool = c->npools++;
+    l->sec = SEC_POOL;
+    return 0;
+}
+
+/* A line starting with '[' (s, after leading whitespace). */
+static int check_section(struct loader *l, const char *s)
+{
+    const char *end = find_chars_or_comment(s + 1, "]");
+    if (*end != ']') {
+        l->sec = SEC_SKIP;
+        problem(l, l->lineno, "section header without ']'");
+        return -1;
+    }
+    size_t n = (size_t)(end - s - 1);
+    if (strncmp(s + 1, "pool:", 5) == 0)
+        l->pool_headers = true;         /* even if rejected: "no pools" would mislead */
+    const char *t = skip_space(end + 1);
+    if (*t && !strchr(ini_start_comment_prefixes, *t)) {
+        l->sec = SEC_SKIP;
+        problem(l, l->lineno, "unexpected text after section header");
+        return -1;
+    }
+    if (n > NAME_MAX_INI) {
+        l->sec = SEC_SKIP;
+        if (strncmp(s + 1, "pool:", 5) == 0)
+            problem(l, l->lineno, "section name too long (%zu characters, at most %d: a pool name "
+                    "at most %d)", n, NAME_MAX_INI, NAME_MAX_INI - 5);
+        else
+            problem(l, l->lineno, "section name too long (%zu characters, at most %d)", n, NAME_MAX_INI);
+        return -1;
+    }
+    return open_section(l, s + 1, n);
+}
+
+/* Any other line that is not blank or a comment must be key = value (or key: value). The line
+ * is not quoted in messages: it may be a secret that lost its '='. */
+static int check_pair(struct loader *l, const char *s)
+{
+    const char *end = find_chars_or_comment(s, "=:");
+    if (*end != '=' && *end != ':') {
+        problem(l, l->lineno, "expected 'key = value' or '[section]'");
+        return -1;
+    }
+    size_t n = (size_t)(end - s);
+    while (n > 0 && isspace((unsigned char)s[n - 1]))
+        n--;
+    if (n == 0) {
+        problem(l, l->lineno, "missing key name before '%c'", *end);
+        return -1;
+    }
+    if (n > NAME_MAX_INI) {
+        problem(l, l->lineno, "key name too long (%zu characters, at most %d)", n, NAME_MAX_INI);
+        return -1;
+    }
+    return 0;
+}
+
+/* Decide whether inih may see this line (len bytes, '\n' removed; room: inih's buffer size). */
+static int check_line(struct loader *l, const char *line, size_t len, size_t room)
+{
+    if (memchr(line, '\0', len)) {
+        problem(l, l->lineno, "NUL byte in line");
+        return -1;
+    }
+    /* inih needs room for the line, its '\n' and a NUL; less and it splits the line. */
+    if (len + 2 > room) {
+        problem(l, l->lineno, "line too long (%zu bytes, at most %zu)", len, room - 2);
+        return -1;
+    }
+    const char *s = skip_space(line);
+    if (!*s || strchr(ini_start_comment_prefixes, *s))
+        return 0;
+    if (*s == '[')
+        return check_section(l, s);
+    return check_pair(l, s);
+}
+
+/* The ini_reader: fgets-shaped, but one call is always exactly one line of the file. */
+static char *read_line(char *str, int num, void *stream)
+{
+    struct loader *l = stream;
+    if (num < 2)
+        return NULL;
+    errno = 0;
+    ssize_t got = getline(&l->raw, &l->rawcap, l->fp);
+    if (got < 0) {
+        l->read_errno = errno;
+        return NULL;
+    }
+    l->lineno++;
+    size_t len = (size_t)got;
+    if (len > 0 && l->raw[len - 1] == '\n')
+        l->raw[--len] = '\0';
+    const char *line = l->raw;
+    if (l->lineno == 1 && len >= 3 && memcmp(line, "\xef\xbb\xbf", 3) == 0) {
+        line += 3;              /* UTF-8 byte order mark */
+        len -= 3;
+    }
+    if (check_line(l, line, len, (size_t)num) == -1) {
+        strcpy(str, "\n");
+        return str;
+    }
+    memcpy(str, line, len);
+    str[len] = '\n';
+    str[len + 1] = '\0';
+    return str;
+}
+
+/* ---- the handler: one call per key = value line that passed the reader ---- */
+
+static const struct key *key_find(enum section sec, const char *name)
+{
+    for (size_t i = 0; i < NKEYS; i++)
+        if (keys[i].sec == sec && strcmp(keys[i].name, name) == 0)
+            return &keys[i];
+    return NULL;
+}
+
+static int key_index(enum section sec, const char *name)
+{
+    const struct key *k = key_find(sec, name);
+    return k ? (int)(k - keys) : -1;
+}
+
+static int on_pair(void *user, const char *section, const char *name, const char *value)
+{
+    struct loader *l = user;
+    if (l->sec == SEC_NONE) {
+        problem(l, l->lineno, "key '%s' before any section", name);
+        return 1;
+    }
+    if (l->sec == SEC_SKIP)
+        return 1;               /* its section was rejected: that one error is enough */
+    if (strcmp(section, l->section) != 0) {
+        problem(l, l->lineno, "internal error: inih read section [%s], we read [%s]", section, l->section);
+        return 1;
+    }
+    const struct key *k = key_find(l->sec, name);
+    if (!k) {
+        problem(l, l->lineno, "unknown key '%s' in [%s]", name, l->section);
+        return 1;
+    }
+    int *seen = l->sec == SEC_FLEET ? l->fleet_keys : l->pool_keys[l->pool];
+    size_t ki = (size_t)(k - keys);
+    if (seen[ki] && !(k->flags & KEY_REPEAT)) {
+        problem(l, l->lineno, "duplicate key '%s', first at line %d", name, abs(seen[ki]));
+        return 1;
+    }
+    void *base = l->sec == SEC_FLEET ? (void *)l->c : (void *)&l->c->pools[l->pool];
+    char err[400];
+    if (k->set(k, base, value, err, sizeof err) == -1) {
+        problem(l, l->lineno, "%s: %s", name, err);
+        if (!seen[ki])
+            seen[ki] = -l->lineno;
+        return 1;
+    }
+    if (seen[ki] <= 0)
+        seen[ki] = l->lineno;
+    /* Always "success": our problems are collected above, so a nonzero return from
+     * ini_parse_stream() can only be a syntax error the reader failed to catch. */
+    return 1;
+}
+
+/* ---- rules that span keys ---- */
+
+static void validate_pool(struct loader *l, size_t i)
+{
+    struct pool_conf *p = &l->c->pools[i];
+    const int *seen = l->pool_keys[i];
+    int ih = key_index(SEC_POOL, "handler");
+    bool handler_ok = seen[ih] > 0;
+    bool http = handler_ok && p->handler == HANDLER_HTTP;
+
+    for (size_t k = 0; k < NKEYS; k++) {
+        if (keys[k].sec != SEC_POOL)
+            continue;
+        bool http_only = keys[k].flags & KEY_HTTP;
+        if ((keys[k].flags & KEY_REQUIRED) && !seen[k] && (!http_only || http))
+            problem(l, p->line, "[pool:%s] missing required key '%s'%s", p->name, keys[k].name,
+                    http_only ? " (handler = http)" : "");
+        if (http_only && seen[k] && handler_ok && !http)
+            problem(l, abs(seen[k]), "key '%s' only applies to handler = http", keys[k].name);
+    }
+    if (!http)
+        return;
+
+    int cert = seen[key_index(SEC_POOL, "tls_cert")], key = seen[key_index(SEC_POOL, "tls_key")];
+    if (!cert != !key)
+        problem(l, abs(cert ? cert : key), "tls_cert and tls_key go together: %s is missing",
+                cert ? "tls_key" : "tls_cert");
+
+    int ct = seen[key_index(SEC_POOL, "connect_timeout")], to = seen[key_index(SEC_POOL, "timeout")];
+    if (ct >= 0 && to >= 0 && p->connect_timeout_ms > p->timeout_ms) {
+        char a[32], b[32];
+        problem(l, ct > to ? ct : to, "connect_timeout (%s) is longer than timeout (%s)",
+                dur_format(p->connect_timeout_ms, a, sizeof a), dur_format(p->timeout_ms, b, sizeof b));
+    }
+}
+
+/* Two pools reading one stream as one group would be one consumer group with two configs:
+ * whichever child claims an entry decides how it is delivered. */
+static void check_pairs_unique(struct loader *l)
+{
+    const struct conf *c = l->c;
+    for (size_t i = 0; i < c->npools; i++) {
+        const struct pool_conf *p = &c->pools[i];
+        for (size_t j = 0; p->stream && p->group && j < i; j++) {
+            const struct pool_conf *q = &c->pools[j];
+            if (q->stream && q->group && strcmp(p->stream, q->stream) == 0 &&
+                strcmp(p->group, q->group) == 0) {
+                problem(l, p->line, "[pool:%s] reads stream '%s' as group '%s', like [pool:%s] at line %d",
+                        p->name, p->stream, p->group, q->name, q->line);
+                break;
+            }
+        }
+    }
+}
+
+static void validate(struct loader *l)
+{
+    struct conf *c = l->c;
+    const char *env = getenv("STREAMFLEET_REDIS");
+    if (env) {
+        struct redis_addr a;
+        char err[300];
+        if (conf_parse_redis(env, &a, err, sizeof err) == -1) {
+            struct buf b = BUF_INIT;
+            buf_printf(&b, "STREAMFLEET_REDIS: %s", err);
+            add_problem(l, 0, b.p);
+        } else {
+            conf_redis_release(&c->redis);
+            c->redis = a;
+            c->redis_from_env = true;
+        }
+    } else if (!l->fleet_keys[key_index(SEC_FLEET, "redis")]) {
+        if (l->fleet_line)
+            problem(l, l->fleet_line, "[fleet] missing required key 'redis' (or set STREAMFLEET_REDIS)");
+        else
+            problem(l, 1, "missing [fleet] section with redis = ... (or set STREAMFLEET_REDIS)");
+    }
+    if (!l->pool_headers)
+        problem(l, 1, "no [pool:NAME] section: nothing to run");
+    for (size_t i = 0; i < c->npools; i++)
+        validate_pool(l, i);
+    check_pairs_unique(l);
+}
+
+/* ---- loading ---- */
+
+static void conf_defaults(struct conf *c, const char *path)
+{
+    c->path = xstrdup(path);
+    c->listen_host = xstrdup("127.0.0.1");
+    c->listen_port = 9100;
+    c->drain_timeout_ms = 30 * SECOND;
+    c->poll_interval_ms = 5 * SECOND;
+    c->log_level = LOG_INFO;
+    c->log_format = LOG_FORMAT_TEXT;
+}
+
+struct conf *conf_load(const char *path, struct conf_errors *errs)
+{
+    struct loader l = { .path = path, .sec = SEC_NONE };
+    struct conf *c = xcalloc(1, sizeof *c);
+    conf_defaults(c, path);
+    l.c = c;
+
+    l.fp = fopen(path, "r");
+    struct stat st;
+    if (!l.fp) {
+        problem(&l, 0, "cannot open: %s", strerror(errno));
+        goto out;
+    }
+    if (fstat(fileno(l.fp), &st) == 0 && S_ISDIR(st.st_mode)) {
+        problem(&l, 0, "cannot open: %s", strerror(EISDIR));
+        goto out;
+    }
+
+    /* The reader mirrors inih's rules for these settings: set them, do not inherit them. */
+    ini_allow_multiline = false;
+    ini_allow_inline_comments = true;
+    ini_allow_no_value = false;
+    ini_stop_on_first_error = false;
+    int rc = ini_parse_stream(read_line, &l, on_pair, &l);
+    if (ferror(l.fp))
+        problem(&l, 0, "read error: %s", strerror(l.read_errno ? l.read_errno : EIO));
+    else if (rc > 0 && !has_problem_at(&l, rc))
+        problem(&l, rc, "syntax error");
+    else if (rc < 0)
+        problem(&l, 0, "inih failed (%d)", rc);
+    validate(&l);
+
+out:
+    if (l.fp)
+        fclose(l.fp);
+    if (l.raw)
+        explicit_bzero(l.raw, l.rawcap);
+    free(l.raw);
+    free(l.pool_keys);
+    if (l.nprobs) {
+        qsort(l.probs, l.nprobs, sizeof *l.probs, problem_cmp);
+        errs->msg = xrealloc(errs->msg, (errs->n + l.nprobs) * sizeof *errs->msg);
+        for (size_t i = 0; i < l.nprobs; i++)
+            errs->msg[errs->n++] = l.probs[i].msg;
+    }
+    free(l.probs);
+    if (l.nprobs) {
+        conf_free(c);
+        return NULL;
+    }
+    return c;
+}
+
+static void pool_release(struct pool_conf *p)
+{
+    free(p->name);
+    free(p->stream);
+    free(p->group);
+    free(p->url);
+    free(p->body_field);
+    free(p->content_type);
+    for (size_t i = 0; i < p->nheaders; i++)
+        wipe_free(p->headers[i]);       /* Authorization and friends */
+    free(p->headers);
+    free(p->tls_ca);
+    free(p->tls_cert);
+    free(p->tls_key);
+    free(p->signing_secret_file);
+    free(p->id_field);
+}
+
+void conf_free(struct conf *c)
+{
+    if (!c)
+        return;
+    free(c->path);
+    conf_redis_release(&c->redis);
+    free(c->listen_host);
+    for (size_t i = 0; i < c->npools; i++)
+        pool_release(&c->pools[i]);
+    free(c->pools);
+    free(c);
+}
+
+void conf_errors_release(struct conf_errors *errs)
+{
+    for (size_t i = 0; i < errs->n; i++)
+        free(errs->msg[i]);
+    free(errs->msg);
+    errs->msg = NULL;
+    errs->n = 0;
+}
+
+const struct pool_conf *conf_pool(const struct conf *c, const char *name)
+{
+    for (size_t i = 0; i < c->npools; i++)
+        if (strcmp(c->pools[i].name, name) == 0)
+            return &c->pools[i];
+    return NULL;
+}

@@ -1,0 +1,98 @@
+/* conf.h: the configuration, read from an INI file by inih into one struct and validated in
+ * one place (conf.c). Once conf_load() returns, a struct conf is immutable: the master and the
+ * children only read it, and a reload builds a new one beside the old. */
+#ifndef SF_CONF_H
+#define SF_CONF_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#define CONF_NAME_MAX   48     /* pool names, stream and group names are checked against this */
+#define CONF_WORKERS_MAX 256
+#define CONF_BATCH_MAX  10000
+#define CONF_INFLIGHT_MAX 1024
+#define CONF_HEADERS_MAX 32
+
+enum log_level { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR };
+enum log_format { LOG_FORMAT_TEXT, LOG_FORMAT_JSON };
+enum handler_kind { HANDLER_LOG, HANDLER_NOOP, HANDLER_HTTP };
+enum http_method { HTTP_POST, HTTP_PUT, HTTP_PATCH };
+
+/* Where Redis is. Exactly one of host or unix_path is set. password (and user) are secrets:
+ * never log them; conf_redis_display() gives a printable form without them. */
+struct redis_addr {
+    char *host;
+    int port;
+    char *unix_path;
+    char *user;          /* NULL: AUTH with the password alone */
+    char *password;      /* NULL: no AUTH */
+    int db;
+};
+
+struct pool_conf {
+    char *name;
+    int line;                   /* line of its [pool:NAME] header, for messages */
+    char *stream;
+    char *group;
+    int workers;                /* 1..CONF_WORKERS_MAX */
+    int batch;                  /* XREADGROUP COUNT, 1..CONF_BATCH_MAX */
+    long block_ms;              /* XREADGROUP BLOCK, 1 ms .. 30 s */
+    enum handler_kind handler;
+
+    /* handler = http */
+    char *url;                  /* template: {field}, {stream}, {id} */
+    enum http_method method;
+    char *body_field;           /* NULL: body is a JSON object of all fields */
+    char *content_type;
+    char **headers;             /* "Name: value", repeatable key `header` */
+    size_t nheaders;
+    int inflight;               /* 1..CONF_INFLIGHT_MAX */
+    long connect_timeout_ms;
+    long timeout_ms;
+    char *tls_ca, *tls_cert, *tls_key;
+    bool tls_verify;
+    char *signing_secret_file;
+    char *id_field;             /* NULL: the stream entry id is the message id */
+    long backoff_max_ms;        /* caps Retry-After and the circuit breaker's probe delay */
+};
+
+struct conf {
+    char *path;
+    struct redis_addr redis;
+    bool redis_from_env;        /* STREAMFLEET_REDIS overrode [fleet] redis */
+    char *listen_host;          /* numeric address, default 127.0.0.1 */
+    int listen_port;            /* default 9100 */
+    long drain_timeout_ms;      /* default 30 s */
+    long poll_interval_ms;      /* master's Redis poll, default 5 s */
+    enum log_level log_level;
+    enum log_format log_format;
+    struct pool_conf *pools;
+    size_t npools;
+};
+
+/* Problems found while loading, each already formatted as "FILE:LINE: message". */
+struct conf_errors {
+    char **msg;
+    size_t n;
+};
+
+/* Read and validate path. On success returns a new conf (free with conf_free()) and leaves
+ * errs empty; on any problem returns NULL and appends every problem found to errs (free with
+ * conf_errors_release()). The environment variable STREAMFLEET_REDIS, when set, overrides
+ * [fleet] redis. */
+struct conf *conf_load(const char *path, struct conf_errors *errs);
+void conf_free(struct conf *c);
+void conf_errors_release(struct conf_errors *errs);
+
+/* Parse a Redis address: redis://[[user]:password@]host[:port][/db] or unix:///path[?db=N].
+ * Fills a (free contents with conf_redis_release()); returns 0, or -1 with a message that
+ * never contains the password in err. */
+int conf_parse_redis(const char *url, struct redis_addr *a, char *err, size_t errlen);
+void conf_redis_release(struct redis_addr *a);
+/* "redis://host:port/db" or "unix:///path", never the credentials. Writes into buf. */
+const char *conf_redis_display(const struct redis_addr *a, char *buf, size_t len);
+
+/* Find a pool by name, or NULL. */
+const struct pool_conf *conf_pool(const struct conf *c, const char *name);
+
+#endif

@@ -1,0 +1,31 @@
+/* log.h: one event per line on stderr, as text or JSON. Every process of the fleet logs
+ * through here; a child sets its pool and slot once so that each line says who wrote it. */
+#ifndef SF_LOG_H
+#define SF_LOG_H
+
+#include "common/conf.h"
+
+void log_init(enum log_level level, enum log_format format);
+/* Name the writer of the following lines: pool NULL for the master. */
+void log_set_origin(const char *pool, int slot);
+bool log_enabled(enum log_level level);
+
+/* printf-style message, lowercase, saying what failed first. The _x variants do not append
+ * strerror(errno); the others do (OpenBSD's log_warn/log_warnx convention). */
+void log_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void log_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void log_warnx(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void log_errorx(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Log at error level and exit(1). For start-up and out-of-memory only. */
+_Noreturn void fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+_Noreturn void fatalx(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Allocation that cannot fail: out of memory is fatal. */
+void *xmalloc(size_t n);
+void *xcalloc(size_t n, size_t size);
+void *xrealloc(void *p, size_t n);
+char *xstrdup(const char *s);
+char *xstrndup(const char *s, size_t n);
+
+#endif

@@ -1,0 +1,95 @@
+/* sb.h: the scoreboard, the shared-memory region through which children report to the master.
+ *
+ * One slot per child, in a MAP_SHARED|MAP_ANONYMOUS mapping made by the master before the
+ * first fork. Each field has one writer: a child writes the counters, gauges and heartbeat of
+ * its own slot and nothing else; the master reads them. There are no locks: a child that dies
+ * must never leave one held. Counters are monotonic while a child lives; when it dies the
+ * master folds its final values into the pool's retired totals (sb_fold) before the slot is
+ * reused, so what /metrics shows never goes back. */
+#ifndef SF_SB_H
+#define SF_SB_H
+
+#include <assert.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Every counter a child keeps, as one flat array so that merging is one loop.
+ * Histograms are bucket counters (not cumulative) plus a count and a sum in microseconds. */
+enum sb_counter {
+    SB_READ,            /* entries handed to the handler */
+    SB_ACKED,           /* entries XACKed after success */
+    SB_FAILED,          /* handler failures (transient or permanent) */
+    SB_RETRIED,
+    SB_DEAD_LETTERED,
+    SB_DUPLICATE,
+    SB_RECLAIMED,
+    SB_VANISHED,        /* pending entries whose stream data was deleted or trimmed */
+    SB_BAD_MESSAGE,     /* failures that were the message's fault */
+    SB_REDIS_ERRORS,
+    SB_HTTP_FIRST,                        /* streamfleet_http_requests_total{code} */
+    SB_HTTP_LAST = SB_HTTP_FIRST + 31,
+    SB_DUR_FIRST,                         /* streamfleet_handler_duration_seconds */
+    SB_DUR_LAST = SB_DUR_FIRST + 15,
+    SB_DUR_COUNT,
+    SB_DUR_SUM_US,
+    SB_HTTP_DUR_FIRST,                    /* streamfleet_http_request_duration_seconds */
+    SB_HTTP_DUR_LAST = SB_HTTP_DUR_FIRST + 15,
+    SB_HTTP_DUR_COUNT,
+    SB_HTTP_DUR_SUM_US,
+    SB_NCOUNTERS
+};
+
+/* Histogram bucket upper bounds in seconds; the last one is +Inf. */
+#define SB_NBUCKETS 16
+extern const double sb_bucket_le[SB_NBUCKETS];
+
+/* The label of streamfleet_http_requests_total for counter SB_HTTP_FIRST + i. */
+#define SB_NHTTP (SB_HTTP_LAST - SB_HTTP_FIRST + 1)
+extern const char *const sb_http_label[SB_NHTTP];
+/* The counter index for an HTTP status (0: a transport error). */
+int sb_http_index(long status);
+
+enum sb_state { SB_FREE, SB_STARTING, SB_RUNNING, SB_DRAINING };
+
+struct sb_slot {
+    /* Written by the master only. */
+    _Atomic int state;
+    _Atomic int pid;
+    /* Written by the child only. */
+    _Atomic uint64_t heartbeat_ms;       /* CLOCK_MONOTONIC milliseconds of its last loop turn */
+    _Atomic uint32_t inflight;
+    _Atomic uint32_t circuit_open;
+    _Atomic uint64_t c[SB_NCOUNTERS];
+} __attribute__((aligned(64)));
+
+static_assert(sizeof(struct sb_slot) % 64 == 0, "slots must not share a cache line");
+static_assert(SB_DUR_LAST - SB_DUR_FIRST + 1 == SB_NBUCKETS, "one counter per bucket");
+static_assert(SB_HTTP_DUR_LAST - SB_HTTP_DUR_FIRST + 1 == SB_NBUCKETS, "one counter per bucket");
+
+#define SB_SLOTS_MAX 1024
+
+struct sb {
+    struct sb_slot *slot;
+    size_t nslots;
+};
+
+/* Map the region (master, before any fork). Returns 0 or -1 with errno. */
+int sb_open(struct sb *sb, size_t nslots);
+void sb_close(struct sb *sb);
+/* Clear a slot before it is given to a new child. Master only. */
+void sb_slot_reset(struct sb_slot *s);
+
+/* Child side: one writer per slot, so a relaxed load and store is enough (no lock prefix). */
+static inline void sb_add(struct sb_slot *s, enum sb_counter i, uint64_t n)
+{
+    uint64_t v = atomic_load_explicit(&s->c[i], memory_order_relaxed);
+    atomic_store_explicit(&s->c[i], v + n, memory_order_release);
+}
+/* Record one observation of d seconds into the histogram starting at counter first. */
+void sb_observe(struct sb_slot *s, enum sb_counter first, double seconds);
+
+/* Master side: add a slot's counters into totals (acquire loads). */
+void sb_fold(uint64_t totals[SB_NCOUNTERS], const struct sb_slot *s);
+
+#endif

@@ -1,0 +1,205 @@
+/* metrics.c: /metrics and /health from a fleet view. Pure: no I/O, no clock. */
+#include "supervisor/view.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <string.h>
+
+struct counter_def {
+    const char *name;
+    const char *help;
+    enum sb_counter idx;
+};
+
+static const struct counter_def counters[] = {
+    { "streamfleet_messages_read_total", "Stream entries handed to the handler.", SB_READ },
+    { "streamfleet_messages_acked_total", "Stream entries acknowledged after success.", SB_ACKED },
+    { "streamfleet_messages_failed_total", "Handler failures, transient or permanent.", SB_FAILED },
+    { "streamfleet_messages_bad_total", "Messages the handler could not use (bad_message).", SB_BAD_MESSAGE },
+    { "streamfleet_messages_vanished_total", "Pending entries whose data was deleted or trimmed.", SB_VANISHED },
+    { "streamfleet_redis_errors_total", "Failed Redis commands and connections in children.", SB_REDIS_ERRORS },
+};
+
+static void family(struct buf *out, const char *name, const char *type, const char *help)
+{
+    buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+/* Label values are pool names (checked to [A-Za-z0-9_.-] by the config), but escape anyway. */
+static void label(struct buf *out, const char *v)
+{
+    for (const char *p = v; *p; p++) {
+        if (*p == '\\' || *p == '"')
+            buf_addc(out, '\\');
+        if (*p == '\n') {
+            buf_adds(out, "\\n");
+            continue;
+        }
+        buf_addc(out, *p);
+    }
+}
+
+static void histogram(struct buf *out, const struct fleet_view *v, const char *name,
+                      const char *help, enum sb_counter first)
+{
+    family(out, name, "histogram", help);
+    for (unsigned i = 0; i < v->npools; i++) {
+        const struct pool_view *p = &v->pools[i];
+        uint64_t cum = 0;
+        for (int b = 0; b < SB_NBUCKETS; b++) {
+            cum += p->c[first + b];
+            buf_printf(out, "%s_bucket{pool=\"", name);
+            label(out, p->name);
+            if (isinf(sb_bucket_le[b]))
+                buf_printf(out, "\",le=\"+Inf\"} %" PRIu64 "\n", cum);
+            else
+                buf_printf(out, "\",le=\"%g\"} %" PRIu64 "\n", sb_bucket_le[b], cum);
+        }
+        buf_printf(out, "%s_sum{pool=\"", name);
+        label(out, p->name);
+        buf_printf(out, "\"} %.6f\n", (double)p->c[first + SB_NBUCKETS + 1] / 1e6);
+        buf_printf(out, "%s_count{pool=\"", name);
+        label(out, p->name);
+        /* The count is the +Inf bucket: the two can never disagree, even mid-update. */
+        buf_printf(out, "\"} %" PRIu64 "\n", cum);
+    }
+}
+
+void metrics_render(struct buf *out, const struct fleet_view *v)
+{
+    family(out, "streamfleet_build_info", "gauge", "Version of the running streamfleet.");
+    buf_printf(out, "streamfleet_build_info{version=\"%s\"} 1\n", v->version);
+    family(out, "process_start_time_seconds", "gauge", "Start time of the master, Unix seconds.");
+    buf_printf(out, "process_start_time_seconds %.3f\n", v->start_time);
+    family(out, "streamfleet_redis_up", "gauge", "Whether the master's Redis connection answers PING.");
+    buf_printf(out, "streamfleet_redis_up %d\n", v->redis_up ? 1 : 0);
+
+    for (size_t k = 0; k < sizeof counters / sizeof counters[0]; k++) {
+        family(out, counters[k].name, "counter", counters[k].help);
+        for (unsigned i = 0; i < v->npools; i++) {
+            buf_printf(out, "%s{pool=\"", counters[k].name);
+            label(out, v->pools[i].name);
+            buf_printf(out, "\"} %" PRIu64 "\n", v->pools[i].c[counters[k].idx]);
+        }
+    }
+
+    family(out, "streamfleet_workers", "gauge", "Live worker processes.");
+    for (unsigned i = 0; i < v->npools; i++) {
+        buf_adds(out, "streamfleet_workers{pool=\"");
+        label(out, v->pools[i].name);
+        buf_printf(out, "\"} %u\n", v->pools[i].workers_live);
+    }
+    family(out, "streamfleet_workers_expected", "gauge", "Worker processes the config asks for.");
+    for (unsigned i = 0; i < v->npools; i++) {
+        buf_adds(out, "streamfleet_workers_expected{pool=\"");
+        label(out, v->pools[i].name);
+        buf_printf(out, "\"} %u\n", v->pools[i].workers_expected);
+    }
+    family(out, "streamfleet_worker_restarts_total", "counter", "Workers replaced after they died.");
+    for (unsigned i = 0; i < v->npools; i++) {
+        buf_adds(out, "streamfleet_worker_restarts_total{pool=\"");
+        label(out, v->pools[i].name);
+        buf_printf(out, "\"} %" PRIu64 "\n", v->pools[i].restarts);
+    }
+    family(out, "streamfleet_inflight", "gauge", "Messages being handled right now.");
+    for (unsigned i = 0; i < v->npools; i++) {
+        buf_adds(out, "streamfleet_inflight{pool=\"");
+        label(out, v->pools[i].name);
+        buf_printf(out, "\"} %u\n", v->pools[i].inflight);
+    }
+    family(out, "streamfleet_circuit_open", "gauge", "1 while a worker of the pool holds off a failing endpoint.");
+    for (unsigned i = 0; i < v->npools; i++) {
+        buf_adds(out, "streamfleet_circuit_open{pool=\"");
+        label(out, v->pools[i].name);
+        buf_printf(out, "\"} %d\n", v->pools[i].circuit_open ? 1 : 0);
+    }
+
+    family(out, "streamfleet_http_requests_total", "counter", "HTTP deliveries by status code (error: no response).");
+    for (unsigned i = 0; i < v->npools; i++)
+        for (int k = 0; k < SB_NHTTP; k++) {
+            uint64_t n = v->pools[i].c[SB_HTTP_FIRST + k];
+            if (n == 0)
+                continue;
+            buf_adds(out, "streamfleet_http_requests_total{pool=\"");
+            label(out, v->pools[i].name);
+            buf_printf(out, "\",code=\"%s\"} %" PRIu64 "\n", sb_http_label[k], n);
+        }
+
+    histogram(out, v, "streamfleet_handler_duration_seconds", "Time from handing a message to the handler to its outcome.",
+              SB_DUR_FIRST);
+    histogram(out, v, "streamfleet_http_request_duration_seconds", "Time of one HTTP delivery attempt.",
+              SB_HTTP_DUR_FIRST);
+}
+
+static void json_str(struct buf *out, const char *s)
+{
+    buf_addc(out, '"');
+    buf_add_json_str(out, s, strlen(s));
+    buf_addc(out, '"');
+}
+
+int health_render(struct buf *out, const struct fleet_view *v, const char *only)
+{
+    const struct pool_view *sel = NULL;
+    if (only) {
+        for (unsigned i = 0; i < v->npools && !sel; i++)
+            if (strcmp(v->pools[i].name, only) == 0)
+                sel = &v->pools[i];
+        if (!sel) {
+            buf_adds(out, "{\"status\":\"unknown pool\",\"pool\":");
+            json_str(out, only);
+            buf_adds(out, "}\n");
+            return 404;
+        }
+    }
+
+    struct buf reasons = BUF_INIT;
+    if (!v->redis_up) {
+        buf_adds(&reasons, "redis unreachable");
+        if (v->redis_error && v->redis_error[0]) {
+            buf_adds(&reasons, ": ");
+            buf_adds(&reasons, v->redis_error);
+        }
+    }
+    for (unsigned i = 0; i < v->npools; i++) {
+        const struct pool_view *p = &v->pools[i];
+        if (sel && p != sel)
+            continue;
+        if (p->workers_live < p->workers_expected) {
+            if (reasons.len)
+                buf_adds(&reasons, "; ");
+            buf_printf(&reasons, "pool %s has %u of %u workers%s", p->name, p->workers_live,
+                       p->workers_expected, p->crash_loop ? " (crash loop)" : "");
+        }
+    }
+    int status = reasons.len ? 503 : 200;
+    buf_printf(out, "{\"status\":\"%s\"", status == 200 ? "ok" : "degraded");
+    if (reasons.len) {
+        buf_adds(out, ",\"reason\":");
+        json_str(out, reasons.p);
+    }
+    buf_printf(out, ",\"redis\":{\"up\":%s", v->redis_up ? "true" : "false");
+    if (!v->redis_up && v->redis_error) {
+        buf_adds(out, ",\"error\":");
+        json_str(out, v->redis_error);
+    }
+    buf_adds(out, "},\"pools\":{");
+    bool first = true;
+    for (unsigned i = 0; i < v->npools; i++) {
+        const struct pool_view *p = &v->pools[i];
+        if (sel && p != sel)
+            continue;
+        if (!first)
+            buf_addc(out, ',');
+        first = false;
+        json_str(out, p->name);
+        buf_printf(out,
+                   ":{\"workers\":%u,\"expected\":%u,\"restarts\":%" PRIu64 ",\"crash_loop\":%s,"
+                   "\"inflight\":%u,\"circuit_open\":%s}",
+                   p->workers_live, p->workers_expected, p->restarts, p->crash_loop ? "true" : "false",
+                   p->inflight, p->circuit_open ? "true" : "false");
+    }
+    buf_adds(out, "}}\n");
+    buf_release(&reasons);
+    return status;
+}

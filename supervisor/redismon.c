@@ -1,0 +1,241 @@
+/* redismon.c: the master's Redis connection on hiredis 0.14's async API, with a small
+ * adapter to our poll loop: hiredis tells us through ev.addRead/addWrite which events it
+ * wants, and we call redisAsyncHandleRead/Write when poll() reports them.
+ *
+ * hiredis frees the async context itself after a failed connect or a disconnect (right after
+ * our callback returns): the callbacks forget the pointer, and only redismon_run() outside any
+ * callback calls redisAsyncFree(). */
+#include "supervisor/redismon.h"
+#include "common/log.h"
+
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define PING_EVERY_MS 1000
+#define PING_TIMEOUT_MS 2000
+#define RECONNECT_MIN_MS 500
+#define RECONNECT_MAX_MS 5000
+
+struct redismon {
+    const struct redis_addr *addr;
+    redisAsyncContext *ac;
+    bool want_read, want_write;
+    bool connected;
+    bool up;
+    char error[256];
+    char auth_error[256];
+    long long ping_sent_ms;         /* 0: no PING outstanding */
+    long long next_ping_ms;
+    long long next_connect_ms;
+    long backoff_ms;
+    long long now;                  /* of the current redismon_run() */
+};
+
+static void ev_add_read(void *p) { ((struct redismon *)p)->want_read = true; }
+static void ev_del_read(void *p) { ((struct redismon *)p)->want_read = false; }
+static void ev_add_write(void *p) { ((struct redismon *)p)->want_write = true; }
+static void ev_del_write(void *p) { ((struct redismon *)p)->want_write = false; }
+static void ev_cleanup(void *p)
+{
+    struct redismon *m = p;
+    m->want_read = m->want_write = false;
+}
+
+static void set_down(struct redismon *m, const char *why)
+{
+    if (m->up || strcmp(m->error, why) != 0)
+        log_warnx("redis is down: %s", why);
+    m->up = false;
+    snprintf(m->error, sizeof m->error, "%s", why);
+}
+
+static void schedule_reconnect(struct redismon *m)
+{
+    m->ac = NULL;
+    m->connected = false;
+    m->ping_sent_ms = 0;
+    m->backoff_ms = m->backoff_ms ? m->backoff_ms * 2 : RECONNECT_MIN_MS;
+    if (m->backoff_ms > RECONNECT_MAX_MS)
+        m->backoff_ms = RECONNECT_MAX_MS;
+    m->next_connect_ms = m->now + m->backoff_ms;
+}
+
+static void on_connect(const redisAsyncContext *ac, int status)
+{
+    struct redismon *m = ac->data;
+    if (status != REDIS_OK) {
+        set_down(m, ac->errstr[0] ? ac->errstr : "connect failed");
+        schedule_reconnect(m);       /* hiredis frees ac after we return */
+        return;
+    }
+    m->connected = true;
+    m->backoff_ms = 0;
+}
+
+static void on_disconnect(const redisAsyncContext *ac, int status)
+{
+    struct redismon *m = ac->data;
+    if (m == NULL)                  /* we freed it ourselves */
+        return;
+    if (status != REDIS_OK)
+        set_down(m, ac->errstr[0] ? ac->errstr : "connection lost");
+    schedule_reconnect(m);
+}
+
+static void on_auth(redisAsyncContext *ac, void *r, void *priv)
+{
+    (void)ac;
+    struct redismon *m = priv;
+    redisReply *reply = r;
+    if (reply && reply->type == REDIS_REPLY_ERROR)
+        snprintf(m->auth_error, sizeof m->auth_error, "authentication failed: %s", reply->str);
+    else if (reply)
+        m->auth_error[0] = '\0';
+}
+
+static void on_pong(redisAsyncContext *ac, void *r, void *priv)
+{
+    (void)ac;
+    struct redismon *m = priv;
+    redisReply *reply = r;
+    if (reply == NULL)              /* the context is going away */
+        return;
+    m->ping_sent_ms = 0;
+    if (reply->type == REDIS_REPLY_ERROR) {
+        set_down(m, m->auth_error[0] ? m->auth_error : reply->str);
+        return;
+    }
+    if (!m->up)
+        log_info("redis is up");
+    m->up = true;
+    m->error[0] = '\0';
+}
+
+static void connect_now(struct redismon *m)
+{
+    redisAsyncContext *ac = m->addr->unix_path ? redisAsyncConnectUnix(m->addr->unix_path)
+                                               : redisAsyncConnect(m->addr->host, m->addr->port);
+    if (ac == NULL) {
+        set_down(m, "out of memory");
+        schedule_reconnect(m);
+        return;
+    }
+    if (ac->err) {
+        set_down(m, ac->errstr);
+        redisAsyncFree(ac);
+        schedule_reconnect(m);
+        return;
+    }
+    m->ac = ac;
+    ac->data = m;
+    ac->ev.data = m;
+    ac->ev.addRead = ev_add_read;
+    ac->ev.delRead = ev_del_read;
+    ac->ev.addWrite = ev_add_write;
+    ac->ev.delWrite = ev_del_write;
+    ac->ev.cleanup = ev_cleanup;
+    redisAsyncSetConnectCallback(ac, on_connect);
+    redisAsyncSetDisconnectCallback(ac, on_disconnect);
+    /* Commands queue until the connection is up. AUTH by argv: never a format string. */
+    if (m->addr->password) {
+        const char *argv[3] = { "AUTH", m->addr->user ? m->addr->user : m->addr->password, m->addr->password };
+        size_t len[3] = { 4, strlen(argv[1]), strlen(argv[2]) };
+        redisAsyncCommandArgv(ac, on_auth, m, m->addr->user ? 3 : 2, argv, len);
+    }
+    if (m->addr->db)
+        redisAsyncCommand(ac, NULL, NULL, "SELECT %d", m->addr->db);
+    m->ping_sent_ms = m->now;
+    m->next_ping_ms = m->now + PING_EVERY_MS;
+    redisAsyncCommand(ac, on_pong, m, "PING");
+}
+
+struct redismon *redismon_open(const struct redis_addr *addr)
+{
+    struct redismon *m = xcalloc(1, sizeof *m);
+    m->addr = addr;
+    snprintf(m->error, sizeof m->error, "not connected yet");
+    return m;
+}
+
+void redismon_free(struct redismon *m)
+{
+    if (m == NULL)
+        return;
+    if (m->ac) {
+        m->ac->data = NULL;
+        redisAsyncContext *ac = m->ac;
+        m->ac = NULL;
+        /* Callbacks run with NULL replies; on_disconnect sees data NULL and returns. */
+        redisAsyncFree(ac);
+    }
+    free(m);
+}
+
+int redismon_fds(struct redismon *m, struct pollfd *pfd)
+{
+    if (m->ac == NULL || (!m->want_read && !m->want_write))
+        return 0;
+    pfd->fd = m->ac->c.fd;
+    pfd->events = (short)((m->want_read ? POLLIN : 0) | (m->want_write ? POLLOUT : 0));
+    pfd->revents = 0;
+    return 1;
+}
+
+void redismon_run(struct redismon *m, short revents, long long now)
+{
+    m->now = now;
+    if (m->ac && (revents & (POLLIN | POLLERR | POLLHUP)))
+        redisAsyncHandleRead(m->ac);
+    if (m->ac && (revents & POLLOUT))
+        redisAsyncHandleWrite(m->ac);
+
+    if (m->ac && m->ping_sent_ms && now - m->ping_sent_ms > PING_TIMEOUT_MS) {
+        set_down(m, "no answer to PING within 2s");
+        redisAsyncContext *ac = m->ac;
+        ac->data = NULL;
+        redisAsyncFree(ac);
+        schedule_reconnect(m);
+        return;
+    }
+    if (m->ac == NULL) {
+        if (now >= m->next_connect_ms)
+            connect_now(m);
+        return;
+    }
+    if (m->connected && m->ping_sent_ms == 0 && now >= m->next_ping_ms) {
+        m->ping_sent_ms = now;
+        m->next_ping_ms = now + PING_EVERY_MS;
+        if (m->addr->password && m->auth_error[0]) {
+            /* Try the credentials again: an ACL may have been fixed. */
+            const char *argv[3] = { "AUTH", m->addr->user ? m->addr->user : m->addr->password, m->addr->password };
+            size_t len[3] = { 4, strlen(argv[1]), strlen(argv[2]) };
+            redisAsyncCommandArgv(m->ac, on_auth, m, m->addr->user ? 3 : 2, argv, len);
+        }
+        redisAsyncCommand(m->ac, on_pong, m, "PING");
+    }
+}
+
+long redismon_timeout_ms(struct redismon *m, long long now)
+{
+    long long due;
+    if (m->ac == NULL)
+        due = m->next_connect_ms;
+    else if (m->ping_sent_ms)
+        due = m->ping_sent_ms + PING_TIMEOUT_MS + 1;
+    else
+        due = m->next_ping_ms;
+    return due <= now ? 0 : (long)(due - now);
+}
+
+bool redismon_up(const struct redismon *m)
+{
+    return m->up;
+}
+
+const char *redismon_error(const struct redismon *m)
+{
+    return m->error;
+}

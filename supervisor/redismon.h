@@ -1,0 +1,28 @@
+/* redismon.h: the master's own Redis connection, used to know whether Redis answers (PING
+ * every second) for /health and /metrics. It runs on hiredis's async API driven by the
+ * master's poll loop, so a frozen or unreachable Redis never stalls the loop: a PING
+ * unanswered for 2 s marks Redis down and the connection is rebuilt. */
+#ifndef SF_REDISMON_H
+#define SF_REDISMON_H
+
+#include <poll.h>
+#include <stdbool.h>
+
+#include "common/conf.h"
+
+struct redismon;
+
+/* addr must outlive the monitor. Connects lazily, on the first redismon_tick(). */
+struct redismon *redismon_open(const struct redis_addr *addr);
+void redismon_free(struct redismon *m);
+/* Fill *pfd with the descriptor to wait on; returns 0 when there is none. */
+int redismon_fds(struct redismon *m, struct pollfd *pfd);
+/* Handle readiness (revents of the pollfd that redismon_fds gave, or 0) and timers. */
+void redismon_run(struct redismon *m, short revents, long long now_ms);
+/* Milliseconds until redismon_run() is due. */
+long redismon_timeout_ms(struct redismon *m, long long now_ms);
+bool redismon_up(const struct redismon *m);
+/* Why Redis is not up (never holds the password). */
+const char *redismon_error(const struct redismon *m);
+
+#endif

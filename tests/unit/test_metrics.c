@@ -1,0 +1,183 @@
+// links: supervisor/metrics.c
+/* Stats aggregation and rendering: slots fold into pool totals, /metrics is well-formed and
+ * /health decides ok or degraded for the right reasons. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "common/sb.h"
+#include "supervisor/view.h"
+
+static struct sb sb;
+
+static int setup(void **state)
+{
+    (void)state;
+    return sb_open(&sb, 4);
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    sb_close(&sb);
+    return 0;
+}
+
+static void fold_adds_every_counter(void **state)
+{
+    (void)state;
+    uint64_t totals[SB_NCOUNTERS] = { 0 };
+    totals[SB_READ] = 100;                     /* retired children's share */
+    sb_slot_reset(&sb.slot[0]);
+    sb_slot_reset(&sb.slot[1]);
+    sb_add(&sb.slot[0], SB_READ, 5);
+    sb_add(&sb.slot[1], SB_READ, 7);
+    sb_add(&sb.slot[1], SB_ACKED, 6);
+    sb_fold(totals, &sb.slot[0]);
+    sb_fold(totals, &sb.slot[1]);
+    assert_int_equal(totals[SB_READ], 112);
+    assert_int_equal(totals[SB_ACKED], 6);
+    assert_int_equal(totals[SB_FAILED], 0);
+}
+
+static void reset_clears_a_slot(void **state)
+{
+    (void)state;
+    sb_add(&sb.slot[2], SB_READ, 9);
+    sb_observe(&sb.slot[2], SB_DUR_FIRST, 0.003);
+    sb_slot_reset(&sb.slot[2]);
+    uint64_t totals[SB_NCOUNTERS] = { 0 };
+    sb_fold(totals, &sb.slot[2]);
+    for (int i = 0; i < SB_NCOUNTERS; i++)
+        assert_int_equal(totals[i], 0);
+}
+
+static void observe_picks_the_bucket(void **state)
+{
+    (void)state;
+    sb_slot_reset(&sb.slot[3]);
+    sb_observe(&sb.slot[3], SB_DUR_FIRST, 0.003);   /* le 0.005 */
+    sb_observe(&sb.slot[3], SB_DUR_FIRST, 100);     /* +Inf */
+    sb_observe(&sb.slot[3], SB_DUR_FIRST, 0.0001);  /* first bucket */
+    assert_int_equal(sb.slot[3].c[SB_DUR_FIRST + 0], 1);
+    assert_int_equal(sb.slot[3].c[SB_DUR_FIRST + 3], 1);
+    assert_int_equal(sb.slot[3].c[SB_DUR_LAST], 1);
+    assert_int_equal(sb.slot[3].c[SB_DUR_COUNT], 3);
+    assert_int_equal(sb.slot[3].c[SB_DUR_SUM_US], 3000 + 100000000 + 100);
+}
+
+static void http_codes_have_their_own_counters(void **state)
+{
+    (void)state;
+    assert_string_equal(sb_http_label[sb_http_index(0) - SB_HTTP_FIRST], "error");
+    assert_string_equal(sb_http_label[sb_http_index(200) - SB_HTTP_FIRST], "200");
+    assert_string_equal(sb_http_label[sb_http_index(422) - SB_HTTP_FIRST], "422");
+    assert_string_equal(sb_http_label[sb_http_index(418) - SB_HTTP_FIRST], "4xx");
+    assert_string_equal(sb_http_label[sb_http_index(599) - SB_HTTP_FIRST], "5xx");
+    assert_string_equal(sb_http_label[sb_http_index(999) - SB_HTTP_FIRST], "other");
+}
+
+static struct pool_view pools[2];
+
+static struct fleet_view make_view(void)
+{
+    memset(pools, 0, sizeof pools);
+    pools[0].name = "emails";
+    pools[0].workers_live = 4;
+    pools[0].workers_expected = 4;
+    pools[0].c[SB_READ] = 12;
+    pools[0].c[SB_ACKED] = 11;
+    pools[0].c[SB_DUR_FIRST + 2] = 3;
+    pools[0].c[SB_DUR_FIRST + 5] = 2;
+    pools[0].c[SB_DUR_COUNT] = 5;
+    pools[0].c[SB_DUR_SUM_US] = 1500000;
+    pools[1].name = "hooks";
+    pools[1].workers_live = 2;
+    pools[1].workers_expected = 2;
+    pools[1].restarts = 3;
+    struct fleet_view v = { .version = "9.9", .start_time = 1700000000.5, .redis_up = true,
+                            .pools = pools, .npools = 2 };
+    return v;
+}
+
+static void metrics_show_pool_counters(void **state)
+{
+    (void)state;
+    struct fleet_view v = make_view();
+    struct buf out = BUF_INIT;
+    metrics_render(&out, &v);
+    assert_non_null(strstr(out.p, "streamfleet_messages_read_total{pool=\"emails\"} 12\n"));
+    assert_non_null(strstr(out.p, "streamfleet_messages_acked_total{pool=\"emails\"} 11\n"));
+    assert_non_null(strstr(out.p, "streamfleet_messages_read_total{pool=\"hooks\"} 0\n"));
+    assert_non_null(strstr(out.p, "streamfleet_workers{pool=\"emails\"} 4\n"));
+    assert_non_null(strstr(out.p, "streamfleet_worker_restarts_total{pool=\"hooks\"} 3\n"));
+    assert_non_null(strstr(out.p, "streamfleet_build_info{version=\"9.9\"} 1\n"));
+    assert_non_null(strstr(out.p, "# TYPE streamfleet_messages_read_total counter\n"));
+    /* Buckets are cumulative; count equals the +Inf bucket; sum is in seconds. */
+    assert_non_null(strstr(out.p, "streamfleet_handler_duration_seconds_bucket{pool=\"emails\",le=\"0.0025\"} 3\n"));
+    assert_non_null(strstr(out.p, "streamfleet_handler_duration_seconds_bucket{pool=\"emails\",le=\"0.025\"} 5\n"));
+    assert_non_null(strstr(out.p, "streamfleet_handler_duration_seconds_bucket{pool=\"emails\",le=\"+Inf\"} 5\n"));
+    assert_non_null(strstr(out.p, "streamfleet_handler_duration_seconds_count{pool=\"emails\"} 5\n"));
+    assert_non_null(strstr(out.p, "streamfleet_handler_duration_seconds_sum{pool=\"emails\"} 1.500000\n"));
+    buf_release(&out);
+}
+
+static void health_ok_when_all_is_well(void **state)
+{
+    (void)state;
+    struct fleet_view v = make_view();
+    struct buf out = BUF_INIT;
+    assert_int_equal(health_render(&out, &v, NULL), 200);
+    assert_non_null(strstr(out.p, "\"status\":\"ok\""));
+    buf_release(&out);
+}
+
+static void health_degraded_without_redis(void **state)
+{
+    (void)state;
+    struct fleet_view v = make_view();
+    v.redis_up = false;
+    v.redis_error = "Connection refused";
+    struct buf out = BUF_INIT;
+    assert_int_equal(health_render(&out, &v, NULL), 503);
+    assert_non_null(strstr(out.p, "\"status\":\"degraded\""));
+    assert_non_null(strstr(out.p, "redis unreachable: Connection refused"));
+    buf_release(&out);
+}
+
+static void health_degraded_with_a_missing_worker(void **state)
+{
+    (void)state;
+    struct fleet_view v = make_view();
+    pools[1].workers_live = 1;
+    pools[1].crash_loop = true;
+    struct buf out = BUF_INIT;
+    assert_int_equal(health_render(&out, &v, NULL), 503);
+    assert_non_null(strstr(out.p, "pool hooks has 1 of 2 workers (crash loop)"));
+    buf_reset(&out);
+    /* One pool at a time: the healthy one is ok on its own. */
+    assert_int_equal(health_render(&out, &v, "emails"), 200);
+    assert_null(strstr(out.p, "hooks"));
+    buf_reset(&out);
+    assert_int_equal(health_render(&out, &v, "nosuch"), 404);
+    buf_release(&out);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(fold_adds_every_counter),
+        cmocka_unit_test(reset_clears_a_slot),
+        cmocka_unit_test(observe_picks_the_bucket),
+        cmocka_unit_test(http_codes_have_their_own_counters),
+        cmocka_unit_test(metrics_show_pool_counters),
+        cmocka_unit_test(health_ok_when_all_is_well),
+        cmocka_unit_test(health_degraded_without_redis),
+        cmocka_unit_test(health_degraded_with_a_missing_worker),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
