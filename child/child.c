@@ -8,6 +8,7 @@
 #include "child/handler.h"
 #include "child/stream.h"
 #include "common/backoff.h"
+#include "common/buf.h"
 #include "common/log.h"
 
 #include <errno.h>
@@ -25,14 +26,32 @@
 #define RECONNECT_MIN_MS 100
 #define RECONNECT_MAX_MS 5000
 #define LOG_REPEAT_MS 30000    /* the same Redis problem is logged again after this long */
-#define RETRY_BASE_MS 1000     /* first retry delay, doubling per attempt up to backoff_max */
-#define RETRY_JITTER_PCT 20
+#define READ_MARGIN_MS 5000    /* a read unanswered for block + this: Redis is frozen */
+#define DLQ_RETRY_MS 5000      /* a dead-letter move that failed is tried again after this */
+#define ERROR_TEXT_MAX 200     /* dlq.error keeps at most this much of the last error */
 
 /* A message that failed for now and waits in our pending list for its next attempt. */
 struct retry {
     char id[STREAM_ID_MAX];
     long long due_ms;
     long long attempt;          /* the attempt that failed */
+    bool outage;                /* failed because the endpoint was down: does not count */
+};
+
+/* A message to move to the dead-letter stream (done between requests, never while a read
+ * is on the wire: the connection carries one conversation at a time). */
+struct dead {
+    char id[STREAM_ID_MAX];
+    char reason[32];
+    char error[ERROR_TEXT_MAX + 1];
+    long long attempts;
+    long long due_ms;
+};
+
+/* The done-marker key of a message being handled (dedupe_ttl), by entry id. */
+struct marker {
+    char id[STREAM_ID_MAX];
+    char *key;
 };
 
 struct child {
@@ -42,12 +61,25 @@ struct child {
     struct stream st;
     const struct handler_ops *ops;
     struct handler *h;
+    unsigned capacity;              /* messages it may hold at once */
     struct idlist acks;             /* done, to be acknowledged with the next request */
     struct retry *retries;          /* unordered; a scan finds what is due */
     size_t nretries, retries_cap;
+    struct dead *dead;
+    size_t ndead, dead_cap;
+    struct marker *markers;         /* in flight, with dedupe_ttl */
+    size_t nmarkers, markers_cap;
+    char **done_keys;               /* succeeded, markers to write before their XACK */
+    size_t ndone_keys, done_keys_cap;
     bool pending_phase;             /* still reading our own pending entries (ID 0 and on) */
     char from[STREAM_ID_MAX];
     bool reading;                   /* a read request is on the wire */
+    long long read_deadline_ms;
+    char claim_cursor[STREAM_ID_MAX];
+    long long next_claim_ms;        /* next XAUTOCLAIM pass for orphans */
+    long long next_touch_ms;        /* next idle reset of the entries waiting for a retry */
+    long long next_prune_ms;        /* next removal of long-dead consumers (slot 0 only) */
+    int index;
     long reconnect_ms;
     long long next_connect_ms;
     long long last_error_log_ms;
@@ -124,13 +156,40 @@ static const struct handler_ops *handler_for(enum handler_kind k)
     return NULL;
 }
 
+static double rnd(void)
+{
+    return (double)rand() / ((double)RAND_MAX + 1);
+}
+
+static void queue_dead(struct child *c, const char *id, const char *reason, long long attempts,
+                       const char *error)
+{
+    if (c->ndead == c->dead_cap) {
+        c->dead_cap = c->dead_cap ? c->dead_cap * 2 : 16;
+        c->dead = xrealloc(c->dead, c->dead_cap * sizeof *c->dead);
+    }
+    struct dead *d = &c->dead[c->ndead++];
+    snprintf(d->id, sizeof d->id, "%s", id);
+    snprintf(d->reason, sizeof d->reason, "%s", reason ? reason : "other");
+    snprintf(d->error, sizeof d->error, "%s", error ? error : "");
+    d->attempts = attempts;
+    d->due_ms = 0;
+}
+
 static void schedule_retry(struct child *c, const char *id, const struct outcome *o)
 {
+    const struct pool_conf *p = c->pool;
     long long attempt = o->attempt > 0 ? o->attempt : 1;
-    long delay = backoff_ms(BACKOFF_EXPONENTIAL, RETRY_BASE_MS, c->pool->backoff_max_ms,
-                            RETRY_JITTER_PCT, attempt, (double)rand() / ((double)RAND_MAX + 1));
+    if (!o->outage && attempt >= p->max_attempts) {
+        log_warnx("message %s failed %lld times: dead-lettering it: %s", id, attempt,
+                  o->error ? o->error : "");
+        queue_dead(c, id, "max_attempts", attempt, o->error);
+        return;
+    }
+    long delay = backoff_ms(p->backoff, p->backoff_base_ms, p->backoff_max_ms,
+                            p->backoff_jitter_pct, attempt, rnd());
     if (o->retry_after_ms >= 0)
-        delay = o->retry_after_ms < c->pool->backoff_max_ms ? o->retry_after_ms : c->pool->backoff_max_ms;
+        delay = o->retry_after_ms < p->backoff_max_ms ? o->retry_after_ms : p->backoff_max_ms;
     if (c->nretries == c->retries_cap) {
         c->retries_cap = c->retries_cap ? c->retries_cap * 2 : 64;
         c->retries = xrealloc(c->retries, c->retries_cap * sizeof *c->retries);
@@ -139,12 +198,13 @@ static void schedule_retry(struct child *c, const char *id, const struct outcome
     snprintf(r->id, sizeof r->id, "%s", id);
     r->due_ms = now_ms() + delay;
     r->attempt = attempt;
+    r->outage = o->outage;
     sb_add(c->slot, SB_RETRIED, 1);
-    log_debug("message %s failed (attempt %lld): retry in %ld ms: %s", id, attempt, delay,
-              o->error ? o->error : "?");
+    log_debug("message %s failed (attempt %lld%s): retry in %ld ms: %s", id, attempt,
+              o->outage ? ", endpoint down" : "", delay, o->error ? o->error : "?");
 }
 
-/* Milliseconds until the first retry is due, or -1 when none waits. */
+/* Milliseconds until the first retry or dead-letter move is due, or -1 when none waits. */
 static long retry_timeout_ms(const struct child *c, long long now)
 {
     long best = -1;
@@ -153,32 +213,59 @@ static long retry_timeout_ms(const struct child *c, long long now)
         if (best < 0 || t < best)
             best = t;
     }
+    for (size_t i = 0; i < c->ndead; i++) {
+        long t = c->dead[i].due_ms <= now ? 0 : (long)(c->dead[i].due_ms - now);
+        if (best < 0 || t < best)
+            best = t;
+    }
     return best;
+}
+
+/* The done-marker key of entry id, taken out of the in-flight table (NULL: none). */
+static char *take_marker(struct child *c, const char *id)
+{
+    for (size_t i = 0; i < c->nmarkers; i++)
+        if (strcmp(c->markers[i].id, id) == 0) {
+            char *key = c->markers[i].key;
+            c->markers[i] = c->markers[--c->nmarkers];
+            return key;
+        }
+    return NULL;
 }
 
 void child_done(struct child *c, const char *id, const struct outcome *o)
 {
     if (o->seconds >= 0)
         sb_observe(c->slot, SB_DUR_FIRST, o->seconds);
+    char *marker = c->nmarkers ? take_marker(c, id) : NULL;
     switch (o->disp) {
     case DISP_ACK:
+        if (marker) {
+            if (c->ndone_keys == c->done_keys_cap) {
+                c->done_keys_cap = c->done_keys_cap ? c->done_keys_cap * 2 : 64;
+                c->done_keys = xrealloc(c->done_keys, c->done_keys_cap * sizeof *c->done_keys);
+            }
+            c->done_keys[c->ndone_keys++] = marker;
+            marker = NULL;
+        }
         idlist_add(&c->acks, id);
-        return;
+        break;
     case DISP_RETRY:
-        /* It stays in our pending list (never acked before it succeeded) and is taken again
-         * with XCLAIM when its delay is over. */
+        /* It stays in our pending list (never acked before it succeeded or was dead-lettered)
+         * and is taken again with XCLAIM when its delay is over. */
         sb_add(c->slot, SB_FAILED, 1);
         schedule_retry(c, id, o);
-        return;
+        break;
     case DISP_DEAD:
-        /* Left pending too until a dead-letter stream exists: counted and logged, not lost. */
         sb_add(c->slot, SB_FAILED, 1);
         if (o->reason && strcmp(o->reason, "bad_message") == 0)
             sb_add(c->slot, SB_BAD_MESSAGE, 1);
         log_warnx("message %s failed for good (%s): %s", id, o->reason ? o->reason : "?",
                   o->error ? o->error : "");
-        return;
+        queue_dead(c, id, o->reason, o->attempt > 0 ? o->attempt : 1, o->error);
+        break;
     }
+    free(marker);
 }
 
 struct sb_slot *child_slot(struct child *c)
@@ -213,6 +300,8 @@ static void log_redis_error(struct child *c)
     c->error_repeats = 0;
 }
 
+static void start_pending_phase(struct child *c);
+
 /* Decide what a failed Redis call means. Returns -1 when the child must exit. */
 static int on_redis_error(struct child *c)
 {
@@ -227,8 +316,15 @@ static int on_redis_error(struct child *c)
          * re-create it from the start of the stream; duplicates are better than loss. */
         log_warnx("group %s of stream %s is missing: re-creating it from the start", c->pool->group,
                   c->pool->stream);
-        if (stream_connected(&c->st) && stream_create_group(&c->st) == 0)
+        sb_add(c->slot, SB_GROUP_RECREATED, 1);
+        if (stream_connected(&c->st) && stream_create_group(&c->st) == 0) {
+            /* The new group delivers every entry again: what we were waiting to retry or to
+             * dead-letter is no longer pending anywhere and will come back through ">". */
+            c->nretries = 0;
+            c->ndead = 0;
+            start_pending_phase(c);
             return 0;
+        }
         break;
     default:
         break;
@@ -244,16 +340,30 @@ static int on_redis_error(struct child *c)
 }
 
 /* Read our pending list from the start: at start-up, and after a reconnect, when a read in
- * flight may have delivered entries we never saw. The retries we had scheduled are in that
- * list too, so they are forgotten here rather than claimed twice. */
+ * flight may have delivered entries we never saw. The entries waiting for a retry or a
+ * dead-letter move are in that list too: submit_all() leaves them to their schedule. */
 static void start_pending_phase(struct child *c)
 {
-    c->nretries = 0;
     c->pending_phase = true;
     snprintf(c->from, sizeof c->from, "0");
 }
 
 static void submit_all(struct child *c);
+
+/* Attempts of the batch's entries from Redis's delivery counter (for entries that were
+ * delivered before: our pending list, reclaimed orphans). */
+static void fetch_attempts(struct child *c)
+{
+    struct stream *st = &c->st;
+    if (st->n == 0)
+        return;
+    long long *counts = xcalloc(st->n, sizeof *counts);
+    size_t limit = st->n + c->nretries + inflight(c) + 16;
+    if (stream_delivery_counts(st, st->msgs, st->n, limit, counts) == 0)
+        for (size_t i = 0; i < st->n; i++)
+            st->msgs[i].attempt = counts[i] > 0 ? counts[i] : 1;
+    free(counts);
+}
 
 /* A batch arrived: pass each message to the handler. */
 static void handle_batch(struct child *c)
@@ -273,78 +383,306 @@ static void handle_batch(struct child *c)
             snprintf(c->from, sizeof c->from, ">");
         } else {
             snprintf(c->from, sizeof c->from, "%s", st->last_id);
-            long long *counts = xcalloc(st->n, sizeof *counts);
-            if (stream_delivery_counts(st, st->msgs, st->n, counts) == 0)
-                for (size_t i = 0; i < st->n; i++)
-                    st->msgs[i].attempt = counts[i] > 0 ? counts[i] : 1;
-            free(counts);
+            fetch_attempts(c);
         }
     }
     submit_all(c);
 }
 
-/* Hand every message of the batch in c->st to the handler, then free the batch. */
+static size_t msg_bytes(const struct msg *m)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < 2 * m->nf; i++)
+        n += m->f[i].len;
+    return n;
+}
+
+/* The id that identifies a message to the producer: id_field's value, else the entry id. */
+static struct str message_id(const struct child *c, const struct msg *m)
+{
+    const struct str *v = c->pool->id_field ? msg_get(m, c->pool->id_field) : NULL;
+    return v && v->len ? *v : m->id;
+}
+
+static char *marker_key(const struct child *c, const struct msg *m)
+{
+    struct str id = message_id(c, m);
+    struct buf b = BUF_INIT;
+    buf_printf(&b, "%s:%s:done:", c->pool->stream, c->pool->group);
+    buf_add(&b, id.p, id.len);
+    return b.p;
+}
+
+/* With dedupe_ttl: which messages of the batch were already handled (their done-marker is
+ * there). On a Redis error nothing is skipped: handling twice is better than not at all. */
+static bool *find_duplicates(struct child *c, char ***keysp)
+{
+    struct stream *st = &c->st;
+    char **keys = xcalloc(st->n, sizeof *keys);
+    bool *seen = xcalloc(st->n, sizeof *seen);
+    for (size_t i = 0; i < st->n; i++)
+        keys[i] = marker_key(c, &st->msgs[i]);
+    if (stream_seen(st, keys, st->n, seen) == -1) {
+        log_redis_error(c);
+        for (size_t i = 0; i < st->n; i++)
+            seen[i] = false;
+    }
+    *keysp = keys;
+    return seen;
+}
+
+/* Whether entry id already waits for a retry or a dead-letter move. */
+static bool scheduled(const struct child *c, const char *id)
+{
+    for (size_t i = 0; i < c->nretries; i++)
+        if (strcmp(c->retries[i].id, id) == 0)
+            return true;
+    for (size_t i = 0; i < c->ndead; i++)
+        if (strcmp(c->dead[i].id, id) == 0)
+            return true;
+    return false;
+}
+
+/* Hand every message of the batch in c->st to the handler, then free the batch. Messages
+ * that are over their attempts, too large, or already handled do not reach the handler. */
 static void submit_all(struct child *c)
 {
     struct stream *st = &c->st;
+    const struct pool_conf *p = c->pool;
+    char **keys = NULL;
+    bool *dup = p->dedupe_ttl_ms > 0 && st->n ? find_duplicates(c, &keys) : NULL;
     for (size_t i = 0; i < st->n; i++) {
+        const struct msg *m = &st->msgs[i];
+        if (c->pending_phase && scheduled(c, m->id.p))
+            continue;
         sb_add(c->slot, SB_READ, 1);
+        if (m->attempt > p->max_attempts) {
+            /* Delivered more often than allowed without an outcome: it crashed or hung its
+             * workers (or they were killed while holding it). */
+            log_warnx("message %s was delivered %lld times without an outcome: dead-lettering it",
+                      m->id.p, m->attempt);
+            queue_dead(c, m->id.p, "max_attempts", m->attempt, "delivered without an outcome");
+            continue;
+        }
+        size_t bytes = msg_bytes(m);
+        if ((long long)bytes > p->max_message_bytes) {
+            char err[96];
+            snprintf(err, sizeof err, "%zu bytes, max_message_bytes is %lld", bytes, p->max_message_bytes);
+            log_warnx("message %s is too large (%s): dead-lettering it", m->id.p, err);
+            queue_dead(c, m->id.p, "too_large", m->attempt, err);
+            continue;
+        }
+        if (dup && dup[i]) {
+            log_debug("message %s was handled already: acknowledging it", m->id.p);
+            sb_add(c->slot, SB_DUPLICATE, 1);
+            idlist_add(&c->acks, m->id.p);
+            continue;
+        }
+        if (keys) {
+            if (c->nmarkers == c->markers_cap) {
+                c->markers_cap = c->markers_cap ? c->markers_cap * 2 : 64;
+                c->markers = xrealloc(c->markers, c->markers_cap * sizeof *c->markers);
+            }
+            struct marker *mk = &c->markers[c->nmarkers++];
+            snprintf(mk->id, sizeof mk->id, "%s", m->id.p);
+            mk->key = keys[i];
+            keys[i] = NULL;
+        }
         double t0 = now_s();
-        c->ops->submit(c->h, &st->msgs[i]);
-        if (inflight(c) == 0 && c->ops->fds == NULL)
+        c->ops->submit(c->h, m);
+        if (c->ops->fds == NULL)
             sb_observe(c->slot, SB_DUR_FIRST, now_s() - t0);
     }
+    if (keys)
+        for (size_t i = 0; i < st->n; i++)
+            free(keys[i]);
+    free(keys);
+    free(dup);
     stream_batch_release(st);
     atomic_store_explicit(&c->slot->inflight, inflight(c), memory_order_relaxed);
+}
+
+/* Move the queued dead letters. A move that fails leaves the message pending (nothing is
+ * lost) and is tried again later. */
+static void move_dead_letters(struct child *c, long long now)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    long long unix_ms = (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    for (size_t i = 0; i < c->ndead && stream_connected(&c->st);) {
+        struct dead *d = &c->dead[i];
+        if (d->due_ms > now) {
+            i++;
+            continue;
+        }
+        int r = stream_dead_letter(&c->st, c->pool->dlq, d->id, d->reason, d->attempts, d->error, unix_ms);
+        if (r == -2) {
+            sb_add(c->slot, SB_DLQ_FAILURES, 1);
+            log_warnx("cannot move message %s to %s, it stays pending: %s", d->id, c->pool->dlq, c->st.errstr);
+            d->due_ms = now + DLQ_RETRY_MS;
+            if (!stream_connected(&c->st)) {
+                on_redis_error(c);
+                return;
+            }
+            i++;
+            continue;
+        }
+        if (r == 1) {
+            sb_add(c->slot, SB_DEAD_LETTERED, 1);
+            sb_add(c->slot, sb_dlq_index(d->reason), 1);
+            log_info("message %s moved to %s (%s)", d->id, c->pool->dlq, d->reason);
+        } else if (r == -1) {
+            sb_add(c->slot, SB_VANISHED, 1);
+            log_warnx("message %s to dead-letter has no data any more: acknowledged", d->id);
+        } else {
+            log_info("message %s is no longer ours: not dead-lettered by us", d->id);
+        }
+        *d = c->dead[--c->ndead];
+    }
+}
+
+/* Write the done-markers of the messages that succeeded, before their XACK goes out. */
+static int write_markers(struct child *c)
+{
+    if (c->ndone_keys == 0)
+        return 0;
+    int rc = stream_mark_done(&c->st, c->done_keys, c->ndone_keys, c->pool->dedupe_ttl_ms);
+    for (size_t i = 0; i < c->ndone_keys; i++)
+        free(c->done_keys[i]);
+    c->ndone_keys = 0;
+    if (rc == -1 && stream_connected(&c->st))
+        log_redis_error(c);     /* a marker lost: at worst a duplicate later, never a loss */
+    return stream_connected(&c->st) ? 0 : -1;
+}
+
+/* Orphans: entries pending for longer than claim_idle belong to consumers that died (a
+ * killed worker, another host, a renamed pool). Take them over, following XAUTOCLAIM's
+ * cursor across turns until it comes back to 0-0. Also keep our own waiting retries from
+ * looking orphaned, and (slot 0) remove consumers that are long dead and hold nothing. */
+static void reclaim_orphans(struct child *c, long long now)
+{
+    const struct pool_conf *p = c->pool;
+    if (now >= c->next_touch_ms && c->nretries) {
+        struct idlist ids = { 0 };
+        for (size_t i = 0; i < c->nretries; i++)
+            idlist_add(&ids, c->retries[i].id);
+        if (stream_touch(&c->st, &ids) == -1)
+            log_redis_error(c);
+        idlist_release(&ids);
+        c->next_touch_ms = now + p->claim_idle_ms / 3;
+    }
+    if (!stream_connected(&c->st))
+        return;
+    if (c->index == 0 && now >= c->next_prune_ms) {
+        long long removed = 0;
+        long idle = p->claim_idle_ms * 4 > 3600000 ? p->claim_idle_ms * 4 : 3600000;
+        if (stream_prune_consumers(&c->st, idle, &removed) == 0 && removed > 0)
+            log_info("removed %lld consumers of group %s idle for over %ld s with nothing pending",
+                     removed, p->group, idle / 1000);
+        c->next_prune_ms = now + 600000;
+    }
+    unsigned busy = inflight(c);
+    if (now < c->next_claim_ms || stopping || !accepting(c) || busy >= c->capacity || !stream_connected(&c->st))
+        return;
+    int room = (int)(c->capacity - busy);
+    size_t deleted = 0;
+    if (stream_autoclaim(&c->st, p->claim_idle_ms, c->claim_cursor, room, &deleted) == -1) {
+        on_redis_error(c);
+        return;
+    }
+    if (deleted) {
+        sb_add(c->slot, SB_VANISHED, deleted);
+        log_warnx("%zu pending entries of dead consumers had no data any more (trimmed or deleted)", deleted);
+    }
+    if (c->st.n) {
+        sb_add(c->slot, SB_RECLAIMED, c->st.n);
+        log_info("took over %zu messages of dead consumers (idle over %ld ms)", c->st.n, p->claim_idle_ms);
+        fetch_attempts(c);
+        submit_all(c);
+    } else {
+        stream_batch_release(&c->st);
+    }
+    /* Back at the start of the pending list: wait. Otherwise go on next turn. */
+    if (strcmp(c->claim_cursor, "0-0") == 0) {
+        long every = p->claim_idle_ms / 4;
+        if (every < 1000)
+            every = 1000;
+        if (every > 60000)
+            every = 60000;
+        c->next_claim_ms = now + every;
+    }
 }
 
 /* Take the retries that are due (as many as there is room for) and hand them over again. */
 static void claim_due_retries(struct child *c, long long now)
 {
     unsigned busy = inflight(c);
-    unsigned cap = c->pool->handler == HANDLER_HTTP ? (unsigned)c->pool->inflight : (unsigned)c->pool->batch;
-    if (stopping || c->nretries == 0 || !accepting(c) || busy >= cap)
+    if (stopping || c->nretries == 0 || !accepting(c) || busy >= c->capacity)
         return;
     struct idlist due = { 0 };
-    long long attempts[CONF_INFLIGHT_MAX];
-    for (size_t i = 0; i < c->nretries && busy + due.n < cap && due.n < CONF_INFLIGHT_MAX;) {
-        if (c->retries[i].due_ms > now) {
+    long long *attempts = xcalloc(c->capacity, sizeof *attempts);
+    for (size_t i = 0; i < c->nretries && busy + due.n < c->capacity;) {
+        struct retry *r = &c->retries[i];
+        if (r->due_ms > now) {
             i++;
             continue;
         }
-        attempts[due.n] = c->retries[i].attempt;
-        idlist_add(&due, c->retries[i].id);
-        c->retries[i] = c->retries[--c->nretries];
+        if (r->outage) {
+            /* The endpoint was down: that attempt does not count. Claim it alone, keeping
+             * its delivery counter where it was. */
+            struct idlist one = { 0 };
+            idlist_add(&one, r->id);
+            long long attempt = r->attempt;
+            *r = c->retries[--c->nretries];
+            int rc = stream_claim(&c->st, &one, attempt);
+            idlist_release(&one);
+            if (rc == -1) {
+                on_redis_error(c);
+                break;
+            }
+            for (size_t k = 0; k < c->st.n; k++)
+                c->st.msgs[k].attempt = attempt;
+            submit_all(c);
+            busy = inflight(c);
+            continue;
+        }
+        attempts[due.n] = r->attempt;
+        idlist_add(&due, r->id);
+        *r = c->retries[--c->nretries];
     }
-    if (due.n == 0)
-        return;
-    if (stream_claim(&c->st, &due) == -1) {
-        idlist_release(&due);
-        on_redis_error(c);
-        return;
+    if (due.n > 0 && stream_connected(&c->st)) {
+        if (stream_claim(&c->st, &due, -1) == -1) {
+            on_redis_error(c);
+        } else {
+            /* XCLAIM counted a delivery: this is the next attempt. */
+            struct stream *st = &c->st;
+            for (size_t i = 0; i < st->n; i++) {
+                size_t j = 0;
+                while (j < due.n && strcmp(due.id[j], st->msgs[i].id.p) != 0)
+                    j++;
+                st->msgs[i].attempt = j < due.n ? attempts[j] + 1 : 2;
+            }
+            if (st->n < due.n)
+                log_warnx("%zu messages waiting for a retry were deleted from the stream meanwhile",
+                          due.n - st->n);
+            submit_all(c);
+        }
     }
-    /* XCLAIM counted a delivery: this is the next attempt. Entries are in the order asked. */
-    struct stream *st = &c->st;
-    for (size_t i = 0, j = 0; i < st->n; i++) {
-        while (j < due.n && strcmp(due.id[j], st->msgs[i].id.p) != 0)
-            j++;
-        st->msgs[i].attempt = j < due.n ? attempts[j] + 1 : 2;
-    }
-    if (st->n < due.n)
-        log_warnx("%zu messages waiting for a retry were deleted from the stream meanwhile",
-                  due.n - st->n);
+    free(attempts);
     idlist_release(&due);
-    submit_all(c);
 }
 
-/* Send the next request if there is room for more work. */
+/* Send the next request if there is room for more work; else just acknowledge. */
 static void maybe_request(struct child *c)
 {
     unsigned busy = inflight(c);
-    unsigned cap = c->pool->handler == HANDLER_HTTP ? (unsigned)c->pool->inflight : (unsigned)c->pool->batch;
+    if (write_markers(c) == -1) {
+        on_redis_error(c);
+        return;
+    }
     /* Our pending list is only re-read with nothing in flight: what is in flight is in it. */
-    if (!stopping && accepting(c) && busy < cap && !(c->pending_phase && busy > 0)) {
-        unsigned room = cap - busy;
+    if (!stopping && accepting(c) && busy < c->capacity && !(c->pending_phase && busy > 0)) {
+        unsigned room = c->capacity - busy;
         int count = room < (unsigned)c->pool->batch ? (int)room : c->pool->batch;
         long block = -1;
         if (!c->pending_phase) {
@@ -362,6 +700,7 @@ static void maybe_request(struct child *c)
          * simply still pending, and come back to us through the pending-list read. */
         c->acks.n = 0;
         c->reading = true;
+        c->read_deadline_ms = now_ms() + (block > 0 ? block : 0) + READ_MARGIN_MS;
     } else if (c->acks.n) {
         uint64_t acked;
         if (stream_ack(&c->st, &c->acks, &acked) == -1) {
@@ -388,6 +727,11 @@ _Noreturn void child_main(const struct conf *conf, const struct pool_conf *pool,
     c.pool = pool;
     c.slot = slot;
     c.ops = handler_for(pool->handler);
+    c.index = index;
+    c.capacity = pool->handler == HANDLER_HTTP ? (unsigned)pool->inflight : (unsigned)pool->batch;
+    snprintf(c.claim_cursor, sizeof c.claim_cursor, "0-0");
+    /* Spread the first orphan scans of a pool's workers over a few seconds. */
+    c.next_claim_ms = now_ms() + 1000 + rand() % 4000;
 
     char host[256] = "localhost";
     gethostname(host, sizeof host - 1);
@@ -407,7 +751,7 @@ _Noreturn void child_main(const struct conf *conf, const struct pool_conf *pool,
         atomic_store_explicit(&slot->heartbeat_ms, (uint64_t)now, memory_order_relaxed);
 
         if (stopping && !c.reading && inflight(&c) == 0 &&
-            (c.acks.n == 0 || !stream_connected(&c.st)))
+            ((c.acks.n == 0 && c.ndead == 0) || !stream_connected(&c.st)))
             break;
 
         if (!stream_connected(&c.st) && now >= c.next_connect_ms) {
@@ -425,6 +769,17 @@ _Noreturn void child_main(const struct conf *conf, const struct pool_conf *pool,
                 start_pending_phase(&c);
             }
         }
+        if (c.reading && now >= c.read_deadline_ms) {
+            /* Redis is frozen or the network ate the reply: rebuild the connection. */
+            c.reading = false;
+            c.st.err = SERR_IO;
+            snprintf(c.st.errstr, sizeof c.st.errstr, "read: no reply within %ld ms", c.pool->block_ms + READ_MARGIN_MS);
+            on_redis_error(&c);
+        }
+        if (stream_connected(&c.st) && !c.reading && c.ndead)
+            move_dead_letters(&c, now);
+        if (stream_connected(&c.st) && !c.reading)
+            reclaim_orphans(&c, now);
         if (stream_connected(&c.st) && !c.reading)
             claim_due_retries(&c, now);
         if (stream_connected(&c.st) && !c.reading)
@@ -432,8 +787,11 @@ _Noreturn void child_main(const struct conf *conf, const struct pool_conf *pool,
 
         int n = 0;
         long timeout = HEARTBEAT_MS;
-        if (c.reading)
+        if (c.reading) {
             pfd[n++] = (struct pollfd){ .fd = stream_fd(&c.st), .events = POLLIN };
+            if (c.read_deadline_ms - now < timeout)
+                timeout = c.read_deadline_ms > now ? (long)(c.read_deadline_ms - now) : 0;
+        }
         else if (!stream_connected(&c.st) && c.next_connect_ms - now < timeout)
             timeout = c.next_connect_ms > now ? (long)(c.next_connect_ms - now) : 0;
         long rt = retry_timeout_ms(&c, now);
@@ -470,6 +828,13 @@ _Noreturn void child_main(const struct conf *conf, const struct pool_conf *pool,
     stream_disconnect(&c.st);
     idlist_release(&c.acks);
     free(c.retries);
+    free(c.dead);
+    for (size_t i = 0; i < c.nmarkers; i++)
+        free(c.markers[i].key);
+    free(c.markers);
+    for (size_t i = 0; i < c.ndone_keys; i++)
+        free(c.done_keys[i]);
+    free(c.done_keys);
     if (c.nretries)
         log_info("%zu messages waiting for a retry stay pending for the next start", c.nretries);
     log_debug("consumer %s drained", consumer);

@@ -323,10 +323,12 @@ static int parse_batch(struct stream *s, redisReply *r)
     return 0;
 }
 
-int stream_claim(struct stream *s, const struct idlist *ids)
+int stream_claim(struct stream *s, const struct idlist *ids, long long retrycount)
 {
     stream_batch_release(s);
-    size_t argc = 5 + ids->n;
+    char rc[24];
+    snprintf(rc, sizeof rc, "%lld", retrycount);
+    size_t argc = 5 + ids->n + (retrycount >= 0 ? 2 : 0);
     const char **argv = xmalloc(argc * sizeof *argv);
     size_t *len = xmalloc(argc * sizeof *len);
     argv[0] = "XCLAIM";
@@ -336,6 +338,10 @@ int stream_claim(struct stream *s, const struct idlist *ids)
     argv[4] = "0";
     for (size_t i = 0; i < ids->n; i++)
         argv[5 + i] = ids->id[i];
+    if (retrycount >= 0) {
+        argv[argc - 2] = "RETRYCOUNT";
+        argv[argc - 1] = rc;
+    }
     for (size_t i = 0; i < argc; i++)
         len[i] = strlen(argv[i]);
     redisReply *r = command(s, "xclaim", (int)argc, argv, len);
@@ -446,14 +452,15 @@ int stream_ack(struct stream *s, const struct idlist *ids, uint64_t *acked)
     return rc;
 }
 
-int stream_delivery_counts(struct stream *s, const struct msg *msgs, size_t n, long long *counts)
+int stream_delivery_counts(struct stream *s, const struct msg *msgs, size_t n, size_t limit,
+                           long long *counts)
 {
     for (size_t i = 0; i < n; i++)
         counts[i] = 0;
     if (n == 0)
         return 0;
     char cnt[24];
-    snprintf(cnt, sizeof cnt, "%zu", n);
+    snprintf(cnt, sizeof cnt, "%zu", limit > n ? limit : n);
     const char *argv[7] = { "XPENDING", s->key, s->group, msgs[0].id.p, msgs[n - 1].id.p, cnt, s->consumer };
     size_t len[7];
     for (int i = 0; i < 7; i++)
@@ -570,6 +577,97 @@ int stream_touch(struct stream *s, const struct idlist *ids)
     free(len);
     if (r == NULL)
         return -1;
+    freeReplyObject(r);
+    return 0;
+}
+
+int stream_seen(struct stream *s, char **keys, size_t n, bool *seen)
+{
+    for (size_t i = 0; i < n; i++)
+        seen[i] = false;
+    if (n == 0)
+        return 0;
+    const char **argv = xmalloc((n + 1) * sizeof *argv);
+    size_t *len = xmalloc((n + 1) * sizeof *len);
+    argv[0] = "MGET";
+    len[0] = 4;
+    for (size_t i = 0; i < n; i++) {
+        argv[1 + i] = keys[i];
+        len[1 + i] = strlen(keys[i]);
+    }
+    redisReply *r = command(s, "mget", (int)n + 1, argv, len);
+    free(argv);
+    free(len);
+    if (r == NULL)
+        return -1;
+    for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements && i < n; i++)
+        seen[i] = r->element[i]->type != REDIS_REPLY_NIL;
+    freeReplyObject(r);
+    return 0;
+}
+
+int stream_mark_done(struct stream *s, char **keys, size_t n, long ttl_ms)
+{
+    char ttl[24];
+    snprintf(ttl, sizeof ttl, "%ld", ttl_ms);
+    for (size_t i = 0; i < n; i++) {
+        const char *argv[5] = { "SET", keys[i], "1", "PX", ttl };
+        size_t len[5] = { 3, strlen(keys[i]), 1, 2, strlen(ttl) };
+        if (redisAppendCommandArgv(s->rc, 5, argv, len) != REDIS_OK) {
+            set_err(s, SERR_IO, "set done-marker", s->rc->errstr);
+            stream_disconnect(s);
+            return -1;
+        }
+    }
+    int rc = 0;
+    for (size_t i = 0; i < n; i++) {
+        void *v = NULL;
+        if (redisGetReply(s->rc, &v) != REDIS_OK) {
+            set_err(s, SERR_IO, "set done-marker", s->rc->errstr);
+            stream_disconnect(s);
+            return -1;
+        }
+        redisReply *r = v;
+        if (r->type == REDIS_REPLY_ERROR && rc == 0) {
+            set_err(s, reply_error_kind(r->str), "set done-marker", r->str);
+            rc = -1;
+        }
+        freeReplyObject(r);
+    }
+    return rc;
+}
+
+/* Delete consumers of the group that hold nothing and have been idle for long, atomically:
+ * XGROUP DELCONSUMER silently drops a consumer's pending entries, so the check and the
+ * delete must see the same state. KEYS: stream. ARGV: group, idle ms, our own name. */
+static const char prune_lua[] =
+    "local n = 0\n"
+    "for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do\n"
+    "  local name, pending, idle\n"
+    "  for i = 1, #c, 2 do\n"
+    "    if c[i] == 'name' then name = c[i + 1]\n"
+    "    elseif c[i] == 'pending' then pending = c[i + 1]\n"
+    "    elseif c[i] == 'idle' then idle = c[i + 1] end\n"
+    "  end\n"
+    "  if name ~= ARGV[3] and pending == 0 and idle >= tonumber(ARGV[2]) then\n"
+    "    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], name)\n"
+    "    n = n + 1\n"
+    "  end\n"
+    "end\n"
+    "return n\n";
+
+int stream_prune_consumers(struct stream *s, long idle_ms, long long *removed)
+{
+    char idle[24];
+    snprintf(idle, sizeof idle, "%ld", idle_ms);
+    const char *argv[7] = { "EVAL", prune_lua, "1", s->key, s->group, idle, s->consumer };
+    size_t len[7];
+    for (int i = 0; i < 7; i++)
+        len[i] = strlen(argv[i]);
+    redisReply *r = command(s, "prune consumers", 7, argv, len);
+    if (r == NULL)
+        return -1;
+    *removed = r->type == REDIS_REPLY_INTEGER ? r->integer : 0;
     freeReplyObject(r);
     return 0;
 }

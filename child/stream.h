@@ -85,9 +85,9 @@ int stream_recv(struct stream *s);
 void stream_batch_release(struct stream *s);
 
 /* Take entries ids of our own pending list again for another attempt (XCLAIM to ourselves,
- * which counts a delivery). Fills s->msgs like a read; entries whose data is gone are
+ * which counts a delivery, or with retrycount >= 0 sets the count to it). Fills s->msgs like a read; entries whose data is gone are
  * dropped from the pending list by Redis 7 and do not appear. Returns 0 or -1. */
-int stream_claim(struct stream *s, const struct idlist *ids);
+int stream_claim(struct stream *s, const struct idlist *ids, long long retrycount);
 
 /* Move entry id to the dead-letter stream dlq with its original fields plus dlq.stream,
  * dlq.id, dlq.reason, dlq.attempts, dlq.error, dlq.time, and acknowledge it, atomically (a Lua
@@ -110,8 +110,18 @@ int stream_touch(struct stream *s, const struct idlist *ids);
 /* XACK ids now, waiting for the reply. Returns 0 (*acked: how many were pending) or -1. */
 int stream_ack(struct stream *s, const struct idlist *ids, uint64_t *acked);
 
-/* The delivery counts of pending entries ids[0..n) of this consumer, from XPENDING; entries not
- * found get 0. Returns 0 or -1. */
-int stream_delivery_counts(struct stream *s, const struct msg *msgs, size_t n, long long *counts);
+/* The delivery counts of pending entries msgs[0..n) (in id order) of this consumer, from
+ * XPENDING over their id range, looking at up to limit entries (our other pending entries may
+ * lie between them); entries not found get 0. Returns 0 or -1. */
+int stream_delivery_counts(struct stream *s, const struct msg *msgs, size_t n, size_t limit,
+                           long long *counts);
+
+/* Which of keys[0..n) exist (MGET): the done-markers of handled message ids. */
+int stream_seen(struct stream *s, char **keys, size_t n, bool *seen);
+/* SET each of keys[0..n) with a time to live (pipelined). Returns 0 or -1. */
+int stream_mark_done(struct stream *s, char **keys, size_t n, long ttl_ms);
+/* Remove the group's consumers that hold no pending entry and were idle for idle_ms or more
+ * (never ourselves), atomically. */
+int stream_prune_consumers(struct stream *s, long idle_ms, long long *removed);
 
 #endif

@@ -108,7 +108,7 @@ struct key {
 
 static key_setter set_redis, set_listen, set_int, set_dur, set_bool, set_log_level,
     set_log_format, set_handler, set_method, set_name, set_field, set_url, set_content_type,
-    set_header, set_file;
+    set_header, set_file, set_backoff, set_percent, set_size;
 
 #define F(field) offsetof(struct conf, field)
 #define P(field) offsetof(struct pool_conf, field)
@@ -144,7 +144,16 @@ static const struct key keys[] = {
     { SEC_POOL, "tls_verify",          set_bool,         P(tls_verify),          0, 0, KEY_HTTP },
     { SEC_POOL, "signing_secret_file", set_file,         P(signing_secret_file), 0, 0, KEY_HTTP },
     { SEC_POOL, "id_field",            set_field,        P(id_field),            0, 0, KEY_HTTP },
-    { SEC_POOL, "backoff_max",         set_dur,          P(backoff_max_ms),      1, DAY, KEY_HTTP },
+
+    { SEC_POOL, "max_attempts",      set_int,     P(max_attempts),      1, 1000, 0 },
+    { SEC_POOL, "backoff",           set_backoff, P(backoff),           0, 0, 0 },
+    { SEC_POOL, "backoff_base",      set_dur,     P(backoff_base_ms),   1, DAY, 0 },
+    { SEC_POOL, "backoff_max",       set_dur,     P(backoff_max_ms),    1, DAY, 0 },
+    { SEC_POOL, "backoff_jitter",    set_percent, P(backoff_jitter_pct), 0, 100, 0 },
+    { SEC_POOL, "claim_idle",        set_dur,     P(claim_idle_ms),     1000, 7 * DAY, 0 },
+    { SEC_POOL, "dlq",               set_name,    P(dlq),               0, 0, 0 },
+    { SEC_POOL, "dedupe_ttl",        set_dur,     P(dedupe_ttl_ms),     0, 365 * DAY, 0 },
+    { SEC_POOL, "max_message_bytes", set_size,    P(max_message_bytes), 1024, 512L * 1024 * 1024, 0 },
 };
 
 #define NKEYS (sizeof keys / sizeof keys[0])
@@ -285,6 +294,46 @@ static int set_bool(const struct key *k, void *base, const char *v, char *err, s
     if (pick_word(words, v, &i, err, len) == -1)
         return -1;
     *(bool *)((char *)base + k->off) = i % 2;
+    return 0;
+}
+
+/* "20%" or "20": a whole percentage within the key's bounds. */
+static int set_percent(const struct key *k, void *base, const char *v, char *err, size_t len)
+{
+    char num[32];
+    size_t n = strlen(v);
+    if (n > 0 && v[n - 1] == '%')
+        n--;
+    long pct;
+    if (n == 0 || n >= sizeof num || (memcpy(num, v, n), num[n] = '\0', int_parse(num, k->min, k->max, &pct)) == -1) {
+        snprintf(err, len, "must be a percentage from %ld%% to %ld%% (got '%s')", k->min, k->max, v);
+        return -1;
+    }
+    *(int *)((char *)base + k->off) = (int)pct;
+    return 0;
+}
+
+static int set_size(const struct key *k, void *base, const char *v, char *err, size_t len)
+{
+    long long bytes;
+    if (size_parse(v, &bytes) == -1 || bytes < k->min || bytes > k->max) {
+        snprintf(err, len, "must be a size from %ldK to %ldM, e.g. 512K or 1M (got '%s')", k->min / 1024,
+                 k->max / (1024 * 1024), v);
+        return -1;
+    }
+    *(long long *)((char *)base + k->off) = bytes;
+    return 0;
+}
+
+static int set_backoff(const struct key *k, void *base, const char *v, char *err, size_t len)
+{
+    static const char *const words[] = { "exponential", "linear", "fixed", NULL };
+    static const enum backoff_kind vals[] = { BACKOFF_EXPONENTIAL, BACKOFF_LINEAR, BACKOFF_FIXED };
+    int i;
+    (void)k;
+    if (pick_word(words, v, &i, err, len) == -1)
+        return -1;
+    ((struct pool_conf *)base)->backoff = vals[i];
     return 0;
 }
 
@@ -849,7 +898,13 @@ static void pool_defaults(struct pool_conf *p, const char *name, size_t n, int l
     p->connect_timeout_ms = 2 * SECOND;
     p->timeout_ms = 30 * SECOND;
     p->tls_verify = true;
+    p->max_attempts = 5;
+    p->backoff = BACKOFF_EXPONENTIAL;
+    p->backoff_base_ms = 2 * SECOND;
     p->backoff_max_ms = HOUR;
+    p->backoff_jitter_pct = 20;
+    p->claim_idle_ms = 5 * MINUTE;
+    p->max_message_bytes = 1024 * 1024;
 }
 
 /* Enter the section named s[0..n) (already known to fit inih). Returns -1 after reporting why
@@ -1073,6 +1128,29 @@ static void validate_pool(struct loader *l, size_t i)
         if (http_only && seen[k] && handler_ok && !http)
             problem(l, abs(seen[k]), "key '%s' only applies to handler = http", keys[k].name);
     }
+    /* A live worker's message must never look orphaned: claim_idle has to outlast the longest
+     * a worker may legitimately hold one (a blocking read, or twice the HTTP timeout). */
+    long hold = http ? 2 * p->timeout_ms : p->block_ms + 5 * SECOND;
+    if (p->claim_idle_ms < hold) {
+        char a[32], b[32];
+        int ci = seen[key_index(SEC_POOL, "claim_idle")];
+        problem(l, ci ? abs(ci) : p->line, "claim_idle (%s) must be at least %s (%s)",
+                dur_format(p->claim_idle_ms, a, sizeof a), dur_format(hold, b, sizeof b),
+                http ? "twice the timeout" : "block + 5s");
+    }
+    if (p->backoff_base_ms > p->backoff_max_ms) {
+        char a[32], b[32];
+        int bb = seen[key_index(SEC_POOL, "backoff_base")];
+        problem(l, bb ? abs(bb) : p->line, "backoff_base (%s) is longer than backoff_max (%s)",
+                dur_format(p->backoff_base_ms, a, sizeof a), dur_format(p->backoff_max_ms, b, sizeof b));
+    }
+    if (p->dlq == NULL && p->stream) {
+        struct buf b = BUF_INIT;
+        buf_printf(&b, "%s:dlq", p->stream);
+        p->dlq = b.p;
+    }
+    if (p->dlq && p->stream && strcmp(p->dlq, p->stream) == 0)
+        problem(l, p->line, "[pool:%s] dlq must not be the stream itself", p->name);
     if (!http)
         return;
 
@@ -1219,6 +1297,7 @@ static void pool_release(struct pool_conf *p)
     free(p->tls_key);
     free(p->signing_secret_file);
     free(p->id_field);
+    free(p->dlq);
 }
 
 void conf_free(struct conf *c)

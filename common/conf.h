@@ -7,7 +7,9 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#define CONF_NAME_MAX   48     /* pool names, stream and group names are checked against this */
+#include "common/backoff.h"
+
+#define CONF_NAME_MAX   48     /* stream and group names; pool names: 43 ("pool:" + 43 = 48) */
 #define CONF_WORKERS_MAX 256
 #define CONF_BATCH_MAX  10000
 #define CONF_INFLIGHT_MAX 1024
@@ -53,7 +55,17 @@ struct pool_conf {
     bool tls_verify;
     char *signing_secret_file;
     char *id_field;             /* NULL: the stream entry id is the message id */
-    long backoff_max_ms;        /* caps Retry-After and the circuit breaker's probe delay */
+
+    /* retries, dead letters, orphans, duplicates */
+    int max_attempts;           /* deliveries before dead-lettering, 1..1000 */
+    enum backoff_kind backoff;
+    long backoff_base_ms;
+    long backoff_max_ms;        /* also caps Retry-After and the circuit breaker's probe delay */
+    int backoff_jitter_pct;     /* 0..100 */
+    long claim_idle_ms;         /* a pending entry idle this long belongs to a dead consumer */
+    char *dlq;                  /* dead-letter stream, default "<stream>:dlq" */
+    long dedupe_ttl_ms;         /* 0: off */
+    long long max_message_bytes;
 };
 
 struct conf {

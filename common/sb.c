@@ -38,6 +38,21 @@ int sb_http_index(long status)
 static_assert(1 + sizeof http_codes / sizeof http_codes[0] + 5 + 1 == SB_NHTTP,
               "labels, codes and counters must line up");
 
+const char *const sb_dlq_label[SB_NDLQ] = {
+    "max_attempts", "bad_message", "too_large", "http_400", "http_401", "http_403",
+    "http_404", "http_410", "http_413", "http_422", "http_other", "other",
+};
+
+int sb_dlq_index(const char *reason)
+{
+    for (int i = 0; i < SB_NDLQ - 2; i++)
+        if (strcmp(sb_dlq_label[i], reason) == 0)
+            return SB_DLQ_FIRST + i;
+    if (strncmp(reason, "http_", 5) == 0)
+        return SB_DLQ_LAST - 1;
+    return SB_DLQ_LAST;
+}
+
 int sb_open(struct sb *sb, size_t nslots)
 {
     void *p = mmap(NULL, nslots * sizeof(struct sb_slot), PROT_READ | PROT_WRITE,

@@ -27,6 +27,10 @@ enum sb_counter {
     SB_VANISHED,        /* pending entries whose stream data was deleted or trimmed */
     SB_BAD_MESSAGE,     /* failures that were the message's fault */
     SB_REDIS_ERRORS,
+    SB_DLQ_FAILURES,    /* dead-letter moves that failed (the entry stayed pending) */
+    SB_GROUP_RECREATED, /* NOGROUP: the group was created again */
+    SB_DLQ_FIRST,                         /* streamfleet_messages_dead_lettered_total{reason} */
+    SB_DLQ_LAST = SB_DLQ_FIRST + 11,
     SB_HTTP_FIRST,                        /* streamfleet_http_requests_total{code} */
     SB_HTTP_LAST = SB_HTTP_FIRST + 31,
     SB_DUR_FIRST,                         /* streamfleet_handler_duration_seconds */
@@ -49,6 +53,12 @@ extern const double sb_bucket_le[SB_NBUCKETS];
 extern const char *const sb_http_label[SB_NHTTP];
 /* The counter index for an HTTP status (0: a transport error). */
 int sb_http_index(long status);
+
+/* The label of streamfleet_messages_dead_lettered_total for counter SB_DLQ_FIRST + i. */
+#define SB_NDLQ (SB_DLQ_LAST - SB_DLQ_FIRST + 1)
+extern const char *const sb_dlq_label[SB_NDLQ];
+/* The counter index for a dead-letter reason ("max_attempts", "http_422", ...). */
+int sb_dlq_index(const char *reason);
 
 enum sb_state { SB_FREE, SB_STARTING, SB_RUNNING, SB_DRAINING };
 

@@ -2,6 +2,7 @@
  * Options, config load and validation (-t stops here), logging, then the master's loop. */
 #include "common/conf.h"
 #include "common/log.h"
+#include "supervisor/dlq.h"
 #include "supervisor/master.h"
 
 #include <stdio.h>
@@ -19,11 +20,15 @@ static void usage(FILE *out)
             "  -t       check the configuration and exit: 0 when valid, 1 with every problem\n"
             "  -V       print the version and exit\n"
             "  -h       this help\n"
+            "       streamfleet dlq (list|replay|purge) -c FILE --pool NAME ...   dead letters\n"
             "environment: STREAMFLEET_REDIS overrides [fleet] redis\n");
 }
 
 int main(int argc, char **argv)
 {
+    if (argc > 1 && strcmp(argv[1], "dlq") == 0)
+        return dlq_main(argc - 1, argv + 1);
+
     const char *path = DEFAULT_CONF;
     int check_only = 0;
     int opt;

@@ -15,9 +15,14 @@ static const struct counter_def counters[] = {
     { "streamfleet_messages_read_total", "Stream entries handed to the handler.", SB_READ },
     { "streamfleet_messages_acked_total", "Stream entries acknowledged after success.", SB_ACKED },
     { "streamfleet_messages_failed_total", "Handler failures, transient or permanent.", SB_FAILED },
+    { "streamfleet_messages_retried_total", "Failed messages scheduled for another attempt.", SB_RETRIED },
+    { "streamfleet_messages_reclaimed_total", "Pending entries of dead consumers taken over (XAUTOCLAIM).", SB_RECLAIMED },
+    { "streamfleet_messages_duplicate_total", "Messages skipped because their id was already handled (dedupe_ttl).", SB_DUPLICATE },
     { "streamfleet_messages_bad_total", "Messages the handler could not use (bad_message).", SB_BAD_MESSAGE },
     { "streamfleet_messages_vanished_total", "Pending entries whose data was deleted or trimmed.", SB_VANISHED },
     { "streamfleet_redis_errors_total", "Failed Redis commands and connections in children.", SB_REDIS_ERRORS },
+    { "streamfleet_dlq_failures_total", "Dead-letter moves that failed; the message stayed pending.", SB_DLQ_FAILURES },
+    { "streamfleet_group_recreated_total", "Times the consumer group was missing and created again.", SB_GROUP_RECREATED },
 };
 
 static void family(struct buf *out, const char *name, const char *type, const char *help)
@@ -113,6 +118,14 @@ void metrics_render(struct buf *out, const struct fleet_view *v)
         label(out, v->pools[i].name);
         buf_printf(out, "\"} %d\n", v->pools[i].circuit_open ? 1 : 0);
     }
+
+    family(out, "streamfleet_messages_dead_lettered_total", "counter", "Messages moved to the dead-letter stream, by reason.");
+    for (unsigned i = 0; i < v->npools; i++)
+        for (int k = 0; k < SB_NDLQ; k++) {
+            buf_adds(out, "streamfleet_messages_dead_lettered_total{pool=\"");
+            label(out, v->pools[i].name);
+            buf_printf(out, "\",reason=\"%s\"} %" PRIu64 "\n", sb_dlq_label[k], v->pools[i].c[SB_DLQ_FIRST + k]);
+        }
 
     family(out, "streamfleet_http_requests_total", "counter", "HTTP deliveries by status code (error: no response).");
     for (unsigned i = 0; i < v->npools; i++)
