@@ -73,9 +73,15 @@ test: bootstrap
 	@tests/run
 
 PREFIX  ?= /usr/local
+SYSCONFDIR ?= /etc
+UNITDIR ?= $(PREFIX)/lib/systemd/system
 install: $(BIN)
 	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/streamfleet
-	install -D -m 0644 etc/streamfleet.ini $(DESTDIR)/etc/streamfleet/streamfleet.ini.example
+	install -D -m 0644 etc/streamfleet.ini $(DESTDIR)$(SYSCONFDIR)/streamfleet/streamfleet.ini.example
+	mkdir -p $(DESTDIR)$(UNITDIR)
+	sed -e 's|/usr/local/bin/|$(PREFIX)/bin/|' -e 's|/etc/streamfleet/|$(SYSCONFDIR)/streamfleet/|' \
+	    etc/streamfleet.service > $(DESTDIR)$(UNITDIR)/streamfleet.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/streamfleet.service
 
 clean:
 	rm -rf build bin

@@ -20,7 +20,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#define POLL_MAX 1100          /* the Redis connection and the handler's descriptors */
+#define POLL_MAX (2 * CONF_INFLIGHT_MAX + 16) /* Redis, and curl's sockets (two per transfer
+                                                * while happy eyeballs tries v4 and v6) */
 #define HEARTBEAT_MS 1000      /* the longest the loop sleeps between two stamps */
 #define BUSY_BLOCK_MS 50       /* BLOCK while deliveries are in flight, so acks are not held */
 #define RECONNECT_MIN_MS 100
@@ -80,6 +81,12 @@ struct child {
     long long next_touch_ms;        /* next idle reset of the entries waiting for a retry */
     long long next_prune_ms;        /* next removal of long-dead consumers (slot 0 only) */
     int index;
+    pid_t master;
+    unsigned long long handled;     /* messages handed to the handler */
+    unsigned long long recycle_at;  /* max_messages plus jitter; 0: never */
+    int exit_code;                  /* what the loop ends with (recycle, memory) */
+    long long next_memory_check_ms;
+    long long orphan_deadline_ms;   /* the master died: exit by then whatever we hold */
     long reconnect_ms;
     long long next_connect_ms;
     long long last_error_log_ms;
@@ -88,11 +95,18 @@ struct child {
 };
 
 static volatile sig_atomic_t stopping;
+static volatile sig_atomic_t reopen_log;
 
 static void on_stop(int sig)
 {
     (void)sig;
     stopping = 1;
+}
+
+static void on_usr1(int sig)
+{
+    (void)sig;
+    reopen_log = 1;
 }
 
 static long long now_ms(void)
@@ -127,9 +141,10 @@ static void detach_from_master(pid_t master)
     sigaction(SIGPIPE, &sa, NULL);
     /* Signals meant for the master that a terminal or a careless kill sends to the group. */
     sigaction(SIGHUP, &sa, NULL);
-    sigaction(SIGUSR1, &sa, NULL);
     sigaction(SIGTTIN, &sa, NULL);
     sigaction(SIGTTOU, &sa, NULL);
+    sa.sa_handler = on_usr1;                /* the master asks us to reopen the log file */
+    sigaction(SIGUSR1, &sa, NULL);
     sa.sa_handler = SIG_DFL;
     sigaction(SIGCHLD, &sa, NULL);
     sigaction(SIGQUIT, &sa, NULL);
@@ -489,6 +504,7 @@ static void submit_all(struct child *c)
             keys[i] = NULL;
         }
         double t0 = now_s();
+        c->handled++;
         c->ops->submit(c->h, m);
         if (c->ops->fds == NULL)
             sb_observe(c->slot, SB_DUR_FIRST, now_s() - t0);
@@ -712,8 +728,44 @@ static void maybe_request(struct child *c)
     }
 }
 
+/* Resident memory in bytes, from /proc/self/statm, or 0 when unknown. */
+static long long resident_bytes(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (f == NULL)
+        return 0;
+    long long size = 0, rss = 0;
+    int n = fscanf(f, "%lld %lld", &size, &rss);
+    fclose(f);
+    return n == 2 ? rss * sysconf(_SC_PAGESIZE) : 0;
+}
+
+/* Reasons to stop on our own: recycling after max_messages, the memory limit, the master's
+ * death. Each starts the same drain as SIGTERM; the exit code tells the master why. */
+static void check_limits(struct child *c, long long now)
+{
+    if (stopping)
+        return;
+    if (c->recycle_at && c->handled >= c->recycle_at) {
+        log_info("handled %llu messages (max_messages): finishing, to be replaced", c->handled);
+        c->exit_code = CHILD_EXIT_RECYCLE;
+        stopping = 1;
+        return;
+    }
+    if (c->pool->memory_limit && now >= c->next_memory_check_ms) {
+        c->next_memory_check_ms = now + 1000;
+        long long rss = resident_bytes();
+        if (rss > c->pool->memory_limit) {
+            log_warnx("resident memory %lld KiB exceeds memory_limit %lld KiB: finishing, to be replaced",
+                      rss / 1024, c->pool->memory_limit / 1024);
+            c->exit_code = CHILD_EXIT_MEMORY;
+            stopping = 1;
+        }
+    }
+}
+
 _Noreturn void child_main(const struct conf *conf, const struct pool_conf *pool, int index,
-                          struct sb_slot *slot, pid_t master)
+                          struct sb_slot *slot, pid_t master, bool fresh)
 {
     detach_from_master(master);
     log_set_origin(pool->name, index);
@@ -728,6 +780,10 @@ _Noreturn void child_main(const struct conf *conf, const struct pool_conf *pool,
     c.slot = slot;
     c.ops = handler_for(pool->handler);
     c.index = index;
+    c.master = master;
+    if (pool->max_messages)
+        c.recycle_at = (unsigned long long)pool->max_messages +
+                       (pool->max_messages_jitter ? (unsigned long long)rand() % (unsigned long long)(pool->max_messages_jitter + 1) : 0);
     c.capacity = pool->handler == HANDLER_HTTP ? (unsigned)pool->inflight : (unsigned)pool->batch;
     snprintf(c.claim_cursor, sizeof c.claim_cursor, "0-0");
     /* Spread the first orphan scans of a pool's workers over a few seconds. */
@@ -743,12 +799,36 @@ _Noreturn void child_main(const struct conf *conf, const struct pool_conf *pool,
     if (c.h == NULL)
         exit(CHILD_EXIT_CONFIG);
     start_pending_phase(&c);
+    if (fresh) {
+        /* The generation we replace still holds its pending entries under our name. */
+        c.pending_phase = false;
+        snprintf(c.from, sizeof c.from, ">");
+    }
     log_debug("consumer %s started", consumer);
 
     struct pollfd pfd[POLL_MAX];
     for (;;) {
         long long now = now_ms();
         atomic_store_explicit(&slot->heartbeat_ms, (uint64_t)now, memory_order_relaxed);
+        check_limits(&c, now);
+        if (reopen_log) {
+            reopen_log = 0;
+            if (conf->log_file && log_open_file(conf->log_file) == -1)
+                log_warn("cannot reopen %s", conf->log_file);
+        }
+        if (stopping && c.orphan_deadline_ms == 0 && getppid() != master) {
+            /* No master to wait for us or to kill us: do not wait out a blocking read, and
+             * give what is in flight a short while. What is left stays pending in Redis. */
+            c.orphan_deadline_ms = now + 1500;
+            if (c.reading) {
+                c.reading = false;
+                stream_disconnect(&c.st);
+            }
+        }
+        if (c.orphan_deadline_ms && now >= c.orphan_deadline_ms) {
+            log_warnx("master gone: exiting with %u messages in flight (they stay pending)", inflight(&c));
+            break;
+        }
 
         if (stopping && !c.reading && inflight(&c) == 0 &&
             ((c.acks.n == 0 && c.ndead == 0) || !stream_connected(&c.st)))
@@ -838,5 +918,5 @@ _Noreturn void child_main(const struct conf *conf, const struct pool_conf *pool,
     if (c.nretries)
         log_info("%zu messages waiting for a retry stay pending for the next start", c.nretries);
     log_debug("consumer %s drained", consumer);
-    exit(0);
+    exit(c.exit_code);
 }

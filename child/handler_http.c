@@ -1,18 +1,486 @@
-/* handler_http.c: placeholder until the HTTP delivery handler lands: a pool with
- * handler = http refuses to start, with a clear error, instead of pretending to deliver. */
+/* handler_http.c: delivers each message to an HTTP endpoint (a webhook), many at once.
+ *
+ * submit() copies what a delivery needs out of the message (URL, body, message id) into a
+ * struct req and starts it through deliver.c; deliver_run() reports its end to on_done(),
+ * which classifies the answer (classify.c) and tells the child. Nothing blocks: the child's
+ * poll() loop waits on our sockets through fds() and calls run() every turn.
+ *
+ * A circuit breaker keeps an endpoint outage from burning messages: after BREAKER_FAILURES
+ * outage-type failures in a row (no connection, timeout, 502/503/504, TLS refused) the handler
+ * stops taking messages and re-sends the failed one that opened it, alone, with doubling
+ * delays, until the endpoint answers again. */
+#include "child/classify.h"
+#include "child/deliver.h"
 #include "child/handler.h"
+#include "child/sign.h"
+#include "child/urltmpl.h"
+#include "common/buf.h"
 #include "common/log.h"
+#include "common/sb.h"
 
-#include <stddef.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define BREAKER_FAILURES 5          /* outage-type failures in a row that open the circuit */
+#define PROBE_MIN_MS 1000           /* first probe delay, doubling up to PROBE_MAX_MS */
+#define PROBE_MAX_MS 30000          /* (or the pool's backoff_max when that is shorter) */
+#define MSG_ID_MAX 256              /* the longest webhook-id taken from id_field */
+#define CONFIG_LOG_MS 60000         /* a config problem (TLS) is logged again after this long */
+#define NHEADERS_OWN 5              /* Content-Type, webhook-id, -timestamp, -signature, attempt */
+
+/* One delivery: a copy of everything it needs, since a msg lives only during submit(). */
+struct req {
+    struct req *next;               /* in the free list */
+    struct buf entry_id;            /* the stream entry id: what child_done() reports */
+    struct buf msg_id;              /* webhook-id */
+    struct buf url;
+    struct buf body;
+    const char *content_type;
+    long long attempt;
+    bool probe;
+};
+
+struct handler {
+    struct child *child;
+    const struct pool_conf *pool;
+    struct deliver_conf dconf;
+    struct deliver *d;
+    struct sign *sign;              /* NULL: no signing_secret_file */
+    struct req *free;
+    struct buf hdrs;                /* scratch for the per-request header lines */
+    char error[256];                /* scratch for outcome texts */
+
+    /* circuit breaker */
+    unsigned failures;              /* outage-type failures in a row */
+    bool open;
+    struct req *held;               /* the failed request that opened the circuit, not
+                                     * reported yet: re-sent as the probe */
+    bool probing;                   /* held is in flight */
+    long probe_delay_ms;
+    long long next_probe_ms;
+    long long config_logged_ms;     /* when a config problem was last logged; 0: never */
+};
+
+static long long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static struct req *req_get(struct handler *h)
+{
+    struct req *r = h->free;
+    if (r) {
+        h->free = r->next;
+        buf_reset(&r->entry_id);
+        buf_reset(&r->msg_id);
+        buf_reset(&r->url);
+        buf_reset(&r->body);
+    } else {
+        r = xcalloc(1, sizeof *r);
+    }
+    r->next = NULL;
+    r->probe = false;
+    return r;
+}
+
+static void req_put(struct handler *h, struct req *r)
+{
+    r->next = h->free;
+    h->free = r;
+}
+
+static void req_free(struct req *r)
+{
+    buf_release(&r->entry_id);
+    buf_release(&r->msg_id);
+    buf_release(&r->url);
+    buf_release(&r->body);
+    free(r);
+}
+
+/* The probe delay's ceiling: 30 s, or the pool's backoff_max when shorter. */
+static long probe_max(const struct handler *h)
+{
+    return h->pool->backoff_max_ms < PROBE_MAX_MS ? h->pool->backoff_max_ms : PROBE_MAX_MS;
+}
+
+/* ---- sending ----------------------------------------------------------------------------- */
+
+/* Start r with fresh webhook-timestamp and signature (a probe may go out minutes after the
+ * message first did, and receivers reject old timestamps). Returns 0, or -1 with the reason
+ * in h->error. */
+static int start(struct handler *h, struct req *r)
+{
+    const struct pool_conf *p = h->pool;
+    long long ts = (long long)time(NULL);
+    size_t off[NHEADERS_OWN];
+    int own = 0;
+    buf_reset(&h->hdrs);
+    off[own++] = h->hdrs.len;
+    buf_printf(&h->hdrs, "Content-Type: %s", r->content_type);
+    buf_addc(&h->hdrs, '\0');
+    off[own++] = h->hdrs.len;
+    buf_adds(&h->hdrs, "webhook-id: ");
+    buf_add(&h->hdrs, r->msg_id.p, r->msg_id.len);
+    buf_addc(&h->hdrs, '\0');
+    off[own++] = h->hdrs.len;
+    buf_printf(&h->hdrs, "webhook-timestamp: %lld", ts);
+    buf_addc(&h->hdrs, '\0');
+    if (h->sign) {
+        off[own++] = h->hdrs.len;
+        buf_adds(&h->hdrs, "webhook-signature: ");
+        if (sign_webhook(h->sign, r->msg_id.p, r->msg_id.len, ts, r->body.p, r->body.len,
+                         &h->hdrs) == -1) {
+            snprintf(h->error, sizeof h->error, "cannot sign: openssl failed");
+            return -1;
+        }
+        buf_addc(&h->hdrs, '\0');
+    }
+    off[own++] = h->hdrs.len;
+    buf_printf(&h->hdrs, "streamfleet-attempt: %lld", r->attempt);
+    buf_addc(&h->hdrs, '\0');
+
+    const char *lines[CONF_HEADERS_MAX + NHEADERS_OWN];
+    size_t n = 0;
+    for (size_t i = 0; i < p->nheaders && n < CONF_HEADERS_MAX; i++)
+        lines[n++] = p->headers[i];
+    for (int i = 0; i < own; i++)
+        lines[n++] = h->hdrs.p + off[i];
+    return deliver_start(h->d, r->url.p, lines, n, r->body.p, r->body.len, r, h->error,
+                         sizeof h->error);
+}
+
+/* ---- the circuit breaker -----------------------------------------------------------------
+ *
+ * The request whose failure opens the circuit is not reported: the handler keeps it (held)
+ * and re-sends it alone as the probe, so that its outcome is still reported exactly once,
+ * when the endpoint answers. Should the child stop meanwhile, it stays pending in Redis and
+ * the next start reads it again. Failures of the other requests while the circuit is open are
+ * reported with outcome.outage, so that they do not count towards the messages' attempts. */
+
+static void circuit_open(struct handler *h, struct req *r, const char *why)
+{
+    h->open = true;
+    h->held = r;
+    h->probe_delay_ms = PROBE_MIN_MS < probe_max(h) ? PROBE_MIN_MS : probe_max(h);
+    h->next_probe_ms = now_ms() + h->probe_delay_ms;
+    atomic_store_explicit(&child_slot(h->child)->circuit_open, 1, memory_order_relaxed);
+    log_warnx("endpoint down (%u failures in a row, last: %s): circuit open, taking no new "
+              "messages, probing with one at a time", h->failures, why);
+}
+
+/* Close the circuit. A held request that is not being probed right now goes out at once, as
+ * an ordinary delivery. */
+static void circuit_close(struct handler *h)
+{
+    h->open = false;
+    h->failures = 0;
+    atomic_store_explicit(&child_slot(h->child)->circuit_open, 0, memory_order_relaxed);
+    log_info("endpoint answers again: circuit closed, taking messages again");
+    struct req *r = h->held;
+    if (r == NULL || h->probing)
+        return;
+    h->held = NULL;
+    if (start(h, r) == -1) {
+        struct outcome o = { .disp = DISP_RETRY, .retry_after_ms = -1, .error = h->error,
+                             .seconds = -1, .attempt = r->attempt };
+        child_done(h->child, r->entry_id.p, &o);
+        req_put(h, r);
+    }
+}
+
+static void send_probe(struct handler *h)
+{
+    struct req *r = h->held;
+    r->probe = true;
+    h->probing = true;
+    if (start(h, r) == -1) {
+        log_warnx("cannot start a probe: %s", h->error);
+        r->probe = false;
+        h->probing = false;
+        h->next_probe_ms = now_ms() + h->probe_delay_ms;
+    }
+}
+
+static void on_done(void *arg, void *user, const struct deliver_result *res)
+{
+    struct handler *h = arg;
+    struct req *r = user;
+    struct sb_slot *slot = child_slot(h->child);
+    sb_add(slot, sb_http_index(res->code ? 0 : res->status), 1);
+    sb_observe(slot, SB_HTTP_DUR_FIRST, res->seconds);
+
+    struct verdict v;
+    classify(res->code, res->status, res->retry_after, time(NULL), h->pool->backoff_max_ms, &v);
+    bool down = v.kind == CL_OUTAGE || v.kind == CL_CONFIG;
+    /* Any real answer, even a 4xx, shows the endpoint is there. A broken connection (the
+     * endpoint going away) shows nothing either way. */
+    bool answered = res->code == 0 && !down;
+    const char *error = NULL;
+    if (res->code) {
+        snprintf(h->error, sizeof h->error, "%s: %s", v.error, res->error);
+        error = h->error;
+    } else if (v.disp != DISP_ACK) {
+        snprintf(h->error, sizeof h->error, "http %ld: %s", res->status, v.error);
+        error = h->error;
+    }
+    if (v.kind == CL_CONFIG) {
+        /* Every message fails the same way until someone fixes the config: say so at once,
+         * and not once per message. */
+        long long now = now_ms();
+        if (h->config_logged_ms == 0 || now - h->config_logged_ms >= CONFIG_LOG_MS) {
+            log_warnx("cannot deliver, check the pool's tls and url settings: %s", error);
+            h->config_logged_ms = now;
+        }
+    }
+
+    if (r->probe) {
+        r->probe = false;
+        h->probing = false;
+        if (h->open && !answered) {
+            h->failures++;
+            h->probe_delay_ms = h->probe_delay_ms * 2 < probe_max(h) ? h->probe_delay_ms * 2
+                                                                      : probe_max(h);
+            h->next_probe_ms = now_ms() + h->probe_delay_ms;
+            log_debug("probe failed (%s): next in %ld ms", error, h->probe_delay_ms);
+            return;
+        }
+        /* Answered (or the circuit closed meanwhile): from here on an ordinary delivery. */
+        h->held = NULL;
+    }
+
+    struct outcome o = {
+        .disp = v.disp,
+        .reason = v.reason[0] ? v.reason : NULL,
+        .retry_after_ms = v.retry_after_ms,
+        .error = error,
+        .seconds = res->seconds,
+        .attempt = r->attempt,
+    };
+    if (down) {
+        h->failures++;
+        if (!h->open && h->failures >= BREAKER_FAILURES && h->held == NULL) {
+            circuit_open(h, r, error);
+            return;
+        }
+        o.outage = h->open;
+    } else if (answered) {
+        h->failures = 0;
+        if (h->open)
+            circuit_close(h);
+    }
+    child_done(h->child, r->entry_id.p, &o);
+    req_put(h, r);
+}
+
+/* ---- the handler interface --------------------------------------------------------------- */
+
+/* Report m as a bad message: dead-letter, no retry. */
+static void bad_message(struct handler *h, const struct msg *m, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void bad_message(struct handler *h, const struct msg *m, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(h->error, sizeof h->error, fmt, ap);
+    va_end(ap);
+    struct outcome o = { .disp = DISP_DEAD, .reason = "bad_message", .retry_after_ms = -1,
+                         .error = h->error, .seconds = -1, .attempt = m->attempt };
+    child_done(h->child, m->id.p, &o);
+}
+
+/* A JSON object of every field of m, in order; a repeated name keeps its first value (as
+ * msg_get() does), so receivers never see duplicate keys. */
+static void json_fields(struct buf *b, const struct msg *m)
+{
+    buf_addc(b, '{');
+    bool first = true;
+    for (size_t i = 0; i < m->nf; i++) {
+        const struct str *k = &m->f[2 * i], *v = &m->f[2 * i + 1];
+        bool seen = false;
+        for (size_t j = 0; j < i && !seen; j++)
+            seen = m->f[2 * j].len == k->len && memcmp(m->f[2 * j].p, k->p, k->len) == 0;
+        if (seen)
+            continue;
+        if (!first)
+            buf_addc(b, ',');
+        first = false;
+        buf_addc(b, '"');
+        buf_add_json_str(b, k->p, k->len);
+        buf_adds(b, "\":\"");
+        buf_add_json_str(b, v->p, v->len);
+        buf_addc(b, '"');
+    }
+    buf_addc(b, '}');
+}
+
+/* A message id goes into a header and the signed text: printable, bounded, non-empty. */
+static bool usable_msg_id(const struct str *v)
+{
+    if (v->len == 0 || v->len > MSG_ID_MAX)
+        return false;
+    for (size_t i = 0; i < v->len; i++) {
+        unsigned char c = (unsigned char)v->p[i];
+        if (c < 0x20 || c == 0x7f)
+            return false;
+    }
+    return true;
+}
+
+static void http_submit(struct handler *h, const struct msg *m)
+{
+    const struct pool_conf *p = h->pool;
+    if (h->open) {
+        /* The child asks accepting() before reading, but a read already on the wire when the
+         * circuit opened still brings messages: hand them back untried. */
+        struct outcome o = { .disp = DISP_RETRY, .retry_after_ms = -1,
+                             .error = "endpoint down (circuit open): not tried", .seconds = -1,
+                             .attempt = m->attempt, .outage = true };
+        child_done(h->child, m->id.p, &o);
+        return;
+    }
+    struct req *r = req_get(h);
+    const char *missing;
+    size_t mlen;
+    if (urltmpl_fill(&r->url, p->url, m, &missing, &mlen) == -1) {
+        bad_message(h, m, "the message has no field '%.*s' for the url", (int)mlen, missing);
+        goto drop;
+    }
+    const struct str *id = p->id_field ? msg_get(m, p->id_field) : NULL;
+    if (id && !usable_msg_id(id)) {
+        bad_message(h, m, "field '%s' (id_field) must be 1 to %d bytes without control characters",
+                    p->id_field, MSG_ID_MAX);
+        goto drop;
+    }
+    if (id == NULL)
+        id = &m->id;
+    buf_add(&r->msg_id, id->p, id->len);
+    buf_add(&r->entry_id, m->id.p, m->id.len);
+
+    const struct str *body = p->body_field ? msg_get(m, p->body_field) : NULL;
+    if (body) {
+        buf_add(&r->body, body->p, body->len);
+        r->content_type = p->content_type;
+    } else {
+        json_fields(&r->body, m);
+        /* Without body_field the JSON object is the configured body; with it, a message that
+         * lacks the field gets the object, which is JSON whatever content_type says. */
+        r->content_type = p->body_field ? "application/json" : p->content_type;
+    }
+    r->attempt = m->attempt;
+
+    if (start(h, r) == -1) {
+        struct outcome o = { .disp = DISP_RETRY, .retry_after_ms = -1, .error = h->error,
+                             .seconds = -1, .attempt = m->attempt };
+        child_done(h->child, m->id.p, &o);
+        goto drop;
+    }
+    return;
+drop:
+    req_put(h, r);
+}
+
+static int http_fds(struct handler *h, struct pollfd *pfd, int max, long *timeout_ms)
+{
+    int n = deliver_fds(h->d, pfd, max, timeout_ms);
+    if (h->open && h->held && !h->probing) {
+        long long left = h->next_probe_ms - now_ms();
+        if (left < 0)
+            left = 0;
+        if (left < *timeout_ms || *timeout_ms < 0)
+            *timeout_ms = (long)left;
+    }
+    return n;
+}
+
+static void http_run(struct handler *h, const struct pollfd *pfd, int n)
+{
+    deliver_run(h->d, pfd, n);
+    if (h->open && h->held && !h->probing && now_ms() >= h->next_probe_ms)
+        send_probe(h);
+}
+
+static unsigned http_inflight(struct handler *h)
+{
+    return deliver_active(h->d);
+}
+
+static bool http_accepting(struct handler *h)
+{
+    return !h->open;
+}
+
+static void http_close(struct handler *h)
+{
+    deliver_free(h->d);
+    if (h->held) {
+        log_info("message %s stays pending: the endpoint was down (circuit open)",
+                 h->held->entry_id.p);
+        req_free(h->held);
+    }
+    while (h->free) {
+        struct req *r = h->free;
+        h->free = r->next;
+        req_free(r);
+    }
+    buf_release(&h->hdrs);
+    sign_free(h->sign);
+    if (h->open)
+        atomic_store_explicit(&child_slot(h->child)->circuit_open, 0, memory_order_relaxed);
+    free(h);
+}
 
 static struct handler *http_open(struct child *c, const struct pool_conf *p)
 {
-    (void)c;
-    log_errorx("pool %s: handler = http is not available in this build", p->name);
+    static const char *const methods[] = { [HTTP_POST] = "POST", [HTTP_PUT] = "PUT",
+                                           [HTTP_PATCH] = "PATCH" };
+    struct handler *h = xcalloc(1, sizeof *h);
+    h->child = c;
+    h->pool = p;
+    h->dconf = (struct deliver_conf){
+        .method = methods[p->method],
+        .connect_timeout_ms = p->connect_timeout_ms,
+        .timeout_ms = p->timeout_ms,
+        .tls_ca = p->tls_ca,
+        .tls_cert = p->tls_cert,
+        .tls_key = p->tls_key,
+        .tls_verify = p->tls_verify,
+        .max_connections = (unsigned)p->inflight,
+        .user_agent = "streamfleet/" SF_VERSION,
+    };
+    char err[512];
+    if (p->signing_secret_file) {
+        h->sign = sign_open_file(p->signing_secret_file, err, sizeof err);
+        if (h->sign == NULL) {
+            log_errorx("pool %s: signing_secret_file: %s", p->name, err);
+            goto fail;
+        }
+    }
+    h->d = deliver_open(&h->dconf, on_done, h, err, sizeof err);
+    if (h->d == NULL) {
+        log_errorx("pool %s: cannot set up http delivery: %s", p->name, err);
+        goto fail;
+    }
+    return h;
+fail:
+    sign_free(h->sign);
+    free(h);
     return NULL;
 }
 
 const struct handler_ops handler_http_ops = {
     .name = "http",
     .open = http_open,
+    .submit = http_submit,
+    .fds = http_fds,
+    .run = http_run,
+    .inflight = http_inflight,
+    .accepting = http_accepting,
+    .close = http_close,
 };

@@ -108,7 +108,7 @@ struct key {
 
 static key_setter set_redis, set_listen, set_int, set_dur, set_bool, set_log_level,
     set_log_format, set_handler, set_method, set_name, set_field, set_url, set_content_type,
-    set_header, set_file, set_backoff, set_percent, set_size;
+    set_header, set_file, set_backoff, set_percent, set_size, set_path, set_account, set_long;
 
 #define F(field) offsetof(struct conf, field)
 #define P(field) offsetof(struct pool_conf, field)
@@ -122,6 +122,12 @@ static const struct key keys[] = {
     { SEC_FLEET, "poll_interval", set_dur,        F(poll_interval_ms), 100, HOUR, 0 },
     { SEC_FLEET, "log_level",     set_log_level,  F(log_level),        0, 0, 0 },
     { SEC_FLEET, "log_format",    set_log_format, F(log_format),       0, 0, 0 },
+    { SEC_FLEET, "log_file",      set_path,       F(log_file),         0, 0, 0 },
+    { SEC_FLEET, "stats_interval", set_dur,       F(stats_interval_ms), 0, DAY, 0 },
+    { SEC_FLEET, "pidfile",       set_path,       F(pidfile),          0, 0, 0 },
+    { SEC_FLEET, "user",          set_account,    F(user),             0, 0, 0 },
+    { SEC_FLEET, "group",         set_account,    F(group),            0, 0, 0 },
+    { SEC_FLEET, "allow_root",    set_bool,       F(allow_root),       0, 0, 0 },
 
     { SEC_POOL, "stream",   set_name,    P(stream),   0, 0, KEY_REQUIRED },
     { SEC_POOL, "group",    set_name,    P(group),    0, 0, KEY_REQUIRED },
@@ -154,6 +160,10 @@ static const struct key keys[] = {
     { SEC_POOL, "dlq",               set_name,    P(dlq),               0, 0, 0 },
     { SEC_POOL, "dedupe_ttl",        set_dur,     P(dedupe_ttl_ms),     0, 365 * DAY, 0 },
     { SEC_POOL, "max_message_bytes", set_size,    P(max_message_bytes), 1024, 512L * 1024 * 1024, 0 },
+    { SEC_POOL, "heartbeat_timeout", set_dur,     P(heartbeat_timeout_ms), 1000, DAY, 0 },
+    { SEC_POOL, "max_messages",      set_long,    P(max_messages),      0, 1000000000L, 0 },
+    { SEC_POOL, "max_messages_jitter", set_long,  P(max_messages_jitter), 0, 1000000000L, 0 },
+    { SEC_POOL, "memory_limit",      set_size,    P(memory_limit),      0, 64L * 1024 * 1024 * 1024, 0 },
 };
 
 #define NKEYS (sizeof keys / sizeof keys[0])
@@ -294,6 +304,57 @@ static int set_bool(const struct key *k, void *base, const char *v, char *err, s
     if (pick_word(words, v, &i, err, len) == -1)
         return -1;
     *(bool *)((char *)base + k->off) = i % 2;
+    return 0;
+}
+
+static int set_long(const struct key *k, void *base, const char *v, char *err, size_t len)
+{
+    long n;
+    if (int_parse(v, k->min, k->max, &n) == -1) {
+        snprintf(err, len, "must be a whole number from %ld to %ld (got '%s')", k->min, k->max, v);
+        return -1;
+    }
+    *(long *)((char *)base + k->off) = n;
+    return 0;
+}
+
+/* A file we will create (log, pidfile): an absolute or relative path whose folder exists. */
+static int set_path(const struct key *k, void *base, const char *v, char *err, size_t len)
+{
+    if (!*v || has_ctl(v)) {
+        snprintf(err, len, "not a usable path");
+        return -1;
+    }
+    char *dir = xstrdup(v);
+    char *slash = strrchr(dir, '/');
+    struct stat st;
+    int ok = 1;
+    if (slash) {
+        *slash = '\0';
+        ok = stat(*dir ? dir : "/", &st) == 0 && S_ISDIR(st.st_mode);
+    }
+    free(dir);
+    if (!ok) {
+        snprintf(err, len, "the folder of '%s' does not exist", v);
+        return -1;
+    }
+    set_str(k, base, v);
+    return 0;
+}
+
+/* A user or group name (checked against the system when the master starts as root). */
+static int set_account(const struct key *k, void *base, const char *v, char *err, size_t len)
+{
+    for (const char *p = v; *p; p++)
+        if (!isalnum((unsigned char)*p) && *p != '_' && *p != '-' && *p != '.') {
+            snprintf(err, len, "not a user or group name: '%s'", v);
+            return -1;
+        }
+    if (!*v) {
+        snprintf(err, len, "empty name");
+        return -1;
+    }
+    set_str(k, base, v);
     return 0;
 }
 
@@ -905,6 +966,7 @@ static void pool_defaults(struct pool_conf *p, const char *name, size_t n, int l
     p->backoff_jitter_pct = 20;
     p->claim_idle_ms = 5 * MINUTE;
     p->max_message_bytes = 1024 * 1024;
+    p->heartbeat_timeout_ms = MINUTE;
 }
 
 /* Enter the section named s[0..n) (already known to fit inih). Returns -1 after reporting why
@@ -1144,6 +1206,18 @@ static void validate_pool(struct loader *l, size_t i)
         problem(l, bb ? abs(bb) : p->line, "backoff_base (%s) is longer than backoff_max (%s)",
                 dur_format(p->backoff_base_ms, a, sizeof a), dur_format(p->backoff_max_ms, b, sizeof b));
     }
+    /* The master kills a worker silent this long: it must outlast anything a healthy worker
+     * may be busy with between two loop turns. */
+    long busy = (http ? p->timeout_ms : 0) + p->block_ms + 5 * SECOND;
+    int hb = seen[key_index(SEC_POOL, "heartbeat_timeout")];
+    if (!hb && p->heartbeat_timeout_ms < busy) {
+        p->heartbeat_timeout_ms = busy;         /* the default grows with a long timeout */
+    } else if (p->heartbeat_timeout_ms < busy) {
+        char a[32], b[32];
+        problem(l, abs(hb), "heartbeat_timeout (%s) must be at least %s (%sblock + 5s)",
+                dur_format(p->heartbeat_timeout_ms, a, sizeof a), dur_format(busy, b, sizeof b),
+                http ? "timeout + " : "");
+    }
     if (p->dlq == NULL && p->stream) {
         struct buf b = BUF_INIT;
         buf_printf(&b, "%s:dlq", p->stream);
@@ -1226,6 +1300,7 @@ static void conf_defaults(struct conf *c, const char *path)
     c->poll_interval_ms = 5 * SECOND;
     c->log_level = LOG_INFO;
     c->log_format = LOG_FORMAT_TEXT;
+    c->stats_interval_ms = MINUTE;
 }
 
 struct conf *conf_load(const char *path, struct conf_errors *errs)
@@ -1307,6 +1382,10 @@ void conf_free(struct conf *c)
     free(c->path);
     conf_redis_release(&c->redis);
     free(c->listen_host);
+    free(c->log_file);
+    free(c->pidfile);
+    free(c->user);
+    free(c->group);
     for (size_t i = 0; i < c->npools; i++)
         pool_release(&c->pools[i]);
     free(c->pools);
@@ -1328,4 +1407,39 @@ const struct pool_conf *conf_pool(const struct conf *c, const char *name)
         if (strcmp(c->pools[i].name, name) == 0)
             return &c->pools[i];
     return NULL;
+}
+
+static bool str_same(const char *a, const char *b)
+{
+    return (a == NULL && b == NULL) || (a && b && strcmp(a, b) == 0);
+}
+
+bool conf_redis_same(const struct redis_addr *a, const struct redis_addr *b)
+{
+    return str_same(a->host, b->host) && a->port == b->port && str_same(a->unix_path, b->unix_path) &&
+           str_same(a->user, b->user) && str_same(a->password, b->password) && a->db == b->db;
+}
+
+bool conf_pool_same(const struct pool_conf *a, const struct pool_conf *b)
+{
+    if (a->nheaders != b->nheaders)
+        return false;
+    for (size_t i = 0; i < a->nheaders; i++)
+        if (strcmp(a->headers[i], b->headers[i]) != 0)
+            return false;
+    return str_same(a->name, b->name) && str_same(a->stream, b->stream) && str_same(a->group, b->group) &&
+           a->batch == b->batch && a->block_ms == b->block_ms && a->handler == b->handler &&
+           str_same(a->url, b->url) && a->method == b->method && str_same(a->body_field, b->body_field) &&
+           str_same(a->content_type, b->content_type) && a->inflight == b->inflight &&
+           a->connect_timeout_ms == b->connect_timeout_ms && a->timeout_ms == b->timeout_ms &&
+           str_same(a->tls_ca, b->tls_ca) && str_same(a->tls_cert, b->tls_cert) &&
+           str_same(a->tls_key, b->tls_key) && a->tls_verify == b->tls_verify &&
+           str_same(a->signing_secret_file, b->signing_secret_file) && str_same(a->id_field, b->id_field) &&
+           a->max_attempts == b->max_attempts && a->backoff == b->backoff &&
+           a->backoff_base_ms == b->backoff_base_ms && a->backoff_max_ms == b->backoff_max_ms &&
+           a->backoff_jitter_pct == b->backoff_jitter_pct && a->claim_idle_ms == b->claim_idle_ms &&
+           str_same(a->dlq, b->dlq) && a->dedupe_ttl_ms == b->dedupe_ttl_ms &&
+           a->max_message_bytes == b->max_message_bytes && a->heartbeat_timeout_ms == b->heartbeat_timeout_ms &&
+           a->max_messages == b->max_messages && a->max_messages_jitter == b->max_messages_jitter &&
+           a->memory_limit == b->memory_limit;
 }

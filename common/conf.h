@@ -31,6 +31,7 @@ struct redis_addr {
     int db;
 };
 
+/* A new key is also compared in conf_pool_same(): a reload restarts a pool whose settings changed. */
 struct pool_conf {
     char *name;
     int line;                   /* line of its [pool:NAME] header, for messages */
@@ -66,6 +67,12 @@ struct pool_conf {
     char *dlq;                  /* dead-letter stream, default "<stream>:dlq" */
     long dedupe_ttl_ms;         /* 0: off */
     long long max_message_bytes;
+
+    /* supervision */
+    long heartbeat_timeout_ms;  /* a worker silent this long is killed and replaced */
+    long max_messages;          /* recycle a worker after this many messages; 0: never */
+    long max_messages_jitter;   /* plus a random 0..this, so workers do not recycle together */
+    long long memory_limit;     /* replace a worker whose resident memory exceeds this; 0: off */
 };
 
 struct conf {
@@ -78,6 +85,11 @@ struct conf {
     long poll_interval_ms;      /* master's Redis poll, default 5 s */
     enum log_level log_level;
     enum log_format log_format;
+    char *log_file;             /* NULL: stderr */
+    long stats_interval_ms;     /* a stats line per pool this often; 0: never */
+    char *pidfile;
+    char *user, *group;         /* drop to these when started as root */
+    bool allow_root;            /* run workers as root (no user given) without complaint */
     struct pool_conf *pools;
     size_t npools;
 };
@@ -103,6 +115,11 @@ int conf_parse_redis(const char *url, struct redis_addr *a, char *err, size_t er
 void conf_redis_release(struct redis_addr *a);
 /* "redis://host:port/db" or "unix:///path", never the credentials. Writes into buf. */
 const char *conf_redis_display(const struct redis_addr *a, char *buf, size_t len);
+
+/* Whether two pools would run the same way: every setting but workers (and the line). A
+ * reload keeps the children of a pool whose settings are the same. */
+bool conf_pool_same(const struct pool_conf *a, const struct pool_conf *b);
+bool conf_redis_same(const struct redis_addr *a, const struct redis_addr *b);
 
 /* Find a pool by name, or NULL. */
 const struct pool_conf *conf_pool(const struct conf *c, const char *name);

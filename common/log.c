@@ -4,6 +4,7 @@
 #include "common/buf.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +23,24 @@ void log_init(enum log_level level, enum log_format fmt)
 {
     min_level = level;
     format = fmt;
+}
+
+int log_open_file(const char *path)
+{
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+    if (fd == -1)
+        return -1;
+    if (fd != STDERR_FILENO) {
+        /* dup2 clears close-on-exec on fd 2; children inherit it as their stderr. */
+        if (dup2(fd, STDERR_FILENO) == -1) {
+            int e = errno;
+            close(fd);
+            errno = e;
+            return -1;
+        }
+        close(fd);
+    }
+    return 0;
 }
 
 void log_set_origin(const char *pool, int slot)

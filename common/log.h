@@ -6,6 +6,9 @@
 #include "common/conf.h"
 
 void log_init(enum log_level level, enum log_format format);
+/* Make path (opened for appending, created 0640) the process's stderr, where every log line
+ * goes: at start, and again on SIGUSR1 after logrotate moved the file. Returns 0 or -1. */
+int log_open_file(const char *path);
 /* Name the writer of the following lines: pool NULL for the master. */
 void log_set_origin(const char *pool, int slot);
 bool log_enabled(enum log_level level);

@@ -4,8 +4,10 @@
 #include "common/log.h"
 #include "supervisor/dlq.h"
 #include "supervisor/master.h"
+#include "supervisor/privs.h"
 
 #include <stdio.h>
+#include <sys/resource.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -24,8 +26,29 @@ static void usage(FILE *out)
             "environment: STREAMFLEET_REDIS overrides [fleet] redis\n");
 }
 
+/* The password of STREAMFLEET_REDIS is in our environment block, which /proc/PID/environ
+ * shows to anyone who may read it: overwrite it in place, now that the config holds a copy.
+ * (The block is the one the kernel set up; getenv() points into it, and so do the children's
+ * copies after fork.) */
+static void scrub_env_password(void)
+{
+    char *v = getenv("STREAMFLEET_REDIS");
+    if (v == NULL)
+        return;
+    char *scheme = strstr(v, "://");
+    char *at = strrchr(v, '@');
+    if (scheme == NULL || at == NULL || at < scheme)
+        return;
+    for (char *p = scheme + 3; p < at; p++)
+        *p = '*';
+}
+
 int main(int argc, char **argv)
 {
+    /* A core dump would hold the Redis password and the signing secrets. */
+    struct rlimit nocore = { 0, 0 };
+    setrlimit(RLIMIT_CORE, &nocore);
+
     if (argc > 1 && strcmp(argv[1], "dlq") == 0)
         return dlq_main(argc - 1, argv + 1);
 
@@ -55,6 +78,7 @@ int main(int argc, char **argv)
         conf_errors_release(&errs);
         return 1;
     }
+    scrub_env_password();
     if (check_only) {
         printf("%s: configuration OK (%zu pool%s)\n", path, conf->npools, conf->npools == 1 ? "" : "s");
         conf_free(conf);
@@ -62,7 +86,27 @@ int main(int argc, char **argv)
     }
 
     log_init(conf->log_level, conf->log_format);
-    int status = master_run(conf);
-    conf_free(conf);
+    if (conf->log_file && log_open_file(conf->log_file) == -1)
+        fatal("cannot open log file %s", conf->log_file);
+
+    /* As root: bind and open what needs root, then drop privileges before any fork. The
+     * pidfile goes first, so that a second instance fails before touching the port. */
+    static struct master m;
+    char *pidfile = conf->pidfile ? xstrdup(conf->pidfile) : NULL;
+    int status = 1;
+    if (pidfile && pidfile_write(pidfile) == -1) {
+        free(pidfile);
+        conf_free(conf);
+        return 1;
+    }
+    if (master_listen(&m, conf) == -1 || privs_drop(conf) == -1) {
+        conf_free(conf);
+        goto out;
+    }
+    status = master_run(&m, conf);       /* takes conf */
+out:
+    if (pidfile)
+        pidfile_remove(pidfile);
+    free(pidfile);
     return status;
 }

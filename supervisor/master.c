@@ -1,10 +1,17 @@
 /* master.c: the master's loop. Signals arrive on a signalfd (they are blocked, never handled
  * asynchronously); the HTTP endpoint and the Redis monitor each give one descriptor; child
- * exits are reaped on SIGCHLD; restarts and the drain have deadlines. No threads: fork() is
- * safe from here. */
+ * exits are reaped on SIGCHLD; restarts, heartbeats, stats lines and drains have deadlines.
+ * No threads: fork() is safe from here.
+ *
+ *   SIGTERM, SIGINT  drain: workers finish what they hold; exit 0
+ *   SIGQUIT          fast stop: workers are killed; what they held stays pending in Redis
+ *   SIGHUP           reload the config (see reload())
+ *   SIGTTIN/SIGTTOU  one more / one fewer worker in every pool, until the next reload
+ *   SIGUSR1          reopen the log file */
 #include "supervisor/master.h"
 #include "common/log.h"
 #include "supervisor/httpd.h"
+#include "supervisor/notify.h"
 #include "supervisor/redismon.h"
 #include "supervisor/view.h"
 
@@ -27,34 +34,61 @@ static double wall_seconds(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-/* The fleet as it is now. The caller frees v->pools. */
+/* ---- the view: what /metrics and /health show ---- */
+
+static struct pool_view *view_pool(struct fleet_view *v, const char *name)
+{
+    for (unsigned i = 0; i < v->npools; i++)
+        if (strcmp(v->pools[i].name, name) == 0)
+            return &v->pools[i];
+    struct pool_view *pv = &v->pools[v->npools++];
+    pv->name = name;
+    return pv;
+}
+
+/* The fleet as it is now, pools added up by name (a pool being replaced by a new generation
+ * shows as one). The caller frees v->pools. */
 static void build_view(struct master *m, struct fleet_view *v)
 {
+    memset(v, 0, sizeof *v);
     v->version = SF_VERSION;
     v->start_time = m->start_time;
     v->redis_up = redismon_up(m->mon);
     v->redis_error = redismon_error(m->mon);
-    v->npools = (unsigned)m->npools;
-    v->pools = xcalloc(m->npools, sizeof *v->pools);
+    v->redis_durable = redismon_durable(m->mon);
+    v->durability = redismon_durability(m->mon);
+    v->reloads_ok = m->reloads_ok;
+    v->reloads_failed = m->reloads_failed;
+    v->pools = xcalloc(m->npools ? m->npools : 1, sizeof *v->pools);
     for (size_t i = 0; i < m->npools; i++) {
-        struct pool_view *pv = &v->pools[i];
-        struct pool_state *ps = &m->pools[i];
-        pv->name = ps->conf->name;
-        memcpy(pv->c, ps->retired, sizeof pv->c);
-        pv->workers_expected = (unsigned)ps->workers;
-        pv->restarts = ps->restarts;
+        const struct pool_state *ps = m->pools[i];
+        struct pool_view *pv = view_pool(v, ps->name);
+        for (int k = 0; k < SB_NCOUNTERS; k++)
+            pv->c[k] += ps->retired[k];
+        for (int k = 0; k < RESTART_NREASONS; k++) {
+            pv->restarts_by[k] += ps->restarts[k];
+            pv->restarts += ps->restarts[k];
+        }
+        if (!ps->removed)
+            pv->workers_expected += (unsigned)ps->workers;
     }
     for (size_t i = 0; i < m->nprocs; i++) {
         const struct proc *p = &m->procs[i];
-        struct pool_view *pv = &v->pools[p->pool - m->pools];
+        struct pool_view *pv = view_pool(v, p->pool->name);
         if (p->pid == 0 && p->quick_deaths > 0)
             pv->crash_loop = true;
         if (p->sb < 0)
             continue;
         const struct sb_slot *slot = &m->sb.slot[p->sb];
         sb_fold(pv->c, slot);
-        if (p->pid > 0)
+        if (p->pid > 0 && (p->draining || p->pool->removed)) {
+            pv->workers_draining++;
+        } else if (p->pid > 0) {
             pv->workers_live++;
+            /* Starting until its first loop turn stamps a heartbeat later than its fork. */
+            if (atomic_load_explicit(&slot->heartbeat_ms, memory_order_acquire) <= (uint64_t)p->started_ms)
+                pv->workers_starting++;
+        }
         pv->inflight += atomic_load_explicit(&slot->inflight, memory_order_acquire);
         pv->circuit_open += atomic_load_explicit(&slot->circuit_open, memory_order_acquire) != 0;
     }
@@ -82,17 +116,293 @@ static int serve(void *arg, const char *path, const char *query_pool, struct buf
     return 404;
 }
 
+/* ---- pools ---- */
+
+static struct pool_state *pool_new(struct master *m, const struct conf *owner, const struct pool_conf *pc,
+                                   long long now)
+{
+    struct pool_state *ps = xcalloc(1, sizeof *ps);
+    ps->name = xstrdup(pc->name);
+    ps->conf = pc;
+    ps->owner = owner;
+    ps->workers = pc->workers;
+    ps->started_ms = now;
+    ps->stats_ms = now;
+    m->pools = xrealloc(m->pools, (m->npools + 1) * sizeof *m->pools);
+    m->pools[m->npools++] = ps;
+    return ps;
+}
+
+static void pool_start(struct master *m, struct pool_state *ps, long long now)
+{
+    for (int k = 0; k < ps->workers; k++)
+        procs_add(m, ps, k, now);
+}
+
+static unsigned pool_procs(const struct master *m, const struct pool_state *ps)
+{
+    unsigned n = 0;
+    for (size_t i = 0; i < m->nprocs; i++)
+        n += m->procs[i].pool == ps;
+    return n;
+}
+
+/* Tell every child of ps to finish; ps goes when the last one has exited. */
+static void pool_retire(struct master *m, struct pool_state *ps, long long now)
+{
+    ps->removed = true;
+    for (size_t i = 0; i < m->nprocs; i++)
+        if (m->procs[i].pool == ps)
+            procs_drain(m, &m->procs[i], now);
+}
+
+/* Set the number of children of ps: start the missing slots, drain the ones above. */
+static void pool_scale(struct master *m, struct pool_state *ps, int workers, long long now)
+{
+    int old = ps->workers;
+    ps->workers = workers;
+    for (int k = old; k < workers; k++) {
+        bool have = false;
+        for (size_t i = 0; i < m->nprocs && !have; i++)
+            have = m->procs[i].pool == ps && m->procs[i].index == k && !m->procs[i].draining;
+        if (!have)
+            procs_add(m, ps, k, now);
+    }
+    for (size_t i = 0; i < m->nprocs; i++) {
+        struct proc *p = &m->procs[i];
+        if (p->pool == ps && p->index >= workers && !p->draining) {
+            if (p->pid > 0)
+                procs_drain(m, p, now);
+            else
+                p->draining = true;     /* waiting for a respawn: simply not started again */
+        }
+    }
+}
+
+/* Free the pools whose last child has gone (their counters pass to a successor of the same
+ * name, so that nothing goes back), and the configs nothing points into any more. */
+static void collect(struct master *m)
+{
+    for (size_t i = 0; i < m->npools;) {
+        struct pool_state *ps = m->pools[i];
+        if (!ps->removed || pool_procs(m, ps) > 0) {
+            i++;
+            continue;
+        }
+        /* Children waiting for a respawn of a removed pool: drop them too. */
+        for (size_t k = 0; k < m->npools; k++) {
+            struct pool_state *heir = m->pools[k];
+            if (heir != ps && !heir->removed && strcmp(heir->name, ps->name) == 0) {
+                for (int c = 0; c < SB_NCOUNTERS; c++)
+                    heir->retired[c] += ps->retired[c];
+                for (int c = 0; c < RESTART_NREASONS; c++)
+                    heir->restarts[c] += ps->restarts[c];
+                break;
+            }
+        }
+        log_debug("pool %s: old generation gone", ps->name);
+        free(ps->name);
+        free(ps);
+        m->pools[i] = m->pools[--m->npools];
+    }
+    for (size_t i = 0; i < m->nconfs;) {
+        struct conf *c = m->confs[i];
+        bool used = c == m->conf;
+        for (size_t k = 0; k < m->npools && !used; k++)
+            used = m->pools[k]->owner == c;
+        if (used) {
+            i++;
+            continue;
+        }
+        conf_free(c);
+        m->confs[i] = m->confs[--m->nconfs];
+    }
+}
+
+/* Waiting children of removed slots (pid 0, draining) are never started: drop them. */
+static void drop_idle_drained(struct master *m)
+{
+    for (size_t i = 0; i < m->nprocs;) {
+        struct proc *p = &m->procs[i];
+        if (p->pid == 0 && (p->draining || p->pool->removed)) {
+            if (p->sb >= 0) {
+                m->sb_used[p->sb] = false;
+                p->sb = -1;
+            }
+            m->procs[i] = m->procs[--m->nprocs];
+            continue;
+        }
+        i++;
+    }
+}
+
+/* ---- reload ---- */
+
+static void set_logging(const struct conf *c)
+{
+    log_init(c->log_level, c->log_format);
+}
+
+/* Re-read the config. Invalid: every problem is logged and nothing changes. Valid: new pools
+ * start; removed pools drain; a pool whose settings changed gets a new generation of
+ * children, started before the old one drains, so it never has zero workers; a pool whose
+ * only change is `workers` is scaled; unchanged pools keep their children. */
+static void reload(struct master *m, long long now)
+{
+    notify("RELOADING=1");
+    struct conf_errors errs = { 0 };
+    struct conf *nc = conf_load(m->conf->path, &errs);
+    if (nc == NULL) {
+        for (size_t i = 0; i < errs.n; i++)
+            log_errorx("reload: %s", errs.msg[i]);
+        log_errorx("reload: %zu problem%s in %s: keeping the running config", errs.n, errs.n == 1 ? "" : "s",
+                   m->conf->path);
+        conf_errors_release(&errs);
+        m->reloads_failed++;
+        notify("READY=1");
+        return;
+    }
+    struct conf *oc = m->conf;
+
+    if (strcmp(oc->listen_host, nc->listen_host) != 0 || oc->listen_port != nc->listen_port) {
+        char err[256];
+        struct httpd *h = httpd_open(nc->listen_host, nc->listen_port,
+                                     (struct httpd_route){ .fn = serve, .arg = m }, err, sizeof err);
+        if (h == NULL) {
+            log_errorx("reload: %s: keeping the old listener on %s:%d", err, oc->listen_host, oc->listen_port);
+        } else {
+            httpd_close(m->httpd);
+            m->httpd = h;
+            log_info("reload: now listening on %s:%d", nc->listen_host, nc->listen_port);
+        }
+    }
+    bool redis_changed = !conf_redis_same(&oc->redis, &nc->redis);
+    if (redis_changed) {
+        redismon_free(m->mon);
+        m->mon = redismon_open(&nc->redis);
+    } else {
+        redismon_set_addr(m->mon, &nc->redis);
+    }
+    set_logging(nc);
+
+    unsigned started = 0, replaced = 0, removed = 0, scaled = 0;
+    size_t nold = m->npools;
+    for (size_t i = 0; i < nold; i++) {
+        struct pool_state *ps = m->pools[i];
+        if (ps->removed)
+            continue;
+        const struct pool_conf *pc = conf_pool(nc, ps->name);
+        if (pc == NULL) {
+            log_info("reload: pool %s removed: draining its workers", ps->name);
+            pool_retire(m, ps, now);
+            removed++;
+        } else if (!redis_changed && conf_pool_same(ps->conf, pc)) {
+            ps->conf = pc;
+            ps->owner = nc;
+            if (ps->workers != pc->workers) {
+                log_info("reload: pool %s: %d -> %d workers", ps->name, ps->workers, pc->workers);
+                pool_scale(m, ps, pc->workers, now);
+                scaled++;
+            }
+        } else {
+            log_info("reload: pool %s changed: starting a new generation of %d workers", ps->name, pc->workers);
+            struct pool_state *next = pool_new(m, nc, pc, now);
+            next->fresh = true;
+            ps = m->pools[i];           /* pool_new may move the array */
+            pool_start(m, next, now);
+            pool_retire(m, ps, now);
+            replaced++;
+        }
+    }
+    for (size_t i = 0; i < nc->npools; i++) {
+        bool have = false;
+        for (size_t k = 0; k < nold && !have; k++)
+            have = !m->pools[k]->removed && strcmp(m->pools[k]->name, nc->pools[i].name) == 0;
+        for (size_t k = nold; k < m->npools && !have; k++)
+            have = strcmp(m->pools[k]->name, nc->pools[i].name) == 0;
+        if (have)
+            continue;
+        log_info("reload: pool %s added: starting %d workers", nc->pools[i].name, nc->pools[i].workers);
+        pool_start(m, pool_new(m, nc, &nc->pools[i], now), now);
+        started++;
+    }
+
+    m->confs = xrealloc(m->confs, (m->nconfs + 1) * sizeof *m->confs);
+    m->confs[m->nconfs++] = nc;
+    m->conf = nc;
+    drop_idle_drained(m);
+    collect(m);
+    m->reloads_ok++;
+    log_info("reload: done (%u pools added, %u removed, %u restarted with new settings, %u rescaled)", started,
+             removed, replaced, scaled);
+    notify("READY=1");
+}
+
+/* SIGTTIN (+1) and SIGTTOU (-1): every pool, never below one worker. */
+static void rescale_all(struct master *m, int delta, long long now)
+{
+    for (size_t i = 0; i < m->npools; i++) {
+        struct pool_state *ps = m->pools[i];
+        if (ps->removed)
+            continue;
+        int want = ps->workers + delta;
+        if (want < 1 || want > CONF_WORKERS_MAX)
+            continue;
+        log_info("pool %s: %d -> %d workers (%s)", ps->name, ps->workers, want, delta > 0 ? "SIGTTIN" : "SIGTTOU");
+        pool_scale(m, ps, want, now);
+    }
+    drop_idle_drained(m);
+}
+
+/* ---- stats lines ---- */
+
+static void log_stats(struct master *m, long long now)
+{
+    if (m->conf->stats_interval_ms <= 0)
+        return;
+    struct fleet_view v;
+    bool due = false;
+    for (size_t i = 0; i < m->npools && !due; i++)
+        due = !m->pools[i]->removed && now - m->pools[i]->stats_ms >= m->conf->stats_interval_ms;
+    if (!due)
+        return;
+    build_view(m, &v);
+    for (unsigned i = 0; i < v.npools; i++) {
+        const struct pool_view *pv = &v.pools[i];
+        struct pool_state *ps = NULL;
+        for (size_t k = 0; k < m->npools && !ps; k++)
+            if (!m->pools[k]->removed && strcmp(m->pools[k]->name, pv->name) == 0)
+                ps = m->pools[k];
+        if (ps == NULL || now - ps->stats_ms < m->conf->stats_interval_ms)
+            continue;
+        double secs = (double)(now - ps->stats_ms) / 1000.0;
+        double rate = secs > 0 ? (double)(pv->c[SB_READ] - ps->stats_read) / secs : 0;
+        log_info("stats pool=%s workers=%u/%u read=%llu acked=%llu failed=%llu retried=%llu dead_lettered=%llu "
+                 "duplicates=%llu inflight=%u rate=%.1f/s",
+                 pv->name, pv->workers_live, pv->workers_expected, (unsigned long long)pv->c[SB_READ],
+                 (unsigned long long)pv->c[SB_ACKED], (unsigned long long)pv->c[SB_FAILED],
+                 (unsigned long long)pv->c[SB_RETRIED], (unsigned long long)pv->c[SB_DEAD_LETTERED],
+                 (unsigned long long)pv->c[SB_DUPLICATE], pv->inflight, rate);
+        ps->stats_ms = now;
+        ps->stats_read = pv->c[SB_READ];
+    }
+    free(v.pools);
+}
+
+/* ---- signals and the loop ---- */
+
 static void start_drain(struct master *m, const char *why, long long now)
 {
     if (m->draining)
         return;
     m->draining = true;
     m->drain_deadline_ms = now + m->conf->drain_timeout_ms;
+    notify("STOPPING=1");
     log_info("%s: draining %u workers (at most %ld ms)", why, procs_live(m), m->conf->drain_timeout_ms);
-    procs_signal_all(m, SIGTERM);
+    for (size_t i = 0; i < m->nprocs; i++)
+        procs_drain(m, &m->procs[i], now);
 }
 
-/* Read every pending signal. Returns false when the loop must end at once. */
 static void handle_signals(struct master *m, long long now)
 {
     struct signalfd_siginfo si;
@@ -106,15 +416,33 @@ static void handle_signals(struct master *m, long long now)
             start_drain(m, si.ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT", now);
             break;
         case SIGQUIT:
-            /* Fast stop: what the children hold stays pending in Redis. */
-            log_info("SIGQUIT: stopping %u workers now", procs_live(m));
+            log_info("SIGQUIT: stopping %u workers now (what they hold stays pending in redis)", procs_live(m));
             start_drain(m, "SIGQUIT", now);
             procs_signal_all(m, SIGKILL);
-            m->killed_stragglers = true;
+            m->fast_stop = true;
+            break;
+        case SIGHUP:
+            if (m->draining)
+                log_warnx("SIGHUP while draining: ignored");
+            else
+                reload(m, now);
+            break;
+        case SIGTTIN:
+        case SIGTTOU:
+            if (!m->draining)
+                rescale_all(m, si.ssi_signo == SIGTTIN ? 1 : -1, now);
+            break;
+        case SIGUSR1:
+            if (m->conf->log_file) {
+                if (log_open_file(m->conf->log_file) == -1)
+                    log_warn("SIGUSR1: cannot reopen %s, still writing to the old file", m->conf->log_file);
+                else
+                    log_info("SIGUSR1: log file reopened");
+                procs_signal_all(m, SIGUSR1);
+            }
             break;
         default:
-            log_warnx("signal %d (%s) is not handled by this version: ignored", (int)si.ssi_signo,
-                      strsignal((int)si.ssi_signo));
+            log_warnx("signal %d (%s) ignored", (int)si.ssi_signo, strsignal((int)si.ssi_signo));
             break;
         }
     }
@@ -143,89 +471,102 @@ static long min_timeout(long a, long b)
     return a < b ? a : b;
 }
 
-int master_run(struct conf *conf)
+int master_listen(struct master *m, struct conf *conf)
 {
-    struct master m;
-    memset(&m, 0, sizeof m);
-    m.conf = conf;
-    m.start_time = wall_seconds();
-
-    if ((m.sigfd = setup_signals()) == -1)
-        fatal("signalfd");
-    if (sb_open(&m.sb, SB_SLOTS_MAX) == -1)
-        fatal("mmap of the scoreboard");
-    m.sb_used = xcalloc(m.sb.nslots, sizeof *m.sb_used);
-
-    m.npools = conf->npools;
-    m.pools = xcalloc(m.npools, sizeof *m.pools);
-    unsigned workers = 0;
-    for (size_t i = 0; i < m.npools; i++) {
-        m.pools[i].conf = &conf->pools[i];
-        m.pools[i].workers = conf->pools[i].workers;
-        workers += (unsigned)conf->pools[i].workers;
-    }
-
     char err[256];
-    m.httpd = httpd_open(conf->listen_host, conf->listen_port,
-                         (struct httpd_route){ .fn = serve, .arg = &m }, err, sizeof err);
-    if (m.httpd == NULL)
-        fatalx("%s", err);
-    m.mon = redismon_open(&conf->redis);
+    m->httpd = httpd_open(conf->listen_host, conf->listen_port,
+                          (struct httpd_route){ .fn = serve, .arg = m }, err, sizeof err);
+    if (m->httpd == NULL) {
+        log_errorx("%s", err);
+        return -1;
+    }
+    return 0;
+}
 
-    char where[300];
-    log_info("streamfleet %s: %zu pools, %u workers, redis %s, http://%s%s%s:%d/metrics", SF_VERSION,
-             m.npools, workers, conf_redis_display(&conf->redis, where, sizeof where),
-             strchr(conf->listen_host, ':') ? "[" : "", conf->listen_host,
-             strchr(conf->listen_host, ':') ? "]" : "", conf->listen_port);
+int master_run(struct master *m, struct conf *conf)
+{
+    m->conf = conf;
+    m->confs = xcalloc(1, sizeof *m->confs);
+    m->confs[m->nconfs++] = conf;
+    m->start_time = wall_seconds();
+
+    if ((m->sigfd = setup_signals()) == -1)
+        fatal("signalfd");
+    if (sb_open(&m->sb, SB_SLOTS_MAX) == -1)
+        fatal("mmap of the scoreboard");
+    m->sb_used = xcalloc(m->sb.nslots, sizeof *m->sb_used);
+    m->mon = redismon_open(&conf->redis);
 
     long long now = master_now_ms();
-    procs_init(&m);
-    for (size_t i = 0; i < m.nprocs; i++)
-        procs_spawn(&m, &m.procs[i], now);
+    unsigned workers = 0;
+    for (size_t i = 0; i < conf->npools; i++) {
+        pool_new(m, conf, &conf->pools[i], now);
+        workers += (unsigned)conf->pools[i].workers;
+    }
+    char where[300];
+    log_info("streamfleet %s: %zu pools, %u workers, redis %s, http://%s%s%s:%d/metrics", SF_VERSION,
+             conf->npools, workers, conf_redis_display(&conf->redis, where, sizeof where),
+             strchr(conf->listen_host, ':') ? "[" : "", conf->listen_host,
+             strchr(conf->listen_host, ':') ? "]" : "", conf->listen_port);
+    for (size_t i = 0; i < m->npools; i++)
+        pool_start(m, m->pools[i], now);
+    notify("READY=1");
 
     for (;;) {
         now = master_now_ms();
-        if (m.draining && procs_live(&m) == 0)
+        if (m->draining && procs_live(m) == 0)
             break;
-        if (m.draining && !m.killed_stragglers && now >= m.drain_deadline_ms) {
-            log_warnx("drain timeout: killing %u workers (what they hold stays pending in redis)",
-                      procs_live(&m));
-            procs_signal_all(&m, SIGKILL);
-            m.killed_stragglers = true;
+        if (m->draining && !m->fast_stop && now >= m->drain_deadline_ms) {
+            log_warnx("drain timeout: killing %u workers (what they hold stays pending in redis)", procs_live(m));
+            procs_signal_all(m, SIGKILL);
+            m->fast_stop = true;
         }
 
         long timeout = LOOP_MAX_MS;
-        timeout = min_timeout(timeout, httpd_timeout_ms(m.httpd));
-        timeout = min_timeout(timeout, redismon_timeout_ms(m.mon, now));
-        timeout = min_timeout(timeout, procs_timeout_ms(&m, now));
-        if (m.draining && !m.killed_stragglers)
-            timeout = min_timeout(timeout, m.drain_deadline_ms > now ? (long)(m.drain_deadline_ms - now) : 0);
+        timeout = min_timeout(timeout, httpd_timeout_ms(m->httpd));
+        timeout = min_timeout(timeout, redismon_timeout_ms(m->mon, now));
+        timeout = min_timeout(timeout, procs_timeout_ms(m, now));
+        if (m->draining && !m->fast_stop)
+            timeout = min_timeout(timeout, m->drain_deadline_ms > now ? (long)(m->drain_deadline_ms - now) : 0);
 
         struct pollfd pfd[3] = {
-            { .fd = m.sigfd, .events = POLLIN },
-            { .fd = httpd_fd(m.httpd), .events = POLLIN },
+            { .fd = m->sigfd, .events = POLLIN },
+            { .fd = httpd_fd(m->httpd), .events = POLLIN },
         };
         int n = 2;
-        n += redismon_fds(m.mon, &pfd[2]);
+        n += redismon_fds(m->mon, &pfd[2]);
         if (poll(pfd, (nfds_t)n, (int)timeout) == -1 && errno != EINTR)
             fatal("poll");
 
         now = master_now_ms();
         if (pfd[0].revents)
-            handle_signals(&m, now);
-        httpd_run(m.httpd);
-        redismon_run(m.mon, n > 2 ? pfd[2].revents : 0, now);
-        procs_reap(&m, now);
-        procs_respawn_due(&m, now);
+            handle_signals(m, now);
+        httpd_run(m->httpd);
+        redismon_run(m->mon, n > 2 ? pfd[2].revents : 0, now);
+        procs_reap(m, now);
+        procs_respawn_due(m, now);
+        if (now >= m->next_check_ms) {
+            procs_check(m, now);
+            log_stats(m, now);
+            m->next_check_ms = now + 500;
+        }
+        collect(m);
     }
 
     log_info("all workers stopped: exiting");
-    httpd_close(m.httpd);
-    redismon_free(m.mon);
-    procs_release(&m);
-    free(m.pools);
-    free(m.sb_used);
-    sb_close(&m.sb);
-    close(m.sigfd);
+    httpd_close(m->httpd);
+    redismon_free(m->mon);
+    procs_release(m);
+    for (size_t i = 0; i < m->npools; i++) {
+        free(m->pools[i]->name);
+        free(m->pools[i]);
+    }
+    free(m->pools);
+    for (size_t i = 0; i < m->nconfs; i++)
+        conf_free(m->confs[i]);
+    free(m->confs);
+    free(m->sb_used);
+    sb_close(&m->sb);
+    close(m->sigfd);
     return 0;
 }

@@ -9,63 +9,88 @@
 
 #include "common/conf.h"
 #include "common/sb.h"
+#include "supervisor/view.h"
 
 /* A pool as the master keeps it: its settings, and the totals of its children that died
- * (folded in from their slots, so that counters never go back). */
+ * (folded in from their slots, so that counters never go back). A reload that changes a
+ * pool's settings makes a new pool_state (a new generation) beside the old one, which drains
+ * out; both carry the same name, and what is shown is added up by name. */
 struct pool_state {
+    char *name;
     const struct pool_conf *conf;
+    const struct conf *owner;       /* the loaded config conf points into */
     uint64_t retired[SB_NCOUNTERS];
-    uint64_t restarts;
+    uint64_t restarts[RESTART_NREASONS];
     int workers;                    /* children it should have */
+    bool removed;                   /* draining out: removed from the config, or replaced */
+    bool fresh;                     /* a new generation: children read new entries first */
+    long long started_ms;
+    long long stats_ms;             /* time and read count of the last stats line */
+    uint64_t stats_read;
 };
 
-/* One child slot of a pool: index is the SLOT of the consumer name HOST:POOL:SLOT. */
+/* One child: index is the SLOT of its consumer name HOST:POOL:SLOT. */
 struct proc {
     pid_t pid;                      /* 0: not running (waiting for respawn_at_ms) */
     struct pool_state *pool;
     int index;
-    int sb;                         /* scoreboard slot */
+    int sb;                         /* scoreboard slot, -1 when none */
     long long started_ms;
     long long respawn_at_ms;
     unsigned quick_deaths;          /* consecutive deaths soon after start: the restart delay */
+    bool draining;                  /* told to finish: not replaced when it exits */
+    long long kill_at_ms;           /* draining: SIGKILL when still alive then (0: not set) */
+    bool killed_for_heartbeat;
 };
 
 struct httpd;
 struct redismon;
 
 struct master {
-    struct conf *conf;
+    struct conf *conf;              /* the config in force */
+    struct conf **confs;            /* every loaded config still referenced */
+    size_t nconfs;
     struct sb sb;
     bool *sb_used;
-    struct pool_state *pools;
+    struct pool_state **pools;
     size_t npools;
     struct proc *procs;
-    size_t nprocs;
+    size_t nprocs, procs_cap;
     int sigfd;
     struct httpd *httpd;
     struct redismon *mon;
     double start_time;
     bool draining;
+    bool fast_stop;
     long long drain_deadline_ms;
-    bool killed_stragglers;
+    uint64_t reloads_ok, reloads_failed;
+    long long next_check_ms;        /* heartbeats and stats */
 };
 
-/* Run the fleet of conf until drained. Returns the process exit status. */
-int master_run(struct conf *conf);
+/* Bind the HTTP endpoint of conf (before privileges are dropped). Returns 0 or -1 (logged). */
+int master_listen(struct master *m, struct conf *conf);
+/* Run the fleet of conf until drained. Takes conf (frees it). Returns the exit status. */
+int master_run(struct master *m, struct conf *conf);
 
 /* procs.c: the child table. The only fork() of the program is in procs_spawn(). */
-void procs_init(struct master *m);
-void procs_release(struct master *m);
-/* Start (or restart) the child of slot p. Returns 0 or -1 (fork failed: retried later). */
+/* Add a child for slot index of pool and start it. */
+struct proc *procs_add(struct master *m, struct pool_state *pool, int index, long long now);
+/* Start (or restart) the child of p. Returns 0 or -1 (fork failed: retried later). */
 int procs_spawn(struct master *m, struct proc *p, long long now);
-/* Reap every child that exited, fold its counters, schedule its replacement. */
+/* Reap every child that exited, fold its counters, schedule or drop its replacement. */
 void procs_reap(struct master *m, long long now);
 /* Start the children whose restart delay is over. */
 void procs_respawn_due(struct master *m, long long now);
-/* Milliseconds until the next respawn is due, or -1. */
+/* Tell p to finish (SIGTERM) and not be replaced; SIGKILL after the drain timeout. */
+void procs_drain(struct master *m, struct proc *p, long long now);
+/* Kill the children silent for longer than their pool's heartbeat_timeout, and the draining
+ * ones past their deadline. */
+void procs_check(struct master *m, long long now);
+/* Milliseconds until procs_respawn_due or procs_check has work, or -1. */
 long procs_timeout_ms(struct master *m, long long now);
 void procs_signal_all(struct master *m, int sig);
 unsigned procs_live(const struct master *m);
+void procs_release(struct master *m);
 
 long long master_now_ms(void);
 

@@ -5,6 +5,8 @@
 #include <math.h>
 #include <string.h>
 
+const char *const restart_reason_name[RESTART_NREASONS] = { "exit", "signal", "heartbeat", "memory", "recycle" };
+
 struct counter_def {
     const char *name;
     const char *help;
@@ -78,6 +80,11 @@ void metrics_render(struct buf *out, const struct fleet_view *v)
     buf_printf(out, "process_start_time_seconds %.3f\n", v->start_time);
     family(out, "streamfleet_redis_up", "gauge", "Whether the master's Redis connection answers PING.");
     buf_printf(out, "streamfleet_redis_up %d\n", v->redis_up ? 1 : 0);
+    if (v->redis_durable >= 0) {
+        family(out, "streamfleet_redis_durable", "gauge",
+               "1 when redis keeps what it acknowledged (appendonly yes, maxmemory-policy noeviction).");
+        buf_printf(out, "streamfleet_redis_durable %d\n", v->redis_durable);
+    }
 
     for (size_t k = 0; k < sizeof counters / sizeof counters[0]; k++) {
         family(out, counters[k].name, "counter", counters[k].help);
@@ -88,11 +95,16 @@ void metrics_render(struct buf *out, const struct fleet_view *v)
         }
     }
 
-    family(out, "streamfleet_workers", "gauge", "Live worker processes.");
+    family(out, "streamfleet_workers", "gauge", "Worker processes by state.");
     for (unsigned i = 0; i < v->npools; i++) {
-        buf_adds(out, "streamfleet_workers{pool=\"");
-        label(out, v->pools[i].name);
-        buf_printf(out, "\"} %u\n", v->pools[i].workers_live);
+        const struct pool_view *p = &v->pools[i];
+        const char *states[3] = { "running", "starting", "draining" };
+        unsigned n[3] = { p->workers_live - p->workers_starting, p->workers_starting, p->workers_draining };
+        for (int k = 0; k < 3; k++) {
+            buf_adds(out, "streamfleet_workers{pool=\"");
+            label(out, p->name);
+            buf_printf(out, "\",state=\"%s\"} %u\n", states[k], n[k]);
+        }
     }
     family(out, "streamfleet_workers_expected", "gauge", "Worker processes the config asks for.");
     for (unsigned i = 0; i < v->npools; i++) {
@@ -100,12 +112,16 @@ void metrics_render(struct buf *out, const struct fleet_view *v)
         label(out, v->pools[i].name);
         buf_printf(out, "\"} %u\n", v->pools[i].workers_expected);
     }
-    family(out, "streamfleet_worker_restarts_total", "counter", "Workers replaced after they died.");
-    for (unsigned i = 0; i < v->npools; i++) {
-        buf_adds(out, "streamfleet_worker_restarts_total{pool=\"");
-        label(out, v->pools[i].name);
-        buf_printf(out, "\"} %" PRIu64 "\n", v->pools[i].restarts);
-    }
+    family(out, "streamfleet_worker_restarts_total", "counter", "Workers replaced, by reason.");
+    for (unsigned i = 0; i < v->npools; i++)
+        for (int k = 0; k < RESTART_NREASONS; k++) {
+            buf_adds(out, "streamfleet_worker_restarts_total{pool=\"");
+            label(out, v->pools[i].name);
+            buf_printf(out, "\",reason=\"%s\"} %" PRIu64 "\n", restart_reason_name[k], v->pools[i].restarts_by[k]);
+        }
+    family(out, "streamfleet_reloads_total", "counter", "Configuration reloads (SIGHUP), by result.");
+    buf_printf(out, "streamfleet_reloads_total{result=\"ok\"} %" PRIu64 "\n", v->reloads_ok);
+    buf_printf(out, "streamfleet_reloads_total{result=\"failed\"} %" PRIu64 "\n", v->reloads_failed);
     family(out, "streamfleet_inflight", "gauge", "Messages being handled right now.");
     for (unsigned i = 0; i < v->npools; i++) {
         buf_adds(out, "streamfleet_inflight{pool=\"");
@@ -192,6 +208,12 @@ int health_render(struct buf *out, const struct fleet_view *v, const char *only)
         json_str(out, reasons.p);
     }
     buf_printf(out, ",\"redis\":{\"up\":%s", v->redis_up ? "true" : "false");
+    if (v->redis_durable >= 0)
+        buf_printf(out, ",\"durable\":%s", v->redis_durable ? "true" : "false");
+    if (v->durability && v->durability[0]) {
+        buf_adds(out, ",\"durability\":");
+        json_str(out, v->durability);
+    }
     if (!v->redis_up && v->redis_error) {
         buf_adds(out, ",\"error\":");
         json_str(out, v->redis_error);

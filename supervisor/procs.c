@@ -1,4 +1,5 @@
-/* procs.c: the child table: fork, reap, respawn with a growing delay after quick deaths. */
+/* procs.c: the child table: fork, reap, respawn with a growing delay after quick deaths,
+ * heartbeats, and the per-child drain. */
 #include "supervisor/master.h"
 #include "child/child.h"
 #include "common/log.h"
@@ -22,29 +23,6 @@ long long master_now_ms(void)
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-void procs_init(struct master *m)
-{
-    size_t n = 0;
-    for (size_t i = 0; i < m->npools; i++)
-        n += (size_t)m->pools[i].workers;
-    m->procs = xcalloc(n, sizeof *m->procs);
-    m->nprocs = 0;
-    for (size_t i = 0; i < m->npools; i++)
-        for (int k = 0; k < m->pools[i].workers; k++) {
-            struct proc *p = &m->procs[m->nprocs++];
-            p->pool = &m->pools[i];
-            p->index = k;
-            p->sb = -1;
-        }
-}
-
-void procs_release(struct master *m)
-{
-    free(m->procs);
-    m->procs = NULL;
-    m->nprocs = 0;
-}
-
 static int take_slot(struct master *m)
 {
     for (size_t i = 0; i < m->sb.nslots; i++)
@@ -56,10 +34,26 @@ static int take_slot(struct master *m)
     return -1;
 }
 
+struct proc *procs_add(struct master *m, struct pool_state *pool, int index, long long now)
+{
+    if (m->nprocs == m->procs_cap) {
+        m->procs_cap = m->procs_cap ? m->procs_cap * 2 : 16;
+        m->procs = xrealloc(m->procs, m->procs_cap * sizeof *m->procs);
+    }
+    struct proc *p = &m->procs[m->nprocs++];
+    memset(p, 0, sizeof *p);
+    p->pool = pool;
+    p->index = index;
+    p->sb = -1;
+    procs_spawn(m, p, now);
+    return p;
+}
+
 int procs_spawn(struct master *m, struct proc *p, long long now)
 {
     if (p->sb < 0 && (p->sb = take_slot(m)) < 0) {
-        log_errorx("no free scoreboard slot for pool %s", p->pool->conf->name);
+        log_errorx("no free scoreboard slot for pool %s (at most %d workers)", p->pool->name, SB_SLOTS_MAX);
+        p->respawn_at_ms = now + RESPAWN_MAX_MS;
         return -1;
     }
     struct sb_slot *slot = &m->sb.slot[p->sb];
@@ -68,27 +62,51 @@ int procs_spawn(struct master *m, struct proc *p, long long now)
     pid_t master = getpid();
     pid_t pid = fork();
     if (pid == -1) {
-        log_warn("fork for pool %s", p->pool->conf->name);
+        log_warn("fork for pool %s", p->pool->name);
         p->respawn_at_ms = now + RESPAWN_MIN_MS;
         return -1;
     }
     if (pid == 0)
-        child_main(m->conf, p->pool->conf, p->index, slot, master);
+        child_main(p->pool->owner, p->pool->conf, p->index, slot, master, p->pool->fresh);
     p->pid = pid;
     p->started_ms = now;
     p->respawn_at_ms = 0;
+    p->killed_for_heartbeat = false;
     atomic_store(&slot->pid, pid);
     atomic_store(&slot->state, SB_RUNNING);
-    log_debug("started worker %d of pool %s: pid %d", p->index, p->pool->conf->name, (int)pid);
+    log_debug("started worker %d of pool %s: pid %d", p->index, p->pool->name, (int)pid);
     return 0;
 }
 
-static struct proc *find(struct master *m, pid_t pid)
+void procs_drain(struct master *m, struct proc *p, long long now)
 {
-    for (size_t i = 0; i < m->nprocs; i++)
-        if (m->procs[i].pid == pid)
-            return &m->procs[i];
-    return NULL;
+    p->draining = true;
+    if (p->pid > 0) {
+        kill(p->pid, SIGTERM);
+        p->kill_at_ms = now + m->conf->drain_timeout_ms;
+        if (p->sb >= 0)
+            atomic_store(&m->sb.slot[p->sb].state, SB_DRAINING);
+    }
+}
+
+static void drop(struct master *m, struct proc *p)
+{
+    size_t i = (size_t)(p - m->procs);
+    m->procs[i] = m->procs[--m->nprocs];
+}
+
+/* Why it ended, for the log and the restart counter. */
+static enum restart_reason reason_of(const struct proc *p, int status)
+{
+    if (p->killed_for_heartbeat)
+        return RESTART_HEARTBEAT;
+    if (WIFSIGNALED(status))
+        return RESTART_SIGNAL;
+    if (WEXITSTATUS(status) == CHILD_EXIT_RECYCLE)
+        return RESTART_RECYCLE;
+    if (WEXITSTATUS(status) == CHILD_EXIT_MEMORY)
+        return RESTART_MEMORY;
+    return RESTART_EXIT;
 }
 
 /* A child ended: keep what it counted, free its slot, and decide when to replace it. */
@@ -101,9 +119,9 @@ static void on_exit_of(struct master *m, struct proc *p, int status, long long n
     p->sb = -1;
     pid_t pid = p->pid;
     p->pid = 0;
+    const char *pool = p->pool->name;
 
-    const char *pool = p->pool->conf->name;
-    if (m->draining) {
+    if (p->draining || m->draining || p->pool->removed || p->index >= p->pool->workers) {
         if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
             log_debug("worker %d of pool %s (pid %d) drained", p->index, pool, (int)pid);
         else if (WIFSIGNALED(status))
@@ -112,32 +130,49 @@ static void on_exit_of(struct master *m, struct proc *p, int status, long long n
         else
             log_warnx("worker %d of pool %s (pid %d) exited with status %d while draining", p->index,
                       pool, (int)pid, WEXITSTATUS(status));
+        drop(m, p);
         return;
     }
 
-    if (WIFSIGNALED(status))
-        log_warnx("worker %d of pool %s (pid %d) killed by signal %d (%s): replacing it", p->index,
-                  pool, (int)pid, WTERMSIG(status), strsignal(WTERMSIG(status)));
-    else if (WEXITSTATUS(status) == CHILD_EXIT_CONFIG)
-        log_errorx("worker %d of pool %s (pid %d) cannot work with this config (exit %d)", p->index,
-                   pool, (int)pid, WEXITSTATUS(status));
-    else
-        log_warnx("worker %d of pool %s (pid %d) exited with status %d: replacing it", p->index, pool,
-                  (int)pid, WEXITSTATUS(status));
-    p->pool->restarts++;
+    enum restart_reason why = reason_of(p, status);
+    bool config_exit = WIFEXITED(status) && WEXITSTATUS(status) == CHILD_EXIT_CONFIG;
+    switch (why) {
+    case RESTART_RECYCLE:
+        log_info("worker %d of pool %s (pid %d) recycled after max_messages: replacing it", p->index, pool, (int)pid);
+        break;
+    case RESTART_MEMORY:
+        log_warnx("worker %d of pool %s (pid %d) exceeded memory_limit: replacing it", p->index, pool, (int)pid);
+        break;
+    case RESTART_HEARTBEAT:
+        log_warnx("worker %d of pool %s (pid %d) killed for silence: replacing it", p->index, pool, (int)pid);
+        break;
+    case RESTART_SIGNAL:
+        log_warnx("worker %d of pool %s (pid %d) killed by signal %d (%s): replacing it", p->index, pool,
+                  (int)pid, WTERMSIG(status), strsignal(WTERMSIG(status)));
+        break;
+    default:
+        if (config_exit)
+            log_errorx("worker %d of pool %s (pid %d) cannot work with this config (exit %d)", p->index, pool,
+                       (int)pid, WEXITSTATUS(status));
+        else
+            log_warnx("worker %d of pool %s (pid %d) exited with status %d: replacing it", p->index, pool,
+                      (int)pid, WEXITSTATUS(status));
+        break;
+    }
+    p->pool->restarts[why]++;
 
     /* A child that dies soon after it started would be restarted in a hot loop: wait 1 s,
      * doubling up to 30 s, until one lives long enough. A config that cannot work waits the
-     * longest at once. */
-    bool config_exit = WIFEXITED(status) && WEXITSTATUS(status) == CHILD_EXIT_CONFIG;
-    if (now - p->started_ms < QUICK_DEATH_MS || config_exit)
+     * longest at once. Recycling is not dying. */
+    bool planned = why == RESTART_RECYCLE || why == RESTART_MEMORY;
+    if (!planned && (now - p->started_ms < QUICK_DEATH_MS || config_exit))
         p->quick_deaths++;
     else
         p->quick_deaths = 0;
     long delay = 0;
-    if (config_exit)
+    if (config_exit) {
         delay = RESPAWN_MAX_MS;
-    else if (p->quick_deaths > 0) {
+    } else if (p->quick_deaths > 0) {
         delay = RESPAWN_MIN_MS;
         for (unsigned i = 1; i < p->quick_deaths && delay < RESPAWN_MAX_MS; i++)
             delay *= 2;
@@ -147,6 +182,14 @@ static void on_exit_of(struct master *m, struct proc *p, int status, long long n
                   p->index, pool, p->quick_deaths, delay);
     }
     p->respawn_at_ms = now + delay;
+}
+
+static struct proc *find(struct master *m, pid_t pid)
+{
+    for (size_t i = 0; i < m->nprocs; i++)
+        if (m->procs[i].pid == pid)
+            return &m->procs[i];
+    return NULL;
 }
 
 void procs_reap(struct master *m, long long now)
@@ -174,21 +217,51 @@ void procs_respawn_due(struct master *m, long long now)
         return;
     for (size_t i = 0; i < m->nprocs; i++) {
         struct proc *p = &m->procs[i];
-        if (p->pid == 0 && now >= p->respawn_at_ms)
+        if (p->pid == 0 && !p->draining && now >= p->respawn_at_ms)
             procs_spawn(m, p, now);
+    }
+}
+
+void procs_check(struct master *m, long long now)
+{
+    for (size_t i = 0; i < m->nprocs; i++) {
+        struct proc *p = &m->procs[i];
+        if (p->pid <= 0 || p->sb < 0)
+            continue;
+        if (p->draining && p->kill_at_ms && now >= p->kill_at_ms) {
+            log_warnx("worker %d of pool %s (pid %d) still busy after drain_timeout: killing it "
+                      "(what it holds stays pending in redis)", p->index, p->pool->name, (int)p->pid);
+            kill(p->pid, SIGKILL);
+            p->kill_at_ms = 0;
+            continue;
+        }
+        if (p->draining || p->killed_for_heartbeat)
+            continue;
+        uint64_t beat = atomic_load_explicit(&m->sb.slot[p->sb].heartbeat_ms, memory_order_acquire);
+        long long silent = now - (long long)beat;
+        if (silent > p->pool->conf->heartbeat_timeout_ms) {
+            log_warnx("worker %d of pool %s (pid %d) silent for %lld ms (heartbeat_timeout %ld ms): killing it",
+                      p->index, p->pool->name, (int)p->pid, silent, p->pool->conf->heartbeat_timeout_ms);
+            p->killed_for_heartbeat = true;
+            kill(p->pid, SIGKILL);
+            /* A stopped process dies of SIGKILL too: no SIGCONT needed. */
+        }
     }
 }
 
 long procs_timeout_ms(struct master *m, long long now)
 {
     long best = -1;
-    if (m->draining)
-        return -1;
     for (size_t i = 0; i < m->nprocs; i++) {
         const struct proc *p = &m->procs[i];
-        if (p->pid != 0)
+        long long due = 0;
+        if (p->pid == 0 && !p->draining && !m->draining)
+            due = p->respawn_at_ms;
+        else if (p->pid > 0 && p->draining && p->kill_at_ms)
+            due = p->kill_at_ms;
+        else
             continue;
-        long t = p->respawn_at_ms <= now ? 0 : (long)(p->respawn_at_ms - now);
+        long t = due <= now ? 0 : (long)(due - now);
         if (best < 0 || t < best)
             best = t;
     }
@@ -208,4 +281,11 @@ unsigned procs_live(const struct master *m)
     for (size_t i = 0; i < m->nprocs; i++)
         n += m->procs[i].pid > 0;
     return n;
+}
+
+void procs_release(struct master *m)
+{
+    free(m->procs);
+    m->procs = NULL;
+    m->nprocs = m->procs_cap = 0;
 }

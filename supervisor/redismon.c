@@ -32,6 +32,9 @@ struct redismon {
     long long next_connect_ms;
     long backoff_ms;
     long long now;                  /* of the current redismon_run() */
+    char appendonly[16];            /* CONFIG GET answers, "" until known */
+    char policy[32];
+    char durability[200];           /* why Redis may lose or evict our data, "" when it won't */
 };
 
 static void ev_add_read(void *p) { ((struct redismon *)p)->want_read = true; }
@@ -114,6 +117,42 @@ static void on_pong(redisAsyncContext *ac, void *r, void *priv)
     m->error[0] = '\0';
 }
 
+/* At-least-once needs Redis to keep what it acknowledged: AOF on and no eviction. Debian's
+ * redis-server ships RDB-only, where a crash can lose a whole consumer group. */
+static void judge_durability(struct redismon *m)
+{
+    if (!m->appendonly[0] || !m->policy[0])
+        return;
+    char was[sizeof m->durability];
+    snprintf(was, sizeof was, "%s", m->durability);
+    m->durability[0] = '\0';
+    if (strcmp(m->appendonly, "yes") != 0)
+        snprintf(m->durability, sizeof m->durability,
+                 "appendonly is %s: a redis crash can lose acknowledged messages and the consumer group",
+                 m->appendonly);
+    else if (strcmp(m->policy, "noeviction") != 0)
+        snprintf(m->durability, sizeof m->durability,
+                 "maxmemory-policy is %s: redis may evict streams and pending lists", m->policy);
+    if (m->durability[0] && strcmp(was, m->durability) != 0)
+        log_warnx("REDIS IS NOT DURABLE: %s (set appendonly yes and maxmemory-policy noeviction)",
+                  m->durability);
+}
+
+static void on_config(redisAsyncContext *ac, void *r, void *priv)
+{
+    struct redismon *m = ac->data;
+    redisReply *reply = r;
+    char *dst = priv;
+    if (m == NULL || reply == NULL)
+        return;
+    size_t len = dst == m->appendonly ? sizeof m->appendonly : sizeof m->policy;
+    if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 && reply->element[1]->type == REDIS_REPLY_STRING)
+        snprintf(dst, len, "%s", reply->element[1]->str);
+    else
+        snprintf(dst, len, "?");        /* CONFIG refused (renamed, ACL): unknown */
+    judge_durability(m);
+}
+
 static void connect_now(struct redismon *m)
 {
     redisAsyncContext *ac = m->addr->unix_path ? redisAsyncConnectUnix(m->addr->unix_path)
@@ -150,6 +189,9 @@ static void connect_now(struct redismon *m)
     m->ping_sent_ms = m->now;
     m->next_ping_ms = m->now + PING_EVERY_MS;
     redisAsyncCommand(ac, on_pong, m, "PING");
+    m->appendonly[0] = m->policy[0] = '\0';
+    redisAsyncCommand(ac, on_config, m->appendonly, "CONFIG GET appendonly");
+    redisAsyncCommand(ac, on_config, m->policy, "CONFIG GET maxmemory-policy");
 }
 
 struct redismon *redismon_open(const struct redis_addr *addr)
@@ -238,4 +280,21 @@ bool redismon_up(const struct redismon *m)
 const char *redismon_error(const struct redismon *m)
 {
     return m->error;
+}
+
+int redismon_durable(const struct redismon *m)
+{
+    if (!m->appendonly[0] || !m->policy[0] || m->appendonly[0] == '?' || m->policy[0] == '?')
+        return -1;
+    return m->durability[0] ? 0 : 1;
+}
+
+const char *redismon_durability(const struct redismon *m)
+{
+    return m->durability;
+}
+
+void redismon_set_addr(struct redismon *m, const struct redis_addr *addr)
+{
+    m->addr = addr;
 }

@@ -15,6 +15,8 @@ struct redismon;
 /* addr must outlive the monitor. Connects lazily, on the first redismon_tick(). */
 struct redismon *redismon_open(const struct redis_addr *addr);
 void redismon_free(struct redismon *m);
+/* The same address, in a newer config (the old one is about to be freed). */
+void redismon_set_addr(struct redismon *m, const struct redis_addr *addr);
 /* Fill *pfd with the descriptor to wait on; returns 0 when there is none. */
 int redismon_fds(struct redismon *m, struct pollfd *pfd);
 /* Handle readiness (revents of the pollfd that redismon_fds gave, or 0) and timers. */
@@ -24,5 +26,10 @@ long redismon_timeout_ms(struct redismon *m, long long now_ms);
 bool redismon_up(const struct redismon *m);
 /* Why Redis is not up (never holds the password). */
 const char *redismon_error(const struct redismon *m);
+
+/* 1 when Redis keeps what it acknowledged (appendonly yes, maxmemory-policy noeviction), 0 when
+ * it may lose or evict data (redismon_durability() says why), -1 while unknown. */
+int redismon_durable(const struct redismon *m);
+const char *redismon_durability(const struct redismon *m);
 
 #endif

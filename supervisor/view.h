@@ -10,12 +10,19 @@
 #include "common/buf.h"
 #include "common/sb.h"
 
+/* Why a worker was replaced: the label of streamfleet_worker_restarts_total. */
+enum restart_reason { RESTART_EXIT, RESTART_SIGNAL, RESTART_HEARTBEAT, RESTART_MEMORY, RESTART_RECYCLE, RESTART_NREASONS };
+extern const char *const restart_reason_name[RESTART_NREASONS];
+
 struct pool_view {
     const char *name;
     uint64_t c[SB_NCOUNTERS];       /* retired children's totals plus the live ones' */
-    unsigned workers_live;
+    unsigned workers_live;          /* running: started and not told to stop */
+    unsigned workers_starting;      /* forked, not yet through their first loop turn */
+    unsigned workers_draining;      /* finishing what they hold */
     unsigned workers_expected;
-    uint64_t restarts;
+    uint64_t restarts;              /* all reasons */
+    uint64_t restarts_by[RESTART_NREASONS];
     unsigned inflight;
     unsigned circuit_open;          /* children whose circuit breaker is open */
     bool crash_loop;                /* a slot is waiting out a restart delay */
@@ -26,6 +33,9 @@ struct fleet_view {
     double start_time;              /* Unix seconds */
     bool redis_up;
     const char *redis_error;        /* why not, when !redis_up */
+    int redis_durable;              /* 1, 0, or -1 unknown */
+    const char *durability;         /* why not durable */
+    uint64_t reloads_ok, reloads_failed;
     struct pool_view *pools;
     unsigned npools;
 };

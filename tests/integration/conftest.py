@@ -825,6 +825,12 @@ class Metrics(dict):
     def sum(self, name, **labels):
         return sum(v for _, v in self.series(name, **labels))
 
+    def total(self, name, **labels):
+        """Sum over every series of name whose labels include these (so extra labels, e.g. a
+        restart reason, are added up); None when there is no such series at all."""
+        found = self.series(name, **labels)
+        return sum(v for _, v in found) if found else None
+
 
 class Fleet:
     """A running `streamfleet -c FILE` with stdout/stderr captured to files."""
@@ -972,7 +978,11 @@ class Fleet:
             raise AssertionError(f"{e}\nstreamfleet log:\n{excerpt(self.log())}") from None
 
     def wait_healthy(self, timeout=None):
-        return self.wait_for(lambda: self.health()[0] == 200, timeout, what="/health 200")
+        """Wait for /health 200; returns (200, body)."""
+        def ok():
+            h = self.health()
+            return h if h[0] == 200 else None
+        return self.wait_for(ok, timeout, what="/health 200")
 
 
 @pytest.fixture
@@ -995,6 +1005,9 @@ def fleet_factory(tmp_path, redis_server):
         port = int(str(fl["listen"]).rsplit(":", 1)[1])
         fl.setdefault("drain_timeout", "10s")
         fl.setdefault("poll_interval", "1s")
+        # The tests run as root; streamfleet refuses to run workers as root unless told to.
+        if os.geteuid() == 0 and "user" not in fl:
+            fl.setdefault("allow_root", "yes")
         # [fleet] first, as people write it
         ordered = {"fleet": sections.pop("fleet"), **sections}
         workdir = tmp_path / f"fleet{next(n)}"

@@ -100,13 +100,22 @@ def test_group_is_created_with_mkstream_at_id_0(redis_server, fleet):
     assert group_info(r, "fresh", "fresh-group")["last-delivered-id"] == b"0-0"
 
 
+def test_group_created_at_id_0_takes_the_existing_backlog(redis_server, fleet):
+    r = redis_server.client()
+    backlog = add_messages(r, "old", 40)  # a stream without a group: group must start at 0
+    fl = fleet({"pool:p": pool("old", workers=2)})
+    fl.wait_for(lambda: drained(r, "old", "old-group", 40), what="the backlog consumed")
+    assert fl.stop() == 0
+    assert sorted(rec["id"] for rec in log_records_by_stream(fl)) == sorted(backlog)
+
+
 def test_existing_group_is_reused(redis_server, fleet):
     r = redis_server.client()
     r.xgroup_create("s", "g", id="0", mkstream=True)
     first = add_messages(r, "s", 3)
     fl = fleet({"pool:p": pool("s", group="g", workers=1)})
     fl.wait_for(lambda: drained(r, "s", "g", 3))
-    assert fl.health()[0] == 200
+    fl.wait_healthy()
     assert fl.stop() == 0
     assert sorted(rec["id"] for rec in log_records_by_stream(fl)) == sorted(first)
 
@@ -135,17 +144,17 @@ def test_metrics_totals_match_messages_processed(redis_server, fleet):
 
     def totals_reached():
         m = fl.metrics()
-        return all(m.value("streamfleet_messages_acked_total", pool=p) == n
+        return all(m.total("streamfleet_messages_acked_total", pool=p) == n
                    for p, n in counts.items())
     fl.wait_for(totals_reached, timeout=BIG_TIMEOUT, what="acked totals in /metrics")
     m = fl.metrics()
     for p, n in counts.items():
-        assert m.value("streamfleet_messages_read_total", pool=p) == n
-        assert m.value("streamfleet_messages_acked_total", pool=p) == n
-        assert m.value("streamfleet_messages_failed_total", pool=p) == 0
-        assert m.value("streamfleet_worker_restarts_total", pool=p) == 0
-    assert m.value("streamfleet_workers", pool="a") == 2
-    assert m.value("streamfleet_workers", pool="b") == 1
+        assert m.total("streamfleet_messages_read_total", pool=p) == n
+        assert m.total("streamfleet_messages_acked_total", pool=p) == n
+        assert m.total("streamfleet_messages_failed_total", pool=p) == 0
+        assert m.total("streamfleet_worker_restarts_total", pool=p) == 0
+    assert m.total("streamfleet_workers", pool="a") == 2
+    assert m.total("streamfleet_workers", pool="b") == 1
     assert pending_count(r, "sa", "sa-group") == 0 and pending_count(r, "sb", "sb-group") == 0
 
 
@@ -156,7 +165,7 @@ def test_metrics_pass_promtool_check(redis_server, fleet):
     r = redis_server.client()
     fl = fleet({"pool:a": pool("sa", workers=1)})
     add_messages(r, "sa", 5)
-    fl.wait_for(lambda: fl.metrics().value("streamfleet_messages_acked_total", pool="a") == 5)
+    fl.wait_for(lambda: fl.metrics().total("streamfleet_messages_acked_total", pool="a") == 5)
     status, headers, body = fl.http_get("/metrics")
     assert status == 200
     assert headers.get("content-type", "").startswith("text/plain"), headers
@@ -166,9 +175,8 @@ def test_metrics_pass_promtool_check(redis_server, fleet):
 
 def test_health_is_200_then_503_after_redis_is_stopped(redis_server, fleet):
     fl = fleet({"pool:a": pool("sa", workers=2)})
-    fl.wait_healthy()
-    status, body = fl.health()
-    assert status == 200 and body["status"] == "ok", body
+    status, body = fl.wait_healthy()
+    assert body["status"] == "ok", body
     redis_server.stop()
     fl.wait_for(lambda: fl.health()[0] == 503, what="/health 503 after redis stopped")
     status, body = fl.health()
@@ -216,8 +224,9 @@ def test_http_endpoint_binds_loopback_only(redis_server, fleet):
 def test_sigkilled_child_is_replaced_and_the_restart_counted(redis_server, fleet):
     fl = fleet({"pool:a": pool("sa", workers=2)})
     fl.wait_for(lambda: len(fl.children()) == 2, what="2 children")
-    fl.wait_for(lambda: fl.metrics().value("streamfleet_workers", pool="a") == 2)
-    before = fl.metrics().value("streamfleet_worker_restarts_total", pool="a")
+    fl.wait_for(lambda: fl.metrics().total("streamfleet_workers", pool="a") == 2)
+    before = fl.metrics().total("streamfleet_worker_restarts_total", pool="a")
+    assert before is not None, "no streamfleet_worker_restarts_total{pool=\"a\"} series"
     old = fl.children()
     victim = old[0]
     os.kill(victim, signal.SIGKILL)
@@ -227,9 +236,9 @@ def test_sigkilled_child_is_replaced_and_the_restart_counted(redis_server, fleet
         return len(kids) == 2 and victim not in kids and kids
     kids = fl.wait_for(replaced, what="a replacement child")
     assert old[1] in kids, "the other child must not be touched"
-    fl.wait_for(lambda: fl.metrics().value("streamfleet_worker_restarts_total", pool="a")
+    fl.wait_for(lambda: fl.metrics().total("streamfleet_worker_restarts_total", pool="a")
                 == before + 1, what="restarts +1")
-    fl.wait_for(lambda: fl.metrics().value("streamfleet_workers", pool="a") == 2)
+    fl.wait_for(lambda: fl.metrics().total("streamfleet_workers", pool="a") == 2)
     fl.wait_healthy()
     assert fl.children(include_zombies=True) == fl.children(), "an unreaped zombie child"
 
@@ -256,8 +265,8 @@ def test_killed_childs_pending_messages_are_processed_by_its_replacement(redis_s
     fl.wait_for(lambda: (kids := fl.children()) and child not in kids, what="replacement")
     fl.wait_for(lambda: pending_count(r, "sa", "sa-group") == 0,
                 what="the replacement acked its slot's pending entries")
-    fl.wait_for(lambda: fl.metrics().value("streamfleet_messages_acked_total", pool="a") == 50)
-    assert fl.metrics().value("streamfleet_worker_restarts_total", pool="a") == 1
+    fl.wait_for(lambda: fl.metrics().total("streamfleet_messages_acked_total", pool="a") == 50)
+    assert fl.metrics().total("streamfleet_worker_restarts_total", pool="a") == 1
     assert consumer_names(r, "sa", "sa-group") == [consumer]
     assert fl.stop() == 0
     printed = [rec["id"] for rec in log_records_by_stream(fl)]
@@ -281,10 +290,10 @@ def test_counters_never_go_backwards_when_a_child_is_replaced(redis_server, flee
     r = redis_server.client()
     fl = fleet({"pool:a": pool("sa", workers=2)})
     add_messages(r, "sa", 400)
-    fl.wait_for(lambda: fl.metrics().value("streamfleet_messages_acked_total", pool="a") == 400)
+    fl.wait_for(lambda: fl.metrics().total("streamfleet_messages_acked_total", pool="a") == 400)
     names = ("streamfleet_messages_read_total", "streamfleet_messages_acked_total",
              "streamfleet_worker_restarts_total")
-    last = {n: fl.metrics().value(n, pool="a") for n in names}
+    last = {n: fl.metrics().total(n, pool="a") for n in names}
     kids = fl.children()
     for victim in kids:
         os.kill(victim, signal.SIGKILL)
@@ -292,7 +301,7 @@ def test_counters_never_go_backwards_when_a_child_is_replaced(redis_server, flee
     while True:  # sample the counters until both replacements run
         m = fl.metrics()
         for n in names:
-            v = m.value(n, pool="a")
+            v = m.total(n, pool="a")
             assert v is not None and v >= last[n], f"{n} went from {last[n]} to {v}"
             last[n] = v
         now = fl.children()
@@ -301,8 +310,8 @@ def test_counters_never_go_backwards_when_a_child_is_replaced(redis_server, flee
         assert time.monotonic() < deadline, f"children not replaced: {now}\n{excerpt(fl.log())}"
         time.sleep(0.02)
     add_messages(r, "sa", 100)
-    fl.wait_for(lambda: fl.metrics().value("streamfleet_messages_acked_total", pool="a") == 500)
-    assert fl.metrics().value("streamfleet_messages_read_total", pool="a") == 500
+    fl.wait_for(lambda: fl.metrics().total("streamfleet_messages_acked_total", pool="a") == 500)
+    assert fl.metrics().total("streamfleet_messages_read_total", pool="a") == 500
 
 
 def test_children_exit_when_the_master_is_sigkilled(redis_server, fleet):
@@ -312,10 +321,34 @@ def test_children_exit_when_the_master_is_sigkilled(redis_server, fleet):
     add_messages(r, "sa", 200)
     fl.signal(signal.SIGKILL)
     fl.wait(TIMEOUT)
-    wait_until(lambda: not fl.surviving_children(), timeout=TIMEOUT,
+    # PDEATHSIG (SIGTERM) starts their drain; they must be gone within drain_timeout (10 s)
+    wait_until(lambda: not fl.surviving_children(), timeout=10 + TIMEOUT,
                what="children to exit after their master died (PDEATHSIG)")
-    # they drained: what they had read was acked before they exited
-    assert pending_count(r, "sa", "sa-group") == 0
+
+
+def test_restarted_master_delivers_what_stayed_pending_after_a_master_sigkill(redis_server,
+                                                                               fleet):
+    r = redis_server.client()
+    sections = {"pool:a": pool("sa", workers=3, batch=20)}
+    first = fleet(sections)
+    first.wait_for(lambda: len(first.children()) == 3)
+    ids = add_messages(r, "sa", 600)
+    first.wait_for(lambda: first.metrics().total("streamfleet_messages_acked_total", pool="a"),
+                   what="some messages acked")
+    first.signal(signal.SIGKILL)
+    first.wait(TIMEOUT)
+    wait_until(lambda: not first.surviving_children(), timeout=10 + TIMEOUT,
+               what="orphaned children to exit")
+    left = pending_count(r, "sa", "sa-group")
+
+    second = fleet(sections)  # same pool, same consumer names: ID-0 recovery per slot
+    second.wait_for(lambda: drained(r, "sa", "sa-group", 600), timeout=BIG_TIMEOUT,
+                    what=f"everything acked after the restart ({left} were left pending)")
+    assert second.stop() == 0
+    printed = collections.Counter(rec["id"] for f in (first, second)
+                                  for rec in log_records_by_stream(f))
+    missing = set(ids) - set(printed)
+    assert not missing, f"{len(missing)} messages lost, e.g. {sorted(missing)[:5]}"
 
 
 # --------------------------------------------------------------------------------------------

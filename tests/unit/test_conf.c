@@ -1081,6 +1081,199 @@ static void test_many_errors_at_once(void **state)
     unload(&ld);
 }
 
+/* ---- issue 4: retries, dead letters, orphans, dedupe ---- */
+
+static void test_reliability_defaults(void **state)
+{
+    (void)state;
+    struct loaded ld;
+    load(&ld, FLEET POOL);
+    assert_non_null(ld.c);
+    const struct pool_conf *p = &ld.c->pools[0];
+    assert_int_equal(p->max_attempts, 5);
+    assert_int_equal(p->backoff, BACKOFF_EXPONENTIAL);
+    assert_int_equal(p->backoff_base_ms, 2000);
+    assert_int_equal(p->backoff_max_ms, 3600000);
+    assert_int_equal(p->backoff_jitter_pct, 20);
+    assert_int_equal(p->claim_idle_ms, 300000);
+    assert_string_equal(p->dlq, "s:dlq");
+    assert_int_equal(p->dedupe_ttl_ms, 0);
+    assert_int_equal(p->max_message_bytes, 1024 * 1024);
+    unload(&ld);
+}
+
+static void test_reliability_keys_round_trip(void **state)
+{
+    (void)state;
+    struct loaded ld;
+    load(&ld, FLEET POOL
+         "max_attempts = 3\n"
+         "backoff = linear\n"
+         "backoff_base = 500ms\n"
+         "backoff_max = 10m\n"
+         "backoff_jitter = 0%\n"
+         "claim_idle = 90s\n"
+         "dlq = email_ingestion_stream:dead\n"
+         "dedupe_ttl = 7d\n"
+         "max_message_bytes = 512K\n"
+         "[pool:q]\nstream = t\ngroup = g\nhandler = noop\n"
+         "backoff = fixed\nbackoff_jitter = 15\nmax_attempts = 1000\nmax_message_bytes = 2M\n"
+         "dedupe_ttl = 0\nclaim_idle = 7s\n");
+    if (!ld.c)
+        dump(&ld.e);
+    assert_non_null(ld.c);
+    const struct pool_conf *p = conf_pool(ld.c, "p");
+    assert_int_equal(p->max_attempts, 3);
+    assert_int_equal(p->backoff, BACKOFF_LINEAR);
+    assert_int_equal(p->backoff_base_ms, 500);
+    assert_int_equal(p->backoff_max_ms, 600000);
+    assert_int_equal(p->backoff_jitter_pct, 0);
+    assert_int_equal(p->claim_idle_ms, 90000);
+    assert_string_equal(p->dlq, "email_ingestion_stream:dead");
+    assert_int_equal(p->dedupe_ttl_ms, 7L * 86400 * 1000);
+    assert_int_equal(p->max_message_bytes, 512 * 1024);
+    const struct pool_conf *q = conf_pool(ld.c, "q");
+    assert_int_equal(q->backoff, BACKOFF_FIXED);
+    assert_int_equal(q->backoff_jitter_pct, 15);
+    assert_int_equal(q->max_attempts, 1000);
+    assert_int_equal(q->max_message_bytes, 2 * 1024 * 1024);
+    assert_int_equal(q->dedupe_ttl_ms, 0);
+    /* block 2s + 5s: the smallest claim_idle a log or noop pool accepts */
+    assert_int_equal(q->claim_idle_ms, 7000);
+    assert_string_equal(q->dlq, "t:dlq");
+    unload(&ld);
+
+    load(&ld, FLEET POOL "backoff = exponential\nbackoff_jitter = 100%\nmax_message_bytes = 1024\n"
+                         "max_attempts = 1\n");
+    assert_non_null(ld.c);
+    assert_int_equal(ld.c->pools[0].backoff, BACKOFF_EXPONENTIAL);
+    assert_int_equal(ld.c->pools[0].backoff_jitter_pct, 100);
+    assert_int_equal(ld.c->pools[0].max_message_bytes, 1024);
+    assert_int_equal(ld.c->pools[0].max_attempts, 1);
+    unload(&ld);
+}
+
+static void test_reliability_keys_out_of_range(void **state)
+{
+    (void)state;
+    expect_only(FLEET POOL "max_attempts = 0\n", 7, "max_attempts: must be a whole number from 1 to 1000 (got '0')");
+    expect_only(FLEET POOL "max_attempts = 1001\n", 7, "max_attempts: must be a whole number from 1 to 1000");
+    expect_only(FLEET POOL "max_attempts = three\n", 7, "max_attempts: must be a whole number");
+    expect_only(FLEET POOL "backoff = random\n", 7,
+                "backoff: must be one of exponential, linear, fixed (got 'random')");
+    expect_only(FLEET POOL "backoff = Exponential\n", 7, "backoff: must be one of");
+    expect_only(FLEET POOL "backoff_base = 0\n", 7, "backoff_base: must be from 1ms to 1d (got '0')");
+    expect_only(FLEET POOL "backoff_base = 1.5s\n", 7, "backoff_base: not a duration");
+    expect_only(FLEET POOL "backoff_max = 0ms\n", 7, "backoff_max: must be from 1ms to 1d");
+    expect_only(FLEET POOL "backoff_jitter = 101%\n", 7,
+                "backoff_jitter: must be a percentage from 0% to 100% (got '101%')");
+    expect_only(FLEET POOL "backoff_jitter = -5%\n", 7, "backoff_jitter: must be a percentage");
+    expect_only(FLEET POOL "backoff_jitter = %\n", 7, "backoff_jitter: must be a percentage");
+    expect_only(FLEET POOL "backoff_jitter = 20%%\n", 7, "backoff_jitter: must be a percentage");
+    expect_only(FLEET POOL "backoff_jitter = 2.5%\n", 7, "backoff_jitter: must be a percentage");
+    expect_only(FLEET POOL "claim_idle = 999ms\n", 7, "claim_idle: must be from 1s to 7d (got '999ms')");
+    expect_only(FLEET POOL "claim_idle = 8d\n", 7, "claim_idle: must be from 1s to 7d");
+    expect_only(FLEET POOL "dedupe_ttl = 366d\n", 7, "dedupe_ttl: must be from 0s to 365d");
+    expect_only(FLEET POOL "dedupe_ttl = forever\n", 7, "dedupe_ttl: not a duration");
+    expect_only(FLEET POOL "max_message_bytes = 1023\n", 7,
+                "max_message_bytes: must be a size from 1K to 512M, e.g. 512K or 1M (got '1023')");
+    expect_only(FLEET POOL "max_message_bytes = 1G\n", 7, "max_message_bytes: must be a size from 1K to 512M");
+    expect_only(FLEET POOL "max_message_bytes = 1.5M\n", 7, "max_message_bytes: must be a size");
+    expect_only(FLEET POOL "max_message_bytes = 1MB\n", 7, "max_message_bytes: must be a size");
+    expect_only(FLEET POOL "max_message_bytes = -1\n", 7, "max_message_bytes: must be a size");
+    expect_only(FLEET POOL "dlq = a b\n", 7, "dlq: must be 1 to 48 printable characters without spaces");
+    expect_only(FLEET POOL "dlq =\n", 7, "dlq: must be 1 to 48");
+    expect_only(FLEET POOL "max_attempts = 2\nmax_attempts = 3\n", 8,
+                "duplicate key 'max_attempts', first at line 7");
+    expect_only(FLEET POOL "claim_idle = 1m\nclaim_idle = 2m\n", 8, "duplicate key 'claim_idle', first at line 7");
+}
+
+/* A live worker's message must never look orphaned: claim_idle must outlast twice the HTTP
+ * timeout (http pools) or block + 5 s (a read in progress: log and noop pools). */
+static void test_claim_idle_must_outlast_what_a_live_worker_holds(void **state)
+{
+    (void)state;
+    expect_only(FLEET POOL "claim_idle = 6s\n", 7, "claim_idle (6s) must be at least 7s (block + 5s)");
+    expect_only(FLEET POOL "block = 30s\nclaim_idle = 34s\n", 8,
+                "claim_idle (34s) must be at least 35s (block + 5s)");
+    expect_only(FLEET "[pool:n]\nstream = s\ngroup = g\nhandler = noop\nblock = 500ms\nclaim_idle = 5s\n", 8,
+                "claim_idle (5s) must be at least 5500ms (block + 5s)");
+    /* http: the default timeout (30s) asks for a minute */
+    expect_only(HTTP_POOL "url = http://h/\nclaim_idle = 59s\n", 8,
+                "claim_idle (59s) must be at least 1m (twice the timeout)");
+    expect_only(HTTP_POOL "url = http://h/\ntimeout = 5s\nclaim_idle = 9999ms\n", 9,
+                "claim_idle (9999ms) must be at least 10s (twice the timeout)");
+    /* A default claim_idle (5m) made too short by a long timeout: reported at the pool. */
+    expect_only(HTTP_POOL "url = http://h/\ntimeout = 10m\n", 3,
+                "claim_idle (5m) must be at least 20m (twice the timeout)");
+
+    const char *good[] = {
+        FLEET POOL "claim_idle = 7s\n",
+        FLEET POOL "block = 30s\nclaim_idle = 35s\n",
+        HTTP_POOL "url = http://h/\nclaim_idle = 1m\n",
+        HTTP_POOL "url = http://h/\ntimeout = 2s\nclaim_idle = 4s\n",
+        HTTP_POOL "url = http://h/\ntimeout = 1h\nclaim_idle = 2h\n",
+    };
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        struct loaded ld;
+        load(&ld, good[i]);
+        if (!ld.c) {
+            dump(&ld.e);
+            fail_msg("config %zu refused:\n%s", i, good[i]);
+        }
+        unload(&ld);
+    }
+}
+
+static void test_backoff_base_must_not_exceed_backoff_max(void **state)
+{
+    (void)state;
+    expect_only(FLEET POOL "backoff_base = 10s\nbackoff_max = 5s\n", 7,
+                "backoff_base (10s) is longer than backoff_max (5s)");
+    /* the default base (2s) against a short max: reported at the pool */
+    expect_only(FLEET POOL "backoff_max = 1s\n", 3, "backoff_base (2s) is longer than backoff_max (1s)");
+    struct loaded ld;
+    load(&ld, FLEET POOL "backoff_base = 5s\nbackoff_max = 5s\n");
+    assert_non_null(ld.c);
+    unload(&ld);
+}
+
+static void test_dlq_defaults_to_stream_colon_dlq_and_is_never_the_stream(void **state)
+{
+    (void)state;
+    expect_only(FLEET POOL "dlq = s\n", 3, "[pool:p] dlq must not be the stream itself");
+    struct loaded ld;
+    load(&ld, FLEET "[pool:a]\nstream = orders\ngroup = g\nhandler = log\n"
+                    "[pool:b]\nstream = orders\ngroup = h\nhandler = log\ndlq = shared:dlq\n");
+    assert_non_null(ld.c);
+    assert_string_equal(conf_pool(ld.c, "a")->dlq, "orders:dlq");
+    assert_string_equal(conf_pool(ld.c, "b")->dlq, "shared:dlq");
+    unload(&ld);
+}
+
+/* All the reliability keys' mistakes of one file in one run, each at its line. */
+static void test_reliability_errors_all_at_once(void **state)
+{
+    (void)state;
+    struct loaded ld;
+    load(&ld, FLEET POOL
+         "max_attempts = 0\n"           /* 7 */
+         "backoff = sometimes\n"        /* 8 */
+         "backoff_jitter = 200%\n"      /* 9 */
+         "claim_idle = 2s\n"            /* 10 */
+         "max_message_bytes = 10\n"     /* 11 */
+         "dedupe_ttl = -1\n");          /* 12 */
+    assert_null(ld.c);
+    expect_err(&ld, 7, "max_attempts: must be a whole number");
+    expect_err(&ld, 8, "backoff: must be one of");
+    expect_err(&ld, 9, "backoff_jitter: must be a percentage");
+    expect_err(&ld, 10, "claim_idle (2s) must be at least 7s");
+    expect_err(&ld, 11, "max_message_bytes: must be a size");
+    expect_err(&ld, 12, "dedupe_ttl: not a duration");
+    expect_n(&ld, 6);
+    unload(&ld);
+}
+
 static void test_errors_append(void **state)
 {
     (void)state;
@@ -1131,6 +1324,13 @@ int main(void)
         cmocka_unit_test_setup(test_names_and_fields, setup),
         cmocka_unit_test_setup(test_many_errors_at_once, setup),
         cmocka_unit_test_setup(test_errors_append, setup),
+        cmocka_unit_test_setup(test_reliability_defaults, setup),
+        cmocka_unit_test_setup(test_reliability_keys_round_trip, setup),
+        cmocka_unit_test_setup(test_reliability_keys_out_of_range, setup),
+        cmocka_unit_test_setup(test_claim_idle_must_outlast_what_a_live_worker_holds, setup),
+        cmocka_unit_test_setup(test_backoff_base_must_not_exceed_backoff_max, setup),
+        cmocka_unit_test_setup(test_dlq_defaults_to_stream_colon_dlq_and_is_never_the_stream, setup),
+        cmocka_unit_test_setup(test_reliability_errors_all_at_once, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -89,6 +89,7 @@ static struct fleet_view make_view(void)
     pools[0].name = "emails";
     pools[0].workers_live = 4;
     pools[0].workers_expected = 4;
+    pools[0].workers_starting = 1;
     pools[0].c[SB_READ] = 12;
     pools[0].c[SB_ACKED] = 11;
     pools[0].c[SB_DUR_FIRST + 2] = 3;
@@ -99,7 +100,10 @@ static struct fleet_view make_view(void)
     pools[1].workers_live = 2;
     pools[1].workers_expected = 2;
     pools[1].restarts = 3;
+    pools[1].restarts_by[RESTART_SIGNAL] = 2;
+    pools[1].restarts_by[RESTART_HEARTBEAT] = 1;
     struct fleet_view v = { .version = "9.9", .start_time = 1700000000.5, .redis_up = true,
+                            .redis_durable = 1, .durability = "", .reloads_ok = 5, .reloads_failed = 2,
                             .pools = pools, .npools = 2 };
     return v;
 }
@@ -113,8 +117,13 @@ static void metrics_show_pool_counters(void **state)
     assert_non_null(strstr(out.p, "streamfleet_messages_read_total{pool=\"emails\"} 12\n"));
     assert_non_null(strstr(out.p, "streamfleet_messages_acked_total{pool=\"emails\"} 11\n"));
     assert_non_null(strstr(out.p, "streamfleet_messages_read_total{pool=\"hooks\"} 0\n"));
-    assert_non_null(strstr(out.p, "streamfleet_workers{pool=\"emails\"} 4\n"));
-    assert_non_null(strstr(out.p, "streamfleet_worker_restarts_total{pool=\"hooks\"} 3\n"));
+    assert_non_null(strstr(out.p, "streamfleet_workers{pool=\"emails\",state=\"running\"} 3\n"));
+    assert_non_null(strstr(out.p, "streamfleet_workers{pool=\"emails\",state=\"starting\"} 1\n"));
+    assert_non_null(strstr(out.p, "streamfleet_workers{pool=\"emails\",state=\"draining\"} 0\n"));
+    assert_non_null(strstr(out.p, "streamfleet_worker_restarts_total{pool=\"hooks\",reason=\"signal\"} 2\n"));
+    assert_non_null(strstr(out.p, "streamfleet_worker_restarts_total{pool=\"hooks\",reason=\"heartbeat\"} 1\n"));
+    assert_non_null(strstr(out.p, "streamfleet_worker_restarts_total{pool=\"hooks\",reason=\"exit\"} 0\n"));
+    assert_non_null(strstr(out.p, "streamfleet_reloads_total{result=\"failed\"} 2\n"));
     assert_non_null(strstr(out.p, "streamfleet_build_info{version=\"9.9\"} 1\n"));
     assert_non_null(strstr(out.p, "# TYPE streamfleet_messages_read_total counter\n"));
     /* Buckets are cumulative; count equals the +Inf bucket; sum is in seconds. */
@@ -167,6 +176,30 @@ static void health_degraded_with_a_missing_worker(void **state)
     buf_release(&out);
 }
 
+static void durability_is_shown(void **state)
+{
+    (void)state;
+    struct fleet_view v = make_view();
+    struct buf out = BUF_INIT;
+    metrics_render(&out, &v);
+    assert_non_null(strstr(out.p, "streamfleet_redis_durable 1\n"));
+    buf_reset(&out);
+    v.redis_durable = 0;
+    v.durability = "appendonly is no: a redis crash can lose acknowledged messages";
+    metrics_render(&out, &v);
+    assert_non_null(strstr(out.p, "streamfleet_redis_durable 0\n"));
+    buf_reset(&out);
+    /* Not durable is a warning in the detail, not a reason to take the fleet out of service. */
+    assert_int_equal(health_render(&out, &v, NULL), 200);
+    assert_non_null(strstr(out.p, "\"durable\":false"));
+    assert_non_null(strstr(out.p, "appendonly is no"));
+    buf_reset(&out);
+    v.redis_durable = -1;
+    metrics_render(&out, &v);
+    assert_null(strstr(out.p, "streamfleet_redis_durable"));
+    buf_release(&out);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -178,6 +211,7 @@ int main(void)
         cmocka_unit_test(health_ok_when_all_is_well),
         cmocka_unit_test(health_degraded_without_redis),
         cmocka_unit_test(health_degraded_with_a_missing_worker),
+        cmocka_unit_test(durability_is_shown),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -1,0 +1,116 @@
+/* privs.c: pidfile and privilege drop. */
+#include "supervisor/privs.h"
+#include "common/log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static pid_t pidfile_read(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return 0;
+    long pid = 0;
+    if (fscanf(f, "%ld", &pid) != 1)
+        pid = 0;
+    fclose(f);
+    return pid > 0 ? (pid_t)pid : 0;
+}
+
+int pidfile_write(const char *path)
+{
+    pid_t old = pidfile_read(path);
+    if (old > 0 && old != getpid() && (kill(old, 0) == 0 || errno == EPERM)) {
+        log_errorx("pidfile %s: streamfleet already runs as pid %d: not starting a second one", path, (int)old);
+        return -1;
+    }
+    if (old > 0 && old != getpid())
+        log_info("pidfile %s: pid %d is gone: taking the pidfile over", path, (int)old);
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s.%d.tmp", path, (int)getpid());
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd == -1) {
+        log_warn("pidfile %s: cannot create %s", path, tmp);
+        return -1;
+    }
+    char line[32];
+    int n = snprintf(line, sizeof line, "%d\n", (int)getpid());
+    if (write(fd, line, (size_t)n) != n || fsync(fd) == -1) {
+        log_warn("pidfile %s: cannot write", path);
+        close(fd);
+        unlink(tmp);
+        return -1;
+    }
+    close(fd);
+    if (rename(tmp, path) == -1) {
+        log_warn("pidfile %s: cannot rename %s over it", path, tmp);
+        unlink(tmp);
+        return -1;
+    }
+    return 0;
+}
+
+void pidfile_remove(const char *path)
+{
+    if (pidfile_read(path) == getpid() && unlink(path) == -1)
+        log_warn("pidfile %s: cannot remove it", path);
+}
+
+int privs_drop(const struct conf *c)
+{
+    if (geteuid() != 0) {
+        if (c->user || c->group)
+            log_warnx("[fleet] user/group ignored: not started as root (running as uid %d)", (int)geteuid());
+        return 0;
+    }
+    if (c->user == NULL) {
+        if (c->allow_root)
+            return 0;
+        log_errorx("refusing to run workers as root: set [fleet] user = NAME (e.g. nobody), or allow_root = yes");
+        return -1;
+    }
+    struct passwd *pw = getpwnam(c->user);
+    if (pw == NULL) {
+        log_errorx("[fleet] user %s: no such user", c->user);
+        return -1;
+    }
+    uid_t uid = pw->pw_uid;
+    gid_t gid = pw->pw_gid;
+    if (c->group) {
+        struct group *gr = getgrnam(c->group);
+        if (gr == NULL) {
+            log_errorx("[fleet] group %s: no such group", c->group);
+            return -1;
+        }
+        gid = gr->gr_gid;
+    }
+    if (uid == 0 && !c->allow_root) {
+        log_errorx("[fleet] user %s is root: set allow_root = yes to mean it", c->user);
+        return -1;
+    }
+    /* The log file was opened as root: hand it over so that SIGUSR1 can reopen it. */
+    if (c->log_file && chown(c->log_file, uid, gid) == -1)
+        log_warn("chown %s", c->log_file);
+    if (setgroups(1, &gid) == -1 || setgid(gid) == -1 || setuid(uid) == -1) {
+        log_warn("cannot switch to user %s (uid %d, gid %d)", c->user, (int)uid, (int)gid);
+        return -1;
+    }
+    /* Verify: no way back to root, and really the ids asked for. */
+    if (uid != 0 && (setuid(0) != -1 || seteuid(0) != -1)) {
+        log_errorx("privilege drop to %s did not hold: root is still reachable", c->user);
+        return -1;
+    }
+    if (getuid() != uid || geteuid() != uid || getgid() != gid || getegid() != gid) {
+        log_errorx("privilege drop to %s did not hold", c->user);
+        return -1;
+    }
+    log_info("running as user %s (uid %d, gid %d)", c->user, (int)uid, (int)gid);
+    return 0;
+}

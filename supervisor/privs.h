@@ -1,0 +1,19 @@
+/* privs.h: what a daemon does once, as root, before it forks workers: the pidfile, and the
+ * drop to an unprivileged user. */
+#ifndef SF_PRIVS_H
+#define SF_PRIVS_H
+
+#include "common/conf.h"
+
+/* Refuse when path names a live process; else write our pid to it atomically (a temporary
+ * file renamed over it). A stale pidfile is taken over. Returns 0 or -1 (logged). */
+int pidfile_write(const char *path);
+/* Remove path if it still holds our pid. */
+void pidfile_remove(const char *path);
+
+/* Started as root: switch to [fleet] user and group (setgroups, setgid, setuid, verified), or
+ * refuse to go on as root unless allow_root. Not root: user and group are ignored (logged).
+ * Also hands the log file to the new user so that SIGUSR1 can reopen it. Returns 0 or -1. */
+int privs_drop(const struct conf *c);
+
+#endif
