@@ -13,6 +13,7 @@
 
 #include <errno.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -115,6 +116,16 @@ static long long now_ms(void)
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
+
+static long long unix_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Show an error on the status page (the last one per worker). */
+static void publish_error(struct child *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 static double now_s(void)
 {
@@ -248,6 +259,16 @@ static char *take_marker(struct child *c, const char *id)
     return NULL;
 }
 
+static void publish_error(struct child *c, const char *fmt, ...)
+{
+    char text[sizeof c->slot->error];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    sb_set_error(c->slot, text, (uint64_t)unix_ms());
+}
+
 void child_done(struct child *c, const char *id, const struct outcome *o)
 {
     if (o->seconds >= 0)
@@ -269,6 +290,7 @@ void child_done(struct child *c, const char *id, const struct outcome *o)
         /* It stays in our pending list (never acked before it succeeded or was dead-lettered)
          * and is taken again with XCLAIM when its delay is over. */
         sb_add(c->slot, SB_FAILED, 1);
+        publish_error(c, "%s: %s", id, o->error ? o->error : "failed, will retry");
         schedule_retry(c, id, o);
         break;
     case DISP_DEAD:
@@ -277,6 +299,8 @@ void child_done(struct child *c, const char *id, const struct outcome *o)
             sb_add(c->slot, SB_BAD_MESSAGE, 1);
         log_warnx("message %s failed for good (%s): %s", id, o->reason ? o->reason : "?",
                   o->error ? o->error : "");
+        publish_error(c, "%s: %s%s%s", id, o->reason ? o->reason : "failed", o->error ? ": " : "",
+                      o->error ? o->error : "");
         queue_dead(c, id, o->reason, o->attempt > 0 ? o->attempt : 1, o->error);
         break;
     }
@@ -306,6 +330,7 @@ static void log_redis_error(struct child *c)
         c->error_repeats++;
         return;
     }
+    publish_error(c, "redis: %s", c->st.errstr);
     if (c->error_repeats)
         log_warnx("redis: %s (and %u more times)", c->st.errstr, c->error_repeats);
     else
@@ -466,6 +491,7 @@ static void submit_all(struct child *c)
     const struct pool_conf *p = c->pool;
     char **keys = NULL;
     bool *dup = p->dedupe_ttl_ms > 0 && st->n ? find_duplicates(c, &keys) : NULL;
+    long long arrived = unix_ms();
     for (size_t i = 0; i < st->n; i++) {
         const struct msg *m = &st->msgs[i];
         if (c->pending_phase && scheduled(c, m->id.p))
@@ -503,6 +529,9 @@ static void submit_all(struct child *c)
             mk->key = keys[i];
             keys[i] = NULL;
         }
+        long long added = msg_id_ms(&m->id);
+        if (added > 0)
+            sb_observe(c->slot, SB_AGE_FIRST, arrived > added ? (double)(arrived - added) / 1000.0 : 0);
         double t0 = now_s();
         c->handled++;
         c->ops->submit(c->h, m);
@@ -752,10 +781,12 @@ static void check_limits(struct child *c, long long now)
         stopping = 1;
         return;
     }
-    if (c->pool->memory_limit && now >= c->next_memory_check_ms) {
-        c->next_memory_check_ms = now + 1000;
+    if (now >= c->next_memory_check_ms) {
+        /* Every second with a limit to enforce, else every 5 s for /metrics. */
+        c->next_memory_check_ms = now + (c->pool->memory_limit ? 1000 : 5000);
         long long rss = resident_bytes();
-        if (rss > c->pool->memory_limit) {
+        atomic_store_explicit(&c->slot->rss_bytes, (uint64_t)rss, memory_order_relaxed);
+        if (c->pool->memory_limit && rss > c->pool->memory_limit) {
             log_warnx("resident memory %lld KiB exceeds memory_limit %lld KiB: finishing, to be replaced",
                       rss / 1024, c->pool->memory_limit / 1024);
             c->exit_code = CHILD_EXIT_MEMORY;

@@ -128,6 +128,7 @@ static const struct key keys[] = {
     { SEC_FLEET, "user",          set_account,    F(user),             0, 0, 0 },
     { SEC_FLEET, "group",         set_account,    F(group),            0, 0, 0 },
     { SEC_FLEET, "allow_root",    set_bool,       F(allow_root),       0, 0, 0 },
+    { SEC_FLEET, "listen_token_file", set_file,   F(listen_token_file), 0, 0, 0 },
 
     { SEC_POOL, "stream",   set_name,    P(stream),   0, 0, KEY_REQUIRED },
     { SEC_POOL, "group",    set_name,    P(group),    0, 0, KEY_REQUIRED },
@@ -164,6 +165,8 @@ static const struct key keys[] = {
     { SEC_POOL, "max_messages",      set_long,    P(max_messages),      0, 1000000000L, 0 },
     { SEC_POOL, "max_messages_jitter", set_long,  P(max_messages_jitter), 0, 1000000000L, 0 },
     { SEC_POOL, "memory_limit",      set_size,    P(memory_limit),      0, 64L * 1024 * 1024 * 1024, 0 },
+    { SEC_POOL, "max_lag",           set_long,    P(max_lag),           0, 1000000000000L, 0 },
+    { SEC_POOL, "max_pending_age",   set_dur,     P(max_pending_age_ms), 0, 365 * DAY, 0 },
 };
 
 #define NKEYS (sizeof keys / sizeof keys[0])
@@ -1386,6 +1389,7 @@ void conf_free(struct conf *c)
     free(c->pidfile);
     free(c->user);
     free(c->group);
+    free(c->listen_token_file);
     for (size_t i = 0; i < c->npools; i++)
         pool_release(&c->pools[i]);
     free(c->pools);
@@ -1441,5 +1445,6 @@ bool conf_pool_same(const struct pool_conf *a, const struct pool_conf *b)
            str_same(a->dlq, b->dlq) && a->dedupe_ttl_ms == b->dedupe_ttl_ms &&
            a->max_message_bytes == b->max_message_bytes && a->heartbeat_timeout_ms == b->heartbeat_timeout_ms &&
            a->max_messages == b->max_messages && a->max_messages_jitter == b->max_messages_jitter &&
-           a->memory_limit == b->memory_limit;
+           a->memory_limit == b->memory_limit && a->max_lag == b->max_lag &&
+           a->max_pending_age_ms == b->max_pending_age_ms;
 }

@@ -73,6 +73,10 @@ struct pool_conf {
     long max_messages;          /* recycle a worker after this many messages; 0: never */
     long max_messages_jitter;   /* plus a random 0..this, so workers do not recycle together */
     long long memory_limit;     /* replace a worker whose resident memory exceeds this; 0: off */
+
+    /* health */
+    long max_lag;               /* /health degraded above this many undelivered entries; 0: off */
+    long max_pending_age_ms;    /* ... or when the oldest pending entry is older; 0: off */
 };
 
 struct conf {
@@ -90,6 +94,7 @@ struct conf {
     char *pidfile;
     char *user, *group;         /* drop to these when started as root */
     bool allow_root;            /* run workers as root (no user given) without complaint */
+    char *listen_token_file;    /* bearer token for the HTTP endpoint (but /livez) */
     struct pool_conf *pools;
     size_t npools;
 };

@@ -10,6 +10,11 @@ const double sb_bucket_le[SB_NBUCKETS] = {
     0.25, 0.5, 1, 2.5, 5, 10, 30, INFINITY,
 };
 
+const double sb_age_le[SB_NBUCKETS] = {
+    0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5,
+    10, 30, 60, 300, 900, 3600, 21600, INFINITY,
+};
+
 /* The status codes we count one by one; any other status is counted under its class. */
 static const long http_codes[] = {
     200, 201, 202, 204, 301, 302, 307, 308, 400, 401, 403, 404, 405, 408,
@@ -72,8 +77,41 @@ void sb_close(struct sb *sb)
     sb->nslots = 0;
 }
 
+void sb_set_error(struct sb_slot *s, const char *text, uint64_t unix_ms)
+{
+    uint32_t seq = atomic_load_explicit(&s->error_seq, memory_order_relaxed);
+    atomic_store_explicit(&s->error_seq, seq + 1, memory_order_relaxed);
+    atomic_thread_fence(memory_order_release);
+    size_t n = strlen(text);
+    if (n >= sizeof s->error)
+        n = sizeof s->error - 1;
+    memcpy(s->error, text, n);
+    s->error[n] = '\0';
+    atomic_store_explicit(&s->error_unix_ms, unix_ms, memory_order_relaxed);
+    atomic_store_explicit(&s->error_seq, seq + 2, memory_order_release);
+}
+
+uint64_t sb_get_error(const struct sb_slot *s, char *buf, size_t len)
+{
+    uint32_t before = atomic_load_explicit(&s->error_seq, memory_order_acquire);
+    if (before & 1 || len == 0)
+        return 0;
+    size_t n = len < sizeof s->error ? len : sizeof s->error;
+    memcpy(buf, s->error, n);
+    buf[n - 1] = '\0';
+    uint64_t when = atomic_load_explicit(&s->error_unix_ms, memory_order_relaxed);
+    atomic_thread_fence(memory_order_acquire);
+    if (atomic_load_explicit(&s->error_seq, memory_order_relaxed) != before)
+        return 0;
+    return when;
+}
+
 void sb_slot_reset(struct sb_slot *s)
 {
+    atomic_store(&s->rss_bytes, 0);
+    atomic_store(&s->error_seq, 0);
+    atomic_store(&s->error_unix_ms, 0);
+    s->error[0] = '\0';
     atomic_store(&s->heartbeat_ms, 0);
     atomic_store(&s->inflight, 0);
     atomic_store(&s->circuit_open, 0);
@@ -85,8 +123,9 @@ void sb_slot_reset(struct sb_slot *s)
 
 void sb_observe(struct sb_slot *s, enum sb_counter first, double seconds)
 {
+    const double *le = first == SB_AGE_FIRST ? sb_age_le : sb_bucket_le;
     int b = 0;
-    while (b < SB_NBUCKETS - 1 && seconds > sb_bucket_le[b])
+    while (b < SB_NBUCKETS - 1 && seconds > le[b])
         b++;
     sb_add(s, first + b, 1);
     sb_add(s, first + SB_NBUCKETS, 1);

@@ -41,12 +41,19 @@ enum sb_counter {
     SB_HTTP_DUR_LAST = SB_HTTP_DUR_FIRST + 15,
     SB_HTTP_DUR_COUNT,
     SB_HTTP_DUR_SUM_US,
+    SB_AGE_FIRST,                         /* streamfleet_message_age_seconds */
+    SB_AGE_LAST = SB_AGE_FIRST + 15,
+    SB_AGE_COUNT,
+    SB_AGE_SUM_US,
     SB_NCOUNTERS
 };
 
-/* Histogram bucket upper bounds in seconds; the last one is +Inf. */
+/* Histogram bucket upper bounds in seconds; the last one is +Inf. Durations of handling and
+ * of HTTP requests use sb_bucket_le; the age of messages (which may wait for hours in a
+ * backlog) uses sb_age_le. */
 #define SB_NBUCKETS 16
 extern const double sb_bucket_le[SB_NBUCKETS];
+extern const double sb_age_le[SB_NBUCKETS];
 
 /* The label of streamfleet_http_requests_total for counter SB_HTTP_FIRST + i. */
 #define SB_NHTTP (SB_HTTP_LAST - SB_HTTP_FIRST + 1)
@@ -70,12 +77,20 @@ struct sb_slot {
     _Atomic uint64_t heartbeat_ms;       /* CLOCK_MONOTONIC milliseconds of its last loop turn */
     _Atomic uint32_t inflight;
     _Atomic uint32_t circuit_open;
+    _Atomic uint64_t rss_bytes;          /* resident memory, refreshed every few seconds */
+    /* The last error, for the status page. The child makes seq odd while it writes and even
+     * after; the master copies only when seq is even and unchanged across the copy (a dead
+     * child leaves at worst an odd seq, never a lock). */
+    _Atomic uint32_t error_seq;
+    _Atomic uint64_t error_unix_ms;
+    char error[120];
     _Atomic uint64_t c[SB_NCOUNTERS];
 } __attribute__((aligned(64)));
 
 static_assert(sizeof(struct sb_slot) % 64 == 0, "slots must not share a cache line");
 static_assert(SB_DUR_LAST - SB_DUR_FIRST + 1 == SB_NBUCKETS, "one counter per bucket");
 static_assert(SB_HTTP_DUR_LAST - SB_HTTP_DUR_FIRST + 1 == SB_NBUCKETS, "one counter per bucket");
+static_assert(SB_AGE_LAST - SB_AGE_FIRST + 1 == SB_NBUCKETS, "one counter per bucket");
 
 #define SB_SLOTS_MAX 1024
 
@@ -96,8 +111,14 @@ static inline void sb_add(struct sb_slot *s, enum sb_counter i, uint64_t n)
     uint64_t v = atomic_load_explicit(&s->c[i], memory_order_relaxed);
     atomic_store_explicit(&s->c[i], v + n, memory_order_release);
 }
-/* Record one observation of d seconds into the histogram starting at counter first. */
+/* Record one observation of d seconds into the histogram starting at counter first (whose
+ * bounds are sb_age_le for SB_AGE_FIRST, sb_bucket_le otherwise). */
 void sb_observe(struct sb_slot *s, enum sb_counter first, double seconds);
+/* Child side: publish the last error text. */
+void sb_set_error(struct sb_slot *s, const char *text, uint64_t unix_ms);
+/* Master side: copy the last error into buf (len bytes); returns its time, or 0 when there is
+ * none or it was being written. */
+uint64_t sb_get_error(const struct sb_slot *s, char *buf, size_t len);
 
 /* Master side: add a slot's counters into totals (acquire loads). */
 void sb_fold(uint64_t totals[SB_NCOUNTERS], const struct sb_slot *s);

@@ -3,6 +3,7 @@
 #include "common/log.h"
 
 #include <microhttpd.h>
+#include <stdbool.h>
 #include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,7 +13,23 @@
 struct httpd {
     struct MHD_Daemon *d;
     struct httpd_route route;
+    char *token;                    /* NULL: no authentication */
 };
+
+/* Constant time in the length of the expected token: a wrong guess takes as long as a
+ * nearly right one. */
+static bool token_ok(const char *expected, const char *header)
+{
+    static const char scheme[] = "Bearer ";
+    if (header == NULL || strncmp(header, scheme, sizeof scheme - 1) != 0)
+        return false;
+    const char *got = header + sizeof scheme - 1;
+    size_t n = strlen(expected), m = strlen(got);
+    unsigned char diff = (unsigned char)(n != m);
+    for (size_t i = 0; i < n; i++)
+        diff |= (unsigned char)(expected[i] ^ (i < m ? got[i] : 0));
+    return diff == 0;
+}
 
 static enum MHD_Result answer(void *cls, struct MHD_Connection *conn, const char *url,
                               const char *method, const char *version, const char *upload_data,
@@ -31,7 +48,12 @@ static enum MHD_Result answer(void *cls, struct MHD_Connection *conn, const char
         *upload_data_size = 0;
         return MHD_YES;
     }
-    if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
+    bool unauthorized = h->token && strcmp(url, "/livez") != 0 &&
+                        !token_ok(h->token, MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Authorization"));
+    if (unauthorized) {
+        status = 401;
+        buf_adds(&body, "unauthorized\n");
+    } else if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
         status = 405;
         buf_adds(&body, "method not allowed\n");
     } else {
@@ -47,6 +69,8 @@ static enum MHD_Result answer(void *cls, struct MHD_Connection *conn, const char
     MHD_add_response_header(resp, "Cache-Control", "no-store");
     if (status == 405)
         MHD_add_response_header(resp, "Allow", "GET, HEAD");
+    if (status == 401)
+        MHD_add_response_header(resp, "WWW-Authenticate", "Bearer realm=\"streamfleet\"");
     enum MHD_Result r = MHD_queue_response(conn, (unsigned)status, resp);
     MHD_destroy_response(resp);
     return r;
@@ -63,7 +87,8 @@ static void mhd_log(void *arg, const char *fmt, va_list ap)
     log_debug("http: %s", msg);
 }
 
-struct httpd *httpd_open(const char *host, int port, struct httpd_route route, char *err, size_t errlen)
+struct httpd *httpd_open(const char *host, int port, const char *token, struct httpd_route route, char *err,
+                         size_t errlen)
 {
     struct addrinfo hints = { .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV, .ai_socktype = SOCK_STREAM };
     struct addrinfo *ai = NULL;
@@ -76,6 +101,7 @@ struct httpd *httpd_open(const char *host, int port, struct httpd_route route, c
     }
     struct httpd *h = xcalloc(1, sizeof *h);
     h->route = route;
+    h->token = token ? xstrdup(token) : NULL;
     unsigned flags = MHD_USE_EPOLL | MHD_USE_ERROR_LOG;
     if (ai->ai_family == AF_INET6)
         flags |= MHD_USE_IPv6;
@@ -94,6 +120,7 @@ struct httpd *httpd_open(const char *host, int port, struct httpd_route route, c
     freeaddrinfo(ai);
     if (h->d == NULL) {
         snprintf(err, errlen, "cannot listen on %s:%d (in use, or not an address of this host)", host, port);
+        free(h->token);
         free(h);
         return NULL;
     }
@@ -124,5 +151,9 @@ void httpd_close(struct httpd *h)
     if (h == NULL)
         return;
     MHD_stop_daemon(h->d);
+    if (h->token) {
+        explicit_bzero(h->token, strlen(h->token));
+        free(h->token);
+    }
     free(h);
 }

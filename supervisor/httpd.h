@@ -18,9 +18,11 @@ struct httpd_route {
     void *arg;
 };
 
-/* Listen on host:port (numeric address; loopback by default in the config). Returns NULL
- * with err filled when it cannot. */
-struct httpd *httpd_open(const char *host, int port, struct httpd_route route, char *err, size_t errlen);
+/* Listen on host:port (numeric address; loopback by default in the config). With token, every
+ * path but /livez needs "Authorization: Bearer <token>" (else 401). Returns NULL with err
+ * filled when it cannot. */
+struct httpd *httpd_open(const char *host, int port, const char *token, struct httpd_route route, char *err,
+                         size_t errlen);
 int httpd_fd(struct httpd *h);
 /* Milliseconds until httpd_run() must be called even if nothing is ready, or -1. */
 long httpd_timeout_ms(struct httpd *h);

@@ -26,6 +26,9 @@
 #include <unistd.h>
 
 #define LOOP_MAX_MS 1000
+#define START_GRACE_MS 10000       /* a pool short of workers this long is degraded */
+
+extern const char status_page_html[];   /* statuspage.c */
 
 static double wall_seconds(void)
 {
@@ -44,6 +47,53 @@ static struct pool_view *view_pool(struct fleet_view *v, const char *name)
     struct pool_view *pv = &v->pools[v->npools++];
     pv->name = name;
     return pv;
+}
+
+static struct history *history_of(struct master *m, const char *name)
+{
+    for (size_t i = 0; i < m->nhist; i++)
+        if (strcmp(m->hist[i].name, name) == 0)
+            return &m->hist[i];
+    m->hist = xrealloc(m->hist, (m->nhist + 1) * sizeof *m->hist);
+    struct history *h = &m->hist[m->nhist++];
+    memset(h, 0, sizeof *h);
+    h->name = xstrdup(name);
+    return h;
+}
+
+static long long resident_bytes(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    long long size = 0, rss = 0;
+    if (f == NULL)
+        return 0;
+    if (fscanf(f, "%lld %lld", &size, &rss) != 2)
+        rss = 0;
+    fclose(f);
+    return rss * sysconf(_SC_PAGESIZE);
+}
+
+static const char *handler_name(enum handler_kind k)
+{
+    return k == HANDLER_HTTP ? "http" : k == HANDLER_NOOP ? "noop" : "log";
+}
+
+/* Keep the last errors of a pool, newest first. */
+static void add_error(struct pool_view *pv, double when, int worker, const char *text)
+{
+    unsigned max = sizeof pv->errors / sizeof pv->errors[0];
+    unsigned at = 0;
+    while (at < pv->nerrors && pv->errors[at].time >= when)
+        at++;
+    if (at >= max)
+        return;
+    unsigned last = pv->nerrors < max ? pv->nerrors : max - 1;
+    memmove(&pv->errors[at + 1], &pv->errors[at], (last - at) * sizeof pv->errors[0]);
+    pv->errors[at].time = when;
+    pv->errors[at].worker = worker;
+    snprintf(pv->errors[at].text, sizeof pv->errors[at].text, "%s", text);
+    if (pv->nerrors < max)
+        pv->nerrors++;
 }
 
 /* The fleet as it is now, pools added up by name (a pool being replaced by a new generation
@@ -69,8 +119,19 @@ static void build_view(struct master *m, struct fleet_view *v)
             pv->restarts_by[k] += ps->restarts[k];
             pv->restarts += ps->restarts[k];
         }
-        if (!ps->removed)
+        if (!ps->removed) {
             pv->workers_expected += (unsigned)ps->workers;
+            pv->stream = ps->conf->stream;
+            pv->group = ps->conf->group;
+            pv->handler = handler_name(ps->conf->handler);
+            pv->max_lag = ps->conf->max_lag;
+            pv->max_pending_age = (double)ps->conf->max_pending_age_ms / 1000.0;
+        }
+        long long now = master_now_ms();
+        unsigned recent = 0;
+        for (unsigned k = 0; k < 16 && k < ps->nrestarts; k++)
+            recent += now - ps->restart_ms[k] < 300000;
+        pv->restarts_per_min += recent / 5.0;
     }
     for (size_t i = 0; i < m->nprocs; i++) {
         const struct proc *p = &m->procs[i];
@@ -91,22 +152,93 @@ static void build_view(struct master *m, struct fleet_view *v)
         }
         pv->inflight += atomic_load_explicit(&slot->inflight, memory_order_acquire);
         pv->circuit_open += atomic_load_explicit(&slot->circuit_open, memory_order_acquire) != 0;
+        pv->rss_bytes += atomic_load_explicit(&slot->rss_bytes, memory_order_relaxed);
+        char text[sizeof slot->error];
+        uint64_t when = sb_get_error(slot, text, sizeof text);
+        if (when)
+            add_error(pv, (double)when / 1000.0, p->index, text);
     }
+    v->now = wall_seconds();
+    v->master_rss_bytes = (uint64_t)resident_bytes();
+    long long now = master_now_ms();
+    for (unsigned i = 0; i < v->npools; i++) {
+        struct pool_view *pv = &v->pools[i];
+        const struct redis_pool_stats *rs = redismon_pool(m->mon, pv->name);
+        if (rs) {
+            pv->redis_known = true;
+            pv->stream_length = rs->length;
+            pv->pending = rs->pending;
+            pv->lag = rs->lag;
+            pv->dlq_length = rs->dlq_length;
+            pv->oldest_pending_age = rs->oldest_pending_ms < 0 ? -1
+                                     : v->now * 1000 > (double)rs->oldest_pending_ms
+                                         ? (v->now * 1000 - (double)rs->oldest_pending_ms) / 1000.0 : 0;
+        }
+        struct history *h = history_of(m, pv->name);
+        pv->short_too_long = h->short_since_ms && now - h->short_since_ms > START_GRACE_MS;
+        pv->nhistory = h->n;
+        for (unsigned k = 0; k < h->n; k++)
+            pv->history[k] = h->rate[(h->head + HISTORY_POINTS - h->n + k) % HISTORY_POINTS];
+        pv->rate = h->n ? pv->history[h->n - 1] : 0;
+    }
+}
+
+/* Every HISTORY_STEP_MS: one point of each pool's rate; and whether it is short of workers. */
+static void sample(struct master *m, long long now)
+{
+    struct fleet_view v;
+    build_view(m, &v);
+    for (unsigned i = 0; i < v.npools; i++) {
+        const struct pool_view *pv = &v.pools[i];
+        struct history *h = history_of(m, pv->name);
+        if (pv->workers_live < pv->workers_expected) {
+            if (!h->short_since_ms)
+                h->short_since_ms = now;
+        } else {
+            h->short_since_ms = 0;
+        }
+        if (h->last_ms == 0) {
+            h->last_ms = now;
+            h->last_read = pv->c[SB_READ];
+        } else if (now - h->last_ms >= HISTORY_STEP_MS) {
+            double secs = (double)(now - h->last_ms) / 1000.0;
+            h->rate[h->head] = (float)((double)(pv->c[SB_READ] - h->last_read) / secs);
+            h->head = (h->head + 1) % HISTORY_POINTS;
+            if (h->n < HISTORY_POINTS)
+                h->n++;
+            h->last_ms = now;
+            h->last_read = pv->c[SB_READ];
+        }
+    }
+    free(v.pools);
 }
 
 static int serve(void *arg, const char *path, const char *query_pool, struct buf *body,
                  const char **ctype)
 {
     struct master *m = arg;
-    if (strcmp(path, "/metrics") == 0 || strcmp(path, "/health") == 0) {
+    if (strcmp(path, "/livez") == 0) {
+        /* The loop runs: that is all a liveness probe may ask (not Redis, not the workers). */
+        buf_adds(body, "ok\n");
+        return 200;
+    }
+    if (strcmp(path, "/") == 0) {
+        buf_adds(body, status_page_html);
+        *ctype = "text/html; charset=utf-8";
+        return 200;
+    }
+    if (strcmp(path, "/metrics") == 0 || strcmp(path, "/health") == 0 || strcmp(path, "/status.json") == 0) {
         struct fleet_view v;
         build_view(m, &v);
         int status = 200;
         if (path[1] == 'm') {
             metrics_render(body, &v);
             *ctype = "text/plain; version=0.0.4; charset=utf-8";
-        } else {
+        } else if (path[1] == 'h') {
             status = health_render(body, &v, query_pool);
+            *ctype = "application/json";
+        } else {
+            status_render(body, &v);
             *ctype = "application/json";
         }
         free(v.pools);
@@ -236,6 +368,55 @@ static void drop_idle_drained(struct master *m)
     }
 }
 
+/* ---- the listener ---- */
+
+/* The bearer token in file path, trailing whitespace removed. Caller frees (wipe first). */
+static char *read_token(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        log_warn("listen_token_file %s", path);
+        return NULL;
+    }
+    char buf[512];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' ' || buf[n - 1] == '\t'))
+        buf[--n] = '\0';
+    if (n == 0) {
+        log_errorx("listen_token_file %s is empty", path);
+        return NULL;
+    }
+    char *t = xstrdup(buf);
+    explicit_bzero(buf, sizeof buf);
+    return t;
+}
+
+/* A listener for conf (its address and token), or NULL (logged). */
+static struct httpd *listen_for(struct master *m, const struct conf *conf)
+{
+    char *token = NULL;
+    if (conf->listen_token_file && (token = read_token(conf->listen_token_file)) == NULL)
+        return NULL;
+    char err[256];
+    struct httpd *h = httpd_open(conf->listen_host, conf->listen_port, token,
+                                 (struct httpd_route){ .fn = serve, .arg = m }, err, sizeof err);
+    if (h == NULL)
+        log_errorx("%s", err);
+    if (token) {
+        explicit_bzero(token, strlen(token));
+        free(token);
+    }
+    return h;
+}
+
+int master_listen(struct master *m, struct conf *conf)
+{
+    m->httpd = listen_for(m, conf);
+    return m->httpd ? 0 : -1;
+}
+
 /* ---- reload ---- */
 
 static void set_logging(const struct conf *c)
@@ -264,12 +445,23 @@ static void reload(struct master *m, long long now)
     }
     struct conf *oc = m->conf;
 
-    if (strcmp(oc->listen_host, nc->listen_host) != 0 || oc->listen_port != nc->listen_port) {
-        char err[256];
-        struct httpd *h = httpd_open(nc->listen_host, nc->listen_port,
-                                     (struct httpd_route){ .fn = serve, .arg = m }, err, sizeof err);
+    bool same_token = (oc->listen_token_file == NULL) == (nc->listen_token_file == NULL) &&
+                      (oc->listen_token_file == NULL || strcmp(oc->listen_token_file, nc->listen_token_file) == 0);
+    if (strcmp(oc->listen_host, nc->listen_host) != 0 || oc->listen_port != nc->listen_port || !same_token) {
+        /* A new port is bound before the old is closed; the same port must be freed first. */
+        bool same_port = strcmp(oc->listen_host, nc->listen_host) == 0 && oc->listen_port == nc->listen_port;
+        if (same_port) {
+            httpd_close(m->httpd);
+            m->httpd = NULL;
+        }
+        struct httpd *h = listen_for(m, nc);
+        if (h == NULL && same_port)
+            h = listen_for(m, oc);
         if (h == NULL) {
-            log_errorx("reload: %s: keeping the old listener on %s:%d", err, oc->listen_host, oc->listen_port);
+            log_errorx("reload: keeping the old listener on %s:%d", oc->listen_host, oc->listen_port);
+        } else if (same_port) {
+            m->httpd = h;
+            log_info("reload: listener on %s:%d renewed", nc->listen_host, nc->listen_port);
         } else {
             httpd_close(m->httpd);
             m->httpd = h;
@@ -283,6 +475,7 @@ static void reload(struct master *m, long long now)
     } else {
         redismon_set_addr(m->mon, &nc->redis);
     }
+    redismon_set_pools(m->mon, nc);
     set_logging(nc);
 
     unsigned started = 0, replaced = 0, removed = 0, scaled = 0;
@@ -471,18 +664,6 @@ static long min_timeout(long a, long b)
     return a < b ? a : b;
 }
 
-int master_listen(struct master *m, struct conf *conf)
-{
-    char err[256];
-    m->httpd = httpd_open(conf->listen_host, conf->listen_port,
-                          (struct httpd_route){ .fn = serve, .arg = m }, err, sizeof err);
-    if (m->httpd == NULL) {
-        log_errorx("%s", err);
-        return -1;
-    }
-    return 0;
-}
-
 int master_run(struct master *m, struct conf *conf)
 {
     m->conf = conf;
@@ -496,6 +677,7 @@ int master_run(struct master *m, struct conf *conf)
         fatal("mmap of the scoreboard");
     m->sb_used = xcalloc(m->sb.nslots, sizeof *m->sb_used);
     m->mon = redismon_open(&conf->redis);
+    redismon_set_pools(m->mon, conf);
 
     long long now = master_now_ms();
     unsigned workers = 0;
@@ -548,6 +730,7 @@ int master_run(struct master *m, struct conf *conf)
         if (now >= m->next_check_ms) {
             procs_check(m, now);
             log_stats(m, now);
+            sample(m, now);
             m->next_check_ms = now + 500;
         }
         collect(m);
@@ -566,6 +749,9 @@ int master_run(struct master *m, struct conf *conf)
         conf_free(m->confs[i]);
     free(m->confs);
     free(m->sb_used);
+    for (size_t i = 0; i < m->nhist; i++)
+        free(m->hist[i].name);
+    free(m->hist);
     sb_close(&m->sb);
     close(m->sigfd);
     return 0;

@@ -27,6 +27,21 @@ struct pool_state {
     long long started_ms;
     long long stats_ms;             /* time and read count of the last stats line */
     uint64_t stats_read;
+    long long restart_ms[16];       /* times of the last restarts, a ring: the restart rate */
+    unsigned nrestarts;
+};
+
+/* Messages per second of a pool over the last 15 minutes, for the status page, kept by name
+ * so that reloads do not cut it. */
+#define HISTORY_POINTS 90
+#define HISTORY_STEP_MS 10000
+struct history {
+    char *name;
+    uint64_t last_read;
+    long long last_ms;
+    float rate[HISTORY_POINTS];     /* a ring; head is the next to write */
+    unsigned head, n;
+    long long short_since_ms;       /* below its worker count since then; 0: it is not */
 };
 
 /* One child: index is the SLOT of its consumer name HOST:POOL:SLOT. */
@@ -65,6 +80,8 @@ struct master {
     long long drain_deadline_ms;
     uint64_t reloads_ok, reloads_failed;
     long long next_check_ms;        /* heartbeats and stats */
+    struct history *hist;
+    size_t nhist;
 };
 
 /* Bind the HTTP endpoint of conf (before privileges are dropped). Returns 0 or -1 (logged). */

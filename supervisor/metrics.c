@@ -49,6 +49,7 @@ static void label(struct buf *out, const char *v)
 static void histogram(struct buf *out, const struct fleet_view *v, const char *name,
                       const char *help, enum sb_counter first)
 {
+    const double *le = first == SB_AGE_FIRST ? sb_age_le : sb_bucket_le;
     family(out, name, "histogram", help);
     for (unsigned i = 0; i < v->npools; i++) {
         const struct pool_view *p = &v->pools[i];
@@ -57,10 +58,10 @@ static void histogram(struct buf *out, const struct fleet_view *v, const char *n
             cum += p->c[first + b];
             buf_printf(out, "%s_bucket{pool=\"", name);
             label(out, p->name);
-            if (isinf(sb_bucket_le[b]))
+            if (isinf(le[b]))
                 buf_printf(out, "\",le=\"+Inf\"} %" PRIu64 "\n", cum);
             else
-                buf_printf(out, "\",le=\"%g\"} %" PRIu64 "\n", sb_bucket_le[b], cum);
+                buf_printf(out, "\",le=\"%g\"} %" PRIu64 "\n", le[b], cum);
         }
         buf_printf(out, "%s_sum{pool=\"", name);
         label(out, p->name);
@@ -135,6 +136,39 @@ void metrics_render(struct buf *out, const struct fleet_view *v)
         buf_printf(out, "\"} %d\n", v->pools[i].circuit_open ? 1 : 0);
     }
 
+    struct { const char *name, *help; int which; } gauges[] = {
+        { "streamfleet_stream_length", "Entries in the stream (XLEN).", 0 },
+        { "streamfleet_group_pending", "Entries delivered to the group and not acknowledged.", 1 },
+        { "streamfleet_group_lag", "Entries not yet delivered to the group (XINFO GROUPS; absent when Redis cannot tell).", 2 },
+        { "streamfleet_oldest_pending_age_seconds", "Age of the oldest pending entry (0: none).", 3 },
+        { "streamfleet_dlq_length", "Entries in the dead-letter stream.", 4 },
+    };
+    for (size_t k = 0; k < sizeof gauges / sizeof gauges[0]; k++) {
+        family(out, gauges[k].name, "gauge", gauges[k].help);
+        for (unsigned i = 0; i < v->npools; i++) {
+            const struct pool_view *p = &v->pools[i];
+            if (!p->redis_known || (gauges[k].which == 2 && p->lag < 0))
+                continue;
+            buf_printf(out, "%s{pool=\"", gauges[k].name);
+            label(out, p->name);
+            switch (gauges[k].which) {
+            case 0: buf_printf(out, "\"} %lld\n", p->stream_length); break;
+            case 1: buf_printf(out, "\"} %lld\n", p->pending); break;
+            case 2: buf_printf(out, "\"} %lld\n", p->lag); break;
+            case 3: buf_printf(out, "\"} %.3f\n", p->oldest_pending_age > 0 ? p->oldest_pending_age : 0); break;
+            default: buf_printf(out, "\"} %lld\n", p->dlq_length); break;
+            }
+        }
+    }
+    family(out, "streamfleet_master_resident_memory_bytes", "gauge", "Resident memory of the master.");
+    buf_printf(out, "streamfleet_master_resident_memory_bytes %" PRIu64 "\n", v->master_rss_bytes);
+    family(out, "streamfleet_workers_resident_memory_bytes", "gauge", "Resident memory of a pool's workers, added up.");
+    for (unsigned i = 0; i < v->npools; i++) {
+        buf_adds(out, "streamfleet_workers_resident_memory_bytes{pool=\"");
+        label(out, v->pools[i].name);
+        buf_printf(out, "\"} %" PRIu64 "\n", v->pools[i].rss_bytes);
+    }
+
     family(out, "streamfleet_messages_dead_lettered_total", "counter", "Messages moved to the dead-letter stream, by reason.");
     for (unsigned i = 0; i < v->npools; i++)
         for (int k = 0; k < SB_NDLQ; k++) {
@@ -158,6 +192,8 @@ void metrics_render(struct buf *out, const struct fleet_view *v)
               SB_DUR_FIRST);
     histogram(out, v, "streamfleet_http_request_duration_seconds", "Time of one HTTP delivery attempt.",
               SB_HTTP_DUR_FIRST);
+    histogram(out, v, "streamfleet_message_age_seconds", "Time from XADD (the entry id) to the handler's start.",
+              SB_AGE_FIRST);
 }
 
 static void json_str(struct buf *out, const char *s)
@@ -165,6 +201,32 @@ static void json_str(struct buf *out, const char *s)
     buf_addc(out, '"');
     buf_add_json_str(out, s, strlen(s));
     buf_addc(out, '"');
+}
+
+bool pool_degraded(const struct pool_view *p, struct buf *why)
+{
+    bool bad = false;
+    const char *sep = "";
+#define WHY(...)                                  \
+    do {                                          \
+        bad = true;                               \
+        if (why) {                                \
+            buf_adds(why, sep);                   \
+            buf_printf(why, __VA_ARGS__);         \
+        }                                         \
+        sep = "; ";                               \
+    } while (0)
+    if (p->crash_loop)
+        WHY("pool %s: crash loop (%u of %u workers)", p->name, p->workers_live, p->workers_expected);
+    else if (p->short_too_long)
+        WHY("pool %s has %u of %u workers", p->name, p->workers_live, p->workers_expected);
+    if (p->redis_known && p->max_lag > 0 && p->lag > p->max_lag)
+        WHY("pool %s: lag %lld over max_lag %ld", p->name, p->lag, p->max_lag);
+    if (p->redis_known && p->max_pending_age > 0 && p->oldest_pending_age > p->max_pending_age)
+        WHY("pool %s: oldest pending entry %.0f s old, over max_pending_age %.0f s", p->name,
+            p->oldest_pending_age, p->max_pending_age);
+#undef WHY
+    return bad;
 }
 
 int health_render(struct buf *out, const struct fleet_view *v, const char *only)
@@ -194,12 +256,9 @@ int health_render(struct buf *out, const struct fleet_view *v, const char *only)
         const struct pool_view *p = &v->pools[i];
         if (sel && p != sel)
             continue;
-        if (p->workers_live < p->workers_expected) {
-            if (reasons.len)
-                buf_adds(&reasons, "; ");
-            buf_printf(&reasons, "pool %s has %u of %u workers%s", p->name, p->workers_live,
-                       p->workers_expected, p->crash_loop ? " (crash loop)" : "");
-        }
+        if (reasons.len && pool_degraded(p, NULL))
+            buf_adds(&reasons, "; ");
+        pool_degraded(p, &reasons);
     }
     int status = reasons.len ? 503 : 200;
     buf_printf(out, "{\"status\":\"%s\"", status == 200 ? "ok" : "degraded");
@@ -229,12 +288,108 @@ int health_render(struct buf *out, const struct fleet_view *v, const char *only)
         first = false;
         json_str(out, p->name);
         buf_printf(out,
-                   ":{\"workers\":%u,\"expected\":%u,\"restarts\":%" PRIu64 ",\"crash_loop\":%s,"
-                   "\"inflight\":%u,\"circuit_open\":%s}",
-                   p->workers_live, p->workers_expected, p->restarts, p->crash_loop ? "true" : "false",
-                   p->inflight, p->circuit_open ? "true" : "false");
+                   ":{\"status\":\"%s\",\"workers\":%u,\"expected\":%u,\"restarts\":%" PRIu64 ","
+                   "\"restarts_per_min\":%.2f,\"crash_loop\":%s,\"inflight\":%u,\"circuit_open\":%s",
+                   pool_degraded(p, NULL) ? "degraded" : "ok", p->workers_live, p->workers_expected, p->restarts,
+                   p->restarts_per_min, p->crash_loop ? "true" : "false", p->inflight,
+                   p->circuit_open ? "true" : "false");
+        if (p->redis_known) {
+            buf_printf(out, ",\"pending\":%lld,\"lag\":", p->pending);
+            if (p->lag >= 0)
+                buf_printf(out, "%lld", p->lag);
+            else
+                buf_adds(out, "null");
+            buf_adds(out, ",\"oldest_pending_age\":");
+            if (p->oldest_pending_age >= 0)
+                buf_printf(out, "%.3f", p->oldest_pending_age);
+            else
+                buf_adds(out, "null");
+        }
+        buf_addc(out, '}');
     }
     buf_adds(out, "}}\n");
     buf_release(&reasons);
     return status;
+}
+
+static void json_num_or_null(struct buf *out, const char *key, bool known, double v, bool integer)
+{
+    buf_printf(out, ",\"%s\":", key);
+    if (!known)
+        buf_adds(out, "null");
+    else if (integer)
+        buf_printf(out, "%.0f", v);
+    else
+        buf_printf(out, "%.3f", v);
+}
+
+void status_render(struct buf *out, const struct fleet_view *v)
+{
+    struct buf reasons = BUF_INIT;
+    int status = health_render(&reasons, v, NULL);
+    buf_printf(out, "{\"version\":\"%s\",\"time\":%.3f,\"start_time\":%.3f,\"status\":\"%s\"", v->version,
+               v->now, v->start_time, status == 200 ? "ok" : "degraded");
+    buf_printf(out, ",\"reloads\":{\"ok\":%" PRIu64 ",\"failed\":%" PRIu64 "}", v->reloads_ok, v->reloads_failed);
+    buf_printf(out, ",\"master_rss_bytes\":%" PRIu64, v->master_rss_bytes);
+    buf_printf(out, ",\"redis\":{\"up\":%s", v->redis_up ? "true" : "false");
+    if (!v->redis_up && v->redis_error) {
+        buf_adds(out, ",\"error\":");
+        json_str(out, v->redis_error);
+    }
+    if (v->redis_durable >= 0)
+        buf_printf(out, ",\"durable\":%s", v->redis_durable ? "true" : "false");
+    if (v->durability && v->durability[0]) {
+        buf_adds(out, ",\"durability\":");
+        json_str(out, v->durability);
+    }
+    buf_adds(out, "},\"pools\":[");
+    for (unsigned i = 0; i < v->npools; i++) {
+        const struct pool_view *p = &v->pools[i];
+        struct buf why = BUF_INIT;
+        bool bad = pool_degraded(p, &why);
+        buf_adds(out, i ? ",{\"name\":" : "{\"name\":");
+        json_str(out, p->name);
+        buf_adds(out, ",\"stream\":");
+        json_str(out, p->stream ? p->stream : "");
+        buf_adds(out, ",\"group\":");
+        json_str(out, p->group ? p->group : "");
+        buf_adds(out, ",\"handler\":");
+        json_str(out, p->handler ? p->handler : "");
+        buf_printf(out, ",\"status\":\"%s\",\"reason\":", bad ? "degraded" : "ok");
+        json_str(out, why.p ? why.p : "");
+        buf_release(&why);
+        buf_printf(out,
+                   ",\"workers\":{\"running\":%u,\"starting\":%u,\"draining\":%u,\"expected\":%u}"
+                   ",\"restarts\":%" PRIu64 ",\"restarts_per_min\":%.2f,\"crash_loop\":%s"
+                   ",\"inflight\":%u,\"circuit_open\":%s,\"rss_bytes\":%" PRIu64,
+                   p->workers_live - p->workers_starting, p->workers_starting, p->workers_draining,
+                   p->workers_expected, p->restarts, p->restarts_per_min, p->crash_loop ? "true" : "false",
+                   p->inflight, p->circuit_open ? "true" : "false", p->rss_bytes);
+        buf_printf(out,
+                   ",\"messages\":{\"read\":%" PRIu64 ",\"acked\":%" PRIu64 ",\"failed\":%" PRIu64
+                   ",\"retried\":%" PRIu64 ",\"dead_lettered\":%" PRIu64 ",\"duplicate\":%" PRIu64
+                   ",\"reclaimed\":%" PRIu64 ",\"vanished\":%" PRIu64 "}",
+                   p->c[SB_READ], p->c[SB_ACKED], p->c[SB_FAILED], p->c[SB_RETRIED], p->c[SB_DEAD_LETTERED],
+                   p->c[SB_DUPLICATE], p->c[SB_RECLAIMED], p->c[SB_VANISHED]);
+        buf_printf(out, ",\"rate\":%.2f", p->rate);
+        json_num_or_null(out, "stream_length", p->redis_known, (double)p->stream_length, true);
+        json_num_or_null(out, "pending", p->redis_known, (double)p->pending, true);
+        json_num_or_null(out, "lag", p->redis_known && p->lag >= 0, (double)p->lag, true);
+        json_num_or_null(out, "oldest_pending_age", p->redis_known && p->oldest_pending_age >= 0,
+                         p->oldest_pending_age, false);
+        json_num_or_null(out, "dlq_length", p->redis_known, (double)p->dlq_length, true);
+        buf_adds(out, ",\"history\":[");
+        for (unsigned k = 0; k < p->nhistory; k++)
+            buf_printf(out, k ? ",%.2f" : "%.2f", (double)p->history[k]);
+        buf_adds(out, "],\"last_errors\":[");
+        for (unsigned k = 0; k < p->nerrors; k++) {
+            buf_printf(out, "%s{\"time\":%.3f,\"worker\":%d,\"error\":", k ? "," : "", p->errors[k].time,
+                       p->errors[k].worker);
+            json_str(out, p->errors[k].text);
+            buf_addc(out, '}');
+        }
+        buf_adds(out, "]}");
+    }
+    buf_adds(out, "]}\n");
+    buf_release(&reasons);
 }

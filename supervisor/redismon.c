@@ -10,6 +10,7 @@
 
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,8 +20,15 @@
 #define RECONNECT_MIN_MS 500
 #define RECONNECT_MAX_MS 5000
 
+enum { Q_XLEN, Q_GROUPS, Q_PENDING, Q_DLQ, Q_KINDS };
+
 struct redismon {
     const struct redis_addr *addr;
+    struct redis_pool_stats *pools;
+    size_t npools;
+    unsigned gen;                   /* bumped by redismon_set_pools: late replies are dropped */
+    long poll_every_ms;
+    long long next_poll_ms;
     redisAsyncContext *ac;
     bool want_read, want_write;
     bool connected;
@@ -153,6 +161,117 @@ static void on_config(redisAsyncContext *ac, void *r, void *priv)
     judge_durability(m);
 }
 
+/* privdata of a stats reply: which pool, which query, of which generation of the pool list. */
+static void *tag(const struct redismon *m, size_t idx, int kind)
+{
+    return (void *)(uintptr_t)(((uintptr_t)(m->gen & 0xffff) << 32) | (idx << 2) | (uintptr_t)kind);
+}
+
+static long long id_ms(const char *id)
+{
+    return id ? atoll(id) : -1;
+}
+
+static const redisReply *map_get(const redisReply *r, const char *key)
+{
+    for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i + 1 < r->elements; i += 2)
+        if (r->element[i]->type == REDIS_REPLY_STRING && strcmp(r->element[i]->str, key) == 0)
+            return r->element[i + 1];
+    return NULL;
+}
+
+static void on_stats(redisAsyncContext *ac, void *r, void *priv)
+{
+    struct redismon *m = ac->data;
+    redisReply *reply = r;
+    if (m == NULL || reply == NULL)
+        return;
+    uintptr_t t = (uintptr_t)priv;
+    size_t idx = (t & 0xffffffffu) >> 2;
+    int kind = (int)(t & 3);
+    if ((unsigned)(t >> 32) != (m->gen & 0xffff) || idx >= m->npools)
+        return;
+    struct redis_pool_stats *ps = &m->pools[idx];
+    bool err = reply->type == REDIS_REPLY_ERROR;
+    switch (kind) {
+    case Q_XLEN:
+        ps->length = reply->type == REDIS_REPLY_INTEGER ? reply->integer : 0;
+        ps->known = true;
+        break;
+    case Q_DLQ:
+        ps->dlq_length = reply->type == REDIS_REPLY_INTEGER ? reply->integer : 0;
+        break;
+    case Q_GROUPS:
+        /* XINFO GROUPS: lag is nil when Redis cannot tell (after XDEL, in 7.0). */
+        ps->pending = 0;
+        ps->lag = -1;
+        ps->group_exists = false;
+        for (size_t i = 0; !err && reply->type == REDIS_REPLY_ARRAY && i < reply->elements; i++) {
+            const redisReply *g = reply->element[i];
+            const redisReply *name = map_get(g, "name");
+            if (name == NULL || name->type != REDIS_REPLY_STRING || strcmp(name->str, ps->group) != 0)
+                continue;
+            const redisReply *pending = map_get(g, "pending");
+            const redisReply *lag = map_get(g, "lag");
+            ps->group_exists = true;
+            ps->pending = pending && pending->type == REDIS_REPLY_INTEGER ? pending->integer : 0;
+            ps->lag = lag && lag->type == REDIS_REPLY_INTEGER ? lag->integer : -1;
+        }
+        break;
+    case Q_PENDING:
+        /* XPENDING summary: [count, smallest id, greatest id, consumers]. */
+        ps->oldest_pending_ms = -1;
+        if (!err && reply->type == REDIS_REPLY_ARRAY && reply->elements >= 2 &&
+            reply->element[1]->type == REDIS_REPLY_STRING)
+            ps->oldest_pending_ms = id_ms(reply->element[1]->str);
+        break;
+    }
+}
+
+/* Ask Redis how each pool's stream stands. Replies land in on_stats(). */
+static void poll_stats(struct redismon *m)
+{
+    for (size_t i = 0; i < m->npools; i++) {
+        const struct redis_pool_stats *ps = &m->pools[i];
+        redisAsyncCommand(m->ac, on_stats, tag(m, i, Q_XLEN), "XLEN %s", ps->stream);
+        redisAsyncCommand(m->ac, on_stats, tag(m, i, Q_GROUPS), "XINFO GROUPS %s", ps->stream);
+        redisAsyncCommand(m->ac, on_stats, tag(m, i, Q_PENDING), "XPENDING %s %s", ps->stream, ps->group);
+        redisAsyncCommand(m->ac, on_stats, tag(m, i, Q_DLQ), "XLEN %s", ps->dlq);
+    }
+}
+
+void redismon_set_pools(struct redismon *m, const struct conf *c)
+{
+    for (size_t i = 0; i < m->npools; i++) {
+        free(m->pools[i].name);
+        free(m->pools[i].stream);
+        free(m->pools[i].group);
+        free(m->pools[i].dlq);
+    }
+    free(m->pools);
+    m->gen++;
+    m->npools = c->npools;
+    m->pools = xcalloc(c->npools ? c->npools : 1, sizeof *m->pools);
+    for (size_t i = 0; i < c->npools; i++) {
+        m->pools[i].name = xstrdup(c->pools[i].name);
+        m->pools[i].stream = xstrdup(c->pools[i].stream);
+        m->pools[i].group = xstrdup(c->pools[i].group);
+        m->pools[i].dlq = xstrdup(c->pools[i].dlq);
+        m->pools[i].lag = -1;
+        m->pools[i].oldest_pending_ms = -1;
+    }
+    m->poll_every_ms = c->poll_interval_ms;
+    m->next_poll_ms = 0;
+}
+
+const struct redis_pool_stats *redismon_pool(const struct redismon *m, const char *name)
+{
+    for (size_t i = 0; i < m->npools; i++)
+        if (strcmp(m->pools[i].name, name) == 0)
+            return m->pools[i].known ? &m->pools[i] : NULL;
+    return NULL;
+}
+
 static void connect_now(struct redismon *m)
 {
     redisAsyncContext *ac = m->addr->unix_path ? redisAsyncConnectUnix(m->addr->unix_path)
@@ -206,6 +325,13 @@ void redismon_free(struct redismon *m)
 {
     if (m == NULL)
         return;
+    for (size_t i = 0; i < m->npools; i++) {
+        free(m->pools[i].name);
+        free(m->pools[i].stream);
+        free(m->pools[i].group);
+        free(m->pools[i].dlq);
+    }
+    free(m->pools);
     if (m->ac) {
         m->ac->data = NULL;
         redisAsyncContext *ac = m->ac;
@@ -247,6 +373,10 @@ void redismon_run(struct redismon *m, short revents, long long now)
             connect_now(m);
         return;
     }
+    if (m->connected && m->up && m->npools && now >= m->next_poll_ms) {
+        m->next_poll_ms = now + m->poll_every_ms;
+        poll_stats(m);
+    }
     if (m->connected && m->ping_sent_ms == 0 && now >= m->next_ping_ms) {
         m->ping_sent_ms = now;
         m->next_ping_ms = now + PING_EVERY_MS;
@@ -269,6 +399,8 @@ long redismon_timeout_ms(struct redismon *m, long long now)
         due = m->ping_sent_ms + PING_TIMEOUT_MS + 1;
     else
         due = m->next_ping_ms;
+    if (m->ac && m->up && m->npools && m->next_poll_ms < due)
+        due = m->next_poll_ms;
     return due <= now ? 0 : (long)(due - now);
 }
 

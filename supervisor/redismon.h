@@ -12,6 +12,18 @@
 
 struct redismon;
 
+/* How a pool's stream stands in Redis, from the master's periodic poll. */
+struct redis_pool_stats {
+    char *name, *stream, *group, *dlq;
+    bool known;                     /* polled at least once */
+    bool group_exists;
+    long long length;               /* XLEN */
+    long long pending;              /* the group's pending entries */
+    long long lag;                  /* entries not yet delivered to the group; -1: unknown */
+    long long oldest_pending_ms;    /* Unix ms in the id of the oldest pending entry; -1: none */
+    long long dlq_length;
+};
+
 /* addr must outlive the monitor. Connects lazily, on the first redismon_tick(). */
 struct redismon *redismon_open(const struct redis_addr *addr);
 void redismon_free(struct redismon *m);
@@ -26,6 +38,11 @@ long redismon_timeout_ms(struct redismon *m, long long now_ms);
 bool redismon_up(const struct redismon *m);
 /* Why Redis is not up (never holds the password). */
 const char *redismon_error(const struct redismon *m);
+
+/* Poll the streams of c's pools every c->poll_interval from now on (c may be freed after). */
+void redismon_set_pools(struct redismon *m, const struct conf *c);
+/* The last poll of pool name, or NULL when there is none yet. */
+const struct redis_pool_stats *redismon_pool(const struct redismon *m, const char *name);
 
 /* 1 when Redis keeps what it acknowledged (appendonly yes, maxmemory-policy noeviction), 0 when
  * it may lose or evict data (redismon_durability() says why), -1 while unknown. */

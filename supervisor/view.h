@@ -26,6 +26,28 @@ struct pool_view {
     unsigned inflight;
     unsigned circuit_open;          /* children whose circuit breaker is open */
     bool crash_loop;                /* a slot is waiting out a restart delay */
+    bool short_too_long;            /* below its worker count for longer than the start-up grace */
+    double restarts_per_min;        /* over the last 5 minutes */
+    const char *stream, *group, *handler;
+    uint64_t rss_bytes;             /* resident memory of its workers */
+
+    /* From the master's Redis poll (redis_known false until the first one). */
+    bool redis_known;
+    long long stream_length, pending, lag, dlq_length;    /* lag -1: unknown */
+    double oldest_pending_age;      /* seconds; -1: nothing pending */
+    long max_lag;                   /* thresholds of the pool, 0: off */
+    double max_pending_age;
+
+    /* For the status page. */
+    double rate;                    /* messages read per second, recently */
+    float history[90];              /* messages per second, 10 s apart, oldest first */
+    unsigned nhistory;
+    struct view_error {
+        double time;
+        int worker;
+        char text[120];
+    } errors[5];                    /* newest first */
+    unsigned nerrors;
 };
 
 struct fleet_view {
@@ -36,12 +58,19 @@ struct fleet_view {
     int redis_durable;              /* 1, 0, or -1 unknown */
     const char *durability;         /* why not durable */
     uint64_t reloads_ok, reloads_failed;
+    double now;                     /* Unix seconds of the snapshot */
+    uint64_t master_rss_bytes;
     struct pool_view *pools;
     unsigned npools;
 };
 
 /* Prometheus text format 0.0.4 of v, appended to out. */
 void metrics_render(struct buf *out, const struct fleet_view *v);
+/* The /status.json of v: everything the status page and `streamfleet status` show. */
+void status_render(struct buf *out, const struct fleet_view *v);
+/* Whether pool p is degraded, and why (appended to why when not NULL). */
+bool pool_degraded(const struct pool_view *p, struct buf *why);
+
 /* The /health JSON of v (only pool `only` when not NULL), appended to out. Returns the HTTP
  * status: 200 when Redis answers and every pool has all its workers, else 503; 404 when `only`
  * names no pool. */

@@ -198,7 +198,7 @@ def test_health_is_200_again_after_redis_comes_back(redis_server, fleet):
 
 def test_unknown_path_is_404(redis_server, fleet):
     fl = fleet({"pool:a": pool("sa", workers=1)})
-    for path in ("/", "/nope", "/metrics/extra", "/healthz"):
+    for path in ("/nope", "/metrics/extra", "/healthz", "/status"):
         assert fl.http_get(path)[0] == 404, path
 
 

@@ -5,6 +5,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
@@ -166,13 +167,82 @@ static void health_degraded_with_a_missing_worker(void **state)
     pools[1].crash_loop = true;
     struct buf out = BUF_INIT;
     assert_int_equal(health_render(&out, &v, NULL), 503);
-    assert_non_null(strstr(out.p, "pool hooks has 1 of 2 workers (crash loop)"));
+    assert_non_null(strstr(out.p, "pool hooks: crash loop (1 of 2 workers)"));
     buf_reset(&out);
     /* One pool at a time: the healthy one is ok on its own. */
     assert_int_equal(health_render(&out, &v, "emails"), 200);
     assert_null(strstr(out.p, "hooks"));
     buf_reset(&out);
     assert_int_equal(health_render(&out, &v, "nosuch"), 404);
+    buf_release(&out);
+}
+
+static void health_short_of_workers_only_after_the_grace(void **state)
+{
+    (void)state;
+    struct fleet_view v = make_view();
+    pools[1].workers_live = 1;            /* starting up or just replaced: not yet degraded */
+    struct buf out = BUF_INIT;
+    assert_int_equal(health_render(&out, &v, NULL), 200);
+    buf_reset(&out);
+    pools[1].short_too_long = true;
+    assert_int_equal(health_render(&out, &v, NULL), 503);
+    assert_non_null(strstr(out.p, "pool hooks has 1 of 2 workers"));
+    buf_release(&out);
+}
+
+static void health_degraded_over_max_lag_and_pending_age(void **state)
+{
+    (void)state;
+    struct fleet_view v = make_view();
+    pools[0].redis_known = true;
+    pools[0].lag = 500;
+    pools[0].oldest_pending_age = 10;
+    struct buf out = BUF_INIT;
+    assert_int_equal(health_render(&out, &v, NULL), 200);   /* no thresholds set */
+    buf_reset(&out);
+    pools[0].max_lag = 100;
+    assert_int_equal(health_render(&out, &v, NULL), 503);
+    assert_non_null(strstr(out.p, "lag 500 over max_lag 100"));
+    buf_reset(&out);
+    pools[0].max_lag = 0;
+    pools[0].max_pending_age = 5;
+    assert_int_equal(health_render(&out, &v, "emails"), 503);
+    assert_non_null(strstr(out.p, "oldest pending entry 10 s old"));
+    buf_reset(&out);
+    pools[0].lag = -1;                     /* unknown lag never degrades */
+    pools[0].max_lag = 100;
+    pools[0].max_pending_age = 0;
+    assert_int_equal(health_render(&out, &v, NULL), 200);
+    buf_release(&out);
+}
+
+static void status_json_has_pools_and_history(void **state)
+{
+    (void)state;
+    struct fleet_view v = make_view();
+    pools[0].redis_known = true;
+    pools[0].stream_length = 42;
+    pools[0].lag = -1;
+    pools[0].oldest_pending_age = -1;
+    pools[0].nhistory = 2;
+    pools[0].history[0] = 1.5f;
+    pools[0].history[1] = 3;
+    pools[0].nerrors = 1;
+    pools[0].errors[0].time = 1700000000;
+    pools[0].errors[0].worker = 2;
+    snprintf(pools[0].errors[0].text, sizeof pools[0].errors[0].text, "1-0: http_422 \"bad\"");
+    struct buf out = BUF_INIT;
+    status_render(&out, &v);
+    assert_non_null(strstr(out.p, "\"status\":\"ok\""));
+    assert_non_null(strstr(out.p, "\"stream_length\":42"));
+    assert_non_null(strstr(out.p, "\"lag\":null"));
+    assert_non_null(strstr(out.p, "\"oldest_pending_age\":null"));
+    assert_non_null(strstr(out.p, "\"history\":[1.50,3.00]"));
+    assert_non_null(strstr(out.p, "\"worker\":2,\"error\":\"1-0: http_422 \\\"bad\\\"\""));
+    assert_non_null(strstr(out.p, "{\"name\":\"hooks\""));
+    /* The hooks pool has never been polled: its Redis figures are unknown, not zero. */
+    assert_non_null(strstr(strstr(out.p, "\"name\":\"hooks\""), "\"stream_length\":null"));
     buf_release(&out);
 }
 
@@ -212,6 +282,9 @@ int main(void)
         cmocka_unit_test(health_degraded_without_redis),
         cmocka_unit_test(health_degraded_with_a_missing_worker),
         cmocka_unit_test(durability_is_shown),
+        cmocka_unit_test(health_short_of_workers_only_after_the_grace),
+        cmocka_unit_test(health_degraded_over_max_lag_and_pending_age),
+        cmocka_unit_test(status_json_has_pools_and_history),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
