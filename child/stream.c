@@ -323,12 +323,11 @@ static int parse_batch(struct stream *s, redisReply *r)
     return 0;
 }
 
-int stream_claim(struct stream *s, const struct idlist *ids, long long retrycount)
+/* XCLAIM ids to ourselves with min-idle 0, followed by the options opts[0..nopts). */
+static redisReply *xclaim(struct stream *s, const char *what, const struct idlist *ids, const char **opts,
+                          size_t nopts)
 {
-    stream_batch_release(s);
-    char rc[24];
-    snprintf(rc, sizeof rc, "%lld", retrycount);
-    size_t argc = 5 + ids->n + (retrycount >= 0 ? 2 : 0);
+    size_t argc = 5 + ids->n + nopts;
     const char **argv = xmalloc(argc * sizeof *argv);
     size_t *len = xmalloc(argc * sizeof *len);
     argv[0] = "XCLAIM";
@@ -338,15 +337,23 @@ int stream_claim(struct stream *s, const struct idlist *ids, long long retrycoun
     argv[4] = "0";
     for (size_t i = 0; i < ids->n; i++)
         argv[5 + i] = ids->id[i];
-    if (retrycount >= 0) {
-        argv[argc - 2] = "RETRYCOUNT";
-        argv[argc - 1] = rc;
-    }
+    for (size_t i = 0; i < nopts; i++)
+        argv[5 + ids->n + i] = opts[i];
     for (size_t i = 0; i < argc; i++)
         len[i] = strlen(argv[i]);
-    redisReply *r = command(s, "xclaim", (int)argc, argv, len);
+    redisReply *r = command(s, what, (int)argc, argv, len);
     free(argv);
     free(len);
+    return r;
+}
+
+int stream_claim(struct stream *s, const struct idlist *ids, long long retrycount)
+{
+    stream_batch_release(s);
+    char rc[24];
+    snprintf(rc, sizeof rc, "%lld", retrycount);
+    const char *opts[2] = { "RETRYCOUNT", rc };
+    redisReply *r = xclaim(s, "xclaim", ids, opts, retrycount >= 0 ? 2 : 0);
     if (r == NULL)
         return -1;
     if (r->type != REDIS_REPLY_ARRAY) {
@@ -559,22 +566,8 @@ int stream_touch(struct stream *s, const struct idlist *ids)
 {
     if (ids->n == 0)
         return 0;
-    size_t argc = 6 + ids->n;
-    const char **argv = xmalloc(argc * sizeof *argv);
-    size_t *len = xmalloc(argc * sizeof *len);
-    argv[0] = "XCLAIM";
-    argv[1] = s->key;
-    argv[2] = s->group;
-    argv[3] = s->consumer;
-    argv[4] = "0";
-    for (size_t i = 0; i < ids->n; i++)
-        argv[5 + i] = ids->id[i];
-    argv[argc - 1] = "JUSTID";
-    for (size_t i = 0; i < argc; i++)
-        len[i] = strlen(argv[i]);
-    redisReply *r = command(s, "xclaim justid", (int)argc, argv, len);
-    free(argv);
-    free(len);
+    const char *opts[1] = { "JUSTID" };
+    redisReply *r = xclaim(s, "xclaim justid", ids, opts, 1);
     if (r == NULL)
         return -1;
     freeReplyObject(r);

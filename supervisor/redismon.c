@@ -240,7 +240,7 @@ static void poll_stats(struct redismon *m)
     }
 }
 
-void redismon_set_pools(struct redismon *m, const struct conf *c)
+static void free_pools(struct redismon *m)
 {
     for (size_t i = 0; i < m->npools; i++) {
         free(m->pools[i].name);
@@ -249,6 +249,13 @@ void redismon_set_pools(struct redismon *m, const struct conf *c)
         free(m->pools[i].dlq);
     }
     free(m->pools);
+    m->pools = NULL;
+    m->npools = 0;
+}
+
+void redismon_set_pools(struct redismon *m, const struct conf *c)
+{
+    free_pools(m);
     m->gen++;
     m->npools = c->npools;
     m->pools = xcalloc(c->npools ? c->npools : 1, sizeof *m->pools);
@@ -270,6 +277,14 @@ const struct redis_pool_stats *redismon_pool(const struct redismon *m, const cha
         if (strcmp(m->pools[i].name, name) == 0)
             return m->pools[i].known ? &m->pools[i] : NULL;
     return NULL;
+}
+
+/* AUTH by argv: the password never goes through a format string. */
+static void send_auth(struct redismon *m)
+{
+    const char *argv[3] = { "AUTH", m->addr->user ? m->addr->user : m->addr->password, m->addr->password };
+    size_t len[3] = { 4, strlen(argv[1]), strlen(argv[2]) };
+    redisAsyncCommandArgv(m->ac, on_auth, m, m->addr->user ? 3 : 2, argv, len);
 }
 
 static void connect_now(struct redismon *m)
@@ -297,12 +312,9 @@ static void connect_now(struct redismon *m)
     ac->ev.cleanup = ev_cleanup;
     redisAsyncSetConnectCallback(ac, on_connect);
     redisAsyncSetDisconnectCallback(ac, on_disconnect);
-    /* Commands queue until the connection is up. AUTH by argv: never a format string. */
-    if (m->addr->password) {
-        const char *argv[3] = { "AUTH", m->addr->user ? m->addr->user : m->addr->password, m->addr->password };
-        size_t len[3] = { 4, strlen(argv[1]), strlen(argv[2]) };
-        redisAsyncCommandArgv(ac, on_auth, m, m->addr->user ? 3 : 2, argv, len);
-    }
+    /* Commands queue until the connection is up. */
+    if (m->addr->password)
+        send_auth(m);
     if (m->addr->db)
         redisAsyncCommand(ac, NULL, NULL, "SELECT %d", m->addr->db);
     m->ping_sent_ms = m->now;
@@ -325,13 +337,7 @@ void redismon_free(struct redismon *m)
 {
     if (m == NULL)
         return;
-    for (size_t i = 0; i < m->npools; i++) {
-        free(m->pools[i].name);
-        free(m->pools[i].stream);
-        free(m->pools[i].group);
-        free(m->pools[i].dlq);
-    }
-    free(m->pools);
+    free_pools(m);
     if (m->ac) {
         m->ac->data = NULL;
         redisAsyncContext *ac = m->ac;
@@ -380,12 +386,8 @@ void redismon_run(struct redismon *m, short revents, long long now)
     if (m->connected && m->ping_sent_ms == 0 && now >= m->next_ping_ms) {
         m->ping_sent_ms = now;
         m->next_ping_ms = now + PING_EVERY_MS;
-        if (m->addr->password && m->auth_error[0]) {
-            /* Try the credentials again: an ACL may have been fixed. */
-            const char *argv[3] = { "AUTH", m->addr->user ? m->addr->user : m->addr->password, m->addr->password };
-            size_t len[3] = { 4, strlen(argv[1]), strlen(argv[2]) };
-            redisAsyncCommandArgv(m->ac, on_auth, m, m->addr->user ? 3 : 2, argv, len);
-        }
+        if (m->addr->password && m->auth_error[0])
+            send_auth(m);       /* try again: an ACL may have been fixed */
         redisAsyncCommand(m->ac, on_pong, m, "PING");
     }
 }

@@ -59,8 +59,9 @@ class AbortWait(AssertionError):
 
 def wait_until(predicate, timeout=None, interval=0.05, what=None):
     """Poll predicate() until it returns a truthy value, which is returned. Exceptions raised
-    by the predicate count as "not yet". On timeout raise WaitTimeout (an AssertionError) that
-    names what was awaited, the last value and the last exception."""
+    by the predicate count as "not yet", except AbortWait and NameError (UnboundLocalError:
+    a bug in the predicate), which are raised at once. On timeout raise WaitTimeout (an
+    AssertionError) naming what was awaited, the last value and the last exception."""
     timeout = TIMEOUT if timeout is None else timeout
     deadline = time.monotonic() + timeout
     last, last_exc = None, None
@@ -70,7 +71,7 @@ def wait_until(predicate, timeout=None, interval=0.05, what=None):
             last_exc = None
             if last:
                 return last
-        except AbortWait:
+        except (AbortWait, NameError):  # NameError (UnboundLocalError): a bug, not "not yet"
             raise
         except Exception as e:  # noqa: BLE001 - any failure means "not yet"
             last_exc = e
