@@ -357,6 +357,7 @@ static int on_redis_error(struct child *c)
         log_warnx("group %s of stream %s is missing: re-creating it from the start", c->pool->group,
                   c->pool->stream);
         sb_add(c->slot, SB_GROUP_RECREATED, 1);
+        /* 1 (OOM: Redis would not create it) falls through to the backoff below. */
         if (stream_connected(&c->st) && stream_create_group(&c->st) == 0) {
             /* The new group delivers every entry again: what we were waiting to retry or to
              * dead-letter is no longer pending anywhere and will come back through ">". */
@@ -411,14 +412,14 @@ static void handle_batch(struct child *c)
     struct stream *st = &c->st;
     if (st->acked)
         sb_add(c->slot, SB_ACKED, st->acked);
-    for (size_t i = 0; i < st->nvanished; i++) {
+    for (size_t i = 0; i < st->vanished.n; i++) {
         log_warnx("pending entry %s has no data any more (deleted or trimmed): acknowledging it",
-                  st->vanished_ids[i]);
-        idlist_add(&c->acks, st->vanished_ids[i]);
+                  st->vanished.id[i]);
+        idlist_add(&c->acks, st->vanished.id[i]);
         sb_add(c->slot, SB_VANISHED, 1);
     }
     if (c->pending_phase) {
-        if (st->n == 0 && st->nvanished == 0) {
+        if (st->n == 0 && st->vanished.n == 0) {
             c->pending_phase = false;
             snprintf(c->from, sizeof c->from, ">");
         } else {
@@ -607,10 +608,14 @@ static int write_markers(struct child *c)
 static void reclaim_orphans(struct child *c, long long now)
 {
     const struct pool_conf *p = c->pool;
-    if (now >= c->next_touch_ms && c->nretries) {
+    if (now >= c->next_touch_ms && (c->nretries || c->ndead)) {
+        /* Entries waiting here (for a retry, or for a dead-letter move that failed) are ours:
+         * reset their idle time so that no orphan scan, ours included, takes them. */
         struct idlist ids = { 0 };
         for (size_t i = 0; i < c->nretries; i++)
             idlist_add(&ids, c->retries[i].id);
+        for (size_t i = 0; i < c->ndead; i++)
+            idlist_add(&ids, c->dead[i].id);
         if (stream_touch(&c->st, &ids) == -1)
             log_redis_error(c);
         idlist_release(&ids);
@@ -937,6 +942,7 @@ _Noreturn void child_main(const struct conf *conf, const struct pool_conf *pool,
 
     c.ops->close(c.h);
     stream_disconnect(&c.st);
+    idlist_release(&c.st.vanished);
     idlist_release(&c.acks);
     free(c.retries);
     free(c.dead);

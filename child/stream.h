@@ -54,8 +54,7 @@ struct stream {
     struct str *fields;
     size_t fcap;
     char last_id[STREAM_ID_MAX]; /* the last entry id of the batch, vanished ones included */
-    size_t nvanished;           /* entries of the batch whose data was deleted (nil fields) */
-    char vanished_ids[16][STREAM_ID_MAX];
+    struct idlist vanished;     /* entries of the batch whose data was deleted (nil fields) */
     int expect;                 /* replies still to come for the request sent */
     bool acks_sent;
     uint64_t acked;             /* XACK's count for the acks sent with the request */
@@ -70,7 +69,8 @@ int stream_connect(struct stream *s);
 void stream_disconnect(struct stream *s);
 bool stream_connected(const struct stream *s);
 int stream_fd(const struct stream *s);
-/* Create the group at the start of the stream (after NOGROUP). */
+/* Create the group at the start of the stream (after NOGROUP). Returns 0 (created, or it
+ * existed), 1 when Redis at maxmemory refused to say (OOM), or -1 with s->err. */
 int stream_create_group(struct stream *s);
 
 /* Send XACK of acks (when any) and XREADGROUP COUNT count [BLOCK block_ms] from id `from`

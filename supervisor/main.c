@@ -5,6 +5,7 @@
 #include "supervisor/dlq.h"
 #include "supervisor/master.h"
 #include "supervisor/privs.h"
+#include "supervisor/statuscmd.h"
 
 #include <stdio.h>
 #include <sys/resource.h>
@@ -23,6 +24,7 @@ static void usage(FILE *out)
             "  -V       print the version and exit\n"
             "  -h       this help\n"
             "       streamfleet dlq (list|replay|purge) -c FILE --pool NAME ...   dead letters\n"
+            "       streamfleet status -c FILE [--json] [--watch [SECONDS]]        the fleet at a glance\n"
             "environment: STREAMFLEET_REDIS overrides [fleet] redis\n");
 }
 
@@ -51,6 +53,8 @@ int main(int argc, char **argv)
 
     if (argc > 1 && strcmp(argv[1], "dlq") == 0)
         return dlq_main(argc - 1, argv + 1);
+    if (argc > 1 && strcmp(argv[1], "status") == 0)
+        return status_main(argc - 1, argv + 1);
 
     const char *path = DEFAULT_CONF;
     int check_only = 0;

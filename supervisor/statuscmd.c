@@ -1,0 +1,876 @@
+/* statuscmd.c: `streamfleet status -c FILE [--json] [--watch [SECONDS]]`.
+ *
+ * Asks the running master for GET /status.json (libcurl, 2 s, with the bearer token of
+ * [fleet] listen_token_file) and prints it as a table. When the master does not answer, it
+ * asks Redis itself (hiredis, 2 s) what it can tell per pool: stream length, pending, lag,
+ * the oldest pending entry, dead letters; workers, rates and restarts are then unknown, and
+ * it says so. Both ways end in the same JSON document, which --json prints and the table is
+ * drawn from, so scripts and eyes see the same figures.
+ *
+ * A short-lived process of its own: the master's rule (no curl, no hiredis before fork) is not
+ * concerned. Exit status: 0 all pools ok, 1 degraded or down, 2 usage. */
+#include "supervisor/statuscmd.h"
+#include "common/buf.h"
+#include "common/conf.h"
+#include "common/dur.h"
+#include "common/log.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <getopt.h>
+#include <hiredis/hiredis.h>
+#include <math.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define FETCH_TIMEOUT_MS 2000
+#define BODY_MAX (8u << 20)         /* a /status.json larger than this is not ours */
+#define JSON_DEPTH_MAX 32
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: streamfleet status [-c FILE] [--json] [--watch [SECONDS]]\n"
+                 "  -c FILE        configuration file (default /etc/streamfleet/streamfleet.ini)\n"
+                 "  --json         print the status as JSON (for scripts)\n"
+                 "  --watch [N]    refresh every N seconds (default 2) until Ctrl-C\n"
+                 "exit status: 0 every pool ok, 1 a pool degraded or the fleet down, 2 usage\n");
+}
+
+/* ---- a small JSON reader, enough for our own /status.json ---- */
+
+enum jtype { J_NULL, J_BOOL, J_NUM, J_STR, J_ARR, J_OBJ };
+
+/* A parsed value. Owns its strings and children; free with jv_release(). */
+struct jv {
+    enum jtype type;
+    bool b;
+    double num;
+    char *str;
+    struct jv *v;                   /* J_ARR, J_OBJ: n values */
+    char **k;                       /* J_OBJ: n keys */
+    size_t n;
+};
+
+struct jparse {
+    const char *p;
+    int depth;
+};
+
+static void jv_release(struct jv *j)
+{
+    for (size_t i = 0; i < j->n; i++) {
+        jv_release(&j->v[i]);
+        if (j->k)
+            free(j->k[i]);
+    }
+    free(j->v);
+    free(j->k);
+    free(j->str);
+    memset(j, 0, sizeof *j);
+}
+
+static void skip_ws(struct jparse *jp)
+{
+    while (*jp->p == ' ' || *jp->p == '\t' || *jp->p == '\n' || *jp->p == '\r')
+        jp->p++;
+}
+
+static void put_utf8(struct buf *b, unsigned long cp)
+{
+    if (cp < 0x80) {
+        buf_addc(b, (char)cp);
+    } else if (cp < 0x800) {
+        buf_addc(b, (char)(0xc0 | (cp >> 6)));
+        buf_addc(b, (char)(0x80 | (cp & 0x3f)));
+    } else if (cp < 0x10000) {
+        buf_addc(b, (char)(0xe0 | (cp >> 12)));
+        buf_addc(b, (char)(0x80 | ((cp >> 6) & 0x3f)));
+        buf_addc(b, (char)(0x80 | (cp & 0x3f)));
+    } else {
+        buf_addc(b, (char)(0xf0 | (cp >> 18)));
+        buf_addc(b, (char)(0x80 | ((cp >> 12) & 0x3f)));
+        buf_addc(b, (char)(0x80 | ((cp >> 6) & 0x3f)));
+        buf_addc(b, (char)(0x80 | (cp & 0x3f)));
+    }
+}
+
+static int hex4(const char *s, unsigned long *out)
+{
+    unsigned long v = 0;
+    for (int i = 0; i < 4; i++) {
+        char c = s[i];
+        int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
+              : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+        if (d < 0)
+            return -1;
+        v = v * 16 + (unsigned long)d;
+    }
+    *out = v;
+    return 0;
+}
+
+/* A string at jp->p (on its opening quote); the result is NUL-terminated, owned by the caller. */
+static char *parse_str(struct jparse *jp)
+{
+    struct buf b = BUF_INIT;
+    jp->p++;
+    for (;;) {
+        char c = *jp->p++;
+        if (c == '"')
+            break;
+        if (c == '\0' || (unsigned char)c < 0x20)
+            goto fail;
+        if (c != '\\') {
+            buf_addc(&b, c);
+            continue;
+        }
+        c = *jp->p++;
+        switch (c) {
+        case '"': case '\\': case '/': buf_addc(&b, c); break;
+        case 'b': buf_addc(&b, '\b'); break;
+        case 'f': buf_addc(&b, '\f'); break;
+        case 'n': buf_addc(&b, '\n'); break;
+        case 'r': buf_addc(&b, '\r'); break;
+        case 't': buf_addc(&b, '\t'); break;
+        case 'u': {
+            unsigned long cp, lo;
+            if (hex4(jp->p, &cp) == -1)
+                goto fail;
+            jp->p += 4;
+            if (cp >= 0xd800 && cp < 0xdc00 && jp->p[0] == '\\' && jp->p[1] == 'u' &&
+                hex4(jp->p + 2, &lo) == 0 && lo >= 0xdc00 && lo < 0xe000) {
+                cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+                jp->p += 6;
+            }
+            put_utf8(&b, cp);
+            break;
+        }
+        default:
+            goto fail;
+        }
+    }
+    if (b.p == NULL)
+        buf_adds(&b, "");
+    return b.p;
+fail:
+    buf_release(&b);
+    return NULL;
+}
+
+static int parse_value(struct jparse *jp, struct jv *out);
+
+static int parse_list(struct jparse *jp, struct jv *out, bool object)
+{
+    char close = object ? '}' : ']';
+    size_t cap = 0;
+    out->type = object ? J_OBJ : J_ARR;
+    if (++jp->depth > JSON_DEPTH_MAX)
+        return -1;
+    jp->p++;
+    skip_ws(jp);
+    if (*jp->p == close) {
+        jp->p++;
+        jp->depth--;
+        return 0;
+    }
+    for (;;) {
+        if (out->n == cap) {
+            cap = cap ? cap * 2 : 8;
+            out->v = xrealloc(out->v, cap * sizeof *out->v);
+            if (object)
+                out->k = xrealloc(out->k, cap * sizeof *out->k);
+        }
+        skip_ws(jp);
+        char *key = NULL;
+        if (object) {
+            if (*jp->p != '"' || (key = parse_str(jp)) == NULL)
+                return -1;
+            skip_ws(jp);
+            if (*jp->p++ != ':') {
+                free(key);
+                return -1;
+            }
+        }
+        memset(&out->v[out->n], 0, sizeof out->v[out->n]);
+        if (object)
+            out->k[out->n] = key;
+        out->n++;                   /* counted before parsing: jv_release frees a half value */
+        if (parse_value(jp, &out->v[out->n - 1]) == -1)
+            return -1;
+        skip_ws(jp);
+        if (*jp->p == ',') {
+            jp->p++;
+            continue;
+        }
+        if (*jp->p++ != close)
+            return -1;
+        jp->depth--;
+        return 0;
+    }
+}
+
+static int parse_value(struct jparse *jp, struct jv *out)
+{
+    skip_ws(jp);
+    const char *p = jp->p;
+    if (*p == '{' || *p == '[')
+        return parse_list(jp, out, *p == '{');
+    if (*p == '"') {
+        out->type = J_STR;
+        return (out->str = parse_str(jp)) ? 0 : -1;
+    }
+    if (strncmp(p, "true", 4) == 0 || strncmp(p, "false", 5) == 0) {
+        out->type = J_BOOL;
+        out->b = *p == 't';
+        jp->p += out->b ? 4 : 5;
+        return 0;
+    }
+    if (strncmp(p, "null", 4) == 0) {
+        out->type = J_NULL;
+        jp->p += 4;
+        return 0;
+    }
+    if (*p == '-' || (*p >= '0' && *p <= '9')) {
+        char *end;
+        out->type = J_NUM;
+        out->num = strtod(p, &end);
+        jp->p = end;
+        return end > p ? 0 : -1;
+    }
+    return -1;
+}
+
+/* Parse text (NUL-terminated) into *out. Returns 0, or -1 (out released). */
+static int json_parse(const char *text, struct jv *out)
+{
+    struct jparse jp = { .p = text };
+    memset(out, 0, sizeof *out);
+    if (parse_value(&jp, out) == -1) {
+        jv_release(out);
+        return -1;
+    }
+    skip_ws(&jp);
+    if (*jp.p != '\0') {
+        jv_release(out);
+        return -1;
+    }
+    return 0;
+}
+
+static const struct jv *jget(const struct jv *o, const char *key)
+{
+    if (o == NULL || o->type != J_OBJ)
+        return NULL;
+    for (size_t i = 0; i < o->n; i++)
+        if (strcmp(o->k[i], key) == 0)
+            return &o->v[i];
+    return NULL;
+}
+
+static bool jnum(const struct jv *o, const char *key, double *out)
+{
+    const struct jv *v = jget(o, key);
+    if (v == NULL || v->type != J_NUM)
+        return false;
+    *out = v->num;
+    return true;
+}
+
+static const char *jstr(const struct jv *o, const char *key)
+{
+    const struct jv *v = jget(o, key);
+    return v && v->type == J_STR ? v->str : NULL;
+}
+
+static bool jtrue(const struct jv *o, const char *key)
+{
+    const struct jv *v = jget(o, key);
+    return v && v->type == J_BOOL && v->b;
+}
+
+/* ---- from the master ---- */
+
+static size_t on_body(char *data, size_t size, size_t n, void *arg)
+{
+    struct buf *b = arg;
+    if (b->len + size * n > BODY_MAX)
+        return 0;                   /* curl fails the transfer */
+    buf_add(b, data, size * n);
+    return size * n;
+}
+
+/* The bearer token in path, trailing whitespace removed; NULL when it cannot be read (err
+ * says why). Caller wipes and frees it. */
+static char *read_token(const char *path, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        snprintf(err, errlen, "cannot read listen_token_file %s: %s", path, strerror(errno));
+        return NULL;
+    }
+    char buf[512];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' ' || buf[n - 1] == '\t'))
+        buf[--n] = '\0';
+    char *t = n ? xstrdup(buf) : NULL;
+    if (t == NULL)
+        snprintf(err, errlen, "listen_token_file %s is empty", path);
+    explicit_bzero(buf, sizeof buf);
+    return t;
+}
+
+/* The URL of the master's /status.json: a wildcard listen address is reached on loopback. */
+static void status_url(const struct conf *c, char *url, size_t len)
+{
+    const char *host = c->listen_host;
+    if (strcmp(host, "0.0.0.0") == 0)
+        host = "127.0.0.1";
+    else if (strcmp(host, "::") == 0)
+        host = "::1";
+    bool v6 = strchr(host, ':') != NULL;
+    snprintf(url, len, "http://%s%s%s:%d/status.json", v6 ? "[" : "", host, v6 ? "]" : "", c->listen_port);
+}
+
+/* GET url into body. Returns 0 on a 200, else -1 with err filled. */
+static int fetch_status(const struct conf *c, const char *url, struct buf *body, char *err, size_t errlen)
+{
+    char *token = NULL;
+    if (c->listen_token_file && (token = read_token(c->listen_token_file, err, errlen)) == NULL)
+        return -1;
+    CURL *h = curl_easy_init();
+    if (h == NULL) {
+        snprintf(err, errlen, "curl_easy_init failed");
+        free(token);
+        return -1;
+    }
+    struct curl_slist *headers = NULL;
+    char *auth = NULL;
+    if (token) {
+        size_t n = strlen(token) + sizeof "Authorization: Bearer ";
+        auth = xmalloc(n);
+        snprintf(auth, n, "Authorization: Bearer %s", token);
+        headers = curl_slist_append(NULL, auth);   /* copies */
+        explicit_bzero(auth, n);
+        explicit_bzero(token, strlen(token));
+    }
+    char cerr[CURL_ERROR_SIZE] = "";
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_NOPROXY, "*");     /* http_proxy must not take a loopback request */
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)FETCH_TIMEOUT_MS);
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)FETCH_TIMEOUT_MS);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, body);
+    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, cerr);
+    curl_easy_setopt(h, CURLOPT_USERAGENT, "streamfleet-status/" SF_VERSION);
+    if (headers)
+        curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers);
+    CURLcode rc = curl_easy_perform(h);
+    long code = 0;
+    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code);
+    int status = -1;
+    if (rc != CURLE_OK)
+        snprintf(err, errlen, "%s", cerr[0] ? cerr : curl_easy_strerror(rc));
+    else if (code == 401)
+        snprintf(err, errlen, "it answered 401: the token of listen_token_file is not the one it expects");
+    else if (code != 200)
+        snprintf(err, errlen, "it answered HTTP %ld", code);
+    else
+        status = 0;
+    curl_easy_cleanup(h);
+    /* The slist holds a copy of the header: wipe it before it goes back to malloc. */
+    for (struct curl_slist *s = headers; s; s = s->next)
+        explicit_bzero(s->data, strlen(s->data));
+    curl_slist_free_all(headers);
+    free(auth);
+    free(token);
+    return status;
+}
+
+/* ---- from Redis, when the master does not answer ---- */
+
+static redisContext *connect_redis(const struct redis_addr *a, char *err, size_t errlen)
+{
+    struct timeval tv = { FETCH_TIMEOUT_MS / 1000, 0 };
+    redisContext *rc = a->unix_path ? redisConnectUnixWithTimeout(a->unix_path, tv)
+                                    : redisConnectWithTimeout(a->host, a->port, tv);
+    if (rc == NULL || rc->err) {
+        snprintf(err, errlen, "%s", rc ? rc->errstr : "out of memory");
+        if (rc)
+            redisFree(rc);
+        return NULL;
+    }
+    redisSetTimeout(rc, tv);
+    redisReply *r = NULL;
+    if (a->password) {
+        const char *argv[3] = { "AUTH", a->user ? a->user : a->password, a->password };
+        size_t len[3] = { 4, strlen(argv[1]), strlen(argv[2]) };
+        r = redisCommandArgv(rc, a->user ? 3 : 2, argv, len);
+        if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+            snprintf(err, errlen, "credentials refused: %s", r ? r->str : rc->errstr);
+            goto fail;
+        }
+        freeReplyObject(r);
+    }
+    r = a->db ? redisCommand(rc, "SELECT %d", a->db) : redisCommand(rc, "PING");
+    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+        snprintf(err, errlen, "%s", r ? r->str : rc->errstr);
+        goto fail;
+    }
+    freeReplyObject(r);
+    return rc;
+fail:
+    if (r)
+        freeReplyObject(r);
+    redisFree(rc);
+    return NULL;
+}
+
+/* One integer reply, or -1 when the command failed (a missing key is 0 for XLEN). */
+static long long redis_int(redisContext *rc, const char *cmd, const char *key)
+{
+    redisReply *r = redisCommand(rc, "%s %s", cmd, key);
+    long long v = r && r->type == REDIS_REPLY_INTEGER ? r->integer : -1;
+    if (r)
+        freeReplyObject(r);
+    return v;
+}
+
+static const redisReply *map_get(const redisReply *r, const char *key)
+{
+    for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i + 1 < r->elements; i += 2)
+        if (r->element[i]->type == REDIS_REPLY_STRING && strcmp(r->element[i]->str, key) == 0)
+            return r->element[i + 1];
+    return NULL;
+}
+
+/* ,"key":n or ,"key":null when n is negative (unknown). */
+static void json_count(struct buf *out, const char *key, long long n)
+{
+    if (n >= 0)
+        buf_printf(out, ",\"%s\":%lld", key, n);
+    else
+        buf_printf(out, ",\"%s\":null", key);
+}
+
+/* What Redis tells of pool p, as one element of the "pools" array of /status.json, with
+ * workers, rates and restarts null. Returns -1 when the connection failed midway. */
+static int redis_pool_json(redisContext *rc, const struct pool_conf *p, double now, struct buf *out)
+{
+    long long length = redis_int(rc, "XLEN", p->stream);
+    long long dlq = redis_int(rc, "XLEN", p->dlq);
+    long long pending = 0, lag = -1;
+    bool group = false;
+    redisReply *r = redisCommand(rc, "XINFO GROUPS %s", p->stream);
+    if (r == NULL)
+        return -1;
+    for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements; i++) {
+        const redisReply *name = map_get(r->element[i], "name");
+        if (name == NULL || name->type != REDIS_REPLY_STRING || strcmp(name->str, p->group) != 0)
+            continue;
+        const redisReply *pe = map_get(r->element[i], "pending");
+        const redisReply *lg = map_get(r->element[i], "lag");
+        group = true;
+        pending = pe && pe->type == REDIS_REPLY_INTEGER ? pe->integer : 0;
+        lag = lg && lg->type == REDIS_REPLY_INTEGER ? lg->integer : -1;
+    }
+    freeReplyObject(r);
+    double oldest = -1;
+    if (group) {
+        /* XPENDING summary: [count, smallest id, greatest id, consumers]. */
+        r = redisCommand(rc, "XPENDING %s %s", p->stream, p->group);
+        if (r == NULL)
+            return -1;
+        if (r->type == REDIS_REPLY_ARRAY && r->elements >= 2 && r->element[1]->type == REDIS_REPLY_STRING) {
+            double ms = atof(r->element[1]->str);
+            oldest = now * 1000 > ms ? (now * 1000 - ms) / 1000.0 : 0;
+        }
+        freeReplyObject(r);
+    }
+    if (rc->err)
+        return -1;
+
+    struct buf why = BUF_INIT;
+    if (p->max_lag > 0 && lag > p->max_lag)
+        buf_printf(&why, "pool %s: lag %lld over max_lag %ld", p->name, lag, p->max_lag);
+    if (p->max_pending_age_ms > 0 && oldest * 1000 > (double)p->max_pending_age_ms)
+        buf_printf(&why, "%spool %s: oldest pending entry %.0f s old, over max_pending_age %.0f s",
+                   why.len ? "; " : "", p->name, oldest, (double)p->max_pending_age_ms / 1000.0);
+    if (!group)
+        buf_printf(&why, "%sgroup %s does not exist on %s", why.len ? "; " : "", p->group, p->stream);
+
+    buf_adds(out, "{\"name\":\"");
+    buf_add_json_str(out, p->name, strlen(p->name));
+    buf_adds(out, "\",\"stream\":\"");
+    buf_add_json_str(out, p->stream, strlen(p->stream));
+    buf_adds(out, "\",\"group\":\"");
+    buf_add_json_str(out, p->group, strlen(p->group));
+    buf_printf(out, "\",\"status\":\"%s\",\"reason\":\"", why.len && group ? "degraded" : "unknown");
+    if (why.len)
+        buf_add_json_str(out, why.p, why.len);
+    buf_printf(out, "\",\"group_exists\":%s,\"workers\":null,\"restarts\":null,\"rate\":null",
+               group ? "true" : "false");
+    json_count(out, "stream_length", length);
+    json_count(out, "pending", pending);
+    json_count(out, "lag", lag);
+    if (oldest >= 0)
+        buf_printf(out, ",\"oldest_pending_age\":%.3f", oldest);
+    else
+        buf_adds(out, ",\"oldest_pending_age\":null");
+    json_count(out, "dlq_length", dlq);
+    buf_adds(out, ",\"history\":[],\"last_errors\":[]}");
+    buf_release(&why);
+    return 0;
+}
+
+/* A /status.json-like document built from Redis alone, into out. why: why the master did not
+ * answer. */
+static void from_redis(const struct conf *c, const char *url, const char *why, struct buf *out)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    double now = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+    char where[300], err[300] = "";
+    conf_redis_display(&c->redis, where, sizeof where);
+    struct buf pools = BUF_INIT;
+    redisContext *rc = connect_redis(&c->redis, err, sizeof err);
+    for (size_t i = 0; rc && i < c->npools; i++) {
+        if (i)
+            buf_addc(&pools, ',');
+        if (redis_pool_json(rc, &c->pools[i], now, &pools) == -1) {
+            snprintf(err, sizeof err, "%s", rc->errstr);
+            redisFree(rc);
+            rc = NULL;
+        }
+    }
+    struct buf reason = BUF_INIT;
+    buf_printf(&reason, "no status from the master at %s: %s", url, why);
+    if (rc == NULL)
+        buf_printf(&reason, "; redis %s is unreachable: %s", where, err);
+    buf_printf(out, "{\"source\":\"redis\",\"time\":%.3f,\"status\":\"down\",\"reason\":\"", now);
+    buf_add_json_str(out, reason.p, reason.len);
+    buf_printf(out, "\",\"redis\":{\"up\":%s,\"address\":\"", rc ? "true" : "false");
+    buf_add_json_str(out, where, strlen(where));
+    buf_addc(out, '"');
+    if (rc == NULL) {
+        buf_adds(out, ",\"error\":\"");
+        buf_add_json_str(out, err, strlen(err));
+        buf_addc(out, '"');
+    }
+    buf_printf(out, "},\"pools\":[%s]}\n", rc && pools.p ? pools.p : "");
+    if (rc)
+        redisFree(rc);
+    buf_release(&pools);
+    buf_release(&reason);
+}
+
+/* ---- the table ---- */
+
+/* 0.4s, 12s, 3m 05s, 2h 10m, 3d 04h */
+static void fmt_age(double s, char *out, size_t len)
+{
+    long n = (long)s;
+    if (s < 10)
+        snprintf(out, len, "%.1fs", s);
+    else if (n < 60)
+        snprintf(out, len, "%lds", n);
+    else if (n < 3600)
+        snprintf(out, len, "%ldm %02lds", n / 60, n % 60);
+    else if (n < 86400)
+        snprintf(out, len, "%ldh %02ldm", n / 3600, n % 3600 / 60);
+    else
+        snprintf(out, len, "%ldd %02ldh", n / 86400, n % 86400 / 3600);
+}
+
+static void fmt_int(const struct jv *o, const char *key, char *out, size_t len)
+{
+    double v;
+    if (jnum(o, key, &v))
+        snprintf(out, len, "%.0f", v);
+    else
+        snprintf(out, len, "-");
+}
+
+enum { COL_POOL, COL_STATUS, COL_WORKERS, COL_RATE, COL_PENDING, COL_LAG, COL_OLDEST, COL_DLQ, COL_RESTARTS, NCOLS };
+static const char *const col_title[NCOLS] = { "POOL", "STATUS", "WORKERS", "MSGS/S", "PENDING", "LAG",
+                                              "OLDEST PENDING", "DEAD LETTERS", "RESTARTS" };
+
+struct row {
+    char cell[NCOLS][96];
+};
+
+static void pool_row(const struct jv *p, struct row *r)
+{
+    const char *name = jstr(p, "name"), *status = jstr(p, "status");
+    snprintf(r->cell[COL_POOL], sizeof r->cell[0], "%s", name ? name : "?");
+    snprintf(r->cell[COL_STATUS], sizeof r->cell[0], "%s", status ? status : "?");
+    const struct jv *w = jget(p, "workers");
+    double running, starting, draining, expected, v;
+    if (jnum(w, "running", &running) && jnum(w, "expected", &expected)) {
+        int n = snprintf(r->cell[COL_WORKERS], sizeof r->cell[0], "%.0f/%.0f", running, expected);
+        if (jnum(w, "starting", &starting) && starting > 0)
+            n += snprintf(r->cell[COL_WORKERS] + n, sizeof r->cell[0] - (size_t)n, " +%.0f starting", starting);
+        if (jnum(w, "draining", &draining) && draining > 0)
+            snprintf(r->cell[COL_WORKERS] + n, sizeof r->cell[0] - (size_t)n, " +%.0f draining", draining);
+    } else {
+        snprintf(r->cell[COL_WORKERS], sizeof r->cell[0], "?");
+    }
+    if (jnum(p, "rate", &v))
+        snprintf(r->cell[COL_RATE], sizeof r->cell[0], "%.1f", v);
+    else
+        snprintf(r->cell[COL_RATE], sizeof r->cell[0], "?");
+    fmt_int(p, "pending", r->cell[COL_PENDING], sizeof r->cell[0]);
+    fmt_int(p, "lag", r->cell[COL_LAG], sizeof r->cell[0]);
+    if (jnum(p, "oldest_pending_age", &v))
+        fmt_age(v, r->cell[COL_OLDEST], sizeof r->cell[0]);
+    else
+        snprintf(r->cell[COL_OLDEST], sizeof r->cell[0], "-");
+    fmt_int(p, "dlq_length", r->cell[COL_DLQ], sizeof r->cell[0]);
+    if (jnum(p, "restarts", &v))
+        snprintf(r->cell[COL_RESTARTS], sizeof r->cell[0], "%.0f", v);
+    else
+        snprintf(r->cell[COL_RESTARTS], sizeof r->cell[0], "?");
+}
+
+static void render_table(struct buf *out, const struct jv *s, const char *url)
+{
+    const char *source = jstr(s, "source");
+    bool from_master = source == NULL || strcmp(source, "master") == 0;
+    const char *status = jstr(s, "status"), *reason = jstr(s, "reason");
+    const struct jv *redis = jget(s, "redis");
+    double t, start;
+
+    if (from_master) {
+        buf_printf(out, "streamfleet %s at %s", jstr(s, "version") ? jstr(s, "version") : "?", url);
+        if (jnum(s, "time", &t) && jnum(s, "start_time", &start)) {
+            char up[32];
+            fmt_age(t - start, up, sizeof up);
+            buf_printf(out, ", up %s", up);
+        }
+        buf_printf(out, ": %s\n", status ? status : "?");
+        buf_printf(out, "redis: %s", jtrue(redis, "up") ? "up" : "DOWN");
+        if (!jtrue(redis, "up") && jstr(redis, "error"))
+            buf_printf(out, " (%s)", jstr(redis, "error"));
+        const struct jv *durable = jget(redis, "durable");
+        if (durable && durable->type == J_BOOL)
+            buf_printf(out, ", %s", durable->b ? "durable" : "NOT DURABLE");
+        if (jstr(redis, "durability") && jstr(redis, "durability")[0])
+            buf_printf(out, ": %s", jstr(redis, "durability"));
+        buf_addc(out, '\n');
+    } else {
+        buf_printf(out, "streamfleet: DOWN: %s\n", reason ? reason : "?");
+        if (jtrue(redis, "up"))
+            buf_printf(out, "from redis %s directly: workers, rates and restarts unknown\n",
+                       jstr(redis, "address") ? jstr(redis, "address") : "");
+    }
+
+    const struct jv *pools = jget(s, "pools");
+    size_t n = pools && pools->type == J_ARR ? pools->n : 0;
+    struct row *rows = xcalloc(n + 1, sizeof *rows);
+    for (int c = 0; c < NCOLS; c++)
+        snprintf(rows[0].cell[c], sizeof rows[0].cell[c], "%s", col_title[c]);
+    for (size_t i = 0; i < n; i++)
+        pool_row(&pools->v[i], &rows[i + 1]);
+    int width[NCOLS] = { 0 };
+    for (size_t i = 0; i <= n; i++)
+        for (int c = 0; c < NCOLS; c++) {
+            int l = (int)strlen(rows[i].cell[c]);
+            if (l > width[c])
+                width[c] = l;
+        }
+    if (n)
+        buf_addc(out, '\n');
+    for (size_t i = 0; n && i <= n; i++) {
+        for (int c = 0; c < NCOLS; c++) {
+            bool left = c <= COL_WORKERS;
+            const char *sep = c == NCOLS - 1 ? "\n" : "  ";
+            if (c == NCOLS - 1)
+                buf_printf(out, "%*s%s", width[c], rows[i].cell[c], sep);
+            else
+                buf_printf(out, left ? "%-*s%s" : "%*s%s", width[c], rows[i].cell[c], sep);
+        }
+    }
+    free(rows);
+
+    /* Why, and the newest error of each pool: what an operator looks at next. */
+    bool said = false;
+    for (size_t i = 0; i < n; i++) {
+        const struct jv *p = &pools->v[i];
+        const char *why = jstr(p, "reason");
+        if (why && why[0]) {
+            buf_printf(out, "%s%s\n", said ? "" : "\n", why);
+            said = true;
+        }
+    }
+    if (from_master && status && strcmp(status, "ok") != 0 && !said && reason)
+        buf_printf(out, "\n%s\n", reason);
+    said = false;
+    for (size_t i = 0; i < n; i++) {
+        const struct jv *p = &pools->v[i];
+        const struct jv *errs = jget(p, "last_errors");
+        double when, worker;
+        if (errs == NULL || errs->type != J_ARR || errs->n == 0 || !jnum(&errs->v[0], "time", &when))
+            continue;
+        char stamp[32] = "?";
+        time_t tt = (time_t)when;
+        struct tm tm;
+        if (localtime_r(&tt, &tm))
+            strftime(stamp, sizeof stamp, "%Y-%m-%d %H:%M:%S", &tm);
+        if (!jnum(&errs->v[0], "worker", &worker))
+            worker = -1;
+        buf_printf(out, "%slast error of %s: %s worker %.0f: %s\n", said ? "" : "\n", jstr(p, "name"), stamp,
+                   worker, jstr(&errs->v[0], "error") ? jstr(&errs->v[0], "error") : "");
+        said = true;
+    }
+}
+
+/* ---- one look, and the loop ---- */
+
+static volatile sig_atomic_t interrupted;
+
+static void on_interrupt(int sig)
+{
+    (void)sig;
+    interrupted = 1;
+}
+
+/* Take one look at the fleet and put what is to be printed into out. Returns the exit status. */
+static int look(const struct conf *c, bool json, struct buf *out)
+{
+    char url[300], why[CURL_ERROR_SIZE + 200] = "";
+    status_url(c, url, sizeof url);
+    struct buf body = BUF_INIT, doc = BUF_INIT;
+    if (fetch_status(c, url, &body, why, sizeof why) == 0 && body.len > 1 && body.p[0] == '{') {
+        /* Say where the figures come from, as the Redis fallback does. */
+        buf_adds(&doc, "{\"source\":\"master\",");
+        buf_add(&doc, body.p + 1, body.len - 1);
+    } else {
+        if (why[0] == '\0')
+            snprintf(why, sizeof why, "its answer is not a status document");
+        from_redis(c, url, why, &doc);
+    }
+    buf_release(&body);
+
+    struct jv s;
+    int status = 1;
+    if (json_parse(doc.p, &s) == -1) {
+        buf_printf(out, "streamfleet: %s: the status document cannot be read\n", url);
+        buf_release(&doc);
+        return 1;
+    }
+    const char *st = jstr(&s, "status");
+    status = st && strcmp(st, "ok") == 0 ? 0 : 1;
+    if (json) {
+        buf_add(out, doc.p, doc.len);
+        if (doc.len && doc.p[doc.len - 1] != '\n')
+            buf_addc(out, '\n');
+    } else {
+        char shown[300];
+        snprintf(shown, sizeof shown, "%s", url);
+        char *tail = strstr(shown, "/status.json");
+        if (tail)
+            *tail = '\0';
+        render_table(out, &s, shown);
+    }
+    jv_release(&s);
+    buf_release(&doc);
+    return status;
+}
+
+int status_main(int argc, char **argv)
+{
+    const char *path = "/etc/streamfleet/streamfleet.ini";
+    bool json = false, watch = false;
+    long every_ms = 2000;
+    static const struct option opts[] = {
+        { "config", required_argument, NULL, 'c' }, { "json", no_argument, NULL, 'j' },
+        { "watch", optional_argument, NULL, 'w' },  { "help", no_argument, NULL, 'h' },
+        { NULL, 0, NULL, 0 },
+    };
+    optind = 1;
+    int o;
+    while ((o = getopt_long(argc, argv, "c:jwh", opts, NULL)) != -1) {
+        switch (o) {
+        case 'c': path = optarg; break;
+        case 'j': json = true; break;
+        case 'w': {
+            watch = true;
+            /* --watch=N, or --watch N when the next word is a duration. */
+            const char *arg = optarg;
+            long ms;
+            if (arg == NULL && optind < argc && dur_parse(argv[optind], &ms) == 0)
+                arg = argv[optind++];
+            if (arg && (dur_parse(arg, &every_ms) == -1 || every_ms < 100 || every_ms > 86400000L)) {
+                fprintf(stderr, "streamfleet: --watch: not a duration from 100ms to 1d: %s\n", arg);
+                return 2;
+            }
+            break;
+        }
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (optind != argc) {
+        usage(stderr);
+        return 2;
+    }
+
+    struct conf_errors errs = { 0 };
+    struct conf *c = conf_load(path, &errs);
+    if (c == NULL) {
+        for (size_t i = 0; i < errs.n; i++)
+            fprintf(stderr, "%s\n", errs.msg[i]);
+        fprintf(stderr, "streamfleet: %s cannot be used: no status\n", path);
+        conf_errors_release(&errs);
+        return 2;
+    }
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        fprintf(stderr, "streamfleet: curl_global_init failed\n");
+        conf_free(c);
+        return 1;
+    }
+
+    int status;
+    struct buf out = BUF_INIT;
+    if (!watch) {
+        status = look(c, json, &out);
+        fwrite(out.p ? out.p : "", 1, out.len, stdout);
+    } else {
+        /* Ctrl-C ends the loop (and an unfinished sleep) and we exit with the last look's status. */
+        struct sigaction sa = { .sa_handler = on_interrupt };
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGINT, &sa, NULL);
+        sigaction(SIGTERM, &sa, NULL);
+        char every[32];
+        dur_format(every_ms, every, sizeof every);
+        do {
+            buf_reset(&out);
+            time_t now = time(NULL);
+            struct tm tm;
+            char stamp[32] = "";
+            if (localtime_r(&now, &tm))
+                strftime(stamp, sizeof stamp, "%Y-%m-%d %H:%M:%S", &tm);
+            buf_adds(&out, "\033[H\033[2J");
+            if (!json)
+                buf_printf(&out, "every %s, Ctrl-C to stop%*s\n\n", every, 40, stamp);
+            status = look(c, json, &out);
+            fwrite(out.p, 1, out.len, stdout);
+            fflush(stdout);
+            struct timespec ts = { every_ms / 1000, (every_ms % 1000) * 1000000L };
+            while (!interrupted && nanosleep(&ts, &ts) == -1 && errno == EINTR)
+                ;
+        } while (!interrupted);
+    }
+    fflush(stdout);
+    buf_release(&out);
+    curl_global_cleanup();
+    conf_free(c);
+    return status;
+}
