@@ -271,8 +271,13 @@ static void publish_error(struct child *c, const char *fmt, ...)
 
 void child_done(struct child *c, const char *id, const struct outcome *o)
 {
+    /* Every message handed over gets one duration: the handler's own measure, or for an
+     * asynchronous handler that decided at once (a bad message), zero. A synchronous handler's
+     * submit() is timed by submit_all(). */
     if (o->seconds >= 0)
         sb_observe(c->slot, SB_DUR_FIRST, o->seconds);
+    else if (c->ops->fds)
+        sb_observe(c->slot, SB_DUR_FIRST, 0);
     char *marker = c->nmarkers ? take_marker(c, id) : NULL;
     switch (o->disp) {
     case DISP_ACK:
@@ -410,8 +415,6 @@ static void fetch_attempts(struct child *c)
 static void handle_batch(struct child *c)
 {
     struct stream *st = &c->st;
-    if (st->acked)
-        sb_add(c->slot, SB_ACKED, st->acked);
     for (size_t i = 0; i < st->vanished.n; i++) {
         log_warnx("pending entry %s has no data any more (deleted or trimmed): acknowledging it",
                   st->vanished.id[i]);
@@ -925,6 +928,11 @@ _Noreturn void child_main(const struct conf *conf, const struct pool_conf *pool,
         }
         if (c.reading && pfd[0].revents) {
             int r = stream_recv(&c.st);
+            /* XACK's reply comes at once, before a blocking read's: count it now. */
+            if (c.st.acked) {
+                sb_add(slot, SB_ACKED, c.st.acked);
+                c.st.acked = 0;
+            }
             if (r == 1) {
                 c.reading = false;
                 c.reconnect_ms = 0;

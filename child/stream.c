@@ -396,6 +396,9 @@ int stream_recv(struct stream *s)
             return -1;
         }
         if (v == NULL) {
+            /* Nothing more is here: wait in poll() (a blocking read may take `block`). */
+            if (s->rc->reader->pos >= s->rc->reader->len)
+                return 0;
             /* Part of a reply is here: Redis writes a reply whole, so the rest is on its way.
              * Read it now rather than going back to poll() for every 16 KiB. */
             if (redisBufferRead(s->rc) != REDIS_OK) {

@@ -9,12 +9,59 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
+
+#define REQUEST_DEADLINE_MS 10000   /* a request must arrive whole within this */
+
+/* One open connection. libmicrohttpd's own timeout counts from the last byte received, so a
+ * client trickling one byte a second would hold its slot for ever (slowloris); we count from
+ * the connection's start, or from its last answered request. */
+struct conn {
+    struct conn *prev, *next;
+    int fd;
+    long long since_ms;
+};
 
 struct httpd {
     struct MHD_Daemon *d;
     struct httpd_route route;
     char *token;                    /* NULL: no authentication */
+    struct conn *conns;
 };
+
+static long long mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void on_connection(void *cls, struct MHD_Connection *connection, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code)
+{
+    struct httpd *h = cls;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *info = MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CONNECTION_FD);
+        struct conn *c = xcalloc(1, sizeof *c);
+        c->fd = info ? info->connect_fd : -1;
+        c->since_ms = mono_ms();
+        c->next = h->conns;
+        if (h->conns)
+            h->conns->prev = c;
+        h->conns = c;
+        *socket_context = c;
+    } else if (code == MHD_CONNECTION_NOTIFY_CLOSED && *socket_context) {
+        struct conn *c = *socket_context;
+        if (c->prev)
+            c->prev->next = c->next;
+        else
+            h->conns = c->next;
+        if (c->next)
+            c->next->prev = c->prev;
+        free(c);
+        *socket_context = NULL;
+    }
+}
 
 /* Constant time in the length of the expected token: a wrong guess takes as long as a
  * nearly right one. */
@@ -42,6 +89,9 @@ static enum MHD_Result answer(void *cls, struct MHD_Connection *conn, const char
     struct buf body = BUF_INIT;
     const char *ctype = "text/plain; charset=utf-8";
     int status;
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    if (ci && ci->socket_context)
+        ((struct conn *)ci->socket_context)->since_ms = mono_ms();    /* a request arrived whole */
 
     if (*upload_data_size != 0) {
         /* A body we do not want: drop it and answer once it has been read. */
@@ -116,6 +166,7 @@ struct httpd *httpd_open(const char *host, int port, const char *token, struct h
                             MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024),
                             MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1,
                             MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+                            MHD_OPTION_NOTIFY_CONNECTION, on_connection, h,
                             MHD_OPTION_END);
     freeaddrinfo(ai);
     if (h->d == NULL) {
@@ -136,14 +187,27 @@ int httpd_fd(struct httpd *h)
 long httpd_timeout_ms(struct httpd *h)
 {
     MHD_UNSIGNED_LONG_LONG t;
-    if (MHD_get_timeout(h->d, &t) != MHD_YES)
-        return -1;
-    return t > 60000 ? 60000 : (long)t;
+    long ms = MHD_get_timeout(h->d, &t) == MHD_YES ? (t > 60000 ? 60000 : (long)t) : -1;
+    if (h->conns && (ms < 0 || ms > 1000))
+        ms = 1000;          /* come back to check the request deadlines */
+    return ms;
 }
 
 void httpd_run(struct httpd *h)
 {
     MHD_run(h->d);
+    /* Shut down connections that have not sent a whole request within the deadline:
+     * libmicrohttpd sees the socket end and closes the connection on its next run. */
+    long long now = mono_ms();
+    bool cut = false;
+    for (struct conn *c = h->conns; c; c = c->next)
+        if (c->fd >= 0 && now - c->since_ms > REQUEST_DEADLINE_MS) {
+            shutdown(c->fd, SHUT_RDWR);
+            c->fd = -1;
+            cut = true;
+        }
+    if (cut)
+        MHD_run(h->d);
 }
 
 void httpd_close(struct httpd *h)
@@ -151,6 +215,11 @@ void httpd_close(struct httpd *h)
     if (h == NULL)
         return;
     MHD_stop_daemon(h->d);
+    while (h->conns) {
+        struct conn *c = h->conns;
+        h->conns = c->next;
+        free(c);
+    }
     if (h->token) {
         explicit_bzero(h->token, strlen(h->token));
         free(h->token);

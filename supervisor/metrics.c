@@ -123,6 +123,12 @@ void metrics_render(struct buf *out, const struct fleet_view *v)
     family(out, "streamfleet_reloads_total", "counter", "Configuration reloads (SIGHUP), by result.");
     buf_printf(out, "streamfleet_reloads_total{result=\"ok\"} %" PRIu64 "\n", v->reloads_ok);
     buf_printf(out, "streamfleet_reloads_total{result=\"failed\"} %" PRIu64 "\n", v->reloads_failed);
+    family(out, "streamfleet_pool_degraded", "gauge", "1 when /health counts the pool as degraded (see its reason there).");
+    for (unsigned i = 0; i < v->npools; i++) {
+        buf_adds(out, "streamfleet_pool_degraded{pool=\"");
+        label(out, v->pools[i].name);
+        buf_printf(out, "\"} %d\n", pool_degraded(&v->pools[i], NULL) ? 1 : 0);
+    }
     family(out, "streamfleet_inflight", "gauge", "Messages being handled right now.");
     for (unsigned i = 0; i < v->npools; i++) {
         buf_adds(out, "streamfleet_inflight{pool=\"");

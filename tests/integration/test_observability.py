@@ -169,10 +169,10 @@ def test_every_outcome_is_counted_after_a_real_http_run(redis_server, sink, flee
                  "streamfleet_messages_reclaimed_total", "streamfleet_dlq_failures_total"):
         assert v(name) == 0, name
 
-    # Histograms: the age of every message handed to the handler; the handler's time of every
-    # outcome but bad_message (decided before any work: no duration); one HTTP attempt each.
+    # Histograms: the age and the handler's time of every message handed to the handler (a
+    # bad_message, decided before any work, counts with a duration of 0); one HTTP attempt each.
     for name, count in (("streamfleet_message_age_seconds", read),
-                        ("streamfleet_handler_duration_seconds", read - 2),
+                        ("streamfleet_handler_duration_seconds", read),
                         ("streamfleet_http_request_duration_seconds", len(reqs))):
         buckets, n, total = histogram(m, name, pool="hooks")
         assert n == count and buckets["+Inf"] == count, (name, n, buckets)
@@ -351,8 +351,10 @@ def test_metrics_after_a_real_run_pass_promtool_check_metrics(redis_server, sink
 
 def test_health_json_per_pool_and_one_pool(redis_server, fleet):
     fl = fleet({"pool:a": pool("sa", workers=2), "pool:b": pool("sb", workers=1)})
-    status, body = fl.wait_for(lambda: (lambda h: h[0] == 200 and "pending" in h[1]["pools"]["b"] and h)(
-        fl.health()), what="/health 200 with the Redis figures")
+    # Both groups must exist when Redis is polled (the workers create them) before lag is known.
+    status, body = fl.wait_for(lambda: (lambda h: h[0] == 200 and all(
+        h[1]["pools"][p].get("lag") is not None for p in ("a", "b")) and h)(fl.health()),
+        what="/health 200 with the Redis figures")
     assert body["status"] == "ok" and body["redis"] == {"up": True, "durable": True}, body
     a = body["pools"]["a"]
     assert a["workers"] == 2 and a["expected"] == 2 and a["restarts"] == 0
@@ -596,9 +598,6 @@ def test_scrape_answers_fast_and_messages_flow_under_1000_idle_connections_and_s
     fl.wait_healthy(timeout=10)
 
 
-@pytest.mark.xfail(strict=True, reason="httpd.c: MHD_OPTION_CONNECTION_TIMEOUT is an idle timeout, so "
-                   "slowloris clients from 5 addresses (under the per-IP limit of 64) hold all 256 "
-                   "connections for as long as they trickle; needs a deadline for a complete request")
 def test_slowloris_from_several_addresses_cannot_hold_every_connection(redis_server, fleet):
     fl = fleet({"pool:a": pool("sa", workers=1)})
     fl.wait_healthy()
