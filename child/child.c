@@ -74,6 +74,7 @@ struct child {
     char **done_keys;               /* succeeded, markers to write before their XACK */
     size_t ndone_keys, done_keys_cap;
     bool pending_phase;             /* still reading our own pending entries (ID 0 and on) */
+    bool connected_once;
     char from[STREAM_ID_MAX];
     bool reading;                   /* a read request is on the wire */
     long long read_deadline_ms;
@@ -368,6 +369,7 @@ static int on_redis_error(struct child *c)
              * dead-letter is no longer pending anywhere and will come back through ">". */
             c->nretries = 0;
             c->ndead = 0;
+            c->st.group_created = false;
             start_pending_phase(c);
             return 0;
         }
@@ -475,6 +477,15 @@ static bool *find_duplicates(struct child *c, char ***keysp)
     return seen;
 }
 
+/* The failed attempt of entry id waiting for a retry, or 0. */
+static long long retry_attempt(const struct child *c, const char *id)
+{
+    for (size_t i = 0; i < c->nretries; i++)
+        if (strcmp(c->retries[i].id, id) == 0)
+            return c->retries[i].attempt;
+    return 0;
+}
+
 /* Whether entry id already waits for a retry or a dead-letter move. */
 static bool scheduled(const struct child *c, const char *id)
 {
@@ -498,8 +509,14 @@ static void submit_all(struct child *c)
     long long arrived = unix_ms();
     for (size_t i = 0; i < st->n; i++) {
         const struct msg *m = &st->msgs[i];
-        if (c->pending_phase && scheduled(c, m->id.p))
+        if (c->pending_phase && scheduled(c, m->id.p)) {
+            /* Re-reading our pending list counted a delivery of an entry that only waits for
+             * its retry: set its counter back, so that reconnects do not use up attempts. */
+            long long attempt = retry_attempt(c, m->id.p);
+            if (attempt > 0 && stream_set_count(st, m->id.p, attempt) == -1)
+                log_redis_error(c);
             continue;
+        }
         sb_add(c->slot, SB_READ, 1);
         if (m->attempt > p->max_attempts) {
             /* Delivered more often than allowed without an outcome: it crashed or hung its
@@ -693,6 +710,10 @@ static void claim_due_retries(struct child *c, long long now)
                 on_redis_error(c);
                 break;
             }
+            if (c->st.n == 0) {
+                log_warnx("a message waiting for a retry was deleted from the stream meanwhile");
+                sb_add(c->slot, SB_VANISHED, 1);
+            }
             for (size_t k = 0; k < c->st.n; k++)
                 c->st.msgs[k].attempt = attempt;
             submit_all(c);
@@ -715,9 +736,11 @@ static void claim_due_retries(struct child *c, long long now)
                     j++;
                 st->msgs[i].attempt = j < due.n ? attempts[j] + 1 : 2;
             }
-            if (st->n < due.n)
+            if (st->n < due.n) {
                 log_warnx("%zu messages waiting for a retry were deleted from the stream meanwhile",
                           due.n - st->n);
+                sb_add(c->slot, SB_VANISHED, due.n - st->n);
+            }
             submit_all(c);
         }
     }
@@ -837,12 +860,9 @@ _Noreturn void child_main(const struct conf *conf, const struct pool_conf *pool,
     c.h = c.ops->open(&c, pool);
     if (c.h == NULL)
         exit(CHILD_EXIT_CONFIG);
-    start_pending_phase(&c);
-    if (fresh) {
-        /* The generation we replace still holds its pending entries under our name. */
-        c.pending_phase = false;
-        snprintf(c.from, sizeof c.from, ">");
-    }
+    /* The generation we replace still holds its pending entries under our name: a fresh
+     * child leaves them alone on its first connection (not after a reconnect). */
+    bool skip_pending = fresh;
     log_debug("consumer %s started", consumer);
 
     struct pollfd pfd[POLL_MAX];
@@ -878,6 +898,19 @@ _Noreturn void child_main(const struct conf *conf, const struct pool_conf *pool,
                 if (on_redis_error(&c) == -1)
                     exit(CHILD_EXIT_CONFIG);
             } else {
+                if (c.st.group_created && c.connected_once) {
+                    /* The group was gone when we came back (Redis restarted from a snapshot
+                     * that predates it, or the stream was deleted): it now starts again from
+                     * the beginning of the stream. What we waited to retry or dead-letter is
+                     * pending nowhere any more and comes back through ">". */
+                    log_warnx("group %s of stream %s is missing: re-creating it from the start (found so "
+                              "after reconnecting; messages may be delivered again)", pool->group, pool->stream);
+                    sb_add(slot, SB_GROUP_RECREATED, 1);
+                    c.nretries = 0;
+                    c.ndead = 0;
+                }
+                c.st.group_created = false;
+                c.connected_once = true;
                 if (c.reconnect_ms)
                     log_info("redis: connected again");
                 c.reconnect_ms = 0;
@@ -886,6 +919,11 @@ _Noreturn void child_main(const struct conf *conf, const struct pool_conf *pool,
                 /* What an earlier read delivered to us before the connection broke is in our
                  * pending list: read it first, as at start. */
                 start_pending_phase(&c);
+                if (skip_pending) {
+                    c.pending_phase = false;
+                    snprintf(c.from, sizeof c.from, ">");
+                }
+                skip_pending = false;
             }
         }
         if (c.reading && now >= c.read_deadline_ms) {

@@ -48,7 +48,9 @@ static void set_err(struct stream *s, enum stream_error e, const char *what, con
 /* Classify an error reply by its code (the first word). */
 static enum stream_error reply_error_kind(const char *str)
 {
-    if (strncmp(str, "NOGROUP", 7) == 0)
+    /* Redis 7.0 tells a reader blocked on a stream that was deleted "UNBLOCKED the stream key
+     * no longer exists": the group went with it, exactly as NOGROUP says. */
+    if (strncmp(str, "NOGROUP", 7) == 0 || strncmp(str, "UNBLOCKED", 9) == 0)
         return SERR_NOGROUP;
     if (strncmp(str, "WRONGTYPE", 9) == 0)
         return SERR_WRONGTYPE;
@@ -175,6 +177,7 @@ int stream_create_group(struct stream *s)
         return -1;
     }
     freeReplyObject(r);
+    s->group_created = true;
     log_info("created group %s on stream %s", s->group, s->key);
     return 0;
 }
@@ -585,6 +588,21 @@ int stream_autoclaim(struct stream *s, long min_idle_ms, char cursor[STREAM_ID_M
         *deleted = r->element[2]->elements;
     s->reply = r;
     parse_entries(s, r->element[1]);
+    return 0;
+}
+
+int stream_set_count(struct stream *s, const char *id, long long count)
+{
+    struct idlist one = { 0 };
+    idlist_add(&one, id);
+    char rc[24];
+    snprintf(rc, sizeof rc, "%lld", count);
+    const char *opts[3] = { "RETRYCOUNT", rc, "JUSTID" };
+    redisReply *r = xclaim(s, "xclaim retrycount", &one, opts, 3);
+    idlist_release(&one);
+    if (r == NULL)
+        return -1;
+    freeReplyObject(r);
     return 0;
 }
 

@@ -46,6 +46,7 @@ struct stream {
     struct redisContext *rc;
     enum stream_error err;
     char errstr[256];
+    bool group_created;         /* stream_create_group() made the group (it did not exist) */
 
     /* The batch being received: entries point into reply, valid until stream_batch_release. */
     struct redisReply *reply;
@@ -102,6 +103,10 @@ int stream_dead_letter(struct stream *s, const char *dlq, const char *id, const 
  * entries whose data was gone (Redis dropped them from the pending list). Returns 0 or -1. */
 int stream_autoclaim(struct stream *s, long min_idle_ms, char cursor[STREAM_ID_MAX], int count,
                      size_t *deleted);
+
+/* Set the delivery counter of our pending entry id to count (XCLAIM RETRYCOUNT JUSTID: it
+ * counts no delivery itself). */
+int stream_set_count(struct stream *s, const char *id, long long count);
 
 /* Reset the idle time of our pending entries ids (XCLAIM JUSTID to ourselves, which does not
  * count a delivery), so that entries waiting for a retry are not reclaimed as orphans. */

@@ -708,6 +708,7 @@ int master_run(struct master *m, struct conf *conf)
         timeout = min_timeout(timeout, httpd_timeout_ms(m->httpd));
         timeout = min_timeout(timeout, redismon_timeout_ms(m->mon, now));
         timeout = min_timeout(timeout, procs_timeout_ms(m, now));
+        timeout = min_timeout(timeout, m->next_check_ms > now ? (long)(m->next_check_ms - now) : 0);
         if (m->draining && !m->fast_stop)
             timeout = min_timeout(timeout, m->drain_deadline_ms > now ? (long)(m->drain_deadline_ms - now) : 0);
 

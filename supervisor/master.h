@@ -56,6 +56,7 @@ struct proc {
     bool draining;                  /* told to finish: not replaced when it exits */
     long long kill_at_ms;           /* draining: SIGKILL when still alive then (0: not set) */
     bool killed_for_heartbeat;
+    bool started_before;            /* a respawn: it reads its pending list first, fresh or not */
 };
 
 struct httpd;

@@ -6,61 +6,84 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <pwd.h>
+#include <sys/file.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-static pid_t pidfile_read(const char *path)
+/* The pidfile stays open and flock()ed for the master's life: a second instance knows the
+ * first lives by the lock, not by a pid that the kernel may have given to someone else. */
+static int pidfile_fd = -1;
+
+static pid_t pidfile_read(int fd)
 {
-    FILE *f = fopen(path, "r");
-    if (f == NULL)
+    char buf[32];
+    ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
+    if (n <= 0)
         return 0;
-    long pid = 0;
-    if (fscanf(f, "%ld", &pid) != 1)
-        pid = 0;
-    fclose(f);
+    buf[n] = '\0';
+    long pid = strtol(buf, NULL, 10);
     return pid > 0 ? (pid_t)pid : 0;
 }
 
 int pidfile_write(const char *path)
 {
-    pid_t old = pidfile_read(path);
-    if (old > 0 && old != getpid() && (kill(old, 0) == 0 || errno == EPERM)) {
-        log_errorx("pidfile %s: streamfleet already runs as pid %d: not starting a second one", path, (int)old);
-        return -1;
+    int old = open(path, O_RDONLY | O_CLOEXEC);
+    if (old != -1) {
+        if (flock(old, LOCK_SH | LOCK_NB) == -1 && errno == EWOULDBLOCK) {
+            log_errorx("pidfile %s: streamfleet already runs as pid %d: not starting a second one", path,
+                       (int)pidfile_read(old));
+            close(old);
+            return -1;
+        }
+        pid_t stale = pidfile_read(old);
+        if (stale > 0)
+            log_info("pidfile %s: pid %d is gone: taking the pidfile over", path, (int)stale);
+        close(old);
     }
-    if (old > 0 && old != getpid())
-        log_info("pidfile %s: pid %d is gone: taking the pidfile over", path, (int)old);
+    /* Written whole under another name, locked, then renamed over: a reader never sees a
+     * half-written pidfile. */
     char tmp[4096];
     snprintf(tmp, sizeof tmp, "%s.%d.tmp", path, (int)getpid());
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    int fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd == -1) {
         log_warn("pidfile %s: cannot create %s", path, tmp);
         return -1;
     }
     char line[32];
     int n = snprintf(line, sizeof line, "%d\n", (int)getpid());
-    if (write(fd, line, (size_t)n) != n || fsync(fd) == -1) {
+    if (flock(fd, LOCK_EX | LOCK_NB) == -1 || write(fd, line, (size_t)n) != n || fsync(fd) == -1) {
         log_warn("pidfile %s: cannot write", path);
         close(fd);
         unlink(tmp);
         return -1;
     }
-    close(fd);
     if (rename(tmp, path) == -1) {
         log_warn("pidfile %s: cannot rename %s over it", path, tmp);
+        close(fd);
         unlink(tmp);
         return -1;
     }
+    pidfile_fd = fd;
     return 0;
 }
 
 void pidfile_remove(const char *path)
 {
-    if (pidfile_read(path) == getpid() && unlink(path) == -1)
-        log_warn("pidfile %s: cannot remove it", path);
+    if (pidfile_fd == -1)
+        return;
+    /* After the privilege drop the folder may not let us remove it: then empty it through
+     * the descriptor opened as root. Either way the lock goes with the close. */
+    if (unlink(path) == -1) {
+        if (ftruncate(pidfile_fd, 0) == 0)
+            log_info("pidfile %s: emptied (its folder does not let this user remove it)", path);
+        else
+            log_warn("pidfile %s: cannot remove it", path);
+    }
+    close(pidfile_fd);
+    pidfile_fd = -1;
 }
 
 int privs_drop(const struct conf *c)

@@ -5,10 +5,12 @@
 
 #include "common/conf.h"
 
-/* Refuse when path names a live process; else write our pid to it atomically (a temporary
- * file renamed over it). A stale pidfile is taken over. Returns 0 or -1 (logged). */
+/* Refuse when another streamfleet holds path (its flock); else write our pid to it atomically
+ * (a temporary file, locked, renamed over it) and keep it locked. A stale pidfile is taken
+ * over. Returns 0 or -1 (logged). */
 int pidfile_write(const char *path);
-/* Remove path if it still holds our pid. */
+/* Remove our pidfile at exit (or, when the folder does not let us after the privilege drop,
+ * empty it: an empty pidfile names no process). */
 void pidfile_remove(const char *path);
 
 /* Started as root: switch to [fleet] user and group (setgroups, setgid, setuid, verified), or

@@ -66,8 +66,12 @@ int procs_spawn(struct master *m, struct proc *p, long long now)
         p->respawn_at_ms = now + RESPAWN_MIN_MS;
         return -1;
     }
+    /* Only the first child of a slot of a new generation skips its pending list (the old
+     * generation still works on it); a replacement must recover what its predecessor held. */
+    bool fresh = p->pool->fresh && !p->started_before;
     if (pid == 0)
-        child_main(p->pool->owner, p->pool->conf, p->index, slot, master, p->pool->fresh);
+        child_main(p->pool->owner, p->pool->conf, p->index, slot, master, fresh);
+    p->started_before = true;
     p->pid = pid;
     p->started_ms = now;
     p->respawn_at_ms = 0;
@@ -164,9 +168,10 @@ static void on_exit_of(struct master *m, struct proc *p, int status, long long n
 
     /* A child that dies soon after it started would be restarted in a hot loop: wait 1 s,
      * doubling up to 30 s, until one lives long enough. A config that cannot work waits the
-     * longest at once. Recycling is not dying. */
-    bool planned = why == RESTART_RECYCLE || why == RESTART_MEMORY;
-    if (!planned && (now - p->started_ms < QUICK_DEATH_MS || config_exit))
+     * longest at once. */
+    /* Recycling is not dying, but a worker that is over memory_limit (or recycled) right after
+     * its start would be replaced in a hot loop just the same: soon is soon, whatever the cause. */
+    if (now - p->started_ms < QUICK_DEATH_MS || config_exit)
         p->quick_deaths++;
     else
         p->quick_deaths = 0;
