@@ -1448,3 +1448,23 @@ bool conf_pool_same(const struct pool_conf *a, const struct pool_conf *b)
            a->memory_limit == b->memory_limit && a->max_lag == b->max_lag &&
            a->max_pending_age_ms == b->max_pending_age_ms;
 }
+
+char *conf_read_token(const char *path, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        snprintf(err, errlen, "cannot read listen_token_file %s: %s", path, strerror(errno));
+        return NULL;
+    }
+    char buf[512];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' ' || buf[n - 1] == '\t'))
+        buf[--n] = '\0';
+    char *t = n ? xstrdup(buf) : NULL;
+    if (t == NULL)
+        snprintf(err, errlen, "listen_token_file %s is empty", path);
+    explicit_bzero(buf, sizeof buf);
+    return t;
+}

@@ -126,6 +126,10 @@ const char *conf_redis_display(const struct redis_addr *a, char *buf, size_t len
 bool conf_pool_same(const struct pool_conf *a, const struct pool_conf *b);
 bool conf_redis_same(const struct redis_addr *a, const struct redis_addr *b);
 
+/* The bearer token in path (listen_token_file), trailing whitespace removed; NULL when it
+ * cannot be read or is empty (err says why). Caller wipes (explicit_bzero) and frees it. */
+char *conf_read_token(const char *path, char *err, size_t errlen);
+
 /* Find a pool by name, or NULL. */
 const struct pool_conf *conf_pool(const struct conf *c, const char *name);
 

@@ -4,6 +4,7 @@
  *   streamfleet dlq purge  -c FILE --pool NAME (--all | --before DURATION)
  * A short-lived process with one synchronous hiredis connection. */
 #include "supervisor/dlq.h"
+#include "supervisor/rediscli.h"
 #include "common/conf.h"
 #include "common/dur.h"
 #include "common/log.h"
@@ -39,43 +40,11 @@ static void usage(void)
 
 static redisContext *connect_redis(const struct redis_addr *a)
 {
-    struct timeval tv = { 5, 0 };
-    redisContext *rc = a->unix_path ? redisConnectUnixWithTimeout(a->unix_path, tv)
-                                    : redisConnectWithTimeout(a->host, a->port, tv);
-    char where[300];
-    conf_redis_display(a, where, sizeof where);
-    if (rc == NULL || rc->err) {
-        fprintf(stderr, "streamfleet: cannot connect to redis %s: %s\n", where, rc ? rc->errstr : "out of memory");
-        if (rc)
-            redisFree(rc);
-        return NULL;
-    }
-    redisSetTimeout(rc, tv);
-    redisReply *r = NULL;
-    if (a->password) {
-        const char *argv[3] = { "AUTH", a->user ? a->user : a->password, a->password };
-        size_t len[3] = { 4, strlen(argv[1]), strlen(argv[2]) };
-        r = redisCommandArgv(rc, a->user ? 3 : 2, argv, len);
-        if (r == NULL || r->type == REDIS_REPLY_ERROR) {
-            fprintf(stderr, "streamfleet: redis %s refused our credentials: %s\n", where, r ? r->str : rc->errstr);
-            goto fail;
-        }
-        freeReplyObject(r);
-    }
-    if (a->db) {
-        r = redisCommand(rc, "SELECT %d", a->db);
-        if (r == NULL || r->type == REDIS_REPLY_ERROR) {
-            fprintf(stderr, "streamfleet: redis %s: select %d: %s\n", where, a->db, r ? r->str : rc->errstr);
-            goto fail;
-        }
-        freeReplyObject(r);
-    }
+    char err[300], where[300];
+    redisContext *rc = rediscli_connect(a, 5000, err, sizeof err);
+    if (rc == NULL)
+        fprintf(stderr, "streamfleet: %s (%s)\n", err, conf_redis_display(a, where, sizeof where));
     return rc;
-fail:
-    if (r)
-        freeReplyObject(r);
-    redisFree(rc);
-    return NULL;
 }
 
 /* The value of field name in a flat [f, v, f, v...] reply, or "". */

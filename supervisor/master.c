@@ -370,36 +370,15 @@ static void drop_idle_drained(struct master *m)
 
 /* ---- the listener ---- */
 
-/* The bearer token in file path, trailing whitespace removed. Caller frees (wipe first). */
-static char *read_token(const char *path)
-{
-    FILE *f = fopen(path, "r");
-    if (f == NULL) {
-        log_warn("listen_token_file %s", path);
-        return NULL;
-    }
-    char buf[512];
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' ' || buf[n - 1] == '\t'))
-        buf[--n] = '\0';
-    if (n == 0) {
-        log_errorx("listen_token_file %s is empty", path);
-        return NULL;
-    }
-    char *t = xstrdup(buf);
-    explicit_bzero(buf, sizeof buf);
-    return t;
-}
-
 /* A listener for conf (its address and token), or NULL (logged). */
 static struct httpd *listen_for(struct master *m, const struct conf *conf)
 {
     char *token = NULL;
-    if (conf->listen_token_file && (token = read_token(conf->listen_token_file)) == NULL)
+    char err[300];
+    if (conf->listen_token_file && (token = conf_read_token(conf->listen_token_file, err, sizeof err)) == NULL) {
+        log_errorx("%s", err);
         return NULL;
-    char err[256];
+    }
     struct httpd *h = httpd_open(conf->listen_host, conf->listen_port, token,
                                  (struct httpd_route){ .fn = serve, .arg = m }, err, sizeof err);
     if (h == NULL)

@@ -10,6 +10,7 @@
  * A short-lived process of its own: the master's rule (no curl, no hiredis before fork) is not
  * concerned. Exit status: 0 all pools ok, 1 degraded or down, 2 usage. */
 #include "supervisor/statuscmd.h"
+#include "supervisor/rediscli.h"
 #include "common/buf.h"
 #include "common/conf.h"
 #include "common/dur.h"
@@ -304,27 +305,6 @@ static size_t on_body(char *data, size_t size, size_t n, void *arg)
     return size * n;
 }
 
-/* The bearer token in path, trailing whitespace removed; NULL when it cannot be read (err
- * says why). Caller wipes and frees it. */
-static char *read_token(const char *path, char *err, size_t errlen)
-{
-    FILE *f = fopen(path, "r");
-    if (f == NULL) {
-        snprintf(err, errlen, "cannot read listen_token_file %s: %s", path, strerror(errno));
-        return NULL;
-    }
-    char buf[512];
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' ' || buf[n - 1] == '\t'))
-        buf[--n] = '\0';
-    char *t = n ? xstrdup(buf) : NULL;
-    if (t == NULL)
-        snprintf(err, errlen, "listen_token_file %s is empty", path);
-    explicit_bzero(buf, sizeof buf);
-    return t;
-}
 
 /* The URL of the master's /status.json: a wildcard listen address is reached on loopback. */
 static void status_url(const struct conf *c, char *url, size_t len)
@@ -342,7 +322,7 @@ static void status_url(const struct conf *c, char *url, size_t len)
 static int fetch_status(const struct conf *c, const char *url, struct buf *body, char *err, size_t errlen)
 {
     char *token = NULL;
-    if (c->listen_token_file && (token = read_token(c->listen_token_file, err, errlen)) == NULL)
+    if (c->listen_token_file && (token = conf_read_token(c->listen_token_file, err, errlen)) == NULL)
         return -1;
     CURL *h = curl_easy_init();
     if (h == NULL) {
@@ -395,43 +375,6 @@ static int fetch_status(const struct conf *c, const char *url, struct buf *body,
 }
 
 /* ---- from Redis, when the master does not answer ---- */
-
-static redisContext *connect_redis(const struct redis_addr *a, char *err, size_t errlen)
-{
-    struct timeval tv = { FETCH_TIMEOUT_MS / 1000, 0 };
-    redisContext *rc = a->unix_path ? redisConnectUnixWithTimeout(a->unix_path, tv)
-                                    : redisConnectWithTimeout(a->host, a->port, tv);
-    if (rc == NULL || rc->err) {
-        snprintf(err, errlen, "%s", rc ? rc->errstr : "out of memory");
-        if (rc)
-            redisFree(rc);
-        return NULL;
-    }
-    redisSetTimeout(rc, tv);
-    redisReply *r = NULL;
-    if (a->password) {
-        const char *argv[3] = { "AUTH", a->user ? a->user : a->password, a->password };
-        size_t len[3] = { 4, strlen(argv[1]), strlen(argv[2]) };
-        r = redisCommandArgv(rc, a->user ? 3 : 2, argv, len);
-        if (r == NULL || r->type == REDIS_REPLY_ERROR) {
-            snprintf(err, errlen, "credentials refused: %s", r ? r->str : rc->errstr);
-            goto fail;
-        }
-        freeReplyObject(r);
-    }
-    r = a->db ? redisCommand(rc, "SELECT %d", a->db) : redisCommand(rc, "PING");
-    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
-        snprintf(err, errlen, "%s", r ? r->str : rc->errstr);
-        goto fail;
-    }
-    freeReplyObject(r);
-    return rc;
-fail:
-    if (r)
-        freeReplyObject(r);
-    redisFree(rc);
-    return NULL;
-}
 
 /* One integer reply, or -1 when the command failed (a missing key is 0 for XLEN). */
 static long long redis_int(redisContext *rc, const char *cmd, const char *key)
@@ -540,7 +483,7 @@ static void from_redis(const struct conf *c, const char *url, const char *why, s
     char where[300], err[300] = "";
     conf_redis_display(&c->redis, where, sizeof where);
     struct buf pools = BUF_INIT;
-    redisContext *rc = connect_redis(&c->redis, err, sizeof err);
+    redisContext *rc = rediscli_connect(&c->redis, FETCH_TIMEOUT_MS, err, sizeof err);
     for (size_t i = 0; rc && i < c->npools; i++) {
         if (i)
             buf_addc(&pools, ',');
