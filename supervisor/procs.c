@@ -169,9 +169,10 @@ static void on_exit_of(struct master *m, struct proc *p, int status, long long n
     /* A child that dies soon after it started would be restarted in a hot loop: wait 1 s,
      * doubling up to 30 s, until one lives long enough. A config that cannot work waits the
      * longest at once. */
-    /* Recycling is not dying, but a worker that is over memory_limit (or recycled) right after
-     * its start would be replaced in a hot loop just the same: soon is soon, whatever the cause. */
-    if (now - p->started_ms < QUICK_DEATH_MS || config_exit)
+    /* Recycling is not dying: a busy pool with a small max_messages recycles often, by design.
+     * But a worker over memory_limit right after its start would be replaced in a hot loop
+     * just like one that crashes: soon is soon. */
+    if ((why != RESTART_RECYCLE && now - p->started_ms < QUICK_DEATH_MS) || config_exit)
         p->quick_deaths++;
     else
         p->quick_deaths = 0;

@@ -94,8 +94,8 @@ def test_reload_new_generation_does_not_deliver_again_what_the_old_one_holds(
     sink.delay = 3.0
     fl = fleet({"pool:h": http_pool(sink, "rh", workers=1, batch=10, inflight=10)})
     old = wait_children(fl, 1)
+    sink_arrivals = record_arrivals(sink)        # before the messages: none may slip past it
     ids = add_messages(r, "rh", 10)
-    sink_arrivals = record_arrivals(sink)
     wait_until(lambda: len(sink_arrivals) == 10, what="10 deliveries in flight")
     rewrite_config(fl, lambda c: c["pool:h"].update(max_attempts="6"))
     send_signal(fl, signal.SIGHUP)
@@ -475,8 +475,8 @@ def test_sigquit_leaves_work_in_flight_pending_and_the_next_start_delivers_it(
     sections = {"pool:q": http_pool(sink, "qa", workers=2, batch=10, inflight=10)}
     first = fleet(sections)
     wait_children(first, 2)
+    arrived = record_arrivals(sink)              # before the messages: none may slip past it
     ids = add_messages(r, "qa", 20)
-    arrived = record_arrivals(sink)
     wait_until(lambda: len(arrived) == 20, what="20 deliveries in flight")
     first.children()
     first.signal(signal.SIGQUIT)
