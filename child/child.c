@@ -231,21 +231,32 @@ static void schedule_retry(struct child *c, const char *id, const struct outcome
               o->outage ? ", endpoint down" : "", delay, o->error ? o->error : "?");
 }
 
-/* Milliseconds until the first retry or dead-letter move is due, or -1 when none waits. */
-static long retry_timeout_ms(const struct child *c, long long now)
+static long until(long long due, long long now)
+{
+    return due <= now ? 0 : (long)(due - now);
+}
+
+/* Milliseconds until the first retry is due (retries) or the first dead-letter move (dead),
+ * or -1 when none waits. */
+static long due_in_ms(const struct child *c, long long now, bool retries, bool dead)
 {
     long best = -1;
-    for (size_t i = 0; i < c->nretries; i++) {
-        long t = c->retries[i].due_ms <= now ? 0 : (long)(c->retries[i].due_ms - now);
+    for (size_t i = 0; retries && i < c->nretries; i++) {
+        long t = until(c->retries[i].due_ms, now);
         if (best < 0 || t < best)
             best = t;
     }
-    for (size_t i = 0; i < c->ndead; i++) {
-        long t = c->dead[i].due_ms <= now ? 0 : (long)(c->dead[i].due_ms - now);
+    for (size_t i = 0; dead && i < c->ndead; i++) {
+        long t = until(c->dead[i].due_ms, now);
         if (best < 0 || t < best)
             best = t;
     }
     return best;
+}
+
+static long retry_timeout_ms(const struct child *c, long long now)
+{
+    return due_in_ms(c, now, true, true);
 }
 
 /* The done-marker key of entry id, taken out of the in-flight table (NULL: none). */
@@ -951,9 +962,14 @@ _Noreturn void child_main(const struct conf *conf, const struct pool_conf *pool,
         }
         else if (!stream_connected(&c.st) && c.next_connect_ms - now < timeout)
             timeout = c.next_connect_ms > now ? (long)(c.next_connect_ms - now) : 0;
-        long rt = retry_timeout_ms(&c, now);
-        if (rt >= 0 && rt < timeout)
-            timeout = rt;
+        /* Wake for a due retry or dead-letter move only when one could be acted on: not while
+         * disconnected (the reconnect timer rules), reading (the read's BLOCK is bounded by it)
+         * or holding off (circuit open, no room) — else a due entry would spin the loop. */
+        if (stream_connected(&c.st) && !c.reading) {
+            long rt = due_in_ms(&c, now, !stopping && accepting(&c) && inflight(&c) < c.capacity, true);
+            if (rt >= 0 && rt < timeout)
+                timeout = rt;
+        }
         int first_handler_fd = n;
         if (c.ops->fds)
             n += c.ops->fds(c.h, pfd + n, POLL_MAX - n, &timeout);

@@ -812,6 +812,33 @@ def test_redis_restart_under_load_loses_nothing_and_health_follows(redis_server,
     assert fl.children() == kids and restarts(fl, "rs") == 0
 
 
+def test_no_busy_loop_while_retries_fall_due_and_redis_is_down_or_the_circuit_is_open(
+        redis_server, sink, fleet):
+    """Retries that fall due when they cannot be acted on (Redis unreachable, or the endpoint's
+    circuit open) must not make the worker's loop spin: it waits for what can change."""
+    r = redis_server.client()
+    sink.rule(503)                                   # every request fails: retries pile up
+    fl = fleet({"pool:bz": http_pool(sink, "bz", workers=1, inflight=4, backoff_base="200ms",
+                                     backoff_max="400ms", max_attempts=1000)})
+    (kid,) = one_child(fl, 1)
+    add_messages(r, "bz", 20, fields={"type": "t", "n": "1"})
+    wait_metric(fl, "streamfleet_circuit_open", "bz", lambda v: v == 1)
+    cpu0 = cpu_seconds(kid)
+    time.sleep(3)
+    used = cpu_seconds(kid) - cpu0
+    print(f"\ncircuit open, retries due: the worker used {used:.3f} s of CPU in 3 s")
+    assert used < 0.3, f"busy loop while the circuit is open: {used:.2f} s CPU in 3 s"
+    redis_server.stop()
+    fl.wait_for(lambda: fl.health()[0] == 503, what="/health 503 during the outage")
+    time.sleep(1.5)
+    cpu0 = cpu_seconds(kid)
+    time.sleep(3)
+    used = cpu_seconds(kid) - cpu0
+    print(f"redis down, retries due: the worker used {used:.3f} s of CPU in 3 s")
+    assert used < 0.3, f"busy loop while redis is down: {used:.2f} s CPU in 3 s"
+    assert fl.children() == [kid]
+
+
 def test_redis_frozen_8s_then_resumed_loses_nothing(redis_server, sink, fleet):
     """[15] SIGSTOP: commands time out (socket timeout above block), connections are rebuilt,
     nothing hangs; after SIGCONT processing resumes with no loss."""
