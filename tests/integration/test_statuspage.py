@@ -249,8 +249,9 @@ def test_status_prints_a_table_of_the_running_fleet(redis_server, fleet):
     r = redis_server.client()
     fl = fleet({"pool:emails": pool("emails", workers=3), "pool:audit": pool("audit", workers=1)})
     add_messages(r, "emails", 120)
+    # lag is known once Redis was polled after the workers created both groups
     fl.wait_for(lambda: {p["name"]: p for p in status_json(fl)["pools"]}["emails"]["messages"]["acked"]
-                == 120 and all(p["pending"] == 0 for p in status_json(fl)["pools"]))
+                == 120 and all(p["pending"] == 0 and p["lag"] is not None for p in status_json(fl)["pools"]))
     res = status_cmd(fl)
     assert res.returncode == 0, res.stdout + res.stderr
     first = res.stdout.splitlines()[0]
