@@ -1468,3 +1468,15 @@ char *conf_read_token(const char *path, char *err, size_t errlen)
     explicit_bzero(buf, sizeof buf);
     return t;
 }
+
+struct conf *conf_load_or_report(const char *path, size_t *nproblems)
+{
+    struct conf_errors errs = { 0 };
+    struct conf *c = conf_load(path, &errs);
+    for (size_t i = 0; i < errs.n; i++)
+        fprintf(stderr, "%s\n", errs.msg[i]);
+    if (nproblems)
+        *nproblems = errs.n;
+    conf_errors_release(&errs);
+    return c;
+}

@@ -112,6 +112,9 @@ struct conf_errors {
 struct conf *conf_load(const char *path, struct conf_errors *errs);
 void conf_free(struct conf *c);
 void conf_errors_release(struct conf_errors *errs);
+/* conf_load() for the command line: every problem is printed on stderr, one per line, and
+ * counted in *nproblems (when not NULL). */
+struct conf *conf_load_or_report(const char *path, size_t *nproblems);
 
 /* Parse a Redis address: redis://[[user]:password@]host[:port][/db] or unix:///path[?db=N].
  * Fills a (free contents with conf_redis_release()); returns 0, or -1 with a message that

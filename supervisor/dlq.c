@@ -245,14 +245,9 @@ int dlq_main(int argc, char **argv)
         return 2;
     }
 
-    struct conf_errors errs = { 0 };
-    struct conf *c = conf_load(path, &errs);
-    if (c == NULL) {
-        for (size_t i = 0; i < errs.n; i++)
-            fprintf(stderr, "%s\n", errs.msg[i]);
-        conf_errors_release(&errs);
+    struct conf *c = conf_load_or_report(path, NULL);
+    if (c == NULL)
         return 1;
-    }
     int status = 1;
     const struct pool_conf *p = conf_pool(c, pool);
     if (p == NULL) {

@@ -73,13 +73,10 @@ int main(int argc, char **argv)
         return 2;
     }
 
-    struct conf_errors errs = { 0 };
-    struct conf *conf = conf_load(path, &errs);
+    size_t problems;
+    struct conf *conf = conf_load_or_report(path, &problems);
     if (conf == NULL) {
-        for (size_t i = 0; i < errs.n; i++)
-            fprintf(stderr, "%s\n", errs.msg[i]);
-        fprintf(stderr, "%s: %zu problem%s, not started\n", path, errs.n, errs.n == 1 ? "" : "s");
-        conf_errors_release(&errs);
+        fprintf(stderr, "%s: %zu problem%s, not started\n", path, problems, problems == 1 ? "" : "s");
         return 1;
     }
     scrub_env_password();

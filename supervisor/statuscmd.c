@@ -765,13 +765,9 @@ int status_main(int argc, char **argv)
         return 2;
     }
 
-    struct conf_errors errs = { 0 };
-    struct conf *c = conf_load(path, &errs);
+    struct conf *c = conf_load_or_report(path, NULL);
     if (c == NULL) {
-        for (size_t i = 0; i < errs.n; i++)
-            fprintf(stderr, "%s\n", errs.msg[i]);
         fprintf(stderr, "streamfleet: %s cannot be used: no status\n", path);
-        conf_errors_release(&errs);
         return 2;
     }
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
