@@ -133,8 +133,9 @@ def socket_inodes(pid):
     return out
 
 
-def listening_tcp_inodes(port=None):
-    """Inodes of TCP sockets in LISTEN state (optionally only on port), IPv4 and IPv6."""
+def tcp_inodes(port=None, listening=True):
+    """Inodes of TCP sockets (optionally only on local port), IPv4 and IPv6: those in LISTEN
+    state, or with listening=False all the others (connections)."""
     inodes = set()
     for name in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
@@ -144,12 +145,30 @@ def listening_tcp_inodes(port=None):
         for line in lines:
             parts = line.split()
             local, state, inode = parts[1], parts[3], int(parts[9])
-            if state != "0A":  # TCP_LISTEN
+            if (state == "0A") != listening:  # 0A: TCP_LISTEN
                 continue
             if port is not None and int(local.rsplit(":", 1)[1], 16) != port:
                 continue
             inodes.add(inode)
     return inodes
+
+
+def listening_tcp_inodes(port=None):
+    """Inodes of TCP sockets in LISTEN state (optionally only on port), IPv4 and IPv6."""
+    return tcp_inodes(port, listening=True)
+
+
+def record_arrivals(sink):
+    """Make sink also keep each request the moment it has been read, before any delay of its
+    answer (sink.requests has a request only once it was answered). Returns that list."""
+    arrivals = []
+    decide = sink._decide
+
+    def decide_and_record(req):
+        arrivals.append(req)
+        return decide(req)
+    sink._decide = decide_and_record
+    return arrivals
 
 
 def sanitizer_reports(text):

@@ -5,7 +5,7 @@ import os
 import signal
 from pathlib import Path
 
-from conftest import HOST, SLOWNESS, pending_count, run_binary
+from conftest import HOST, SLOWNESS, pending_count, record_arrivals, run_binary  # noqa: F401 (re-exported)
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 BIG_TIMEOUT = 120 * SLOWNESS
@@ -55,19 +55,6 @@ def requests_for(sink, marker):
     if isinstance(marker, str):
         marker = marker.encode()
     return sorted((q for q in sink.snapshot() if marker in q.body), key=lambda q: q.time)
-
-
-def record_arrivals(sink):
-    """Make sink also keep each request the moment it has been read, before any delay of its
-    answer (sink.requests has a request only once it was answered). Returns that list."""
-    arrivals = []
-    decide = sink._decide
-
-    def decide_and_record(req):
-        arrivals.append(req)
-        return decide(req)
-    sink._decide = decide_and_record
-    return arrivals
 
 
 def metric(fl, name, pool=None, **labels):

@@ -15,8 +15,8 @@ import threading
 import time
 from pathlib import Path
 
-from conftest import (HOST, SLOWNESS, add_messages, consumer_names, group_info, proc_stat,
-                      wait_until, write_ini)
+from conftest import (HOST, SLOWNESS, add_messages, consumer_names, group_info, proc_stat,  # noqa: F401
+                      record_arrivals, tcp_inodes, wait_until, write_ini)
 
 BIG_TIMEOUT = 120 * SLOWNESS
 
@@ -119,24 +119,10 @@ def fd_count(pid):
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
-def _tcp_inodes_on_port(port, listening):
-    inodes = set()
-    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = Path(name).read_text().splitlines()[1:]
-        except FileNotFoundError:
-            continue
-        for line in lines:
-            parts = line.split()
-            if int(parts[1].rsplit(":", 1)[1], 16) == port and (parts[3] == "0A") == listening:
-                inodes.add(int(parts[9]))
-    return inodes
-
-
 def master_fds(fl):
     """The master's open fds, leaving out the HTTP clients of its endpoint (a test's own
     /metrics request comes and goes): {fd: target}."""
-    clients = {f"socket:[{i}]" for i in _tcp_inodes_on_port(fl.port, listening=False)}
+    clients = {f"socket:[{i}]" for i in tcp_inodes(fl.port, listening=False)}
     return {fd: t for fd, t in fd_targets(fl.pid).items() if t not in clients}
 
 
@@ -380,19 +366,6 @@ class Producer(threading.Thread):
         self.join(30)
         assert not self.errors, f"producer failed: {self.errors}"
         return self.ids
-
-
-def record_arrivals(sink):
-    """Make sink also keep each request the moment it has been read, before any delay of its
-    answer (sink.requests has it only once answered). Returns that list."""
-    arrivals = []
-    decide = sink._decide
-
-    def decide_and_record(req):
-        arrivals.append(req)
-        return decide(req)
-    sink._decide = decide_and_record
-    return arrivals
 
 
 # --------------------------------------------------------------------------------------------
