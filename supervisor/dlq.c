@@ -1,11 +1,12 @@
 /* dlq.c: the dead-letter stream of a pool, seen and handled from the command line.
- *   streamfleet dlq list   -c FILE --pool NAME [--count N]
+ *   streamfleet dlq list   -c FILE --pool NAME [--count N] [--fields]
  *   streamfleet dlq replay -c FILE --pool NAME (--all | ID...)
  *   streamfleet dlq purge  -c FILE --pool NAME (--all | --before DURATION)
  * A short-lived process with one synchronous hiredis connection. */
 #include "supervisor/dlq.h"
 #include "supervisor/rediscli.h"
 #include "common/conf.h"
+#include "common/buf.h"
 #include "common/dur.h"
 #include "common/log.h"
 
@@ -16,24 +17,61 @@
 #include <string.h>
 #include <time.h>
 
-/* Put a dead letter back on its source stream without its dlq.* fields and remove it from the
- * dead-letter stream, in one step. KEYS: dlq, stream. ARGV: id. Returns the new id, or nil when
- * the dead letter does not exist. */
-static const char replay_lua[] =
-    "local e = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])\n"
-    "if #e == 0 then return false end\n"
-    "local f, out = e[1][2], {}\n"
-    "for i = 1, #f, 2 do\n"
-    "  if string.sub(f[i], 1, 4) ~= 'dlq.' then out[#out + 1] = f[i]; out[#out + 1] = f[i + 1] end\n"
+/* The worker writes a dead letter as the message's own fields, in their order, followed by these
+ * six, last and in this order (child/stream.c). Only that tail is metadata: a message may carry
+ * fields of the same names (its own "dlq.reason"), and they are the message's, kept on replay
+ * and shown as fields by list. */
+#define DLQ_META 6
+static const char *const dlq_meta[DLQ_META] = { "dlq.stream", "dlq.id",    "dlq.reason",
+                                                "dlq.attempts", "dlq.error", "dlq.time" };
+enum { META_STREAM, META_ID, META_REASON, META_ATTEMPTS, META_ERROR, META_TIME };
+
+/* Entries read per page by replay --all: a dead letter can hold up to max_message_bytes, so
+ * pages stay small. */
+#define DLQ_PAGE 20
+
+/* A dead letter, read from an XRANGE reply it points into: kv is the flat [f, v, f, v...] list,
+ * norig the number of original fields (pairs) before the metadata. */
+struct letter {
+    const char *id;
+    const redisReply *kv;
+    size_t norig;
+};
+
+/* Replay is one MULTI/EXEC: a script notes the stream's last entry, the client's XADD puts the
+ * original fields back, a second script checks that the XADD added an entry and only then
+ * deletes the dead letter. The XADD is the client's, not a script's: Lua 5.1 cannot pass more
+ * than about 8,000 values to redis.call (LUAI_MAXCSTACK; "too many results to unpack"), and a
+ * dead letter can have more fields than that. EXEC does not roll back a failed command, hence
+ * the check: when the XADD failed (wrong type, out of memory) the dead letter stays as it was;
+ * when the dead letter vanished since we read it (replayed or purged by someone else) the new
+ * entry is deleted again. The note lives in a scratch key that exists only inside the
+ * transaction: nothing can run between the three commands.
+ * KEYS: stream, scratch. */
+static const char replay_before_lua[] =
+    "local t = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)\n"
+    "redis.call('SET', KEYS[2], t[1] and t[1][1] or 'none')\n"
+    "return 1\n";
+
+/* KEYS: stream, scratch, dlq. ARGV: dead-letter id. Returns the new entry's id, nil when the
+ * dead letter was gone (and the new entry is deleted again), or an error when nothing was added. */
+static const char replay_after_lua[] =
+    "local before = redis.call('GET', KEYS[2])\n"
+    "redis.call('DEL', KEYS[2])\n"
+    "if not before then return redis.error_reply('the stream could not be read') end\n"
+    "local t = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)\n"
+    "if not t[1] or t[1][1] == before then return redis.error_reply('the entry was not added') end\n"
+    "local id = t[1][1]\n"
+    "if #redis.call('XRANGE', KEYS[3], ARGV[1], ARGV[1]) == 0 then\n"
+    "  redis.call('XDEL', KEYS[1], id)\n"
+    "  return false\n"
     "end\n"
-    "if #out == 0 then return redis.error_reply('dead letter ' .. ARGV[1] .. ' has no original fields') end\n"
-    "local id = redis.call('XADD', KEYS[2], '*', unpack(out))\n"
-    "redis.call('XDEL', KEYS[1], ARGV[1])\n"
+    "redis.call('XDEL', KEYS[3], ARGV[1])\n"
     "return id\n";
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: streamfleet dlq list   -c FILE --pool NAME [--count N]\n"
+    fprintf(stderr, "usage: streamfleet dlq list   -c FILE --pool NAME [--count N] [--fields]\n"
                     "       streamfleet dlq replay -c FILE --pool NAME (--all | ID...)\n"
                     "       streamfleet dlq purge  -c FILE --pool NAME (--all | --before DURATION)\n");
 }
@@ -47,126 +85,389 @@ static redisContext *connect_redis(const struct redis_addr *a)
     return rc;
 }
 
-/* The value of field name in a flat [f, v, f, v...] reply, or "". */
-static const char *field(const redisReply *kv, const char *name)
+/* The length of the UTF-8 sequence at s (n bytes left) with its code point in *cp, or 0 when
+ * it is not one: truncated, overlong, a surrogate, beyond U+10FFFF. */
+static size_t utf8_seq(const unsigned char *s, size_t n, unsigned *cp)
 {
-    for (size_t i = 0; kv->type == REDIS_REPLY_ARRAY && i + 1 < kv->elements; i += 2)
-        if (kv->element[i]->type == REDIS_REPLY_STRING && strcmp(kv->element[i]->str, name) == 0)
-            return kv->element[i + 1]->type == REDIS_REPLY_STRING ? kv->element[i + 1]->str : "";
-    return "";
+    unsigned c = s[0], min;
+    size_t len;
+    if (c < 0x80) {
+        *cp = c;
+        return 1;
+    } else if ((c & 0xe0) == 0xc0) {
+        len = 2, c &= 0x1f, min = 0x80;
+    } else if ((c & 0xf0) == 0xe0) {
+        len = 3, c &= 0x0f, min = 0x800;
+    } else if ((c & 0xf8) == 0xf0) {
+        len = 4, c &= 0x07, min = 0x10000;
+    } else {
+        return 0;
+    }
+    if (len > n)
+        return 0;
+    for (size_t i = 1; i < len; i++) {
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+        c = c << 6 | (s[i] & 0x3f);
+    }
+    if (c < min || c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff))
+        return 0;
+    *cp = c;
+    return len;
 }
 
-static int do_list(redisContext *rc, const struct pool_conf *p, long count)
+/* Characters a terminal acts on instead of showing: C0 and C1 controls, DEL, and the
+ * bidirectional-text controls that reorder what follows them. */
+static bool unsafe_char(unsigned cp)
+{
+    return cp < 0x20 || (cp >= 0x7f && cp <= 0x9f) || cp == 0x61c || cp == 0x200e || cp == 0x200f ||
+           (cp >= 0x2028 && cp <= 0x202e) || (cp >= 0x2066 && cp <= 0x2069);
+}
+
+/* Append s[0..n) to b as text a terminal shows and cannot be driven by: unsafe characters and
+ * bytes that are not UTF-8 become \xNN (\n, \r and \t as such) and a backslash \\, so that no
+ * escape can be forged; printable UTF-8 stays as it is. Fields are whatever a producer wrote:
+ * raw, an ESC sequence could clear the screen, and a newline could forge a row of the table. */
+static void add_escaped(struct buf *b, const char *s, size_t n)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    for (size_t i = 0; i < n;) {
+        unsigned cp;
+        size_t len = utf8_seq(u + i, n - i, &cp);
+        if (len == 0) {
+            buf_printf(b, "\\x%02x", u[i++]);
+            continue;
+        }
+        if (cp == '\\')
+            buf_adds(b, "\\\\");
+        else if (cp == '\n')
+            buf_adds(b, "\\n");
+        else if (cp == '\r')
+            buf_adds(b, "\\r");
+        else if (cp == '\t')
+            buf_adds(b, "\\t");
+        else if (unsafe_char(cp))
+            for (size_t k = 0; k < len; k++)
+                buf_printf(b, "\\x%02x", u[i + k]);
+        else
+            buf_add(b, u + i, len);
+        i += len;
+    }
+}
+
+/* The escaped text of a string reply in b (reset first), "" for any other reply. */
+static const char *escaped(struct buf *b, const redisReply *v)
+{
+    buf_reset(b);
+    buf_adds(b, "");
+    if (v->type == REDIS_REPLY_STRING)
+        add_escaped(b, v->str, v->len);
+    return b->p;
+}
+
+/* Read the entry e of an XRANGE reply as a dead letter: 0 when it ends with the six metadata
+ * fields in the worker's order, -1 when it does not (l->id and l->kv are set either way). */
+static int letter_parse(const redisReply *e, struct letter *l)
+{
+    l->id = NULL, l->kv = NULL, l->norig = 0;
+    if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 || e->element[0]->type != REDIS_REPLY_STRING)
+        return -1;
+    l->id = e->element[0]->str;
+    l->kv = e->element[1];
+    if (l->kv->type != REDIS_REPLY_ARRAY || l->kv->elements % 2 != 0 || l->kv->elements < 2 * DLQ_META)
+        return -1;
+    for (size_t i = 0; i < l->kv->elements; i++)
+        if (l->kv->element[i]->type != REDIS_REPLY_STRING)
+            return -1;
+    size_t first = l->kv->elements - 2 * DLQ_META;
+    for (int m = 0; m < DLQ_META; m++) {
+        const redisReply *name = l->kv->element[first + 2 * (size_t)m];
+        if (name->len != strlen(dlq_meta[m]) || memcmp(name->str, dlq_meta[m], name->len) != 0)
+            return -1;
+    }
+    l->norig = first / 2;
+    return 0;
+}
+
+static const redisReply *letter_meta(const struct letter *l, int m)
+{
+    return l->kv->element[2 * l->norig + 2 * (size_t)m + 1];
+}
+
+static int do_list(redisContext *rc, const struct pool_conf *p, long count, bool fields)
 {
     redisReply *r = redisCommand(rc, "XRANGE %s - + COUNT %ld", p->dlq, count);
-    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
-        fprintf(stderr, "streamfleet: xrange %s: %s\n", p->dlq, r ? r->str : rc->errstr);
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY) {
+        fprintf(stderr, "streamfleet: xrange %s: %s\n", p->dlq,
+                r && r->type == REDIS_REPLY_ERROR ? r->str : r ? "unexpected reply" : rc->errstr);
         if (r)
             freeReplyObject(r);
         return 1;
     }
+    struct buf reason = BUF_INIT, attempts = BUF_INIT, source = BUF_INIT, error = BUF_INIT,
+               name = BUF_INIT, value = BUF_INIT;
     printf("%-22s %-20s %-14s %-8s %-22s %s\n", "DLQ ID", "TIME (UTC)", "REASON", "ATTEMPTS", "SOURCE ID", "ERROR");
     for (size_t i = 0; i < r->elements; i++) {
-        redisReply *e = r->element[i];
-        if (e->type != REDIS_REPLY_ARRAY || e->elements != 2)
+        struct letter l;
+        bool ok = letter_parse(r->element[i], &l) == 0;
+        if (l.id == NULL)
             continue;
-        const redisReply *kv = e->element[1];
-        long long ms = atoll(field(kv, "dlq.time"));
-        char when[32] = "-";
-        if (ms > 0) {
-            time_t t = (time_t)(ms / 1000);
-            struct tm tm;
-            gmtime_r(&t, &tm);
-            strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", &tm);
+        if (!ok) {
+            printf("%-22s %-20s %-14s %-8s %-22s %s\n", l.id, "-", "-", "-", "-",
+                   "not a dead letter: it does not end with the dlq.* fields");
+        } else {
+            long long ms = atoll(letter_meta(&l, META_TIME)->str);
+            char when[32] = "-";
+            if (ms > 0) {
+                time_t t = (time_t)(ms / 1000);
+                struct tm tm;
+                gmtime_r(&t, &tm);
+                strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", &tm);
+            }
+            printf("%-22s %-20s %-14s %-8s %-22s %s\n", l.id, when, escaped(&reason, letter_meta(&l, META_REASON)),
+                   escaped(&attempts, letter_meta(&l, META_ATTEMPTS)), escaped(&source, letter_meta(&l, META_ID)),
+                   escaped(&error, letter_meta(&l, META_ERROR)));
         }
-        printf("%-22s %-20s %-14s %-8s %-22s %s\n", e->element[0]->str, when, field(kv, "dlq.reason"),
-               field(kv, "dlq.attempts"), field(kv, "dlq.id"), field(kv, "dlq.error"));
+        /* The message's own fields: all of them when the entry is not in the dead-letter format. */
+        size_t nshow = ok ? 2 * l.norig : l.kv->type == REDIS_REPLY_ARRAY ? l.kv->elements : 0;
+        for (size_t k = 0; fields && k + 1 < nshow; k += 2)
+            printf("    %s = %s\n", escaped(&name, l.kv->element[k]), escaped(&value, l.kv->element[k + 1]));
     }
     printf("%zu dead letter%s in %s\n", r->elements, r->elements == 1 ? "" : "s", p->dlq);
+    buf_release(&reason);
+    buf_release(&attempts);
+    buf_release(&source);
+    buf_release(&error);
+    buf_release(&name);
+    buf_release(&value);
     freeReplyObject(r);
     return 0;
 }
 
-static int replay_one(redisContext *rc, const struct pool_conf *p, const char *id, char *newid, size_t len)
+/* Say why l cannot be replayed (on stderr), or return 0 when it can. */
+static int letter_check(const struct letter *l, bool parsed, const char *dlq)
 {
-    const char *argv[6] = { "EVAL", replay_lua, "2", p->dlq, p->stream, id };
-    size_t alen[6];
-    for (int i = 0; i < 6; i++)
-        alen[i] = strlen(argv[i]);
-    redisReply *r = redisCommandArgv(rc, 6, argv, alen);
-    if (r == NULL) {
-        fprintf(stderr, "streamfleet: replay %s: %s\n", id, rc->errstr);
+    if (!parsed) {
+        fprintf(stderr, "streamfleet: %s in %s is not a dead letter (it does not end with the fields %s ... %s): "
+                        "not replayed\n", l->id, dlq, dlq_meta[0], dlq_meta[DLQ_META - 1]);
         return -1;
     }
-    int rc2 = 0;
-    if (r->type == REDIS_REPLY_STRING) {
-        snprintf(newid, len, "%s", r->str);
-    } else if (r->type == REDIS_REPLY_NIL) {
-        rc2 = 1;
-    } else {
-        fprintf(stderr, "streamfleet: replay %s: %s\n", id, r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
-        rc2 = -1;
+    if (l->norig == 0) {
+        fprintf(stderr, "streamfleet: dead letter %s has no original fields: not replayed\n", l->id);
+        return -1;
     }
-    freeReplyObject(r);
-    return rc2;
+    return 0;
 }
 
-static int do_replay(redisContext *rc, const struct pool_conf *p, bool all, char **ids, int nids)
+/* The reply of one command sent with redisAppendCommand*: NULL (and rc->errstr) when the
+ * connection failed. */
+static redisReply *reply_get(redisContext *rc)
+{
+    void *r = NULL;
+    return redisGetReply(rc, &r) == REDIS_OK ? r : NULL;
+}
+
+/* Put the dead letter l back on the pool's stream and delete it from the dead-letter stream,
+ * atomically (see replay_before_lua). Returns 0 with the new entry id in newid, 1 when the
+ * dead letter was gone meanwhile (nothing changed), -1 on an error (said on stderr; nothing
+ * changed, unless the connection broke before the outcome was known). */
+static int replay_letter(redisContext *rc, const struct pool_conf *p, const struct letter *l, char *newid, size_t len)
+{
+    int status = -1;
+    struct buf scratch = BUF_INIT;
+    buf_printf(&scratch, "%s:replay-tx", p->dlq);
+    size_t nx = 3 + 2 * l->norig;
+    const char **argv = malloc(nx * sizeof *argv);
+    size_t *alen = malloc(nx * sizeof *alen);
+    if (argv == NULL || alen == NULL) {
+        fprintf(stderr, "streamfleet: replay %s: out of memory\n", l->id);
+        goto out;
+    }
+    argv[0] = "XADD", argv[1] = p->stream, argv[2] = "*";
+    for (size_t i = 0; i < 2 * l->norig; i++)
+        argv[3 + i] = l->kv->element[i]->str, alen[3 + i] = l->kv->element[i]->len;
+    for (size_t i = 0; i < 3; i++)
+        alen[i] = strlen(argv[i]);
+    const char *before[5] = { "EVAL", replay_before_lua, "2", p->stream, scratch.p };
+    const char *after[7] = { "EVAL", replay_after_lua, "3", p->stream, scratch.p, p->dlq, l->id };
+    size_t blen[5], aflen[7];
+    for (int i = 0; i < 5; i++)
+        blen[i] = strlen(before[i]);
+    for (int i = 0; i < 7; i++)
+        aflen[i] = strlen(after[i]);
+    /* One round trip: MULTI, the three commands, EXEC; then their five replies in order. */
+    redisAppendCommand(rc, "MULTI");
+    redisAppendCommandArgv(rc, 5, before, blen);
+    redisAppendCommandArgv(rc, (int)nx, argv, alen);
+    redisAppendCommandArgv(rc, 7, after, aflen);
+    redisAppendCommand(rc, "EXEC");
+    char queue_err[256] = "";
+    redisReply *r = NULL;
+    for (int i = 0; i < 4; i++) {
+        if ((r = reply_get(rc)) == NULL)
+            break;
+        if (r->type == REDIS_REPLY_ERROR && queue_err[0] == '\0')
+            snprintf(queue_err, sizeof queue_err, "%s", r->str);
+        freeReplyObject(r);
+    }
+    if (r == NULL || (r = reply_get(rc)) == NULL) {
+        fprintf(stderr, "streamfleet: replay %s: %s\n", l->id, rc->errstr);
+        goto out;
+    }
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 3) {
+        /* EXECABORT: a command was refused when queued (out of memory, ...): nothing ran. */
+        fprintf(stderr, "streamfleet: replay %s: %s\n", l->id,
+                queue_err[0] ? queue_err : r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply to exec");
+    } else {
+        const redisReply *xadd = r->element[1], *res = r->element[2];
+        if (res->type == REDIS_REPLY_STRING) {
+            snprintf(newid, len, "%s", res->str);
+            status = 0;
+        } else if (res->type == REDIS_REPLY_NIL) {
+            status = 1;
+        } else {
+            /* The first failure is the cause: the note, then the XADD, then the check. */
+            const redisReply *why = r->element[0]->type == REDIS_REPLY_ERROR ? r->element[0]
+                                    : xadd->type == REDIS_REPLY_ERROR        ? xadd
+                                                                             : res;
+            fprintf(stderr, "streamfleet: replay %s: %s\n", l->id,
+                    why->type == REDIS_REPLY_ERROR ? why->str : "unexpected reply");
+        }
+    }
+    freeReplyObject(r);
+out:
+    free(argv);
+    free(alen);
+    buf_release(&scratch);
+    return status;
+}
+
+/* Fetch the dead letter id and check it can be replayed. Returns 0 with *reply (free it) and
+ * l filled, 1 when there is no such entry, -1 when it cannot be replayed or Redis failed
+ * (said on stderr). */
+static int letter_fetch(redisContext *rc, const struct pool_conf *p, const char *id, redisReply **reply, struct letter *l)
+{
+    *reply = NULL;
+    redisReply *r = redisCommand(rc, "XRANGE %s %s %s", p->dlq, id, id);
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY) {
+        fprintf(stderr, "streamfleet: %s: %s\n", id,
+                r && r->type == REDIS_REPLY_ERROR ? r->str : r ? "unexpected reply" : rc->errstr);
+        if (r)
+            freeReplyObject(r);
+        return -1;
+    }
+    if (r->elements != 1) {
+        freeReplyObject(r);
+        return 1;
+    }
+    bool parsed = letter_parse(r->element[0], l) == 0;
+    if (l->id == NULL)
+        l->id = id;
+    if (letter_check(l, parsed, p->dlq) == -1) {
+        freeReplyObject(r);
+        return -1;
+    }
+    *reply = r;
+    return 0;
+}
+
+static int replay_ids(redisContext *rc, const struct pool_conf *p, char **ids, int nids)
 {
     long n = 0;
     char newid[64];
-    if (!all) {
-        /* Every ID must exist before any is replayed: a typo must not replay half a list. */
-        for (int i = 0; i < nids; i++) {
-            redisReply *r = redisCommand(rc, "XRANGE %s %s %s", p->dlq, ids[i], ids[i]);
-            bool found = r && r->type == REDIS_REPLY_ARRAY && r->elements == 1;
-            if (r == NULL || r->type == REDIS_REPLY_ERROR) {
-                fprintf(stderr, "streamfleet: %s: %s\n", ids[i], r ? r->str : rc->errstr);
-                if (r)
-                    freeReplyObject(r);
-                return 1;
-            }
+    struct letter l;
+    redisReply *r;
+    /* Every ID must be a dead letter before any is replayed: a typo must not replay half a list. */
+    for (int i = 0; i < nids; i++) {
+        int got = letter_fetch(rc, p, ids[i], &r, &l);
+        if (r)
             freeReplyObject(r);
-            if (!found) {
-                fprintf(stderr, "streamfleet: no dead letter %s in %s: nothing replayed\n", ids[i], p->dlq);
-                return 1;
-            }
-        }
-        for (int i = 0; i < nids; i++) {
-            int r = replay_one(rc, p, ids[i], newid, sizeof newid);
-            if (r == -1)
-                return 1;
-            if (r == 0) {
-                printf("%s -> %s %s\n", ids[i], p->stream, newid);
-                n++;
-            }
-        }
-    } else {
-        for (;;) {
-            redisReply *r = redisCommand(rc, "XRANGE %s - + COUNT 100", p->dlq);
-            if (r == NULL || r->type != REDIS_REPLY_ARRAY) {
-                fprintf(stderr, "streamfleet: xrange %s: %s\n", p->dlq, r && r->type == REDIS_REPLY_ERROR ? r->str : rc->errstr);
-                if (r)
-                    freeReplyObject(r);
-                return 1;
-            }
-            size_t got = r->elements;
-            for (size_t i = 0; i < got; i++) {
-                const char *id = r->element[i]->element[0]->str;
-                int rr = replay_one(rc, p, id, newid, sizeof newid);
-                if (rr == -1) {
-                    freeReplyObject(r);
-                    printf("replayed %ld dead letter%s to %s before the error\n", n, n == 1 ? "" : "s", p->stream);
-                    return 1;
-                }
-                n += rr == 0;
-            }
+        if (got == 1)
+            fprintf(stderr, "streamfleet: no dead letter %s in %s: nothing replayed\n", ids[i], p->dlq);
+        if (got != 0)
+            return 1;
+    }
+    for (int i = 0; i < nids; i++) {
+        int got = letter_fetch(rc, p, ids[i], &r, &l);
+        if (got == 1)
+            continue;       /* replayed or purged by someone else since the check */
+        int rr = got == 0 ? replay_letter(rc, p, &l, newid, sizeof newid) : -1;
+        if (r)
             freeReplyObject(r);
-            if (got == 0)
-                break;
+        if (rr == -1) {
+            printf("replayed %ld dead letter%s to %s before the error\n", n, n == 1 ? "" : "s", p->stream);
+            return 1;
+        }
+        if (rr == 0) {
+            printf("%s -> %s %s\n", ids[i], p->stream, newid);
+            n++;
         }
     }
     printf("replayed %ld dead letter%s to %s\n", n, n == 1 ? "" : "s", p->stream);
+    return 0;
+}
+
+/* replay --all: the dead letters present when it starts, up to the last one then. Replayed
+ * messages that fail again come back to the dead-letter stream with newer ids while this
+ * runs; they are not replayed a second time (re-reading until the stream is empty would go on
+ * as long as they keep failing). An entry that is not a dead letter is skipped and said. */
+static int replay_all(redisContext *rc, const struct pool_conf *p)
+{
+    long n = 0, skipped = 0;
+    char newid[64], last[64], cursor[80] = "-";
+    redisReply *r = redisCommand(rc, "XREVRANGE %s + - COUNT 1", p->dlq);
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY) {
+        fprintf(stderr, "streamfleet: xrevrange %s: %s\n", p->dlq,
+                r && r->type == REDIS_REPLY_ERROR ? r->str : r ? "unexpected reply" : rc->errstr);
+        if (r)
+            freeReplyObject(r);
+        return 1;
+    }
+    struct letter l = { 0 };
+    if (r->elements > 0)
+        letter_parse(r->element[0], &l);
+    bool empty = l.id == NULL;
+    if (!empty)
+        snprintf(last, sizeof last, "%s", l.id);
+    freeReplyObject(r);
+    while (!empty) {
+        r = redisCommand(rc, "XRANGE %s %s %s COUNT %d", p->dlq, cursor, last, DLQ_PAGE);
+        if (r == NULL || r->type != REDIS_REPLY_ARRAY) {
+            fprintf(stderr, "streamfleet: xrange %s: %s\n", p->dlq,
+                    r && r->type == REDIS_REPLY_ERROR ? r->str : r ? "unexpected reply" : rc->errstr);
+            if (r)
+                freeReplyObject(r);
+            printf("replayed %ld dead letter%s to %s before the error\n", n, n == 1 ? "" : "s", p->stream);
+            return 1;
+        }
+        for (size_t i = 0; i < r->elements; i++) {
+            bool parsed = letter_parse(r->element[i], &l) == 0;
+            if (l.id == NULL)
+                continue;
+            snprintf(cursor, sizeof cursor, "(%s", l.id);
+            if (letter_check(&l, parsed, p->dlq) == -1) {
+                skipped++;
+                continue;
+            }
+            int rr = replay_letter(rc, p, &l, newid, sizeof newid);
+            if (rr == -1) {
+                freeReplyObject(r);
+                printf("replayed %ld dead letter%s to %s before the error\n", n, n == 1 ? "" : "s", p->stream);
+                return 1;
+            }
+            n += rr == 0;
+        }
+        bool done = r->elements < DLQ_PAGE || strcmp(cursor + 1, last) == 0;
+        freeReplyObject(r);
+        if (done)
+            break;
+    }
+    printf("replayed %ld dead letter%s to %s\n", n, n == 1 ? "" : "s", p->stream);
+    if (skipped) {
+        fprintf(stderr, "streamfleet: %ld entr%s of %s not replayed (see above)\n", skipped,
+                skipped == 1 ? "y" : "ies", p->dlq);
+        return 1;
+    }
     return 0;
 }
 
@@ -202,20 +503,22 @@ int dlq_main(int argc, char **argv)
     const char *verb = argv[1];
     const char *path = "/etc/streamfleet/streamfleet.ini", *pool = NULL, *before = NULL;
     long count = 100;
-    bool all = false;
+    bool all = false, fields = false;
     static const struct option opts[] = {
         { "config", required_argument, NULL, 'c' }, { "pool", required_argument, NULL, 'p' },
         { "count", required_argument, NULL, 'n' },  { "all", no_argument, NULL, 'a' },
-        { "before", required_argument, NULL, 'b' }, { NULL, 0, NULL, 0 },
+        { "before", required_argument, NULL, 'b' }, { "fields", no_argument, NULL, 'f' },
+        { NULL, 0, NULL, 0 },
     };
     optind = 2;
     int o;
-    while ((o = getopt_long(argc, argv, "c:p:n:ab:", opts, NULL)) != -1) {
+    while ((o = getopt_long(argc, argv, "c:p:n:ab:f", opts, NULL)) != -1) {
         switch (o) {
         case 'c': path = optarg; break;
         case 'p': pool = optarg; break;
         case 'a': all = true; break;
         case 'b': before = optarg; break;
+        case 'f': fields = true; break;
         case 'n':
             if (int_parse(optarg, 1, 1000000, &count) == -1) {
                 fprintf(stderr, "streamfleet: --count must be a number from 1 to 1000000\n");
@@ -229,6 +532,10 @@ int dlq_main(int argc, char **argv)
          is_purge = strcmp(verb, "purge") == 0;
     if ((!is_list && !is_replay && !is_purge) || pool == NULL) {
         usage();
+        return 2;
+    }
+    if (fields && !is_list) {
+        fprintf(stderr, "streamfleet: --fields is for dlq list\n");
         return 2;
     }
     long before_ms = 0;
@@ -258,9 +565,9 @@ int dlq_main(int argc, char **argv)
     if (rc == NULL)
         goto out;
     if (is_list)
-        status = do_list(rc, p, count);
+        status = do_list(rc, p, count, fields);
     else if (is_replay)
-        status = do_replay(rc, p, all, argv + optind, argc - optind);
+        status = all ? replay_all(rc, p) : replay_ids(rc, p, argv + optind, argc - optind);
     else
         status = do_purge(rc, p, all, before_ms);
     redisFree(rc);
