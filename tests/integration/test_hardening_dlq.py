@@ -3,9 +3,11 @@ letters present when it started, replay keeps every original field (even one nam
 dlq.* metadata) and works whatever the field count, and list escapes control characters.
 The real binary against a real redis-server (and, where dead letters must come back during a
 replay, a running fleet and the HTTP sink)."""
+import subprocess
 import time
 
-from conftest import TIMEOUT, add_messages, free_port, wait_until, write_ini
+from conftest import (TIMEOUT, add_messages, free_port, sanitizer_env, sanitizer_reports,
+                      streamfleet_bin, wait_until, write_ini)
 from reliability_helpers import dlq_cli, http_pool, log_pool
 
 META = ("dlq.stream", "dlq.id", "dlq.reason", "dlq.attempts", "dlq.error", "dlq.time")
@@ -187,6 +189,14 @@ def test_replay_that_cannot_write_the_stream_leaves_the_dead_letter_untouched(re
     assert entries(c, "src:dlq") == before
     assert c.get("src") == b"not a stream"
 
+    c.delete("src")                     # XADD fails when it runs: no id left after the last
+    c.xadd("src", {"last": "1"}, id="18446744073709551615-18446744073709551615")
+    for dlq_id in (few, many):
+        res = dlq_cli(cfg, "replay", "--pool", "p", dlq_id)
+        assert res.returncode != 0 and dlq_id in res.stderr, res.stderr
+        assert entries(c, "src:dlq") == before, "the dead letter is untouched"
+    assert c.xlen("src") == 1
+
     c.delete("src")                     # XADD refused: Redis is out of memory (noeviction)
     c.config_set("maxmemory-policy", "noeviction")
     c.config_set("maxmemory", 1)
@@ -202,6 +212,38 @@ def test_replay_that_cannot_write_the_stream_leaves_the_dead_letter_untouched(re
     assert res.returncode == 0, res.stderr
     assert "replayed 2 dead letters to src" in res.stdout
     assert c.xlen("src") == 2 and c.xlen("src:dlq") == 0
+    assert not [k for k in c.keys("*") if k not in (b"src", b"src:dlq")], "no helper key left"
+
+
+def test_two_replays_of_one_dead_letter_at_the_same_moment_put_it_back_once(redis_server, tmp_path):
+    # Both read the dead letter, then both send their transaction while Redis holds writes
+    # (CLIENT PAUSE WRITE): the first to run moves it, the second finds it gone and must take
+    # back the entry its XADD added.
+    c = raw_client(redis_server)
+    original = [(b"n", b"1"), (b"kind", b"k")]
+    dlq_id = raw_dead_letter(c, "src:dlq", original)
+    cfg = cli_config(tmp_path, redis_server.url)
+    c.execute_command("CLIENT", "PAUSE", 4000, "WRITE")
+    procs = [subprocess.Popen([str(streamfleet_bin()), "dlq", "replay", "-c", str(cfg), "--pool", "p",
+                               dlq_id], env=sanitizer_env(), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, errors="replace")
+             for _ in range(2)]
+    try:
+        # a client in a transaction (x) held at EXEC (b)
+        wait_until(lambda: sum("x" in f and "b" in f for f in (
+            cl["flags"] for cl in c.client_list())) == 2, timeout=3.5,
+            what="both replays waiting at EXEC")
+    finally:
+        c.execute_command("CLIENT", "UNPAUSE")
+    outs = [p.communicate(timeout=TIMEOUT) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert not sanitizer_reports(err), err
+        assert p.returncode == 0, err
+    assert sorted(out.splitlines()[-1] for out, _ in outs) == [
+        "replayed 0 dead letters to src", "replayed 1 dead letter to src"]
+    assert [f for _, f in entries(c, "src")] == [original], "put back once"
+    assert c.xinfo_stream("src")["entries-added"] == 2, "the second XADD ran and was taken back"
+    assert c.xlen("src:dlq") == 0
     assert not [k for k in c.keys("*") if k not in (b"src", b"src:dlq")], "no helper key left"
 
 
