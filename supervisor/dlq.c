@@ -302,15 +302,17 @@ static int replay_letter(redisContext *rc, const struct pool_conf *p, const stru
     redisAppendCommandArgv(rc, 7, after, aflen);
     redisAppendCommand(rc, "EXEC");
     char queue_err[256] = "";
-    redisReply *r = NULL;
-    for (int i = 0; i < 4; i++) {
-        if ((r = reply_get(rc)) == NULL)
-            break;
-        if (r->type == REDIS_REPLY_ERROR && queue_err[0] == '\0')
-            snprintf(queue_err, sizeof queue_err, "%s", r->str);
-        freeReplyObject(r);
+    bool connected = true;
+    for (int i = 0; i < 4 && connected; i++) {
+        redisReply *q = reply_get(rc);
+        connected = q != NULL;
+        if (q && q->type == REDIS_REPLY_ERROR && queue_err[0] == '\0')
+            snprintf(queue_err, sizeof queue_err, "%s", q->str);
+        if (q)
+            freeReplyObject(q);
     }
-    if (r == NULL || (r = reply_get(rc)) == NULL) {
+    redisReply *r = connected ? reply_get(rc) : NULL;
+    if (r == NULL) {
         fprintf(stderr, "streamfleet: replay %s: %s\n", l->id, rc->errstr);
         goto out;
     }
