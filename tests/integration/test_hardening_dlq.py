@@ -279,3 +279,10 @@ def test_list_escapes_control_characters_in_metadata_and_fields(redis_server, tm
     assert "    bidi = abc\\xe2\\x80\\xaedef" in fields
     assert "    ok = caf\u00e9" in fields, "printable UTF-8 stays readable"
     assert "    slash = a\\\\x1b" in fields, "a backslash is escaped, so escapes cannot be forged"
+
+
+def test_fields_is_refused_outside_list(redis_server, tmp_path):
+    cfg = cli_config(tmp_path, redis_server.url)
+    for verb, extra in (("replay", ["--all"]), ("purge", ["--all"])):
+        res = dlq_cli(cfg, verb, "--pool", "p", "--fields", *extra)
+        assert res.returncode == 2 and "--fields" in res.stderr, res.stderr
