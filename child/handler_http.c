@@ -349,18 +349,52 @@ static void bad_message(struct handler *h, const struct msg *m, const char *fmt,
     child_done(h->child, m->id.p, &o);
 }
 
+/* qsort_r's order of field positions (size_t) of the msg arg: by name, then by position. */
+static int by_name(const void *a, const void *b, void *arg)
+{
+    const struct msg *m = arg;
+    size_t i = *(const size_t *)a, j = *(const size_t *)b;
+    const struct str *x = &m->f[2 * i], *y = &m->f[2 * j];
+    size_t n = x->len < y->len ? x->len : y->len;
+    int c = n ? memcmp(x->p, y->p, n) : 0;
+    if (c == 0 && x->len != y->len)
+        c = x->len < y->len ? -1 : 1;
+    if (c == 0)
+        c = i < j ? -1 : i > j;
+    return c;
+}
+
+/* Which fields of m repeat an earlier field's name: NULL when none can (fewer than two
+ * fields), else an array of m->nf flags. Sorting positions by name makes this O(n log n):
+ * comparing each name with all earlier ones took seconds for a message of 20,000 fields.
+ * Caller owns the result; free with free(). */
+static bool *repeated_names(const struct msg *m)
+{
+    if (m->nf < 2)
+        return NULL;
+    size_t *pos = xcalloc(m->nf, sizeof *pos);
+    bool *rep = xcalloc(m->nf, sizeof *rep);
+    for (size_t i = 0; i < m->nf; i++)
+        pos[i] = i;
+    qsort_r(pos, m->nf, sizeof *pos, by_name, (void *)m);
+    for (size_t k = 1; k < m->nf; k++) {
+        const struct str *a = &m->f[2 * pos[k - 1]], *b = &m->f[2 * pos[k]];
+        rep[pos[k]] = a->len == b->len && (a->len == 0 || memcmp(a->p, b->p, a->len) == 0);
+    }
+    free(pos);
+    return rep;
+}
+
 /* A JSON object of every field of m, in order; a repeated name keeps its first value (as
  * msg_get() does), so receivers never see duplicate keys. */
 static void json_fields(struct buf *b, const struct msg *m)
 {
+    bool *rep = repeated_names(m);
     buf_addc(b, '{');
     bool first = true;
     for (size_t i = 0; i < m->nf; i++) {
         const struct str *k = &m->f[2 * i], *v = &m->f[2 * i + 1];
-        bool seen = false;
-        for (size_t j = 0; j < i && !seen; j++)
-            seen = m->f[2 * j].len == k->len && memcmp(m->f[2 * j].p, k->p, k->len) == 0;
-        if (seen)
+        if (rep && rep[i])
             continue;
         if (!first)
             buf_addc(b, ',');
@@ -372,6 +406,7 @@ static void json_fields(struct buf *b, const struct msg *m)
         buf_addc(b, '"');
     }
     buf_addc(b, '}');
+    free(rep);
 }
 
 /* A message id goes into a header and the signed text: printable, bounded, non-empty. */
