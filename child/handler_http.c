@@ -167,8 +167,8 @@ static int start(struct handler *h, struct req *r)
 
 /* ---- the circuit breaker -----------------------------------------------------------------
  *
- * Closed, every outage-type failure counts towards its message's attempts, and towards
- * BREAKER_FAILURES in a row. Open, the handler keeps no message: a failed one is handed back
+ * Closed, every outage-type failure counts towards BREAKER_FAILURES in a row, and towards its
+ * message's attempts (but for TLS refused, which is never the message's fault). Open, the handler keeps no message: a failed one is handed back
  * to the child as a retry with outcome.outage (it stays pending in the child's retries, which
  * keep its idle time fresh, and its attempt does not count), and so is a message submitted
  * while it waits for the next probe. When that time comes, accepting() lets the child give
@@ -325,6 +325,8 @@ static void on_done(void *arg, void *user, const struct deliver_result *res)
         .error = error,
         .seconds = res->seconds,
         .attempt = r->attempt,
+        /* TLS refused fails every message alike: our settings, never the message, are wrong. */
+        .outage = v.kind == CL_CONFIG,
     };
     child_done(h->child, r->entry_id.p, &o);
     req_put(h, r);

@@ -33,12 +33,16 @@ def circuit_reason(fl, pool):
 # a poison message must not stop the worker; an outage must not cost attempts
 # --------------------------------------------------------------------------------------------
 
-def test_poison_message_failing_with_502_does_not_stop_the_others_and_is_dead_lettered(
-        redis_server, sink, fleet):
-    sink.rule(502, body_contains=b"POISON")
+@pytest.mark.parametrize("fault", ["502", "timeout"])
+def test_poison_message_failing_always_does_not_stop_the_others_and_is_dead_lettered(
+        redis_server, sink, fleet, fault):
+    if fault == "502":
+        sink.rule(502, body_contains=b"POISON")
+    else:                                       # answered (too late) with 504: never a 2xx
+        sink.rule(504, body_contains=b"POISON", delay=3)
     r = redis_server.client()
     fl = fleet({"pool:po": http_pool(sink, "po", body_field="payload", backoff_base="200ms",
-                                     max_attempts=5)})
+                                     max_attempts=5, timeout="1s")})
     t_poison = time.monotonic()
     (poison,) = add_messages(r, "po", 1, fields={"type": "x", "payload": "POISON"})
     # its failures open the circuit (it cannot tell yet whether the endpoint is down)
@@ -55,7 +59,8 @@ def test_poison_message_failing_with_502_does_not_stop_the_others_and_is_dead_le
     fl.wait_for(lambda: dlq_entries(r, "po:dlq"), timeout=60 * SLOWNESS,
                 what="the poison message dead-lettered within 60 s")
     # while it was open, /health said so, with the time and the last error
-    assert reason and re.search(r"circuit open since \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ: .*502",
+    want = "502" if fault == "502" else "timed out"
+    assert reason and re.search(r"circuit open since \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ: .*" + want,
                                 reason), reason
     ((_, dead),) = dlq_entries(r, "po:dlq")
     assert dead["dlq.id"] == poison and dead["dlq.reason"] == "max_attempts"
@@ -64,8 +69,8 @@ def test_poison_message_failing_with_502_does_not_stop_the_others_and_is_dead_le
     fl.wait_for(lambda: metric(fl, "streamfleet_circuit_open", "po") == 0, what="circuit closed")
     fl.wait_healthy()
     tried = [q for q in sink.snapshot() if q.body == b"POISON"]
-    print(f"\npoison: 5 normal messages delivered {took:.2f} s after they were added; the poison "
-          f"was tried {len(tried)} times and dead-lettered")
+    print(f"\npoison ({fault}): 5 normal messages delivered {took:.2f} s after they were added; "
+          f"the poison was tried {len(tried)} times and dead-lettered")
     assert len(by_webhook_id(sink.snapshot(), ok=True)) == 5, "each normal message once"
 
 
@@ -102,6 +107,21 @@ def test_outage_of_30s_dead_letters_nothing_and_everything_arrives_after_it(
     fl.wait_healthy()
     print(f"\noutage of 30 s: {tried} requests while down, nothing dead-lettered, all "
           f"{len(ids)} delivered {recovered:.1f} s after the endpoint came back")
+
+
+def test_tls_refused_never_uses_up_attempts(redis_server, sink_factory, certs, fleet):
+    """A certificate the CA does not vouch for fails every message alike: the config is at
+    fault, not the message, so even a message alone is never dead-lettered for it."""
+    rogue = sink_factory(certfile=str(certs.rogue_server_cert), keyfile=str(certs.rogue_server_key))
+    r = redis_server.client()
+    add_messages(r, "tl", 1, fields={"type": "tls"})
+    fl = fleet({"pool:tl": http_pool(rogue, "tl", tls_ca=str(certs.ca), backoff_base="200ms",
+                                     backoff_max="1s", max_attempts=2)})
+    fl.wait_for(lambda: metric(fl, "streamfleet_http_requests_total", "tl", code="error") >= 8,
+                timeout=TIMEOUT, what="8 refused attempts")
+    assert dlq_entries(r, "tl:dlq") == [], "a TLS problem is not the message's fault"
+    assert pending_count(r, "tl", "tl-group") == 1
+    assert "certificate" in (circuit_reason(fl, "tl") or ""), fl.health()
 
 
 # --------------------------------------------------------------------------------------------
