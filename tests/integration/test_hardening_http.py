@@ -74,6 +74,30 @@ def test_poison_message_failing_always_does_not_stop_the_others_and_is_dead_lett
     assert len(by_webhook_id(sink.snapshot(), ok=True)) == 5, "each normal message once"
 
 
+def test_message_held_off_by_an_open_circuit_is_not_taken_by_another_worker(
+        redis_server, sink, fleet):
+    """While its circuit is open a worker keeps the message's idle time fresh, so that no other
+    worker takes it after claim_idle (and stalls on it too)."""
+    sink.rule(502, body_contains=b"POISON")
+    r = redis_server.client()
+    fl = fleet({"pool:hf": http_pool(sink, "hf", body_field="payload", workers=2,
+                                     backoff_base="200ms", timeout="1s", claim_idle="3s")})
+    (poison,) = add_messages(r, "hf", 1, fields={"type": "x", "payload": "POISON"})
+    fl.wait_for(lambda: metric(fl, "streamfleet_circuit_open", "hf") == 1, timeout=TIMEOUT,
+                what="circuit open")
+    (entry,) = r.xpending_range("hf", "hf-group", "-", "+", 10)
+    owner = entry["consumer"]
+    deadline = time.monotonic() + 12            # four times claim_idle
+    while time.monotonic() < deadline:
+        entries = r.xpending_range("hf", "hf-group", "-", "+", 10)
+        assert [e["consumer"] for e in entries] == [owner], \
+            f"taken over by another worker (and dead-lettered): {entries} {dlq_entries(r, 'hf:dlq')}"
+        time.sleep(0.2)
+    assert metric(fl, "streamfleet_messages_reclaimed_total", "hf") == 0
+    assert metric(fl, "streamfleet_circuit_open", "hf") == 1, "one worker holds it off"
+    assert dlq_entries(r, "hf:dlq") == [], "nothing says the endpoint is up: no attempt counts"
+
+
 def test_outage_of_30s_dead_letters_nothing_and_everything_arrives_after_it(
         redis_server, sink, fleet):
     sink.status = 503
