@@ -168,10 +168,11 @@ static int start(struct handler *h, struct req *r)
 /* ---- the circuit breaker -----------------------------------------------------------------
  *
  * Closed, every outage-type failure counts towards BREAKER_FAILURES in a row, and towards its
- * message's attempts (but for TLS refused, which is never the message's fault). Open, the handler keeps no message: a failed one is handed back
- * to the child as a retry with outcome.outage (it stays pending in the child's retries, which
- * keep its idle time fresh, and its attempt does not count), and so is a message submitted
- * while it waits for the next probe. When that time comes, accepting() lets the child give
+ * message's attempts (but for TLS refused, which is never the message's fault). Open, the
+ * handler keeps no message: a failed one is handed back to the child as a retry with
+ * outcome.outage (it stays pending in the child's retries, which keep its idle time fresh, and
+ * its attempt does not count), and so is a message submitted while it waits for the next
+ * probe. When that time comes, accepting() lets the child give
  * messages again: the first goes out as the probe, the others wait in the handler for its
  * answer. The probe that failed waits longer than the rest, so the next probe is another
  * message when there is one. Any answer closes the circuit, and from then on each message's
