@@ -215,8 +215,13 @@ static void schedule_retry(struct child *c, const char *id, const struct outcome
     }
     long delay = backoff_ms(p->backoff, p->backoff_base_ms, p->backoff_max_ms,
                             p->backoff_jitter_pct, attempt, rnd());
-    if (o->retry_after_ms >= 0)
+    /* The endpoint's Retry-After replaces our schedule, even when shorter. But "0", or a date
+     * already past, would have us retry at once and burn every attempt in milliseconds: then
+     * our own schedule applies, and never sooner than backoff_base. */
+    if (o->retry_after_ms > 0)
         delay = o->retry_after_ms < p->backoff_max_ms ? o->retry_after_ms : p->backoff_max_ms;
+    else if (o->retry_after_ms == 0 && delay < p->backoff_base_ms)
+        delay = p->backoff_base_ms;
     if (c->nretries == c->retries_cap) {
         c->retries_cap = c->retries_cap ? c->retries_cap * 2 : 64;
         c->retries = xrealloc(c->retries, c->retries_cap * sizeof *c->retries);

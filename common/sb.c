@@ -106,6 +106,39 @@ uint64_t sb_get_error(const struct sb_slot *s, char *buf, size_t len)
     return when;
 }
 
+void sb_set_circuit(struct sb_slot *s, uint64_t unix_ms, const char *text)
+{
+    if (unix_ms == 0) {
+        atomic_store_explicit(&s->circuit_since_ms, 0, memory_order_release);
+        atomic_store_explicit(&s->circuit_open, 0, memory_order_relaxed);
+        return;
+    }
+    /* Closed first, so that a master copying meanwhile sees the time change. */
+    atomic_store_explicit(&s->circuit_since_ms, 0, memory_order_release);
+    atomic_thread_fence(memory_order_release);
+    size_t n = strlen(text);
+    if (n >= sizeof s->circuit_error)
+        n = sizeof s->circuit_error - 1;
+    memcpy(s->circuit_error, text, n);
+    s->circuit_error[n] = '\0';
+    atomic_store_explicit(&s->circuit_since_ms, unix_ms, memory_order_release);
+    atomic_store_explicit(&s->circuit_open, 1, memory_order_relaxed);
+}
+
+uint64_t sb_get_circuit(const struct sb_slot *s, char *buf, size_t len)
+{
+    uint64_t since = atomic_load_explicit(&s->circuit_since_ms, memory_order_acquire);
+    if (since == 0 || len == 0)
+        return 0;
+    size_t n = len < sizeof s->circuit_error ? len : sizeof s->circuit_error;
+    memcpy(buf, s->circuit_error, n);
+    buf[n - 1] = '\0';
+    atomic_thread_fence(memory_order_acquire);
+    if (atomic_load_explicit(&s->circuit_since_ms, memory_order_relaxed) != since)
+        return 0;
+    return since;
+}
+
 void sb_slot_reset(struct sb_slot *s)
 {
     atomic_store(&s->rss_bytes, 0);
@@ -115,6 +148,8 @@ void sb_slot_reset(struct sb_slot *s)
     atomic_store(&s->heartbeat_ms, 0);
     atomic_store(&s->inflight, 0);
     atomic_store(&s->circuit_open, 0);
+    atomic_store(&s->circuit_since_ms, 0);
+    s->circuit_error[0] = '\0';
     for (int i = 0; i < SB_NCOUNTERS; i++)
         atomic_store(&s->c[i], 0);
     atomic_store(&s->pid, 0);

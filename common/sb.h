@@ -84,6 +84,12 @@ struct sb_slot {
     _Atomic uint32_t error_seq;
     _Atomic uint64_t error_unix_ms;
     char error[120];
+    /* While the child's circuit breaker is open: since when (Unix ms, 0 while closed) and the
+     * error that opened it, for /health. The child writes the text first and the time after
+     * it (release), and leaves the text alone while the time is set; the master keeps its copy
+     * only when the time reads the same, non-zero, before and after copying. */
+    _Atomic uint64_t circuit_since_ms;
+    char circuit_error[120];
     _Atomic uint64_t c[SB_NCOUNTERS];
 } __attribute__((aligned(64)));
 
@@ -119,6 +125,13 @@ void sb_set_error(struct sb_slot *s, const char *text, uint64_t unix_ms);
 /* Master side: copy the last error into buf (len bytes); returns its time, or 0 when there is
  * none or it was being written. */
 uint64_t sb_get_error(const struct sb_slot *s, char *buf, size_t len);
+
+/* Child side: the circuit breaker opened at unix_ms (> 0) because of text; or, with unix_ms 0,
+ * it closed (text unused). Also sets circuit_open. */
+void sb_set_circuit(struct sb_slot *s, uint64_t unix_ms, const char *text);
+/* Master side: copy the error that opened the circuit into buf (len bytes); returns since when
+ * it is open (Unix ms), or 0 when it is closed or was changing. */
+uint64_t sb_get_circuit(const struct sb_slot *s, char *buf, size_t len);
 
 /* Master side: add a slot's counters into totals (acquire loads). */
 void sb_fold(uint64_t totals[SB_NCOUNTERS], const struct sb_slot *s);

@@ -152,6 +152,12 @@ static void build_view(struct master *m, struct fleet_view *v)
         }
         pv->inflight += atomic_load_explicit(&slot->inflight, memory_order_acquire);
         pv->circuit_open += atomic_load_explicit(&slot->circuit_open, memory_order_acquire) != 0;
+        char why[sizeof slot->circuit_error];
+        uint64_t since = sb_get_circuit(slot, why, sizeof why);
+        if (since && (pv->circuit_since == 0 || (double)since / 1000.0 < pv->circuit_since)) {
+            pv->circuit_since = (double)since / 1000.0;
+            snprintf(pv->circuit_error, sizeof pv->circuit_error, "%s", why);
+        }
         pv->rss_bytes += atomic_load_explicit(&slot->rss_bytes, memory_order_relaxed);
         char text[sizeof slot->error];
         uint64_t when = sb_get_error(slot, text, sizeof text);

@@ -4,6 +4,7 @@
 #include <inttypes.h>
 #include <math.h>
 #include <string.h>
+#include <time.h>
 
 const char *const restart_reason_name[RESTART_NREASONS] = { "exit", "signal", "heartbeat", "memory", "recycle" };
 
@@ -226,6 +227,17 @@ bool pool_degraded(const struct pool_view *p, struct buf *why)
         WHY("pool %s: crash loop (%u of %u workers)", p->name, p->workers_live, p->workers_expected);
     else if (p->short_too_long)
         WHY("pool %s has %u of %u workers", p->name, p->workers_live, p->workers_expected);
+    if (p->circuit_open) {
+        /* A worker holds off its endpoint: messages wait, whether the endpoint is down or
+         * refuses our TLS settings. Say since when and why, for whoever gets paged. */
+        char since[32] = "";
+        time_t t = (time_t)p->circuit_since;
+        struct tm tm;
+        if (p->circuit_since > 0 && gmtime_r(&t, &tm))
+            strftime(since, sizeof since, " since %Y-%m-%dT%H:%M:%SZ", &tm);
+        WHY("pool %s: circuit open%s: %s", p->name, since,
+            p->circuit_error[0] ? p->circuit_error : "endpoint failing");
+    }
     if (p->redis_known && p->max_lag > 0 && p->lag > p->max_lag)
         WHY("pool %s: lag %lld over max_lag %ld", p->name, p->lag, p->max_lag);
     if (p->redis_known && p->max_pending_age > 0 && p->oldest_pending_age > p->max_pending_age)
@@ -371,6 +383,8 @@ void status_render(struct buf *out, const struct fleet_view *v)
                    p->workers_live - p->workers_starting, p->workers_starting, p->workers_draining,
                    p->workers_expected, p->restarts, p->restarts_per_min, p->crash_loop ? "true" : "false",
                    p->inflight, p->circuit_open ? "true" : "false", p->rss_bytes);
+        json_num_or_null(out, "circuit_open_since", p->circuit_open && p->circuit_since > 0,
+                         p->circuit_since, false);
         buf_printf(out,
                    ",\"messages\":{\"read\":%" PRIu64 ",\"acked\":%" PRIu64 ",\"failed\":%" PRIu64
                    ",\"retried\":%" PRIu64 ",\"dead_lettered\":%" PRIu64 ",\"duplicate\":%" PRIu64

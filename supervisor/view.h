@@ -25,6 +25,8 @@ struct pool_view {
     uint64_t restarts_by[RESTART_NREASONS];
     unsigned inflight;
     unsigned circuit_open;          /* children whose circuit breaker is open */
+    double circuit_since;           /* Unix seconds the longest-open of them opened; 0: unknown */
+    char circuit_error[120];        /* the error that opened that one */
     bool crash_loop;                /* a slot is waiting out a restart delay */
     bool short_too_long;            /* below its worker count for longer than the start-up grace */
     double restarts_per_min;        /* over the last 5 minutes */
