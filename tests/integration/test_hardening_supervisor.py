@@ -344,6 +344,27 @@ def test_config_with_more_workers_than_scoreboard_slots_is_rejected_with_file_li
     assert f"{path}:{workers_line}:" in r.stderr, r.stderr
 
 
+def test_reload_needing_more_slots_than_are_free_is_refused_and_the_old_workers_stay(
+        redis_server, fleet):
+    """513 workers hold 513 of the 1024 slots; a reload changing every pool would start 513
+    new ones beside them while the old drain: it cannot, so it must not start at all."""
+    fl = fleet({"pool:a": pool("za", workers=256, handler="noop", block="5s"),
+                "pool:b": pool("zb", workers=256, handler="noop", block="5s"),
+                "pool:c": pool("zc", workers=1, handler="noop", block="5s")})
+    kids = wait_children(fl, 513, timeout=120 * SLOWNESS)
+    before = fl.metrics()
+    rewrite_config(fl, lambda c: [c[f"pool:{p}"].update(batch="11") for p in "abc"])
+    send_signal(fl, signal.SIGHUP)
+    fl.wait_for(lambda: reloads(fl.metrics(), "failed") == reloads(before, "failed") + 1,
+                what="the reload counted as failed")
+    assert reloads(fl.metrics(), "ok") == reloads(before, "ok")
+    time.sleep(1)
+    assert live_children(fl.pid) == kids, "the old workers neither drained nor replaced"
+    r = redis_server.client()
+    add_messages(r, "zc", 10)
+    fl.wait_for(lambda: all_read_and_acked(r, "zc", 10), what="the old generation still works")
+
+
 # --------------------------------------------------------------------------------------------
 # 7. supplementary groups of the service user
 # --------------------------------------------------------------------------------------------
