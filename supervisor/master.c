@@ -496,7 +496,9 @@ static size_t slots_wanted(const struct master *m, const struct conf *nc, bool r
     return want;
 }
 
-/* Re-read the config. Invalid: every problem is logged and nothing changes. Valid: new pools
+/* Re-read the config. Invalid, or a listener (address, token) that cannot start, or more
+ * workers than free scoreboard slots: the reasons are logged, the reload counts as failed and
+ * nothing changes. Valid: new pools
  * start; removed pools drain; a pool whose settings changed gets a new generation of
  * children, started before the old one drains, so it never has zero workers; a pool whose
  * only change is `workers` is scaled; unchanged pools keep their children. */
@@ -517,14 +519,19 @@ static void reload(struct master *m, long long now)
     }
     struct conf *oc = m->conf;
     bool redis_changed = !conf_redis_same(&oc->redis, &nc->redis);
-    const char *refused = NULL;
-    if (slots_wanted(m, nc, redis_changed) > slots_free(m))
-        refused = "not enough scoreboard slots to start the new workers beside the draining ones";
+    /* What can fail is tried before anything changes: a reload either applies whole or not. */
+    size_t want = slots_wanted(m, nc, redis_changed), free_slots = slots_free(m);
+    bool refused = true;
+    if (want > free_slots)
+        log_errorx("reload: the new workers need %zu scoreboard slots beside the draining ones, %zu are free",
+                   want, free_slots);
     else if (relisten(m, oc, nc) == -1)
-        refused = "the new listener cannot start";
+        log_errorx("reload: the new listener cannot start");
+    else
+        refused = false;
     if (refused) {
-        log_errorx("reload: %s: keeping the running config (the old listener serves on %s:%d)", refused,
-                   oc->listen_host, oc->listen_port);
+        log_errorx("reload: keeping the running config (and the listener on %s:%d as it was)", oc->listen_host,
+                   oc->listen_port);
         conf_free(nc);
         m->reloads_failed++;
         notify("READY=1");
