@@ -24,6 +24,7 @@
 #include "common/buf.h"
 #include "common/dur.h"
 #include "common/log.h"
+#include "common/sb.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -1263,6 +1264,25 @@ static void check_pairs_unique(struct loader *l)
     }
 }
 
+/* Each worker takes a scoreboard slot, which the master maps once at start: a config wanting
+ * more than there are would run short of workers without saying so at load. Reported at the
+ * pool whose workers cross the limit. */
+static void check_slots(struct loader *l)
+{
+    long total = 0;
+    int iw = key_index(SEC_POOL, "workers");
+    for (size_t i = 0; i < l->c->npools; i++) {
+        const struct pool_conf *p = &l->c->pools[i];
+        total += p->workers;
+        if (total > SB_SLOTS_MAX) {
+            int line = l->pool_keys[i][iw] > 0 ? l->pool_keys[i][iw] : p->line;
+            problem(l, line, "the pools up to [pool:%s] want %ld workers in all, more than the %d there are slots for",
+                    p->name, total, SB_SLOTS_MAX);
+            return;
+        }
+    }
+}
+
 static void validate(struct loader *l)
 {
     struct conf *c = l->c;
@@ -1289,6 +1309,7 @@ static void validate(struct loader *l)
         problem(l, 1, "no [pool:NAME] section: nothing to run");
     for (size_t i = 0; i < c->npools; i++)
         validate_pool(l, i);
+    check_slots(l);
     check_pairs_unique(l);
 }
 

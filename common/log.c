@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -18,6 +19,7 @@ static char origin_pool[64];
 static int origin_slot = -1;
 
 static const char *const level_names[] = { "debug", "info", "warn", "error" };
+static bool to_file;                /* stderr is the log file log_open_file() opened */
 
 void log_init(enum log_level level, enum log_format fmt)
 {
@@ -27,9 +29,18 @@ void log_init(enum log_level level, enum log_format fmt)
 
 int log_open_file(const char *path)
 {
-    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+    /* Root opens this file in a folder the service user may own: a symlink planted there
+     * must not make root append to (and later hand over) some other file. O_NOFOLLOW refuses
+     * a symlink as the last component (ELOOP); O_NOCTTY keeps a terminal from becoming ours. */
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY, 0640);
     if (fd == -1)
         return -1;
+    struct stat st;
+    if (fstat(fd, &st) == -1 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        errno = EINVAL;     /* a FIFO or a device is no log file */
+        return -1;
+    }
     if (fd != STDERR_FILENO) {
         /* dup2 clears close-on-exec on fd 2; children inherit it as their stderr. */
         if (dup2(fd, STDERR_FILENO) == -1) {
@@ -40,7 +51,15 @@ int log_open_file(const char *path)
         }
         close(fd);
     }
+    to_file = true;
     return 0;
+}
+
+int log_file_chown(uid_t uid, gid_t gid)
+{
+    if (!to_file)
+        return 0;
+    return fchown(STDERR_FILENO, uid, gid);
 }
 
 void log_set_origin(const char *pool, int slot)

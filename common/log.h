@@ -5,10 +5,16 @@
 
 #include "common/conf.h"
 
+#include <sys/types.h>
+
 void log_init(enum log_level level, enum log_format format);
 /* Make path (opened for appending, created 0640) the process's stderr, where every log line
- * goes: at start, and again on SIGUSR1 after logrotate moved the file. Returns 0 or -1. */
+ * goes: at start, and again on SIGUSR1 after logrotate moved the file. A symlink or anything
+ * but a regular file at path is refused. Returns 0 or -1 with errno. */
 int log_open_file(const char *path);
+/* Hand the log file opened last to uid:gid (through its descriptor, never its path, which
+ * may have been replaced meanwhile). 0 when no file was opened. Returns 0 or -1 with errno. */
+int log_file_chown(uid_t uid, gid_t gid);
 /* Name the writer of the following lines: pool NULL for the master. */
 void log_set_origin(const char *pool, int slot);
 bool log_enabled(enum log_level level);

@@ -2,9 +2,11 @@
 #include "supervisor/httpd.h"
 #include "common/log.h"
 
+#include <arpa/inet.h>
 #include <microhttpd.h>
 #include <stdbool.h>
 #include <netdb.h>
+#include <strings.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +14,14 @@
 #include <time.h>
 
 #define REQUEST_DEADLINE_MS 10000   /* a request must arrive whole within this */
+/* Admission. One address may hold PER_ADDRESS_MAX connections; past CONNS_MAX in all, each new
+ * connection pushes out the one idle the longest, so that a probe always gets in however many
+ * addresses hold idle connections (libmicrohttpd 0.9.75, once at its own limit, stops
+ * accepting: a /livez would wait in the backlog until the idle ones time out). Its own limit
+ * sits above ours only so that it keeps accepting while the pushed-out ones close. */
+#define CONNS_MAX 256
+#define PER_ADDRESS_MAX 64
+#define MHD_CONNS_MAX (CONNS_MAX + 64)
 
 /* One open connection. libmicrohttpd's own timeout counts from the last byte received, so a
  * client trickling one byte a second would hold its slot for ever (slowloris); we count from
@@ -26,7 +36,9 @@ struct httpd {
     struct MHD_Daemon *d;
     struct httpd_route route;
     char *token;                    /* NULL: no authentication */
-    struct conn *conns;
+    struct conn *conns;             /* newest first */
+    unsigned nconns;
+    bool cut;                       /* connections were shut down: run libmicrohttpd again */
 };
 
 static long long mono_ms(void)
@@ -34,6 +46,21 @@ static long long mono_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Shut down the connection (but keep) that has waited the longest for a request; libmicrohttpd
+ * sees the socket end and closes it on its next run. */
+static void push_out_idlest(struct httpd *h, const struct conn *keep)
+{
+    struct conn *idlest = NULL;
+    for (struct conn *c = h->conns; c; c = c->next)
+        if (c != keep && c->fd >= 0 && (idlest == NULL || c->since_ms <= idlest->since_ms))
+            idlest = c;
+    if (idlest) {
+        shutdown(idlest->fd, SHUT_RDWR);
+        idlest->fd = -1;
+        h->cut = true;
+    }
 }
 
 static void on_connection(void *cls, struct MHD_Connection *connection, void **socket_context,
@@ -50,6 +77,8 @@ static void on_connection(void *cls, struct MHD_Connection *connection, void **s
             h->conns->prev = c;
         h->conns = c;
         *socket_context = c;
+        if (++h->nconns > CONNS_MAX)
+            push_out_idlest(h, c);
     } else if (code == MHD_CONNECTION_NOTIFY_CLOSED && *socket_context) {
         struct conn *c = *socket_context;
         if (c->prev)
@@ -59,18 +88,21 @@ static void on_connection(void *cls, struct MHD_Connection *connection, void **s
         if (c->next)
             c->next->prev = c->prev;
         free(c);
+        h->nconns--;
         *socket_context = NULL;
     }
 }
 
 /* Constant time in the length of the expected token: a wrong guess takes as long as a
- * nearly right one. */
+ * nearly right one. The scheme is case-insensitive (RFC 7235 section 2.1). */
 static bool token_ok(const char *expected, const char *header)
 {
-    static const char scheme[] = "Bearer ";
-    if (header == NULL || strncmp(header, scheme, sizeof scheme - 1) != 0)
+    static const char scheme[] = "Bearer";
+    if (header == NULL || strncasecmp(header, scheme, sizeof scheme - 1) != 0 || header[sizeof scheme - 1] != ' ')
         return false;
     const char *got = header + sizeof scheme - 1;
+    while (*got == ' ')
+        got++;
     size_t n = strlen(expected), m = strlen(got);
     unsigned char diff = (unsigned char)(n != m);
     for (size_t i = 0; i < n; i++)
@@ -157,14 +189,16 @@ struct httpd *httpd_open(const char *host, int port, const char *token, struct h
         flags |= MHD_USE_IPv6;
     /* Binding by port alone would listen on every address: always give the address. The
      * limits keep slow or hostile clients from holding the master: few connections, each
-     * with a small memory budget and an idle timeout. */
+     * with a small memory budget and an idle timeout. No MHD_OPTION_LISTENING_ADDRESS_REUSE:
+     * it sets SO_REUSEPORT, which lets a second instance bind the same port and take half
+     * the scrapes; without it libmicrohttpd sets SO_REUSEADDR only, so that a restart can
+     * bind again at once. */
     h->d = MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, answer, h,
                             MHD_OPTION_SOCK_ADDR, ai->ai_addr,
-                            MHD_OPTION_CONNECTION_LIMIT, (unsigned)256,
-                            MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)64,
+                            MHD_OPTION_CONNECTION_LIMIT, (unsigned)MHD_CONNS_MAX,
+                            MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)PER_ADDRESS_MAX,
                             MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)10,
                             MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024),
-                            MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1,
                             MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
                             MHD_OPTION_NOTIFY_CONNECTION, on_connection, h,
                             MHD_OPTION_END);
@@ -176,6 +210,28 @@ struct httpd *httpd_open(const char *host, int port, const char *token, struct h
         return NULL;
     }
     return h;
+}
+
+int httpd_set_token(struct httpd *h, const char *token)
+{
+    if (h->token) {
+        explicit_bzero(h->token, strlen(h->token));
+        free(h->token);
+    }
+    h->token = token ? xstrdup(token) : NULL;
+    return 0;
+}
+
+bool httpd_host_is_loopback(const char *host)
+{
+    struct in_addr a4;
+    struct in6_addr a6;
+    if (inet_pton(AF_INET, host, &a4) == 1)
+        return (ntohl(a4.s_addr) >> 24) == 127;
+    if (inet_pton(AF_INET6, host, &a6) == 1)
+        return IN6_IS_ADDR_LOOPBACK(&a6) ||
+               (IN6_IS_ADDR_V4MAPPED(&a6) && a6.s6_addr[12] == 127);
+    return false;
 }
 
 int httpd_fd(struct httpd *h)
@@ -199,15 +255,16 @@ void httpd_run(struct httpd *h)
     /* Shut down connections that have not sent a whole request within the deadline:
      * libmicrohttpd sees the socket end and closes the connection on its next run. */
     long long now = mono_ms();
-    bool cut = false;
     for (struct conn *c = h->conns; c; c = c->next)
         if (c->fd >= 0 && now - c->since_ms > REQUEST_DEADLINE_MS) {
             shutdown(c->fd, SHUT_RDWR);
             c->fd = -1;
-            cut = true;
+            h->cut = true;
         }
-    if (cut)
+    if (h->cut) {
+        h->cut = false;
         MHD_run(h->d);
+    }
 }
 
 void httpd_close(struct httpd *h)

@@ -29,9 +29,10 @@ static void usage(FILE *out)
 }
 
 /* The password of STREAMFLEET_REDIS is in our environment block, which /proc/PID/environ
- * shows to anyone who may read it: overwrite it in place, now that the config holds a copy.
- * (The block is the one the kernel set up; getenv() points into it, and so do the children's
- * copies after fork.) */
+ * shows to anyone who may read it: overwrite it there. The block is the one the kernel set up
+ * (getenv() points into it, and so do the children's copies after fork); setenv() first moves
+ * the whole value to the heap, where /proc does not show it and where a reload's conf_load()
+ * still finds the password (masking in place alone made every reload parse the mask). */
 static void scrub_env_password(void)
 {
     char *v = getenv("STREAMFLEET_REDIS");
@@ -41,6 +42,11 @@ static void scrub_env_password(void)
     char *at = strrchr(v, '@');
     if (scheme == NULL || at == NULL || at < scheme)
         return;
+    char *copy = xstrdup(v);
+    if (setenv("STREAMFLEET_REDIS", copy, 1) == -1)
+        fatal("setenv STREAMFLEET_REDIS");
+    explicit_bzero(copy, strlen(copy));
+    free(copy);
     for (char *p = scheme + 3; p < at; p++)
         *p = '*';
 }

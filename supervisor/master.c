@@ -376,30 +376,94 @@ static void drop_idle_drained(struct master *m)
 
 /* ---- the listener ---- */
 
-/* A listener for conf (its address and token), or NULL (logged). */
-static struct httpd *listen_for(struct master *m, const struct conf *conf)
+/* The bearer token of conf: 0 with *token set (NULL when conf asks for none), or -1 (logged). */
+static int token_of(const struct conf *conf, char **token)
 {
-    char *token = NULL;
     char err[300];
-    if (conf->listen_token_file && (token = conf_read_token(conf->listen_token_file, err, sizeof err)) == NULL) {
+    *token = NULL;
+    if (conf->listen_token_file == NULL)
+        return 0;
+    if ((*token = conf_read_token(conf->listen_token_file, err, sizeof err)) == NULL) {
         log_errorx("%s", err);
-        return NULL;
+        return -1;
     }
-    struct httpd *h = httpd_open(conf->listen_host, conf->listen_port, token,
-                                 (struct httpd_route){ .fn = serve, .arg = m }, err, sizeof err);
-    if (h == NULL)
-        log_errorx("%s", err);
+    return 0;
+}
+
+static void token_free(char *token)
+{
     if (token) {
         explicit_bzero(token, strlen(token));
         free(token);
     }
+}
+
+/* A listener for conf (its address and token), or NULL (logged). */
+static struct httpd *listen_for(struct master *m, const struct conf *conf)
+{
+    char *token;
+    char err[300];
+    if (token_of(conf, &token) == -1)
+        return NULL;
+    struct httpd *h = httpd_open(conf->listen_host, conf->listen_port, token,
+                                 (struct httpd_route){ .fn = serve, .arg = m }, err, sizeof err);
+    if (h == NULL)
+        log_errorx("%s", err);
+    token_free(token);
     return h;
+}
+
+/* Anyone who reaches a non-loopback address without a token reads the fleet's state: say so
+ * at every start and reload, where it cannot be missed. */
+static void warn_if_open(const struct conf *conf)
+{
+    if (conf->listen_token_file == NULL && !httpd_host_is_loopback(conf->listen_host))
+        log_warnx("listen %s:%d is not a loopback address and has no listen_token_file: anyone who can "
+                  "reach it reads /metrics, /health and the status page", conf->listen_host, conf->listen_port);
 }
 
 int master_listen(struct master *m, struct conf *conf)
 {
     m->httpd = listen_for(m, conf);
+    if (m->httpd)
+        warn_if_open(conf);
     return m->httpd ? 0 : -1;
+}
+
+/* Give the listener nc's address and token. Everything that can fail (reading the token,
+ * binding the new address) is done before the old listener is touched: on failure it keeps
+ * serving with its old address and token, and -1 is returned (logged). The same address
+ * keeps its socket and only changes its token, so a scraper sees no gap. */
+static int relisten(struct master *m, const struct conf *oc, const struct conf *nc)
+{
+    bool same_addr = strcmp(oc->listen_host, nc->listen_host) == 0 && oc->listen_port == nc->listen_port;
+    bool same_token = (oc->listen_token_file == NULL) == (nc->listen_token_file == NULL) &&
+                      (oc->listen_token_file == NULL || strcmp(oc->listen_token_file, nc->listen_token_file) == 0);
+    if (same_addr && same_token)
+        return 0;
+    char *token;
+    if (token_of(nc, &token) == -1)
+        return -1;
+    int rc = 0;
+    if (same_addr) {
+        httpd_set_token(m->httpd, token);
+        log_info("reload: listener on %s:%d now %s", nc->listen_host, nc->listen_port,
+                 token ? "requires the token of listen_token_file" : "requires no token");
+    } else {
+        char err[300];
+        struct httpd *h = httpd_open(nc->listen_host, nc->listen_port, token,
+                                     (struct httpd_route){ .fn = serve, .arg = m }, err, sizeof err);
+        if (h == NULL) {
+            log_errorx("reload: %s", err);
+            rc = -1;
+        } else {
+            httpd_close(m->httpd);
+            m->httpd = h;
+            log_info("reload: now listening on %s:%d", nc->listen_host, nc->listen_port);
+        }
+    }
+    token_free(token);
+    return rc;
 }
 
 /* ---- reload ---- */
@@ -409,7 +473,38 @@ static void set_logging(const struct conf *c)
     log_init(c->log_level, c->log_format);
 }
 
-/* Re-read the config. Invalid: every problem is logged and nothing changes. Valid: new pools
+static size_t slots_free(const struct master *m)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < m->sb.nslots; i++)
+        n += !m->sb_used[i];
+    return n;
+}
+
+/* Scoreboard slots a reload to nc takes beyond those in use: a changed pool starts its new
+ * generation while the old one still holds its slots until it has drained, an added pool
+ * starts whole, a scaled-up pool adds the difference. A reload that would run out part-way
+ * must not start: it would drain old workers that nothing replaces. */
+static size_t slots_wanted(const struct master *m, const struct conf *nc, bool redis_changed)
+{
+    size_t want = 0;
+    for (size_t i = 0; i < nc->npools; i++) {
+        const struct pool_conf *pc = &nc->pools[i];
+        const struct pool_state *ps = NULL;
+        for (size_t k = 0; k < m->npools && ps == NULL; k++)
+            if (!m->pools[k]->removed && strcmp(m->pools[k]->name, pc->name) == 0)
+                ps = m->pools[k];
+        if (ps == NULL || redis_changed || !conf_pool_same(ps->conf, pc))
+            want += (size_t)pc->workers;
+        else if (pc->workers > ps->workers)
+            want += (size_t)(pc->workers - ps->workers);
+    }
+    return want;
+}
+
+/* Re-read the config. Invalid, or a listener (address, token) that cannot start, or more
+ * workers than free scoreboard slots: the reasons are logged, the reload counts as failed and
+ * nothing changes. Valid: new pools
  * start; removed pools drain; a pool whose settings changed gets a new generation of
  * children, started before the old one drains, so it never has zero workers; a pool whose
  * only change is `workers` is scaled; unchanged pools keep their children. */
@@ -429,31 +524,26 @@ static void reload(struct master *m, long long now)
         return;
     }
     struct conf *oc = m->conf;
-
-    bool same_token = (oc->listen_token_file == NULL) == (nc->listen_token_file == NULL) &&
-                      (oc->listen_token_file == NULL || strcmp(oc->listen_token_file, nc->listen_token_file) == 0);
-    if (strcmp(oc->listen_host, nc->listen_host) != 0 || oc->listen_port != nc->listen_port || !same_token) {
-        /* A new port is bound before the old is closed; the same port must be freed first. */
-        bool same_port = strcmp(oc->listen_host, nc->listen_host) == 0 && oc->listen_port == nc->listen_port;
-        if (same_port) {
-            httpd_close(m->httpd);
-            m->httpd = NULL;
-        }
-        struct httpd *h = listen_for(m, nc);
-        if (h == NULL && same_port)
-            h = listen_for(m, oc);
-        if (h == NULL) {
-            log_errorx("reload: keeping the old listener on %s:%d", oc->listen_host, oc->listen_port);
-        } else if (same_port) {
-            m->httpd = h;
-            log_info("reload: listener on %s:%d renewed", nc->listen_host, nc->listen_port);
-        } else {
-            httpd_close(m->httpd);
-            m->httpd = h;
-            log_info("reload: now listening on %s:%d", nc->listen_host, nc->listen_port);
-        }
-    }
     bool redis_changed = !conf_redis_same(&oc->redis, &nc->redis);
+    /* What can fail is tried before anything changes: a reload either applies whole or not. */
+    size_t want = slots_wanted(m, nc, redis_changed), free_slots = slots_free(m);
+    bool refused = true;
+    if (want > free_slots)
+        log_errorx("reload: the new workers need %zu scoreboard slots beside the draining ones, %zu are free",
+                   want, free_slots);
+    else if (relisten(m, oc, nc) == -1)
+        log_errorx("reload: the new listener cannot start");
+    else
+        refused = false;
+    if (refused) {
+        log_errorx("reload: keeping the running config (and the listener on %s:%d as it was)", oc->listen_host,
+                   oc->listen_port);
+        conf_free(nc);
+        m->reloads_failed++;
+        notify("READY=1");
+        return;
+    }
+    warn_if_open(nc);
     if (redis_changed) {
         redismon_free(m->mon);
         m->mon = redismon_open(&nc->redis);

@@ -53,6 +53,7 @@ struct proc {
     long long started_ms;
     long long respawn_at_ms;
     unsigned quick_deaths;          /* consecutive deaths soon after start: the restart delay */
+    unsigned fork_failures;         /* consecutive failed fork()s: the retry delay */
     bool draining;                  /* told to finish: not replaced when it exits */
     long long kill_at_ms;           /* draining: SIGKILL when still alive then (0: not set) */
     bool killed_for_heartbeat;

@@ -30,7 +30,8 @@ static pid_t pidfile_read(int fd)
 
 int pidfile_write(const char *path)
 {
-    int old = open(path, O_RDONLY | O_CLOEXEC);
+    /* Only read, but still no symlink followed, and no FIFO to block on. */
+    int old = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
     if (old != -1) {
         if (flock(old, LOCK_SH | LOCK_NB) == -1 && errno == EWOULDBLOCK) {
             log_errorx("pidfile %s: streamfleet already runs as pid %d: not starting a second one", path,
@@ -44,10 +45,16 @@ int pidfile_write(const char *path)
         close(old);
     }
     /* Written whole under another name, locked, then renamed over: a reader never sees a
-     * half-written pidfile. */
+     * half-written pidfile. The folder may belong to the service user, who can plant a
+     * symlink at the temporary name: create it new (O_EXCL, O_NOFOLLOW), never follow one.
+     * What is already there (a leftover of a crash, or a plant) is removed once: unlink
+     * removes a symlink itself, never its target. */
     char tmp[4096];
     snprintf(tmp, sizeof tmp, "%s.%d.tmp", path, (int)getpid());
-    int fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    int flags = O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC;
+    int fd = open(tmp, flags, 0644);
+    if (fd == -1 && errno == EEXIST && unlink(tmp) == 0)
+        fd = open(tmp, flags, 0644);
     if (fd == -1) {
         log_warn("pidfile %s: cannot create %s", path, tmp);
         return -1;
@@ -118,10 +125,12 @@ int privs_drop(const struct conf *c)
         log_errorx("[fleet] user %s is root: set allow_root = yes to mean it", c->user);
         return -1;
     }
-    /* The log file was opened as root: hand it over so that SIGUSR1 can reopen it. */
-    if (c->log_file && chown(c->log_file, uid, gid) == -1)
+    /* The log file was opened as root: hand it over so that SIGUSR1 can reopen it. Through
+     * the descriptor: the path may by now name something else. */
+    if (c->log_file && log_file_chown(uid, gid) == -1)
         log_warn("chown %s", c->log_file);
-    if (setgroups(1, &gid) == -1 || setgid(gid) == -1 || setuid(uid) == -1) {
+    /* The user's own supplementary groups (e.g. ssl-cert, to read a TLS key), none of root's. */
+    if (initgroups(c->user, gid) == -1 || setgid(gid) == -1 || setuid(uid) == -1) {
         log_warn("cannot switch to user %s (uid %d, gid %d)", c->user, (int)uid, (int)gid);
         return -1;
     }

@@ -2,6 +2,7 @@
  * heartbeats, and the per-child drain. */
 #include "supervisor/master.h"
 #include "child/child.h"
+#include "common/backoff.h"
 #include "common/log.h"
 
 #include <errno.h>
@@ -62,10 +63,17 @@ int procs_spawn(struct master *m, struct proc *p, long long now)
     pid_t master = getpid();
     pid_t pid = fork();
     if (pid == -1) {
-        log_warn("fork for pool %s", p->pool->name);
-        p->respawn_at_ms = now + RESPAWN_MIN_MS;
+        /* EAGAIN (RLIMIT_NPROC, pid or memory exhaustion) does not clear in a second: wait
+         * 1 s, doubling up to 30 s, so that the retries and their log lines stay few. */
+        int e = errno;
+        p->fork_failures++;
+        long delay = backoff_ms(BACKOFF_EXPONENTIAL, RESPAWN_MIN_MS, RESPAWN_MAX_MS, 0, p->fork_failures, 0.5);
+        log_warnx("fork for worker %d of pool %s: %s (%u in a row): next attempt in %ld ms", p->index,
+                  p->pool->name, strerror(e), p->fork_failures, delay);
+        p->respawn_at_ms = now + delay;
         return -1;
     }
+    p->fork_failures = 0;
     /* Only the first child of a slot of a new generation skips its pending list (the old
      * generation still works on it); a replacement must recover what its predecessor held. */
     bool fresh = p->pool->fresh && !p->started_before;
