@@ -18,6 +18,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -791,18 +792,21 @@ def _format_sanitizer_logs(found):
 
 
 @pytest.fixture(autouse=True)
-def sanitizer_logs(tmp_path):
-    """Point every streamfleet this test starts at tmp_path/sanitizer/report.PID, and fail the
-    test when any report is there at the end (after the fleets it started have stopped)."""
+def sanitizer_logs():
+    """Point every streamfleet this test starts at a folder of its own (report.PID files), and
+    fail the test when any report is there at the end (after the fleets it started have
+    stopped). The folder is in /tmp and writable by all, unlike pytest's tmp_path (0700 under
+    root's): processes that dropped privileges to nobody must be able to write their report."""
     global _sanitizer_prefix
-    d = tmp_path / "sanitizer"
-    d.mkdir()
+    d = Path(tempfile.mkdtemp(prefix="streamfleet-san-"))
+    d.chmod(0o1777)
     _sanitizer_prefix = str(d / "report")
     try:
         yield d
     finally:
         found = sanitizer_log_reports()
         _sanitizer_prefix = None
+        shutil.rmtree(d, ignore_errors=True)
     if found:
         pytest.fail(_format_sanitizer_logs(found), pytrace=False)
 
