@@ -2,8 +2,9 @@
 #   make          build bin/streamfleet
 #   make run      install what is missing, build, start a demo redis-server and the fleet
 #   make test     install what is missing, build with sanitizers, run every test
+#   make fuzz     build the libFuzzer targets and run each for FUZZ_SECONDS (60) from its corpus
 VERSION := 0.1.0
-PKGS    := hiredis libcurl openssl inih libmicrohttpd
+PKGS    := hiredis libcurl openssl inih libmicrohttpd jansson
 CC      ?= cc
 WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 -Wvla -Werror
 CFLAGS  ?= -O2 -g
@@ -30,7 +31,25 @@ UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 BENCH_SRCS := $(wildcard tests/bench/*.c)
 BENCH_BINS := $(BENCH_SRCS:tests/bench/%.c=$(BUILD)/bench/%)
 
-.PHONY: all run test unit bootstrap clean install bench
+# libFuzzer targets: tests/fuzz/fuzz_NAME.c, its seed corpus in tests/fuzz/corpus/NAME/. They are
+# built with clang into a tree of their own (objects with fuzzer-no-link, so the fuzzer's
+# coverage reaches into our code; the link adds libFuzzer's main). Like a unit test, a target
+# links all of common/ and what its first line lists ("// links: a.c b.c"). -Werror is left to
+# the gcc builds: a warning only clang gives must not stop `make test`.
+FUZZ_CC    ?= clang
+FUZZ_SAN   := address,undefined
+FUZZ_CFLAGS = -std=c11 -D_GNU_SOURCE -DSF_VERSION='"$(VERSION)"' $(filter-out -Werror,$(WARN)) -Wno-format-nonliteral \
+              -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer-no-link,$(FUZZ_SAN) \
+              -fno-sanitize-recover=undefined -I. $(shell pkg-config --cflags $(PKGS) 2>/dev/null) -MMD -MP
+FUZZ_OBJS  := $(SRCS:%.c=build/fuzz/obj/%.o)
+FUZZ_COMMON_OBJS := $(filter build/fuzz/obj/common/%,$(FUZZ_OBJS))
+FUZZ_SRCS  := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BINS  := $(FUZZ_SRCS:tests/fuzz/%.c=build/fuzz/%)
+FUZZ_SECONDS ?= 60
+# objects a pattern rule made on the way to a target: keep them (make would delete them)
+.SECONDARY: $(FUZZ_OBJS)
+
+.PHONY: all run test unit bootstrap clean install bench fuzz fuzzers
 all: $(BIN)
 
 $(BIN): $(OBJS)
@@ -57,7 +76,24 @@ $(BUILD)/bench/%: tests/bench/%.c
 	@echo "  BENCH   $@"
 	@$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $< $(LDLIBS)
 
+build/fuzz/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	@echo "  FUZZCC  $<"
+	@$(FUZZ_CC) $(FUZZ_CFLAGS) -c -o $@ $<
+
+build/fuzz/%: tests/fuzz/%.c $(FUZZ_OBJS)
+	@mkdir -p $(dir $@)
+	@echo "  FUZZ    $@"
+	@$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer,$(FUZZ_SAN) -o $@ $< $(FUZZ_COMMON_OBJS) \
+	    $(patsubst %.c,build/fuzz/obj/%.o,$(shell sed -n '1s|^// links: ||p' $<)) $(LDLIBS)
+
 unit: $(UNIT_BINS)
+fuzzers: $(FUZZ_BINS)
+
+# Every target for FUZZ_SECONDS, through the fuzz step of tests/run (a crash fails, and its
+# input is kept in the target's corpus).
+fuzz: fuzzers
+	@FUZZ_SECONDS=$(FUZZ_SECONDS) STEPS=fuzz tests/run
 bench: $(BENCH_BINS) $(BIN)
 
 bootstrap:
@@ -69,7 +105,7 @@ run: bootstrap
 
 test: bootstrap
 	@$(MAKE) --no-print-directory SAN=1 all unit
-	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory all fuzzers
 	@tests/run
 
 PREFIX  ?= /usr/local
@@ -86,4 +122,4 @@ install: $(BIN)
 clean:
 	rm -rf build bin
 
--include $(OBJS:.o=.d)
+-include $(OBJS:.o=.d) $(FUZZ_OBJS:.o=.d)

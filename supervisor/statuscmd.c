@@ -14,6 +14,7 @@
 #include "common/buf.h"
 #include "common/conf.h"
 #include "common/dur.h"
+#include "common/json.h"
 #include "common/log.h"
 
 #include <curl/curl.h>
@@ -31,7 +32,6 @@
 
 #define FETCH_TIMEOUT_MS 2000
 #define BODY_MAX (8u << 20)         /* a /status.json larger than this is not ours */
-#define JSON_DEPTH_MAX 32
 
 static void usage(FILE *out)
 {
@@ -40,258 +40,6 @@ static void usage(FILE *out)
                  "  --json         print the status as JSON (for scripts)\n"
                  "  --watch [N]    refresh every N seconds (default 2) until Ctrl-C\n"
                  "exit status: 0 every pool ok, 1 a pool degraded or the fleet down, 2 usage\n");
-}
-
-/* ---- a small JSON reader, enough for our own /status.json ---- */
-
-enum jtype { J_NULL, J_BOOL, J_NUM, J_STR, J_ARR, J_OBJ };
-
-/* A parsed value. Owns its strings and children; free with jv_release(). */
-struct jv {
-    enum jtype type;
-    bool b;
-    double num;
-    char *str;
-    struct jv *v;                   /* J_ARR, J_OBJ: n values */
-    char **k;                       /* J_OBJ: n keys */
-    size_t n;
-};
-
-struct jparse {
-    const char *p;
-    int depth;
-};
-
-static void jv_release(struct jv *j)
-{
-    for (size_t i = 0; i < j->n; i++) {
-        jv_release(&j->v[i]);
-        if (j->k)
-            free(j->k[i]);
-    }
-    free(j->v);
-    free(j->k);
-    free(j->str);
-    memset(j, 0, sizeof *j);
-}
-
-static void skip_ws(struct jparse *jp)
-{
-    while (*jp->p == ' ' || *jp->p == '\t' || *jp->p == '\n' || *jp->p == '\r')
-        jp->p++;
-}
-
-static void put_utf8(struct buf *b, unsigned long cp)
-{
-    if (cp < 0x80) {
-        buf_addc(b, (char)cp);
-    } else if (cp < 0x800) {
-        buf_addc(b, (char)(0xc0 | (cp >> 6)));
-        buf_addc(b, (char)(0x80 | (cp & 0x3f)));
-    } else if (cp < 0x10000) {
-        buf_addc(b, (char)(0xe0 | (cp >> 12)));
-        buf_addc(b, (char)(0x80 | ((cp >> 6) & 0x3f)));
-        buf_addc(b, (char)(0x80 | (cp & 0x3f)));
-    } else {
-        buf_addc(b, (char)(0xf0 | (cp >> 18)));
-        buf_addc(b, (char)(0x80 | ((cp >> 12) & 0x3f)));
-        buf_addc(b, (char)(0x80 | ((cp >> 6) & 0x3f)));
-        buf_addc(b, (char)(0x80 | (cp & 0x3f)));
-    }
-}
-
-static int hex4(const char *s, unsigned long *out)
-{
-    unsigned long v = 0;
-    for (int i = 0; i < 4; i++) {
-        char c = s[i];
-        int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
-              : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
-        if (d < 0)
-            return -1;
-        v = v * 16 + (unsigned long)d;
-    }
-    *out = v;
-    return 0;
-}
-
-/* A string at jp->p (on its opening quote); the result is NUL-terminated, owned by the caller. */
-static char *parse_str(struct jparse *jp)
-{
-    struct buf b = BUF_INIT;
-    jp->p++;
-    for (;;) {
-        char c = *jp->p++;
-        if (c == '"')
-            break;
-        if (c == '\0' || (unsigned char)c < 0x20)
-            goto fail;
-        if (c != '\\') {
-            buf_addc(&b, c);
-            continue;
-        }
-        c = *jp->p++;
-        switch (c) {
-        case '"': case '\\': case '/': buf_addc(&b, c); break;
-        case 'b': buf_addc(&b, '\b'); break;
-        case 'f': buf_addc(&b, '\f'); break;
-        case 'n': buf_addc(&b, '\n'); break;
-        case 'r': buf_addc(&b, '\r'); break;
-        case 't': buf_addc(&b, '\t'); break;
-        case 'u': {
-            unsigned long cp, lo;
-            if (hex4(jp->p, &cp) == -1)
-                goto fail;
-            jp->p += 4;
-            if (cp >= 0xd800 && cp < 0xdc00 && jp->p[0] == '\\' && jp->p[1] == 'u' &&
-                hex4(jp->p + 2, &lo) == 0 && lo >= 0xdc00 && lo < 0xe000) {
-                cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
-                jp->p += 6;
-            }
-            put_utf8(&b, cp);
-            break;
-        }
-        default:
-            goto fail;
-        }
-    }
-    if (b.p == NULL)
-        buf_adds(&b, "");
-    return b.p;
-fail:
-    buf_release(&b);
-    return NULL;
-}
-
-static int parse_value(struct jparse *jp, struct jv *out);
-
-static int parse_list(struct jparse *jp, struct jv *out, bool object)
-{
-    char close = object ? '}' : ']';
-    size_t cap = 0;
-    out->type = object ? J_OBJ : J_ARR;
-    if (++jp->depth > JSON_DEPTH_MAX)
-        return -1;
-    jp->p++;
-    skip_ws(jp);
-    if (*jp->p == close) {
-        jp->p++;
-        jp->depth--;
-        return 0;
-    }
-    for (;;) {
-        if (out->n == cap) {
-            cap = cap ? cap * 2 : 8;
-            out->v = xrealloc(out->v, cap * sizeof *out->v);
-            if (object)
-                out->k = xrealloc(out->k, cap * sizeof *out->k);
-        }
-        skip_ws(jp);
-        char *key = NULL;
-        if (object) {
-            if (*jp->p != '"' || (key = parse_str(jp)) == NULL)
-                return -1;
-            skip_ws(jp);
-            if (*jp->p++ != ':') {
-                free(key);
-                return -1;
-            }
-        }
-        memset(&out->v[out->n], 0, sizeof out->v[out->n]);
-        if (object)
-            out->k[out->n] = key;
-        out->n++;                   /* counted before parsing: jv_release frees a half value */
-        if (parse_value(jp, &out->v[out->n - 1]) == -1)
-            return -1;
-        skip_ws(jp);
-        if (*jp->p == ',') {
-            jp->p++;
-            continue;
-        }
-        if (*jp->p++ != close)
-            return -1;
-        jp->depth--;
-        return 0;
-    }
-}
-
-static int parse_value(struct jparse *jp, struct jv *out)
-{
-    skip_ws(jp);
-    const char *p = jp->p;
-    if (*p == '{' || *p == '[')
-        return parse_list(jp, out, *p == '{');
-    if (*p == '"') {
-        out->type = J_STR;
-        return (out->str = parse_str(jp)) ? 0 : -1;
-    }
-    if (strncmp(p, "true", 4) == 0 || strncmp(p, "false", 5) == 0) {
-        out->type = J_BOOL;
-        out->b = *p == 't';
-        jp->p += out->b ? 4 : 5;
-        return 0;
-    }
-    if (strncmp(p, "null", 4) == 0) {
-        out->type = J_NULL;
-        jp->p += 4;
-        return 0;
-    }
-    if (*p == '-' || (*p >= '0' && *p <= '9')) {
-        char *end;
-        out->type = J_NUM;
-        out->num = strtod(p, &end);
-        jp->p = end;
-        return end > p ? 0 : -1;
-    }
-    return -1;
-}
-
-/* Parse text (NUL-terminated) into *out. Returns 0, or -1 (out released). */
-static int json_parse(const char *text, struct jv *out)
-{
-    struct jparse jp = { .p = text };
-    memset(out, 0, sizeof *out);
-    if (parse_value(&jp, out) == -1) {
-        jv_release(out);
-        return -1;
-    }
-    skip_ws(&jp);
-    if (*jp.p != '\0') {
-        jv_release(out);
-        return -1;
-    }
-    return 0;
-}
-
-static const struct jv *jget(const struct jv *o, const char *key)
-{
-    if (o == NULL || o->type != J_OBJ)
-        return NULL;
-    for (size_t i = 0; i < o->n; i++)
-        if (strcmp(o->k[i], key) == 0)
-            return &o->v[i];
-    return NULL;
-}
-
-static bool jnum(const struct jv *o, const char *key, double *out)
-{
-    const struct jv *v = jget(o, key);
-    if (v == NULL || v->type != J_NUM)
-        return false;
-    *out = v->num;
-    return true;
-}
-
-static const char *jstr(const struct jv *o, const char *key)
-{
-    const struct jv *v = jget(o, key);
-    return v && v->type == J_STR ? v->str : NULL;
-}
-
-static bool jtrue(const struct jv *o, const char *key)
-{
-    const struct jv *v = jget(o, key);
-    return v && v->type == J_BOOL && v->b;
 }
 
 /* ---- from the master ---- */
@@ -519,6 +267,12 @@ static void from_redis(const struct conf *c, const char *url, const char *why, s
 /* 0.4s, 12s, 3m 05s, 2h 10m, 3d 04h */
 static void fmt_age(double s, char *out, size_t len)
 {
+    /* A document is not trusted to hold sane figures: out of long's range (or NaN), the
+     * conversion below would be undefined (found by tests/fuzz/fuzz_status.c). */
+    if (!(fabs(s) < 1e15)) {
+        snprintf(out, len, "?");
+        return;
+    }
     long n = (long)s;
     if (s < 10)
         snprintf(out, len, "%.1fs", s);
@@ -532,10 +286,10 @@ static void fmt_age(double s, char *out, size_t len)
         snprintf(out, len, "%ldd %02ldh", n / 86400, n % 86400 / 3600);
 }
 
-static void fmt_int(const struct jv *o, const char *key, char *out, size_t len)
+static void fmt_int(const struct json *o, const char *key, char *out, size_t len)
 {
     double v;
-    if (jnum(o, key, &v))
+    if (json_num(o, key, &v))
         snprintf(out, len, "%.0f", v);
     else
         snprintf(out, len, "-");
@@ -549,78 +303,80 @@ struct row {
     char cell[NCOLS][96];
 };
 
-static void pool_row(const struct jv *p, struct row *r)
+static void pool_row(const struct json *p, struct row *r)
 {
-    const char *name = jstr(p, "name"), *status = jstr(p, "status");
+    const char *name = json_str(p, "name"), *status = json_str(p, "status");
     snprintf(r->cell[COL_POOL], sizeof r->cell[0], "%s", name ? name : "?");
     snprintf(r->cell[COL_STATUS], sizeof r->cell[0], "%s", status ? status : "?");
-    const struct jv *w = jget(p, "workers");
+    const struct json *w = json_get(p, "workers");
     double running, starting, draining, expected, v;
-    if (jnum(w, "running", &running) && jnum(w, "expected", &expected)) {
-        int n = snprintf(r->cell[COL_WORKERS], sizeof r->cell[0], "%.0f/%.0f", running, expected);
-        if (jnum(w, "starting", &starting) && starting > 0)
-            n += snprintf(r->cell[COL_WORKERS] + n, sizeof r->cell[0] - (size_t)n, " +%.0f starting", starting);
-        if (jnum(w, "draining", &draining) && draining > 0)
-            snprintf(r->cell[COL_WORKERS] + n, sizeof r->cell[0] - (size_t)n, " +%.0f draining", draining);
+    if (json_num(w, "running", &running) && json_num(w, "expected", &expected)) {
+        /* n stays inside the cell even when a huge figure was cut short (1e308 is 309 digits). */
+        size_t room = sizeof r->cell[0], n;
+        n = (size_t)snprintf(r->cell[COL_WORKERS], room, "%.0f/%.0f", running, expected);
+        if (json_num(w, "starting", &starting) && starting > 0 && n < room)
+            n += (size_t)snprintf(r->cell[COL_WORKERS] + n, room - n, " +%.0f starting", starting);
+        if (json_num(w, "draining", &draining) && draining > 0 && n < room)
+            snprintf(r->cell[COL_WORKERS] + n, room - n, " +%.0f draining", draining);
     } else {
         snprintf(r->cell[COL_WORKERS], sizeof r->cell[0], "?");
     }
-    if (jnum(p, "rate", &v))
+    if (json_num(p, "rate", &v))
         snprintf(r->cell[COL_RATE], sizeof r->cell[0], "%.1f", v);
     else
         snprintf(r->cell[COL_RATE], sizeof r->cell[0], "?");
     fmt_int(p, "pending", r->cell[COL_PENDING], sizeof r->cell[0]);
     fmt_int(p, "lag", r->cell[COL_LAG], sizeof r->cell[0]);
-    if (jnum(p, "oldest_pending_age", &v))
+    if (json_num(p, "oldest_pending_age", &v))
         fmt_age(v, r->cell[COL_OLDEST], sizeof r->cell[0]);
     else
         snprintf(r->cell[COL_OLDEST], sizeof r->cell[0], "-");
     fmt_int(p, "dlq_length", r->cell[COL_DLQ], sizeof r->cell[0]);
-    if (jnum(p, "restarts", &v))
+    if (json_num(p, "restarts", &v))
         snprintf(r->cell[COL_RESTARTS], sizeof r->cell[0], "%.0f", v);
     else
         snprintf(r->cell[COL_RESTARTS], sizeof r->cell[0], "?");
 }
 
-static void render_table(struct buf *out, const struct jv *s, const char *url)
+static void render_table(struct buf *out, const struct json *s, const char *url)
 {
-    const char *source = jstr(s, "source");
+    const char *source = json_str(s, "source");
     bool from_master = source == NULL || strcmp(source, "master") == 0;
-    const char *status = jstr(s, "status"), *reason = jstr(s, "reason");
-    const struct jv *redis = jget(s, "redis");
+    const char *status = json_str(s, "status"), *reason = json_str(s, "reason");
+    const struct json *redis = json_get(s, "redis");
     double t, start;
 
     if (from_master) {
-        buf_printf(out, "streamfleet %s at %s", jstr(s, "version") ? jstr(s, "version") : "?", url);
-        if (jnum(s, "time", &t) && jnum(s, "start_time", &start)) {
+        buf_printf(out, "streamfleet %s at %s", json_str(s, "version") ? json_str(s, "version") : "?", url);
+        if (json_num(s, "time", &t) && json_num(s, "start_time", &start)) {
             char up[32];
             fmt_age(t - start, up, sizeof up);
             buf_printf(out, ", up %s", up);
         }
         buf_printf(out, ": %s\n", status ? status : "?");
-        buf_printf(out, "redis: %s", jtrue(redis, "up") ? "up" : "DOWN");
-        if (!jtrue(redis, "up") && jstr(redis, "error"))
-            buf_printf(out, " (%s)", jstr(redis, "error"));
-        const struct jv *durable = jget(redis, "durable");
-        if (durable && durable->type == J_BOOL)
-            buf_printf(out, ", %s", durable->b ? "durable" : "NOT DURABLE");
-        if (jstr(redis, "durability") && jstr(redis, "durability")[0])
-            buf_printf(out, ": %s", jstr(redis, "durability"));
+        buf_printf(out, "redis: %s", json_bool(redis, "up") == 1 ? "up" : "DOWN");
+        if (json_bool(redis, "up") != 1 && json_str(redis, "error"))
+            buf_printf(out, " (%s)", json_str(redis, "error"));
+        int durable = json_bool(redis, "durable");
+        if (durable != -1)
+            buf_printf(out, ", %s", durable ? "durable" : "NOT DURABLE");
+        if (json_str(redis, "durability") && json_str(redis, "durability")[0])
+            buf_printf(out, ": %s", json_str(redis, "durability"));
         buf_addc(out, '\n');
     } else {
         buf_printf(out, "streamfleet: DOWN: %s\n", reason ? reason : "?");
-        if (jtrue(redis, "up"))
+        if (json_bool(redis, "up") == 1)
             buf_printf(out, "from redis %s directly: workers, rates and restarts unknown\n",
-                       jstr(redis, "address") ? jstr(redis, "address") : "");
+                       json_str(redis, "address") ? json_str(redis, "address") : "");
     }
 
-    const struct jv *pools = jget(s, "pools");
-    size_t n = pools && pools->type == J_ARR ? pools->n : 0;
+    const struct json *pools = json_get(s, "pools");
+    size_t n = json_len(pools);
     struct row *rows = xcalloc(n + 1, sizeof *rows);
     for (int c = 0; c < NCOLS; c++)
         snprintf(rows[0].cell[c], sizeof rows[0].cell[c], "%s", col_title[c]);
     for (size_t i = 0; i < n; i++)
-        pool_row(&pools->v[i], &rows[i + 1]);
+        pool_row(json_at(pools, i), &rows[i + 1]);
     int width[NCOLS] = { 0 };
     for (size_t i = 0; i <= n; i++)
         for (int c = 0; c < NCOLS; c++) {
@@ -645,8 +401,8 @@ static void render_table(struct buf *out, const struct jv *s, const char *url)
     /* Why, and the newest error of each pool: what an operator looks at next. */
     bool said = false;
     for (size_t i = 0; i < n; i++) {
-        const struct jv *p = &pools->v[i];
-        const char *why = jstr(p, "reason");
+        const struct json *p = json_at(pools, i);
+        const char *why = json_str(p, "reason");
         if (why && why[0]) {
             buf_printf(out, "%s%s\n", said ? "" : "\n", why);
             said = true;
@@ -656,22 +412,41 @@ static void render_table(struct buf *out, const struct jv *s, const char *url)
         buf_printf(out, "\n%s\n", reason);
     said = false;
     for (size_t i = 0; i < n; i++) {
-        const struct jv *p = &pools->v[i];
-        const struct jv *errs = jget(p, "last_errors");
+        const struct json *p = json_at(pools, i);
+        const struct json *last = json_at(json_get(p, "last_errors"), 0);
         double when, worker;
-        if (errs == NULL || errs->type != J_ARR || errs->n == 0 || !jnum(&errs->v[0], "time", &when))
+        if (!json_num(last, "time", &when))
             continue;
         char stamp[32] = "?";
-        time_t tt = (time_t)when;
+        time_t tt = fabs(when) < 1e15 ? (time_t)when : 0;
         struct tm tm;
-        if (localtime_r(&tt, &tm))
+        if (fabs(when) < 1e15 && localtime_r(&tt, &tm))
             strftime(stamp, sizeof stamp, "%Y-%m-%d %H:%M:%S", &tm);
-        if (!jnum(&errs->v[0], "worker", &worker))
+        if (!json_num(last, "worker", &worker))
             worker = -1;
-        buf_printf(out, "%slast error of %s: %s worker %.0f: %s\n", said ? "" : "\n", jstr(p, "name"), stamp,
-                   worker, jstr(&errs->v[0], "error") ? jstr(&errs->v[0], "error") : "");
+        buf_printf(out, "%slast error of %s: %s worker %.0f: %s\n", said ? "" : "\n", json_str(p, "name"), stamp,
+                   worker, json_str(last, "error") ? json_str(last, "error") : "");
         said = true;
     }
+}
+
+int status_show(const char *doc, size_t len, const char *url, bool table, struct buf *out)
+{
+    char why[200];
+    struct json *s = json_parse(doc, len, why, sizeof why);
+    if (s == NULL)
+        return -1;
+    const char *st = json_str(s, "status");
+    int status = st && strcmp(st, "ok") == 0 ? 0 : 1;
+    if (table) {
+        render_table(out, s, url);
+    } else {
+        buf_add(out, doc, len);
+        if (len && doc[len - 1] != '\n')
+            buf_addc(out, '\n');
+    }
+    json_free(s);
+    return status;
 }
 
 /* ---- one look, and the loop ---- */
@@ -701,28 +476,17 @@ static int look(const struct conf *c, bool json, struct buf *out)
     }
     buf_release(&body);
 
-    struct jv s;
-    int status = 1;
-    if (json_parse(doc.p, &s) == -1) {
+    /* The table names the master without the document's path. */
+    char shown[300];
+    snprintf(shown, sizeof shown, "%s", url);
+    char *tail = strstr(shown, "/status.json");
+    if (tail)
+        *tail = '\0';
+    int status = status_show(doc.p ? doc.p : "", doc.len, shown, !json, out);
+    if (status == -1) {
         buf_printf(out, "streamfleet: %s: the status document cannot be read\n", url);
-        buf_release(&doc);
-        return 1;
+        status = 1;
     }
-    const char *st = jstr(&s, "status");
-    status = st && strcmp(st, "ok") == 0 ? 0 : 1;
-    if (json) {
-        buf_add(out, doc.p, doc.len);
-        if (doc.len && doc.p[doc.len - 1] != '\n')
-            buf_addc(out, '\n');
-    } else {
-        char shown[300];
-        snprintf(shown, sizeof shown, "%s", url);
-        char *tail = strstr(shown, "/status.json");
-        if (tail)
-            *tail = '\0';
-        render_table(out, &s, shown);
-    }
-    jv_release(&s);
     buf_release(&doc);
     return status;
 }

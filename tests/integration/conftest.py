@@ -18,6 +18,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -760,14 +761,54 @@ def require_binary():
     return b
 
 
+# Where the running test's sanitizer reports go (set by the autouse fixture sanitizer_logs).
+# ASan and UBSan write a report to log_path's PREFIX.PID instead of stderr: a report is found
+# even when the program logs to a log_file, a child's stderr is lost, or a test reads stderr.
+_sanitizer_prefix = None
+
+
 def sanitizer_env(extra=None):
     env = dict(os.environ)
     env.pop("STREAMFLEET_REDIS", None)
-    env["ASAN_OPTIONS"] = "detect_leaks=1:abort_on_error=0"
-    env["UBSAN_OPTIONS"] = "print_stacktrace=1:halt_on_error=1"
+    log = f":log_path={_sanitizer_prefix}" if _sanitizer_prefix else ""
+    env["ASAN_OPTIONS"] = "detect_leaks=1:abort_on_error=0" + log
+    env["UBSAN_OPTIONS"] = "print_stacktrace=1:halt_on_error=1" + log
     if extra:
         env.update(extra)
     return env
+
+
+def sanitizer_log_reports():
+    """The sanitizer reports written for the running test so far: [(path, text)]."""
+    if not _sanitizer_prefix:
+        return []
+    d = Path(_sanitizer_prefix).parent
+    return [(p, p.read_text(errors="replace"))
+            for p in sorted(d.glob(Path(_sanitizer_prefix).name + ".*"))]
+
+
+def _format_sanitizer_logs(found):
+    return "\n".join(f"sanitizer report {p}:\n{excerpt(text, 80)}" for p, text in found)
+
+
+@pytest.fixture(autouse=True)
+def sanitizer_logs():
+    """Point every streamfleet this test starts at a folder of its own (report.PID files), and
+    fail the test when any report is there at the end (after the fleets it started have
+    stopped). The folder is in /tmp and writable by all, unlike pytest's tmp_path (0700 under
+    root's): processes that dropped privileges to nobody must be able to write their report."""
+    global _sanitizer_prefix
+    d = Path(tempfile.mkdtemp(prefix="streamfleet-san-"))
+    d.chmod(0o1777)
+    _sanitizer_prefix = str(d / "report")
+    try:
+        yield d
+    finally:
+        found = sanitizer_log_reports()
+        _sanitizer_prefix = None
+        shutil.rmtree(d, ignore_errors=True)
+    if found:
+        pytest.fail(_format_sanitizer_logs(found), pytrace=False)
 
 
 def run_binary(args, timeout=None, env=None, cwd=REPO):
@@ -779,6 +820,10 @@ def run_binary(args, timeout=None, env=None, cwd=REPO):
                        stdin=subprocess.DEVNULL)
     reports = sanitizer_reports(r.stderr + r.stdout)
     assert not reports, f"sanitizer report from streamfleet {args}:\n{r.stderr}"
+    found = sanitizer_log_reports()
+    for p, _ in found:
+        p.unlink()  # reported here: not again by sanitizer_logs
+    assert not found, f"streamfleet {args}:\n{_format_sanitizer_logs(found)}"
     return r
 
 
@@ -1006,12 +1051,13 @@ class Fleet:
 
 
 @pytest.fixture
-def fleet_factory(tmp_path, redis_server):
+def fleet_factory(tmp_path, redis_server, sanitizer_logs):
     """fleet(sections, start=True, env=None, args=(), redis=None) -> Fleet.
 
     sections is {section: {key: value}}; [fleet] gets redis (the test's redis_server) and
     listen (a free port) unless given. At teardown every fleet is stopped (SIGTERM, SIGKILL
-    after 15 s) and the test fails on a sanitizer report in its stderr, on a master that
+    after 15 s) and the test fails on a sanitizer report (in its stderr or in the test's
+    sanitizer log_path, see sanitizer_logs), on a master that
     needed SIGKILL, or on a child that outlived its master."""
     fleets = []
     n = itertools.count()
@@ -1064,6 +1110,13 @@ def fleet_factory(tmp_path, redis_server):
         if reports:
             problems.append("sanitizer report in streamfleet stderr:\n" + "\n".join(reports)
                             + "\n--- log excerpt ---\n" + excerpt(f.log(), 120))
+    # the reports a stopped fleet wrote to log_path (sanitizer_logs checks again afterwards,
+    # for what the test ran without a fleet)
+    found = sanitizer_log_reports()
+    if found:
+        problems.append(_format_sanitizer_logs(found))
+        for p, _ in found:
+            p.unlink()
     if problems:
         pytest.fail("\n".join(problems), pytrace=False)
 
