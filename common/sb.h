@@ -69,6 +69,14 @@ int sb_dlq_index(const char *reason);
 
 enum sb_state { SB_FREE, SB_STARTING, SB_RUNNING, SB_DRAINING };
 
+/* Whether a worker can read from its group, for /health: a reason to call the pool degraded
+ * that neither the worker count nor Redis's PING shows. */
+enum sb_group_state {
+    SB_GROUP_OK,
+    SB_GROUP_NOT_CREATED,   /* the group is missing and Redis (at maxmemory) refuses to create it */
+    SB_GROUP_WRONGTYPE,     /* the stream key holds another type */
+};
+
 struct sb_slot {
     /* Written by the master only. */
     _Atomic int state;
@@ -85,6 +93,14 @@ struct sb_slot {
     _Atomic uint64_t error_unix_ms;
     char error[120];
     _Atomic uint64_t c[SB_NCOUNTERS];
+    /* Written by the child only: enum sb_group_state. */
+    _Atomic int group_state;
+    /* Written by the master only: the last entry id its pool's group was seen to have
+     * delivered (XINFO GROUPS last-delivered-id), so that a worker that re-creates a lost
+     * group knows where the fleet was, even a fresh one. delivered_seq is odd while the
+     * master writes (as error_seq); 0 in ms and n: not known. */
+    _Atomic uint32_t delivered_seq;
+    _Atomic uint64_t delivered_ms, delivered_n;
 } __attribute__((aligned(64)));
 
 static_assert(sizeof(struct sb_slot) % 64 == 0, "slots must not share a cache line");
@@ -119,6 +135,27 @@ void sb_set_error(struct sb_slot *s, const char *text, uint64_t unix_ms);
 /* Master side: copy the last error into buf (len bytes); returns its time, or 0 when there is
  * none or it was being written. */
 uint64_t sb_get_error(const struct sb_slot *s, char *buf, size_t len);
+
+/* Master side: publish the pool's last delivered entry id ms-n to the slot's child. */
+static inline void sb_set_delivered(struct sb_slot *s, uint64_t ms, uint64_t n)
+{
+    if (atomic_load(&s->delivered_ms) == ms && atomic_load(&s->delivered_n) == n)
+        return;
+    atomic_fetch_add(&s->delivered_seq, 1);
+    atomic_store(&s->delivered_ms, ms);
+    atomic_store(&s->delivered_n, n);
+    atomic_fetch_add(&s->delivered_seq, 1);
+}
+/* Child side: read it. Returns 0, or -1 when it is not known (or being written). */
+static inline int sb_get_delivered(const struct sb_slot *s, uint64_t *ms, uint64_t *n)
+{
+    uint32_t before = atomic_load(&s->delivered_seq);
+    *ms = atomic_load(&s->delivered_ms);
+    *n = atomic_load(&s->delivered_n);
+    if ((before & 1) || atomic_load(&s->delivered_seq) != before || (*ms == 0 && *n == 0))
+        return -1;
+    return 0;
+}
 
 /* Master side: add a slot's counters into totals (acquire loads). */
 void sb_fold(uint64_t totals[SB_NCOUNTERS], const struct sb_slot *s);

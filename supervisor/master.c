@@ -152,6 +152,11 @@ static void build_view(struct master *m, struct fleet_view *v)
         }
         pv->inflight += atomic_load_explicit(&slot->inflight, memory_order_acquire);
         pv->circuit_open += atomic_load_explicit(&slot->circuit_open, memory_order_acquire) != 0;
+        if (p->pid > 0) {
+            int gs = atomic_load_explicit(&slot->group_state, memory_order_relaxed);
+            pv->group_not_created += gs == SB_GROUP_NOT_CREATED;
+            pv->group_wrongtype += gs == SB_GROUP_WRONGTYPE;
+        }
         pv->rss_bytes += atomic_load_explicit(&slot->rss_bytes, memory_order_relaxed);
         char text[sizeof slot->error];
         uint64_t when = sb_get_error(slot, text, sizeof text);
@@ -180,6 +185,19 @@ static void build_view(struct master *m, struct fleet_view *v)
         for (unsigned k = 0; k < h->n; k++)
             pv->history[k] = h->rate[(h->head + HISTORY_POINTS - h->n + k) % HISTORY_POINTS];
         pv->rate = h->n ? pv->history[h->n - 1] : 0;
+    }
+}
+
+/* Tell every worker where its pool's group was at the last poll, so that one that finds the
+ * group lost re-creates it there, even a worker started after the loss (sb.h). */
+static void publish_delivered(struct master *m)
+{
+    for (size_t i = 0; i < m->nprocs; i++) {
+        const struct proc *p = &m->procs[i];
+        const struct redis_pool_stats *rs = p->sb >= 0 ? redismon_pool(m->mon, p->pool->name) : NULL;
+        unsigned long long ms, n;
+        if (rs && sscanf(rs->last_delivered, "%llu-%llu", &ms, &n) == 2)
+            sb_set_delivered(&m->sb.slot[p->sb], ms, n);
     }
 }
 
@@ -711,6 +729,7 @@ int master_run(struct master *m, struct conf *conf)
             procs_check(m, now);
             log_stats(m, now);
             sample(m, now);
+            publish_delivered(m);
             m->next_check_ms = now + 500;
         }
         collect(m);
