@@ -427,14 +427,14 @@ static void report_recreated(struct child *c, const char *when)
     sb_add(c->slot, SB_GROUP_RECREATED, 1);
     const struct pool_conf *p = c->pool;
     if (c->st.resume[0])
-        log_warnx("group %s of stream %s is missing%s: re-creating it after entry %s (the fleet had "
+        log_warnx("group %s of stream %s is missing: re-creating it after entry %s%s (the fleet had "
                   "delivered up to %s): later entries are delivered, earlier ones not again",
-                  p->group, p->stream, when, c->st.group_at, c->st.resume);
+                  p->group, p->stream, c->st.group_at, when, c->st.resume);
     else
-        log_warnx("group %s of stream %s is missing%s: re-creating it %s (nothing is known of what was "
-                  "delivered before)", p->group, p->stream, when,
+        log_warnx("group %s of stream %s is missing: re-creating it %s%s (nothing is known of what was "
+                  "delivered before)", p->group, p->stream,
                   p->group_start_latest ? "after its last entry (group_start = latest)"
-                                        : "from the start: messages may be delivered again");
+                                        : "from the start, messages may be delivered again", when);
     publish_error(c, "group %s was missing: re-created after %s", p->group, c->st.group_at);
 }
 
@@ -1058,7 +1058,7 @@ _Noreturn void child_main(const struct conf *conf, const struct pool_conf *pool,
                 if (c.st.group_created && (c.connected_once || c.st.resume[0]))
                     /* Gone while we were away (Redis restarted from a snapshot that predates
                      * it, or the stream was deleted): re-created where the fleet was. */
-                    report_recreated(&c, " (found so after reconnecting)");
+                    report_recreated(&c, ", found so after reconnecting");
                 else if (c.st.group_created)
                     log_info("created group %s on stream %s at %s", pool->group, pool->stream,
                              pool->group_start_latest ? "its end (group_start = latest)" : "its start");
