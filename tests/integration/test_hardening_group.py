@@ -52,6 +52,34 @@ def test_lost_group_is_recreated_after_the_last_delivered_entry_not_from_the_sta
     assert fl.children() == kids and restarts(fl, "lg") == 0
 
 
+def test_messages_held_for_a_retry_or_in_flight_when_the_group_is_lost_are_still_delivered(
+        redis_server, sink, fleet):
+    """What was pending in the lost group is pending nowhere: the worker that holds it (waiting
+    for a retry, or in flight and failing after the loss) puts it back into the new group's
+    pending list, so it is retried and delivered, once, and nothing else comes again."""
+    r = redis_server.client()
+    sink.rule(500, body_contains="retry-me", times=1)
+    sink.rule(500, body_contains="slow-fail", delay=4, times=1)
+    fl = fleet({"pool:hr": http_pool(sink, "hr", inflight=16, backoff_base="4s", backoff_max="4s",
+                                     backoff_jitter="0", timeout="8s", claim_idle="30s")})
+    normal = add_messages(r, "hr", 10, fields=lambda i: {"type": "t", "n": str(i)})
+    (retry,) = add_messages(r, "hr", 1, fields={"type": "t", "n": "retry-me"})
+    (slow,) = add_messages(r, "hr", 1, fields={"type": "t", "n": "slow-fail"})
+    fl.wait_for(lambda: set(normal) <= set(delivered_ok(sink)) and
+                by_webhook_id(sink.snapshot(), status=500).get(retry), what="a retry waiting")
+    assert slow not in by_webhook_id(sink.snapshot()), "the slow one is still in flight"
+    assert r.xgroup_destroy("hr", "hr-group") == 1
+    wait_metric(fl, "streamfleet_group_recreated_total", "hr", lambda v: v >= 1)
+    fl.wait_for(lambda: {retry, slow} <= set(delivered_ok(sink)), timeout=TIMEOUT,
+                what="the held messages delivered after the loss")
+    fl.wait_for(lambda: pending_count(r, "hr", "hr-group") == 0, what="all acked")
+    time.sleep(2 * SLOWNESS)
+    got = delivered_ok(sink)
+    assert all(got[k] == 1 for k in normal + [retry, slow]), got
+    tries = by_webhook_id(sink.snapshot())
+    assert len(tries[retry]) == 2 and len(tries[slow]) == 2
+
+
 def test_group_start_latest_leaves_existing_entries_and_delivers_new_ones(
         redis_server, sink, fleet):
     r = redis_server.client()
