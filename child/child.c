@@ -412,12 +412,22 @@ static void set_resume(struct child *c)
 {
     char polled[STREAM_ID_MAX] = "";
     uint64_t ms, n;
-    if (sb_get_delivered(c->slot, &ms, &n) == 0)
+    if (sb_id_get(&c->slot->delivered, &ms, &n) == 0)
         snprintf(polled, sizeof polled, "%" PRIu64 "-%" PRIu64, ms, n);
     const char *best = c->seen;
     if (polled[0] && (!best[0] || id_cmp(polled, best) > 0))
         best = polled;
     snprintf(c->st.resume, sizeof c->st.resume, "%s", best);
+}
+
+/* Remember the last entry ">" brought (and tell the master, for the pool's other workers). */
+static void note_seen(struct child *c)
+{
+    snprintf(c->seen, sizeof c->seen, "%s", c->st.last_id);
+    char *end;
+    unsigned long long ms = strtoull(c->seen, &end, 10);
+    unsigned long long n = *end == '-' ? strtoull(end + 1, NULL, 10) : 0;
+    sb_id_set(&c->slot->seen, ms, n);
 }
 
 /* The group was created again after it was lost: say so loudly (later entries are delivered,
@@ -1140,7 +1150,7 @@ _Noreturn void child_main(const struct conf *conf, const struct pool_conf *pool,
                 c.reading = false;
                 c.reconnect_ms = 0;
                 if (c.from[0] == '>' && c.st.n + c.st.vanished.n > 0)
-                    snprintf(c.seen, sizeof c.seen, "%s", c.st.last_id);
+                    note_seen(&c);
                 handle_batch(&c);
             } else if (r == -1) {
                 c.reading = false;

@@ -118,7 +118,8 @@ void sb_slot_reset(struct sb_slot *s)
     for (int i = 0; i < SB_NCOUNTERS; i++)
         atomic_store(&s->c[i], 0);
     atomic_store(&s->group_state, SB_GROUP_OK);
-    sb_set_delivered(s, 0, 0);      /* a slot may serve another pool next */
+    sb_id_set(&s->seen, 0, 0);      /* a slot may serve another pool next */
+    sb_id_set(&s->delivered, 0, 0);
     atomic_store(&s->pid, 0);
     atomic_store(&s->state, SB_FREE);
 }

@@ -69,6 +69,13 @@ int sb_dlq_index(const char *reason);
 
 enum sb_state { SB_FREE, SB_STARTING, SB_RUNNING, SB_DRAINING };
 
+/* A stream entry id ms-n in shared memory, with one writer: seq is odd while it writes (as
+ * error_seq), so a reader never takes half of one id and half of another. 0-0: not known. */
+struct sb_id {
+    _Atomic uint32_t seq;
+    _Atomic uint64_t ms, n;
+};
+
 /* Whether a worker can read from its group, for /health: a reason to call the pool degraded
  * that neither the worker count nor Redis's PING shows. */
 enum sb_group_state {
@@ -93,14 +100,13 @@ struct sb_slot {
     _Atomic uint64_t error_unix_ms;
     char error[120];
     _Atomic uint64_t c[SB_NCOUNTERS];
-    /* Written by the child only: enum sb_group_state. */
+    /* Written by the child only: enum sb_group_state; the last entry its group delivered to it. */
     _Atomic int group_state;
-    /* Written by the master only: the last entry id its pool's group was seen to have
-     * delivered (XINFO GROUPS last-delivered-id), so that a worker that re-creates a lost
-     * group knows where the fleet was, even a fresh one. delivered_seq is odd while the
-     * master writes (as error_seq); 0 in ms and n: not known. */
-    _Atomic uint32_t delivered_seq;
-    _Atomic uint64_t delivered_ms, delivered_n;
+    struct sb_id seen;
+    /* Written by the master only: the latest entry its pool's group is known to have delivered
+     * (its last poll's last-delivered-id, or a later one its workers saw), so that a worker
+     * that re-creates a lost group knows where the fleet was, even a fresh worker. */
+    struct sb_id delivered;
 } __attribute__((aligned(64)));
 
 static_assert(sizeof(struct sb_slot) % 64 == 0, "slots must not share a cache line");
@@ -136,23 +142,23 @@ void sb_set_error(struct sb_slot *s, const char *text, uint64_t unix_ms);
  * none or it was being written. */
 uint64_t sb_get_error(const struct sb_slot *s, char *buf, size_t len);
 
-/* Master side: publish the pool's last delivered entry id ms-n to the slot's child. */
-static inline void sb_set_delivered(struct sb_slot *s, uint64_t ms, uint64_t n)
+/* Its one writer stores id ms-n (seen: the child; delivered: the master). */
+static inline void sb_id_set(struct sb_id *id, uint64_t ms, uint64_t n)
 {
-    if (atomic_load(&s->delivered_ms) == ms && atomic_load(&s->delivered_n) == n)
+    if (atomic_load(&id->ms) == ms && atomic_load(&id->n) == n)
         return;
-    atomic_fetch_add(&s->delivered_seq, 1);
-    atomic_store(&s->delivered_ms, ms);
-    atomic_store(&s->delivered_n, n);
-    atomic_fetch_add(&s->delivered_seq, 1);
+    atomic_fetch_add(&id->seq, 1);
+    atomic_store(&id->ms, ms);
+    atomic_store(&id->n, n);
+    atomic_fetch_add(&id->seq, 1);
 }
-/* Child side: read it. Returns 0, or -1 when it is not known (or being written). */
-static inline int sb_get_delivered(const struct sb_slot *s, uint64_t *ms, uint64_t *n)
+/* Read it. Returns 0, or -1 when it is not known (or was being written). */
+static inline int sb_id_get(const struct sb_id *id, uint64_t *ms, uint64_t *n)
 {
-    uint32_t before = atomic_load(&s->delivered_seq);
-    *ms = atomic_load(&s->delivered_ms);
-    *n = atomic_load(&s->delivered_n);
-    if ((before & 1) || atomic_load(&s->delivered_seq) != before || (*ms == 0 && *n == 0))
+    uint32_t before = atomic_load(&id->seq);
+    *ms = atomic_load(&id->ms);
+    *n = atomic_load(&id->n);
+    if ((before & 1) || atomic_load(&id->seq) != before || (*ms == 0 && *n == 0))
         return -1;
     return 0;
 }

@@ -188,16 +188,38 @@ static void build_view(struct master *m, struct fleet_view *v)
     }
 }
 
-/* Tell every worker where its pool's group was at the last poll, so that one that finds the
- * group lost re-creates it there, even a worker started after the loss (sb.h). */
+static bool id_after(uint64_t ams, uint64_t an, uint64_t bms, uint64_t bn)
+{
+    return ams > bms || (ams == bms && an > bn);
+}
+
+/* Tell every worker the latest entry its pool's group is known to have delivered: the last
+ * poll's last-delivered-id, or a later entry one of the pool's workers received since. A
+ * worker that finds the group lost re-creates it there, even one started after the loss. */
 static void publish_delivered(struct master *m)
 {
     for (size_t i = 0; i < m->nprocs; i++) {
         const struct proc *p = &m->procs[i];
-        const struct redis_pool_stats *rs = p->sb >= 0 ? redismon_pool(m->mon, p->pool->name) : NULL;
-        unsigned long long ms, n;
-        if (rs && sscanf(rs->last_delivered, "%llu-%llu", &ms, &n) == 2)
-            sb_set_delivered(&m->sb.slot[p->sb], ms, n);
+        if (p->sb < 0)
+            continue;
+        const struct redis_pool_stats *rs = redismon_pool(m->mon, p->pool->name);
+        unsigned long long pms = 0, pn = 0;
+        uint64_t ms = 0, n = 0;
+        if (rs && sscanf(rs->last_delivered, "%llu-%llu", &pms, &pn) == 2) {
+            ms = pms;
+            n = pn;
+        }
+        for (size_t k = 0; k < m->nprocs; k++) {
+            const struct proc *q = &m->procs[k];
+            uint64_t sms, sn;
+            if (q->sb >= 0 && q->pool == p->pool && sb_id_get(&m->sb.slot[q->sb].seen, &sms, &sn) == 0 &&
+                id_after(sms, sn, ms, n)) {
+                ms = sms;
+                n = sn;
+            }
+        }
+        if (ms || n)
+            sb_id_set(&m->sb.slot[p->sb].delivered, ms, n);
     }
 }
 
