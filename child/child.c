@@ -12,6 +12,7 @@
 #include "common/log.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -27,7 +28,7 @@
 #define BUSY_BLOCK_MS 50       /* BLOCK while deliveries are in flight, so acks are not held */
 #define RECONNECT_MIN_MS 100
 #define RECONNECT_MAX_MS 5000
-#define LOG_REPEAT_MS 30000    /* the same Redis problem is logged again after this long */
+#define LOG_REPEAT_MS 60000    /* the same Redis problem is logged again after this long */
 #define READ_MARGIN_MS 5000    /* a read unanswered for block + this: Redis is frozen */
 #define DLQ_RETRY_MS 5000      /* a dead-letter move that failed is tried again after this */
 #define ERROR_TEXT_MAX 200     /* dlq.error keeps at most this much of the last error */
@@ -48,6 +49,13 @@ struct dead {
     char error[ERROR_TEXT_MAX + 1];
     long long attempts;
     long long due_ms;
+};
+
+/* An entry this worker still holds (in flight, waiting for a retry or a dead-letter move)
+ * from a group that was lost: it is put back into the new group's pending list as ours. */
+struct adopt {
+    char id[STREAM_ID_MAX];
+    long long count;            /* its delivery count */
 };
 
 /* The done-marker key of a message being handled (dedupe_ttl), by entry id. */
@@ -94,6 +102,11 @@ struct child {
     long long last_error_log_ms;
     enum stream_error last_error;
     unsigned error_repeats;
+    char seen[STREAM_ID_MAX];       /* the last entry the group delivered to us through ">" */
+    struct adopt *adopt;            /* entries to put back after the group was re-created */
+    size_t nadopt, adopt_cap;
+    char adopt_upto[STREAM_ID_MAX]; /* in flight when the group was re-created: ids up to this
+                                     * that fail are put back too; "" when none */
 };
 
 static volatile sig_atomic_t stopping;
@@ -276,6 +289,30 @@ static char *take_marker(struct child *c, const char *id)
     return NULL;
 }
 
+/* Order of two entry ids "ms-seq" (a missing seq counts as 0). */
+static int id_cmp(const char *a, const char *b)
+{
+    char *end;
+    unsigned long long am = strtoull(a, &end, 10);
+    unsigned long long as = *end == '-' ? strtoull(end + 1, NULL, 10) : 0;
+    unsigned long long bm = strtoull(b, &end, 10);
+    unsigned long long bs = *end == '-' ? strtoull(end + 1, NULL, 10) : 0;
+    if (am != bm)
+        return am < bm ? -1 : 1;
+    return as < bs ? -1 : as > bs;
+}
+
+static void queue_adopt(struct child *c, const char *id, long long count)
+{
+    if (c->nadopt == c->adopt_cap) {
+        c->adopt_cap = c->adopt_cap ? c->adopt_cap * 2 : 16;
+        c->adopt = xrealloc(c->adopt, c->adopt_cap * sizeof *c->adopt);
+    }
+    struct adopt *a = &c->adopt[c->nadopt++];
+    snprintf(a->id, sizeof a->id, "%s", id);
+    a->count = count > 0 ? count : 1;
+}
+
 static void publish_error(struct child *c, const char *fmt, ...)
 {
     char text[sizeof c->slot->error];
@@ -296,6 +333,10 @@ void child_done(struct child *c, const char *id, const struct outcome *o)
     else if (c->ops->fds)
         sb_observe(c->slot, SB_DUR_FIRST, 0);
     char *marker = c->nmarkers ? take_marker(c, id) : NULL;
+    /* It was in flight when the group was re-created: it is pending nowhere now, and a retry
+     * or a dead-letter move needs it in our pending list. */
+    if (o->disp != DISP_ACK && c->adopt_upto[0] && id_cmp(id, c->adopt_upto) <= 0)
+        queue_adopt(c, id, o->attempt);
     switch (o->disp) {
     case DISP_ACK:
         if (marker) {
@@ -364,31 +405,145 @@ static void log_redis_error(struct child *c)
 
 static void start_pending_phase(struct child *c);
 
+static void set_group_state(struct child *c, enum sb_group_state state)
+{
+    atomic_store_explicit(&c->slot->group_state, (int)state, memory_order_relaxed);
+}
+
+/* Where a lost group restarts: after the last entry the fleet is known to have had delivered,
+ * our own last one or the one the master last saw the group deliver, whichever is later. Both
+ * were delivered by the group, so nothing after them is skipped. */
+static void set_resume(struct child *c)
+{
+    char polled[STREAM_ID_MAX] = "";
+    uint64_t ms, n;
+    if (sb_id_get(&c->slot->delivered, &ms, &n) == 0)
+        snprintf(polled, sizeof polled, "%" PRIu64 "-%" PRIu64, ms, n);
+    const char *best = c->seen;
+    if (polled[0] && (!best[0] || id_cmp(polled, best) > 0))
+        best = polled;
+    snprintf(c->st.resume, sizeof c->st.resume, "%s", best);
+}
+
+/* Remember the last entry ">" brought (and tell the master, for the pool's other workers). */
+static void note_seen(struct child *c)
+{
+    snprintf(c->seen, sizeof c->seen, "%s", c->st.last_id);
+    char *end;
+    unsigned long long ms = strtoull(c->seen, &end, 10);
+    unsigned long long n = *end == '-' ? strtoull(end + 1, NULL, 10) : 0;
+    sb_id_set(&c->slot->seen, ms, n);
+}
+
+/* The group was created again after it was lost: say so loudly (later entries are delivered,
+ * earlier ones not again; what was pending in the lost group is pending only here), count it. */
+static void report_recreated(struct child *c, const char *when)
+{
+    sb_add(c->slot, SB_GROUP_RECREATED, 1);
+    const struct pool_conf *p = c->pool;
+    if (c->st.resume[0])
+        log_warnx("group %s of stream %s is missing: re-creating it after entry %s%s (the fleet had "
+                  "delivered up to %s): later entries are delivered, earlier ones not again",
+                  p->group, p->stream, c->st.group_at, when, c->st.resume);
+    else
+        log_warnx("group %s of stream %s is missing: re-creating it %s%s (nothing is known of what was "
+                  "delivered before)", p->group, p->stream,
+                  p->group_start_latest ? "after its last entry (group_start = latest)"
+                                        : "from the start, messages may be delivered again", when);
+    publish_error(c, "group %s was missing: re-created after %s", p->group, c->st.group_at);
+}
+
+/* The group exists (again): what we still hold must be pending in it, as ours. Entries up to
+ * where the group stands go back into our pending list when they are pending nowhere (after a
+ * loss); later ones are delivered again through ">" and are forgotten here. Those in flight
+ * are put back if they fail (child_done). */
+static void reconcile_held(struct child *c)
+{
+    const char *at = c->st.group_at;
+    size_t kept = 0, dropped = 0;
+    for (size_t i = 0; i < c->nretries; i++) {
+        if (id_cmp(c->retries[i].id, at) > 0) {
+            dropped++;
+            continue;
+        }
+        queue_adopt(c, c->retries[i].id, c->retries[i].attempt);
+        c->retries[kept++] = c->retries[i];
+    }
+    c->nretries = kept;
+    kept = 0;
+    for (size_t i = 0; i < c->ndead; i++) {
+        if (id_cmp(c->dead[i].id, at) > 0) {
+            dropped++;
+            continue;
+        }
+        queue_adopt(c, c->dead[i].id, c->dead[i].attempts);
+        c->dead[kept++] = c->dead[i];
+    }
+    c->ndead = kept;
+    if (inflight(c) > 0)
+        snprintf(c->adopt_upto, sizeof c->adopt_upto, "%s", at);
+    if (dropped)
+        log_warnx("%zu messages waiting here for a retry or a dead-letter move lie after entry %s, where "
+                  "the group restarted: they are delivered again from there", dropped, at);
+}
+
+/* Put the entries queued by reconcile_held() and child_done() back into our pending list. */
+static int adopt_held(struct child *c)
+{
+    size_t adopted = 0;
+    while (c->nadopt > 0) {
+        const struct adopt *a = &c->adopt[c->nadopt - 1];
+        bool back = false;
+        if (stream_adopt(&c->st, a->id, a->count, &back) == -1)
+            return -1;
+        adopted += back;
+        c->nadopt--;
+    }
+    if (adopted)
+        log_warnx("put %zu messages this worker holds back into the pending list of the re-created group",
+                  adopted);
+    return 0;
+}
+
 /* Decide what a failed Redis call means. Returns -1 when the child must exit. */
 static int on_redis_error(struct child *c)
 {
     sb_add(c->slot, SB_REDIS_ERRORS, 1);
     log_redis_error(c);
+    /* Nothing can be read while these last: /health says why (the key of another type is our
+     * stream's: the other keys we touch are written by scripts that do not end up here). */
+    if (c->st.err == SERR_WRONGTYPE)
+        set_group_state(c, SB_GROUP_WRONGTYPE);
+    else if (c->st.err == SERR_OOM)
+        set_group_state(c, SB_GROUP_NOT_CREATED);
     switch (c->st.err) {
     case SERR_AUTH:
         log_errorx("redis refused our credentials: exiting, the config cannot work");
         return -1;
     case SERR_NOGROUP:
         /* The stream or group is gone (deleted, or Redis came back from an old snapshot):
-         * re-create it from the start of the stream; duplicates are better than loss. */
-        log_warnx("group %s of stream %s is missing: re-creating it from the start", c->pool->group,
-                  c->pool->stream);
-        sb_add(c->slot, SB_GROUP_RECREATED, 1);
-        /* 1 (OOM: Redis would not create it) falls through to the backoff below. */
-        if (stream_connected(&c->st) && stream_create_group(&c->st) == 0) {
-            /* The new group delivers every entry again: what we were waiting to retry or to
-             * dead-letter is no longer pending anywhere and will come back through ">". */
-            c->nretries = 0;
-            c->ndead = 0;
-            c->st.group_created = false;
+         * re-create it after the last entry the fleet is known to have had delivered. */
+        if (!stream_connected(&c->st))
+            break;
+        set_resume(c);
+        if (stream_create_group(&c->st, true) == 0) {
+            if (c->st.group_created)
+                report_recreated(c, "");
+            else
+                log_warnx("group %s of stream %s was missing and another worker re-created it: going on "
+                          "after entry %s", c->pool->group, c->pool->stream, c->st.group_at);
+            set_group_state(c, SB_GROUP_OK);
+            reconcile_held(c);
             start_pending_phase(c);
             return 0;
         }
+        /* Redis at maxmemory cannot create it, or the key became something else: wait with
+         * backoff like any other failure (logged once, then once a minute). */
+        log_redis_error(c);
+        if (c->st.err == SERR_WRONGTYPE)
+            set_group_state(c, SB_GROUP_WRONGTYPE);
+        else if (c->st.err == SERR_OOM)
+            set_group_state(c, SB_GROUP_NOT_CREATED);
         break;
     default:
         break;
@@ -910,22 +1065,21 @@ _Noreturn void child_main(const struct conf *conf, const struct pool_conf *pool,
             break;
 
         if (!stream_connected(&c.st) && now >= c.next_connect_ms) {
+            set_resume(&c);
             if (stream_connect(&c.st) == -1) {
                 if (on_redis_error(&c) == -1)
                     exit(CHILD_EXIT_CONFIG);
             } else {
-                if (c.st.group_created && c.connected_once) {
-                    /* The group was gone when we came back (Redis restarted from a snapshot
-                     * that predates it, or the stream was deleted): it now starts again from
-                     * the beginning of the stream. What we waited to retry or dead-letter is
-                     * pending nowhere any more and comes back through ">". */
-                    log_warnx("group %s of stream %s is missing: re-creating it from the start (found so "
-                              "after reconnecting; messages may be delivered again)", pool->group, pool->stream);
-                    sb_add(slot, SB_GROUP_RECREATED, 1);
-                    c.nretries = 0;
-                    c.ndead = 0;
-                }
-                c.st.group_created = false;
+                if (c.st.group_created && (c.connected_once || c.st.resume[0]))
+                    /* Gone while we were away (Redis restarted from a snapshot that predates
+                     * it, or the stream was deleted): re-created where the fleet was. */
+                    report_recreated(&c, ", found so after reconnecting");
+                else if (c.st.group_created)
+                    log_info("created group %s on stream %s at %s", pool->group, pool->stream,
+                             pool->group_start_latest ? "its end (group_start = latest)" : "its start");
+                if (c.connected_once)
+                    reconcile_held(&c);
+                set_group_state(&c, SB_GROUP_OK);
                 c.connected_once = true;
                 if (c.reconnect_ms)
                     log_info("redis: connected again");
@@ -949,6 +1103,11 @@ _Noreturn void child_main(const struct conf *conf, const struct pool_conf *pool,
             snprintf(c.st.errstr, sizeof c.st.errstr, "read: no reply within %ld ms", c.pool->block_ms + READ_MARGIN_MS);
             on_redis_error(&c);
         }
+        /* Before any retry or dead-letter move: they need their entries pending as ours. */
+        if (stream_connected(&c.st) && !c.reading && c.nadopt && adopt_held(&c) == -1)
+            on_redis_error(&c);
+        if (c.adopt_upto[0] && inflight(&c) == 0 && c.nadopt == 0)
+            c.adopt_upto[0] = '\0';
         if (stream_connected(&c.st) && !c.reading && c.ndead)
             move_dead_letters(&c, now);
         if (stream_connected(&c.st) && !c.reading)
@@ -995,6 +1154,8 @@ _Noreturn void child_main(const struct conf *conf, const struct pool_conf *pool,
             if (r == 1) {
                 c.reading = false;
                 c.reconnect_ms = 0;
+                if (c.from[0] == '>' && c.st.n + c.st.vanished.n > 0)
+                    note_seen(&c);
                 handle_batch(&c);
             } else if (r == -1) {
                 c.reading = false;
@@ -1013,6 +1174,7 @@ _Noreturn void child_main(const struct conf *conf, const struct pool_conf *pool,
     idlist_release(&c.acks);
     free(c.retries);
     free(c.dead);
+    free(c.adopt);
     for (size_t i = 0; i < c.nmarkers; i++)
         free(c.markers[i].key);
     free(c.markers);

@@ -36,6 +36,7 @@ void stream_init(struct stream *s, const struct redis_addr *addr, const struct p
     s->key = p->stream;
     s->group = p->group;
     s->block_ms = p->block_ms;
+    s->start_latest = p->group_start_latest;
     snprintf(s->consumer, sizeof s->consumer, "%s", consumer);
 }
 
@@ -147,38 +148,104 @@ int stream_connect(struct stream *s)
         }
         freeReplyObject(r);
     }
-    if (stream_create_group(s) == -1) {
+    if (stream_create_group(s, false) == -1) {
         stream_disconnect(s);
         return -1;
     }
     return 0;
 }
 
-int stream_create_group(struct stream *s)
+/* Make sure the group exists, atomically. KEYS: stream. ARGV: group; where to re-create a
+ * group the fleet has read from before ("" when we know of no such read); where a group
+ * starts when it is first created ("0" or "$"); "1" to move an existing group forward to
+ * ARGV[2] (another worker re-created it after the same loss, knowing less than we do).
+ * Returns {1 when it created the group, 0 when it existed; the group's last-delivered-id}.
+ *
+ * The known id comes from what the fleet received: every entry up to it was delivered by the
+ * lost group. Entries after it were not, or not surely, so the new group starts there: never
+ * later (that would skip entries), and never back at 0 (that would deliver the whole stream
+ * again). A stream restored from an older snapshot may end before that id: then the group
+ * starts at its last entry, so that whatever is added next is delivered. XINFO GROUPS first,
+ * which is a read: at maxmemory an existing group is found without the XGROUP CREATE that
+ * Redis would refuse. */
+static const char group_lua[] =
+    "local function parse(id)\n"
+    "  local ms, sq = string.match(id, '^(%d+)-(%d+)$')\n"
+    "  if ms == nil then ms, sq = string.match(id, '^(%d+)$'), '0' end\n"
+    "  return tonumber(ms) or 0, tonumber(sq) or 0\n"
+    "end\n"
+    "local function less(a, b)\n"
+    "  local am, as = parse(a)\n"
+    "  local bm, bs = parse(b)\n"
+    "  return am < bm or (am == bm and as < bs)\n"
+    "end\n"
+    "local function last_delivered()\n"
+    "  local ok, groups = pcall(redis.call, 'XINFO', 'GROUPS', KEYS[1])\n"
+    "  if not ok then\n"
+    "    local e = type(groups) == 'table' and groups.err or tostring(groups)\n"
+    "    if string.find(e, 'WRONGTYPE', 1, true) then return nil, e end\n"
+    "    return nil\n"
+    "  end\n"
+    "  for _, g in ipairs(groups) do\n"
+    "    local name, last\n"
+    "    for i = 1, #g, 2 do\n"
+    "      if g[i] == 'name' then name = g[i + 1] elseif g[i] == 'last-delivered-id' then last = g[i + 1] end\n"
+    "    end\n"
+    "    if name == ARGV[1] then return last end\n"
+    "  end\n"
+    "  return nil\n"
+    "end\n"
+    "local last, err = last_delivered()\n"
+    "if err then return redis.error_reply(err) end\n"
+    "if last then\n"
+    "  if ARGV[4] == '1' and ARGV[2] ~= '' and less(last, ARGV[2]) then\n"
+    "    local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)\n"
+    "    local to = ARGV[2]\n"
+    "    if #top > 0 and less(top[1][1], to) then to = top[1][1] end\n"
+    "    if less(last, to) then\n"
+    "      redis.call('XGROUP', 'SETID', KEYS[1], ARGV[1], to)\n"
+    "      last = to\n"
+    "    end\n"
+    "  end\n"
+    "  return {0, last}\n"
+    "end\n"
+    "local start = ARGV[3]\n"
+    "if ARGV[2] ~= '' then\n"
+    "  local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)\n"
+    "  start = '0'\n"
+    "  if #top > 0 then\n"
+    "    start = ARGV[2]\n"
+    "    if less(top[1][1], start) then start = top[1][1] end\n"
+    "  end\n"
+    "end\n"
+    "redis.call('XGROUP', 'CREATE', KEYS[1], ARGV[1], start, 'MKSTREAM')\n"
+    "return {1, last_delivered() or start}\n";
+
+int stream_create_group(struct stream *s, bool forward)
 {
-    /* From the start of the stream, not "$": entries added before the fleet first started are
-     * work too, and after a lost group duplicates are better than loss. */
-    const char *argv[6] = { "XGROUP", "CREATE", s->key, s->group, "0", "MKSTREAM" };
-    size_t len[6] = { 6, 6, strlen(s->key), strlen(s->group), 1, 8 };
-    redisReply *r = command(s, "xgroup create", 6, argv, len);
+    const char *first = s->start_latest ? "$" : "0";
+    const char *argv[8] = { "EVAL", group_lua, "1", s->key, s->group, s->resume, first, forward ? "1" : "0" };
+    size_t len[8];
+    for (int i = 0; i < 8; i++)
+        len[i] = strlen(argv[i]);
+    s->group_created = false;
+    redisReply *r = command(s, "create group", 8, argv, len);
     if (r == NULL) {
-        if (s->err == SERR_REPLY && strstr(s->errstr, "BUSYGROUP")) {
-            s->err = SERR_NONE;
-            return 0;
-        }
-        /* At maxmemory Redis refuses XGROUP CREATE (a write) even when the group exists, and
-         * reads and acks still work: go on. A group that really is missing answers NOGROUP
-         * to the read, which brings us back here. */
-        if (s->err == SERR_REPLY && strstr(s->errstr, "OOM ")) {
-            log_warnx("redis is at maxmemory: cannot make sure group %s exists, going on", s->group);
-            s->err = SERR_NONE;
-            return 1;
-        }
+        /* At maxmemory Redis refuses XGROUP CREATE (a write). The group is missing (the script
+         * looked first), so nothing can be read: an error like any other, retried with backoff. */
+        if (s->err == SERR_REPLY && strstr(s->errstr, "OOM "))
+            s->err = SERR_OOM;
         return -1;
     }
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 || r->element[0]->type != REDIS_REPLY_INTEGER ||
+        r->element[1]->type != REDIS_REPLY_STRING) {
+        set_err(s, SERR_REPLY, "create group", "unexpected reply");
+        freeReplyObject(r);
+        return -1;
+    }
+    s->group_created = r->element[0]->integer == 1;
+    snprintf(s->group_at, sizeof s->group_at, "%s", r->element[1]->str);
     freeReplyObject(r);
-    s->group_created = true;
-    log_info("created group %s on stream %s", s->group, s->key);
     return 0;
 }
 
@@ -705,6 +772,25 @@ int stream_prune_consumers(struct stream *s, long idle_ms, long long *removed)
     if (r == NULL)
         return -1;
     *removed = r->type == REDIS_REPLY_INTEGER ? r->integer : 0;
+    freeReplyObject(r);
+    return 0;
+}
+
+int stream_adopt(struct stream *s, const char *id, long long count, bool *adopted)
+{
+    /* An idle time no entry reaches: an entry in someone's pending list is left alone, only
+     * one in nobody's is created (FORCE), with its delivery count, as ours. */
+    char cnt[24];
+    snprintf(cnt, sizeof cnt, "%lld", count > 0 ? count : 1);
+    const char *argv[10] = { "XCLAIM", s->key, s->group, s->consumer, "4000000000000000", id,
+                             "FORCE", "JUSTID", "RETRYCOUNT", cnt };
+    size_t len[10];
+    for (int i = 0; i < 10; i++)
+        len[i] = strlen(argv[i]);
+    redisReply *r = command(s, "xclaim force", 10, argv, len);
+    if (r == NULL)
+        return -1;
+    *adopted = r->type == REDIS_REPLY_ARRAY && r->elements == 1;
     freeReplyObject(r);
     return 0;
 }

@@ -32,6 +32,7 @@ enum stream_error {
     SERR_NOGROUP,     /* the group or the stream is gone: re-create it */
     SERR_WRONGTYPE,   /* the key holds something else than a stream */
     SERR_REPLY,       /* any other error reply */
+    SERR_OOM,         /* Redis at maxmemory refused to create the missing group */
 };
 
 struct redisContext;
@@ -47,6 +48,10 @@ struct stream {
     enum stream_error err;
     char errstr[256];
     bool group_created;         /* stream_create_group() made the group (it did not exist) */
+    bool start_latest;          /* group_start = latest: a first creation starts at "$" */
+    char resume[STREAM_ID_MAX]; /* set by the caller: the last entry the fleet is known to have
+                                 * had delivered ("": none known), where a lost group restarts */
+    char group_at[STREAM_ID_MAX]; /* the group's last-delivered-id after stream_create_group() */
 
     /* The batch being received: entries point into reply, valid until stream_batch_release. */
     struct redisReply *reply;
@@ -64,15 +69,26 @@ struct stream {
 /* Fill s for the pool's stream and group under consumer name consumer. No I/O. */
 void stream_init(struct stream *s, const struct redis_addr *addr, const struct pool_conf *p,
                  const char *consumer);
-/* Connect, set the socket timeout above block, AUTH, SELECT, and create the group at the
- * start of the stream (MKSTREAM; BUSYGROUP is fine). Returns 0 or -1 with s->err, s->errstr. */
+/* Connect, set the socket timeout above block, AUTH, SELECT, and make sure the group exists
+ * (stream_create_group()). Returns 0 or -1 with s->err, s->errstr. */
 int stream_connect(struct stream *s);
 void stream_disconnect(struct stream *s);
 bool stream_connected(const struct stream *s);
 int stream_fd(const struct stream *s);
-/* Create the group at the start of the stream (after NOGROUP). Returns 0 (created, or it
- * existed), 1 when Redis at maxmemory refused to say (OOM), or -1 with s->err. */
-int stream_create_group(struct stream *s);
+/* Make sure the group exists (MKSTREAM), atomically. A missing group is created after
+ * s->resume, the last entry the fleet is known to have had delivered (or at the stream's last
+ * entry when that is older), or, with no such knowledge, at the start of the stream ("0") or
+ * after its end ("$", group_start = latest). With forward, an existing group behind s->resume
+ * (re-created by another worker after the same loss) is moved up to it, never back. Sets
+ * s->group_created and s->group_at. Returns 0, or -1 with s->err (SERR_OOM: Redis at
+ * maxmemory cannot create the missing group; SERR_WRONGTYPE: the key is no stream). */
+int stream_create_group(struct stream *s, bool forward);
+/* Put entry id back into our pending list, with delivery count count, unless it is in some
+ * consumer's pending list already (XCLAIM FORCE JUSTID with an unreachable idle time): after
+ * the group was re-created, the entries this worker still holds (in flight, waiting for a
+ * retry or a dead-letter move) are pending nowhere. *adopted: it was put back. Returns 0 or
+ * -1 with s->err. An entry deleted from the stream is not put back. */
+int stream_adopt(struct stream *s, const char *id, long long count, bool *adopted);
 
 /* Send XACK of acks (when any) and XREADGROUP COUNT count [BLOCK block_ms] from id `from`
  * ("0" or an id: this consumer's pending entries after it; ">": new entries). block_ms < 0:

@@ -109,7 +109,8 @@ struct key {
 
 static key_setter set_redis, set_listen, set_int, set_dur, set_bool, set_log_level,
     set_log_format, set_handler, set_method, set_name, set_field, set_url, set_content_type,
-    set_header, set_file, set_backoff, set_percent, set_size, set_path, set_account, set_long;
+    set_header, set_file, set_backoff, set_percent, set_size, set_path, set_account, set_long,
+    set_group_start;
 
 #define F(field) offsetof(struct conf, field)
 #define P(field) offsetof(struct pool_conf, field)
@@ -168,6 +169,7 @@ static const struct key keys[] = {
     { SEC_POOL, "memory_limit",      set_size,    P(memory_limit),      0, 64L * 1024 * 1024 * 1024, 0 },
     { SEC_POOL, "max_lag",           set_long,    P(max_lag),           0, 1000000000000L, 0 },
     { SEC_POOL, "max_pending_age",   set_dur,     P(max_pending_age_ms), 0, 365 * DAY, 0 },
+    { SEC_POOL, "group_start",       set_group_start, P(group_start_latest), 0, 0, 0 },
 };
 
 #define NKEYS (sizeof keys / sizeof keys[0])
@@ -399,6 +401,20 @@ static int set_backoff(const struct key *k, void *base, const char *v, char *err
     if (pick_word(words, v, &i, err, len) == -1)
         return -1;
     ((struct pool_conf *)base)->backoff = vals[i];
+    return 0;
+}
+
+/* Where a group starts when it is first created: the whole stream, or only what comes next.
+ * It decides nothing once the fleet has read from the group (a lost group is re-created
+ * after the last entry the fleet had delivered). */
+static int set_group_start(const struct key *k, void *base, const char *v, char *err, size_t len)
+{
+    static const char *const words[] = { "earliest", "latest", NULL };
+    int i;
+    (void)k;
+    if (pick_word(words, v, &i, err, len) == -1)
+        return -1;
+    ((struct pool_conf *)base)->group_start_latest = i == 1;
     return 0;
 }
 
@@ -1195,14 +1211,23 @@ static void validate_pool(struct loader *l, size_t i)
             problem(l, abs(seen[k]), "key '%s' only applies to handler = http", keys[k].name);
     }
     /* A live worker's message must never look orphaned: claim_idle has to outlast the longest
-     * a worker may legitimately hold one (a blocking read, or twice the HTTP timeout). */
+     * a worker may legitimately hold one (a blocking read, or twice the HTTP timeout). A
+     * failed message waiting for its retry (up to backoff_max) stays pending too: its worker
+     * resets its idle time every claim_idle/3, between requests, so a blocking read may delay
+     * that by block (and a loop turn): claim_idle/3 + block + 500ms must stay below it. */
     long hold = http ? 2 * p->timeout_ms : p->block_ms + 5 * SECOND;
+    const char *why = http ? "twice the timeout" : "block + 5s";
+    long touch = 3 * (p->block_ms + 500) / 2;
+    if (touch > hold) {
+        hold = touch;
+        why = "1.5 x (block + 500ms): a retry waiting in a worker is kept fresh every claim_idle/3, "
+              "late by up to a blocking read";
+    }
     if (p->claim_idle_ms < hold) {
         char a[32], b[32];
         int ci = seen[key_index(SEC_POOL, "claim_idle")];
         problem(l, ci ? abs(ci) : p->line, "claim_idle (%s) must be at least %s (%s)",
-                dur_format(p->claim_idle_ms, a, sizeof a), dur_format(hold, b, sizeof b),
-                http ? "twice the timeout" : "block + 5s");
+                dur_format(p->claim_idle_ms, a, sizeof a), dur_format(hold, b, sizeof b), why);
     }
     if (p->backoff_base_ms > p->backoff_max_ms) {
         char a[32], b[32];
@@ -1467,7 +1492,8 @@ bool conf_pool_same(const struct pool_conf *a, const struct pool_conf *b)
            a->max_message_bytes == b->max_message_bytes && a->heartbeat_timeout_ms == b->heartbeat_timeout_ms &&
            a->max_messages == b->max_messages && a->max_messages_jitter == b->max_messages_jitter &&
            a->memory_limit == b->memory_limit && a->max_lag == b->max_lag &&
-           a->max_pending_age_ms == b->max_pending_age_ms;
+           a->max_pending_age_ms == b->max_pending_age_ms &&
+           a->group_start_latest == b->group_start_latest;
 }
 
 char *conf_read_token(const char *path, char *err, size_t errlen)

@@ -77,6 +77,10 @@ struct pool_conf {
     /* health */
     long max_lag;               /* /health degraded above this many undelivered entries; 0: off */
     long max_pending_age_ms;    /* ... or when the oldest pending entry is older; 0: off */
+
+    /* group_start: a group created for the first time starts after the entries already in
+     * the stream ("$") instead of at its start ("0"). */
+    bool group_start_latest;
 };
 
 struct conf {

@@ -152,6 +152,9 @@ void sb_slot_reset(struct sb_slot *s)
     s->circuit_error[0] = '\0';
     for (int i = 0; i < SB_NCOUNTERS; i++)
         atomic_store(&s->c[i], 0);
+    atomic_store(&s->group_state, SB_GROUP_OK);
+    sb_id_set(&s->seen, 0, 0);      /* a slot may serve another pool next */
+    sb_id_set(&s->delivered, 0, 0);
     atomic_store(&s->pid, 0);
     atomic_store(&s->state, SB_FREE);
 }

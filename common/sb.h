@@ -69,6 +69,21 @@ int sb_dlq_index(const char *reason);
 
 enum sb_state { SB_FREE, SB_STARTING, SB_RUNNING, SB_DRAINING };
 
+/* A stream entry id ms-n in shared memory, with one writer: seq is odd while it writes (as
+ * error_seq), so a reader never takes half of one id and half of another. 0-0: not known. */
+struct sb_id {
+    _Atomic uint32_t seq;
+    _Atomic uint64_t ms, n;
+};
+
+/* Whether a worker can read from its group, for /health: a reason to call the pool degraded
+ * that neither the worker count nor Redis's PING shows. */
+enum sb_group_state {
+    SB_GROUP_OK,
+    SB_GROUP_NOT_CREATED,   /* the group is missing and Redis (at maxmemory) refuses to create it */
+    SB_GROUP_WRONGTYPE,     /* the stream key holds another type */
+};
+
 struct sb_slot {
     /* Written by the master only. */
     _Atomic int state;
@@ -91,6 +106,13 @@ struct sb_slot {
     _Atomic uint64_t circuit_since_ms;
     char circuit_error[120];
     _Atomic uint64_t c[SB_NCOUNTERS];
+    /* Written by the child only: enum sb_group_state; the last entry its group delivered to it. */
+    _Atomic int group_state;
+    struct sb_id seen;
+    /* Written by the master only: the latest entry its pool's group is known to have delivered
+     * (its last poll's last-delivered-id, or a later one its workers saw), so that a worker
+     * that re-creates a lost group knows where the fleet was, even a fresh worker. */
+    struct sb_id delivered;
 } __attribute__((aligned(64)));
 
 static_assert(sizeof(struct sb_slot) % 64 == 0, "slots must not share a cache line");
@@ -132,6 +154,26 @@ void sb_set_circuit(struct sb_slot *s, uint64_t unix_ms, const char *text);
 /* Master side: copy the error that opened the circuit into buf (len bytes); returns since when
  * it is open (Unix ms), or 0 when it is closed or was changing. */
 uint64_t sb_get_circuit(const struct sb_slot *s, char *buf, size_t len);
+/* Its one writer stores id ms-n (seen: the child; delivered: the master). */
+static inline void sb_id_set(struct sb_id *id, uint64_t ms, uint64_t n)
+{
+    if (atomic_load(&id->ms) == ms && atomic_load(&id->n) == n)
+        return;
+    atomic_fetch_add(&id->seq, 1);
+    atomic_store(&id->ms, ms);
+    atomic_store(&id->n, n);
+    atomic_fetch_add(&id->seq, 1);
+}
+/* Read it. Returns 0, or -1 when it is not known (or was being written). */
+static inline int sb_id_get(const struct sb_id *id, uint64_t *ms, uint64_t *n)
+{
+    uint32_t before = atomic_load(&id->seq);
+    *ms = atomic_load(&id->ms);
+    *n = atomic_load(&id->n);
+    if ((before & 1) || atomic_load(&id->seq) != before || (*ms == 0 && *n == 0))
+        return -1;
+    return 0;
+}
 
 /* Master side: add a slot's counters into totals (acquire loads). */
 void sb_fold(uint64_t totals[SB_NCOUNTERS], const struct sb_slot *s);

@@ -158,6 +158,11 @@ static void build_view(struct master *m, struct fleet_view *v)
             pv->circuit_since = (double)since / 1000.0;
             snprintf(pv->circuit_error, sizeof pv->circuit_error, "%s", why);
         }
+        if (p->pid > 0) {
+            int gs = atomic_load_explicit(&slot->group_state, memory_order_relaxed);
+            pv->group_not_created += gs == SB_GROUP_NOT_CREATED;
+            pv->group_wrongtype += gs == SB_GROUP_WRONGTYPE;
+        }
         pv->rss_bytes += atomic_load_explicit(&slot->rss_bytes, memory_order_relaxed);
         char text[sizeof slot->error];
         uint64_t when = sb_get_error(slot, text, sizeof text);
@@ -186,6 +191,41 @@ static void build_view(struct master *m, struct fleet_view *v)
         for (unsigned k = 0; k < h->n; k++)
             pv->history[k] = h->rate[(h->head + HISTORY_POINTS - h->n + k) % HISTORY_POINTS];
         pv->rate = h->n ? pv->history[h->n - 1] : 0;
+    }
+}
+
+static bool id_after(uint64_t ams, uint64_t an, uint64_t bms, uint64_t bn)
+{
+    return ams > bms || (ams == bms && an > bn);
+}
+
+/* Tell every worker the latest entry its pool's group is known to have delivered: the last
+ * poll's last-delivered-id, or a later entry one of the pool's workers received since. A
+ * worker that finds the group lost re-creates it there, even one started after the loss. */
+static void publish_delivered(struct master *m)
+{
+    for (size_t i = 0; i < m->nprocs; i++) {
+        const struct proc *p = &m->procs[i];
+        if (p->sb < 0)
+            continue;
+        const struct redis_pool_stats *rs = redismon_pool(m->mon, p->pool->name);
+        unsigned long long pms = 0, pn = 0;
+        uint64_t ms = 0, n = 0;
+        if (rs && sscanf(rs->last_delivered, "%llu-%llu", &pms, &pn) == 2) {
+            ms = pms;
+            n = pn;
+        }
+        for (size_t k = 0; k < m->nprocs; k++) {
+            const struct proc *q = &m->procs[k];
+            uint64_t sms, sn;
+            if (q->sb >= 0 && q->pool == p->pool && sb_id_get(&m->sb.slot[q->sb].seen, &sms, &sn) == 0 &&
+                id_after(sms, sn, ms, n)) {
+                ms = sms;
+                n = sn;
+            }
+        }
+        if (ms || n)
+            sb_id_set(&m->sb.slot[p->sb].delivered, ms, n);
     }
 }
 
@@ -807,6 +847,7 @@ int master_run(struct master *m, struct conf *conf)
             procs_check(m, now);
             log_stats(m, now);
             sample(m, now);
+            publish_delivered(m);
             m->next_check_ms = now + 500;
         }
         collect(m);

@@ -238,6 +238,12 @@ bool pool_degraded(const struct pool_view *p, struct buf *why)
         WHY("pool %s: circuit open%s: %s", p->name, since,
             p->circuit_error[0] ? p->circuit_error : "endpoint failing");
     }
+    if (p->group_not_created)
+        WHY("pool %s: group %s of stream %s is missing and redis refuses to create it (maxmemory)",
+            p->name, p->group ? p->group : "?", p->stream ? p->stream : "?");
+    if (p->group_wrongtype)
+        WHY("pool %s: key %s holds another type than a stream (WRONGTYPE)", p->name,
+            p->stream ? p->stream : "?");
     if (p->redis_known && p->max_lag > 0 && p->lag > p->max_lag)
         WHY("pool %s: lag %lld over max_lag %ld", p->name, p->lag, p->max_lag);
     if (p->redis_known && p->max_pending_age > 0 && p->oldest_pending_age > p->max_pending_age)

@@ -213,6 +213,9 @@ static void on_stats(redisAsyncContext *ac, void *r, void *priv)
                 continue;
             const redisReply *pending = map_get(g, "pending");
             const redisReply *lag = map_get(g, "lag");
+            const redisReply *last = map_get(g, "last-delivered-id");
+            if (last && last->type == REDIS_REPLY_STRING)
+                snprintf(ps->last_delivered, sizeof ps->last_delivered, "%s", last->str);
             ps->group_exists = true;
             ps->pending = pending && pending->type == REDIS_REPLY_INTEGER ? pending->integer : 0;
             ps->lag = lag && lag->type == REDIS_REPLY_INTEGER ? lag->integer : -1;

@@ -37,6 +37,8 @@ struct pool_view {
     bool redis_known;
     long long stream_length, pending, lag, dlq_length;    /* lag -1: unknown */
     double oldest_pending_age;      /* seconds; -1: nothing pending */
+    unsigned group_not_created;     /* workers that find the group missing, Redis refusing to create it */
+    unsigned group_wrongtype;       /* workers that find the stream key holding another type */
     long max_lag;                   /* thresholds of the pool, 0: off */
     double max_pending_age;
 

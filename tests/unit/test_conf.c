@@ -1217,14 +1217,34 @@ static void test_reliability_keys_out_of_range(void **state)
     expect_only(FLEET POOL "claim_idle = 1m\nclaim_idle = 2m\n", 8, "duplicate key 'claim_idle', first at line 7");
 }
 
+/* group_start decides where a group starts when it is first created. */
+static void test_group_start(void **state)
+{
+    (void)state;
+    struct loaded ld;
+    load(&ld, FLEET POOL "[pool:q]\nstream = t\ngroup = g\nhandler = noop\ngroup_start = latest\n"
+                         "[pool:r]\nstream = u\ngroup = g\nhandler = noop\ngroup_start = earliest\n");
+    if (!ld.c)
+        dump(&ld.e);
+    assert_non_null(ld.c);
+    assert_false(conf_pool(ld.c, "p")->group_start_latest);       /* the default: earliest */
+    assert_true(conf_pool(ld.c, "q")->group_start_latest);
+    assert_false(conf_pool(ld.c, "r")->group_start_latest);
+    assert_false(conf_pool_same(conf_pool(ld.c, "q"), conf_pool(ld.c, "r")));
+    unload(&ld);
+    expect_only(FLEET POOL "group_start = newest\n", 7,
+                "group_start: must be one of earliest, latest (got 'newest')");
+    expect_only(FLEET POOL "group_start = 0\n", 7, "group_start: must be one of earliest, latest");
+}
+
 /* A live worker's message must never look orphaned: claim_idle must outlast twice the HTTP
  * timeout (http pools) or block + 5 s (a read in progress: log and noop pools). */
 static void test_claim_idle_must_outlast_what_a_live_worker_holds(void **state)
 {
     (void)state;
     expect_only(FLEET POOL "claim_idle = 6s\n", 7, "claim_idle (6s) must be at least 7s (block + 5s)");
-    expect_only(FLEET POOL "block = 30s\nclaim_idle = 34s\n", 8,
-                "claim_idle (34s) must be at least 35s (block + 5s)");
+    expect_only(FLEET POOL "block = 7s\nclaim_idle = 11s\n", 8,
+                "claim_idle (11s) must be at least 12s (block + 5s)");
     expect_only(FLEET "[pool:n]\nstream = s\ngroup = g\nhandler = noop\nblock = 500ms\nclaim_idle = 5s\n", 8,
                 "claim_idle (5s) must be at least 5500ms (block + 5s)");
     /* http: the default timeout (30s) asks for a minute */
@@ -1232,13 +1252,26 @@ static void test_claim_idle_must_outlast_what_a_live_worker_holds(void **state)
                 "claim_idle (59s) must be at least 1m (twice the timeout)");
     expect_only(HTTP_POOL "url = http://h/\ntimeout = 5s\nclaim_idle = 9999ms\n", 9,
                 "claim_idle (9999ms) must be at least 10s (twice the timeout)");
+    /* A retry waiting in a worker is touched every claim_idle/3, between requests: a long
+     * block delays that, so claim_idle must be 1.5 x (block + 500ms) at least. */
+    expect_only(FLEET POOL "block = 30s\nclaim_idle = 45s\n", 8,
+                "claim_idle (45s) must be at least 45750ms (1.5 x (block + 500ms): a retry waiting in a "
+                "worker is kept fresh every claim_idle/3, late by up to a blocking read)");
+    expect_only(HTTP_POOL "url = http://h/\ntimeout = 2s\nblock = 30s\nclaim_idle = 40s\n", 10,
+                "claim_idle (40s) must be at least 45750ms (1.5 x (block + 500ms): a retry waiting in a "
+                "worker is kept fresh every claim_idle/3, late by up to a blocking read)");
+    expect_only(HTTP_POOL "url = http://h/\ntimeout = 2s\nblock = 10s\nclaim_idle = 15s\n", 10,
+                "claim_idle (15s) must be at least 15750ms (1.5 x (block + 500ms): a retry waiting in a "
+                "worker is kept fresh every claim_idle/3, late by up to a blocking read)");
     /* A default claim_idle (5m) made too short by a long timeout: reported at the pool. */
     expect_only(HTTP_POOL "url = http://h/\ntimeout = 10m\n", 3,
                 "claim_idle (5m) must be at least 20m (twice the timeout)");
 
     const char *good[] = {
         FLEET POOL "claim_idle = 7s\n",
-        FLEET POOL "block = 30s\nclaim_idle = 35s\n",
+        FLEET POOL "block = 7s\nclaim_idle = 12s\n",
+        FLEET POOL "block = 30s\nclaim_idle = 46s\n",
+        HTTP_POOL "url = http://h/\ntimeout = 2s\nblock = 10s\nclaim_idle = 16s\n",
         HTTP_POOL "url = http://h/\nclaim_idle = 1m\n",
         HTTP_POOL "url = http://h/\ntimeout = 2s\nclaim_idle = 4s\n",
         HTTP_POOL "url = http://h/\ntimeout = 1h\nclaim_idle = 2h\n",
@@ -1357,6 +1390,7 @@ int main(void)
         cmocka_unit_test_setup(test_reliability_keys_round_trip, setup),
         cmocka_unit_test_setup(test_reliability_keys_out_of_range, setup),
         cmocka_unit_test_setup(test_claim_idle_must_outlast_what_a_live_worker_holds, setup),
+        cmocka_unit_test_setup(test_group_start, setup),
         cmocka_unit_test_setup(test_backoff_base_must_not_exceed_backoff_max, setup),
         cmocka_unit_test_setup(test_dlq_defaults_to_stream_colon_dlq_and_is_never_the_stream, setup),
         cmocka_unit_test_setup(test_reliability_errors_all_at_once, setup),

@@ -217,6 +217,50 @@ static void health_degraded_over_max_lag_and_pending_age(void **state)
     buf_release(&out);
 }
 
+/* Workers that cannot read their group (it cannot be created, the key is no stream) make the
+ * pool degraded in /health and in streamfleet_pool_degraded alike. */
+static void health_degraded_when_the_group_cannot_be_read(void **state)
+{
+    (void)state;
+    struct fleet_view v = make_view();
+    pools[1].stream = "in";
+    pools[1].group = "hooks-group";
+    pools[1].group_not_created = 1;
+    struct buf out = BUF_INIT;
+    assert_int_equal(health_render(&out, &v, NULL), 503);
+    assert_non_null(strstr(out.p, "pool hooks: group hooks-group of stream in is missing and redis refuses to create it"));
+    buf_reset(&out);
+    metrics_render(&out, &v);
+    assert_non_null(strstr(out.p, "streamfleet_pool_degraded{pool=\"hooks\"} 1\n"));
+    assert_non_null(strstr(out.p, "streamfleet_pool_degraded{pool=\"emails\"} 0\n"));
+    buf_reset(&out);
+    pools[1].group_not_created = 0;
+    pools[1].group_wrongtype = 2;
+    assert_int_equal(health_render(&out, &v, "hooks"), 503);
+    assert_non_null(strstr(out.p, "pool hooks: key in holds another type than a stream (WRONGTYPE)"));
+    buf_reset(&out);
+    pools[1].group_wrongtype = 0;
+    assert_int_equal(health_render(&out, &v, NULL), 200);
+    buf_release(&out);
+}
+
+/* An entry id in shared memory: 0-0 is "not known"; a reset slot knows none. */
+static void entry_ids_in_slots(void **state)
+{
+    (void)state;
+    uint64_t ms, n;
+    sb_slot_reset(&sb.slot[4]);
+    assert_int_equal(sb_id_get(&sb.slot[4].delivered, &ms, &n), -1);
+    sb_id_set(&sb.slot[4].delivered, 1700000000123ULL, 7);
+    assert_int_equal(sb_id_get(&sb.slot[4].delivered, &ms, &n), 0);
+    assert_true(ms == 1700000000123ULL && n == 7);
+    assert_int_equal(sb.slot[4].delivered.seq % 2, 0);
+    sb_id_set(&sb.slot[4].seen, 5, 0);
+    sb_slot_reset(&sb.slot[4]);
+    assert_int_equal(sb_id_get(&sb.slot[4].delivered, &ms, &n), -1);
+    assert_int_equal(sb_id_get(&sb.slot[4].seen, &ms, &n), -1);
+}
+
 static void status_json_has_pools_and_history(void **state)
 {
     (void)state;
@@ -285,6 +329,8 @@ int main(void)
         cmocka_unit_test(health_short_of_workers_only_after_the_grace),
         cmocka_unit_test(health_degraded_over_max_lag_and_pending_age),
         cmocka_unit_test(status_json_has_pools_and_history),
+        cmocka_unit_test(health_degraded_when_the_group_cannot_be_read),
+        cmocka_unit_test(entry_ids_in_slots),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
