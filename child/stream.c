@@ -476,7 +476,8 @@ void stream_parse_pending(const redisReply *r, const struct msg *msgs, size_t n,
  * idle reset must never take back an entry another consumer claimed meanwhile (XCLAIM with
  * min-idle 0 would, whoever holds it). One XCLAIM an id: Lua 5.1 limits a C call's arguments.
  * KEYS: stream. ARGV: group, consumer, retrycount (-1: none), justid (0/1), ids... Returns
- * [[entries], [ids not ours]]. */
+ * [[entries], [ids not ours]]: held by another consumer, or acknowledged by someone while
+ * their data is still there. An id in neither list had its data deleted (vanished). */
 static const char claim_own_lua[] =
     "local out, lost = {}, {}\n"
     "for i = 5, #ARGV do\n"
@@ -486,7 +487,7 @@ static const char claim_own_lua[] =
     "    if ARGV[3] ~= '-1' then a[#a + 1] = 'RETRYCOUNT'; a[#a + 1] = ARGV[3] end\n"
     "    if ARGV[4] == '1' then a[#a + 1] = 'JUSTID' end\n"
     "    for _, e in ipairs(redis.call(unpack(a))) do out[#out + 1] = e end\n"
-    "  else\n"
+    "  elseif #p == 1 or #redis.call('XRANGE', KEYS[1], ARGV[i], ARGV[i]) == 1 then\n"
     "    lost[#lost + 1] = ARGV[i]\n"
     "  end\n"
     "end\n"
