@@ -836,7 +836,10 @@ static void probe_oversized(struct child *c)
         queue_dead(c, id, "too_large", count > 0 ? count : 1, err);
         return;
     }
-    c->st.entry_limit = (size_t)bytes + 32 * (size_t)values + 65536;
+    /* RESP frames each name and value in at most 25 bytes; never below the usual bound. */
+    size_t need = (size_t)bytes + 32 * (size_t)values + 65536;
+    size_t usual = (size_t)c->pool->max_message_bytes * 2 + 65536;
+    c->st.entry_limit = need > usual ? need : usual;
 }
 
 /* Send the next request if there is room for more work; else just acknowledge. */
