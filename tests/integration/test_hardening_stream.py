@@ -278,3 +278,22 @@ def test_50mb_entry_is_dead_lettered_too_large_without_buffering_it(redis_server
     print(f"\nworker peak RSS grew by {grew} KiB reading a 50 MiB entry")
     assert grew < 40 * 1024, f"peak RSS grew by {grew} KiB: the entry was buffered"
     assert fl.children() == [child], "no worker died"
+
+
+def test_message_of_many_tiny_fields_within_max_message_bytes_is_handled_not_dead_lettered(
+        redis_server, fleet):
+    """60,000 one-byte names and values: 60 KB of data under max_message_bytes 64K, but about
+    7 bytes each in RESP, over the usual bound of a read. The read outgrows its bound, the
+    entry is sized in Redis, found within the limit, and read alone with room for it."""
+    r = redis_server.client()
+    fl = fleet({"pool:tf": log_pool("tf", handler="noop", batch=2, max_message_bytes="64K")})
+    (child,) = one_child(fl)
+    args = ["a", "b"] * 30000
+    eid = r.execute_command("XADD", "tf", "*", *args).decode()
+    (small,) = add_messages(r, "tf", 1, fields={"n": "1"})
+    wait_metric(fl, "streamfleet_messages_acked_total", "tf", lambda v: v == 2)
+    wait_pending(fl, r, "tf", "tf-group", 0)
+    assert not r.exists("tf:dlq"), "not dead-lettered: it is within max_message_bytes"
+    assert metric(fl, "streamfleet_messages_dead_lettered_total", "tf") == 0
+    assert fl.children() == [child]
+    assert eid and small
