@@ -675,12 +675,19 @@ static void reclaim_orphans(struct child *c, long long now)
             idlist_add(&ids, c->retries[i].id);
         for (size_t i = 0; i < c->ndead; i++)
             idlist_add(&ids, c->dead[i].id);
-        if (stream_touch(&c->st, &ids) == -1)
-            log_redis_error(c);
-        else
+        int rc = stream_touch(&c->st, &ids);
+        if (rc == 0)
             forget_lost(c);
         idlist_release(&ids);
         c->next_touch_ms = now + p->claim_idle_ms / 3;
+        if (rc == -1) {
+            /* A lost connection goes the way of every other: counted, backoff, reconnect. */
+            if (!stream_connected(&c->st)) {
+                on_redis_error(c);
+                return;
+            }
+            log_redis_error(c);
+        }
     }
     if (!stream_connected(&c->st))
         return;
