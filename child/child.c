@@ -61,7 +61,7 @@ struct adopt {
 /* The done-marker key of a message being handled (dedupe_ttl), by entry id. */
 struct marker {
     char id[STREAM_ID_MAX];
-    char *key;
+    struct str key;             /* owns key.p; binary (the id may hold any byte) */
 };
 
 struct child {
@@ -79,12 +79,16 @@ struct child {
     size_t ndead, dead_cap;
     struct marker *markers;         /* in flight, with dedupe_ttl */
     size_t nmarkers, markers_cap;
-    char **done_keys;               /* succeeded, markers to write before their XACK */
+    struct str *done_keys;          /* succeeded, markers to write before their XACK (owned) */
     size_t ndone_keys, done_keys_cap;
     bool pending_phase;             /* still reading our own pending entries (ID 0 and on) */
     bool connected_once;
     char from[STREAM_ID_MAX];
     bool reading;                   /* a read request is on the wire */
+    int read_count;                 /* the COUNT of that read */
+    bool read_one;                  /* a read outgrew its bound: read one entry at a time */
+    bool probe_due;                 /* one entry alone did: size it in Redis (probe_oversized) */
+    char probe_after[STREAM_ID_MAX];/* it is our first pending entry after this id */
     long long read_deadline_ms;
     char claim_cursor[STREAM_ID_MAX];
     long long next_claim_ms;        /* next XAUTOCLAIM pass for orphans */
@@ -216,6 +220,21 @@ static void queue_dead(struct child *c, const char *id, const char *reason, long
     d->due_ms = 0;
 }
 
+/* Entry id waits in our pending list for attempt + 1, due at due_ms. */
+static void add_retry(struct child *c, const char *id, long long due_ms, long long attempt,
+                      bool outage)
+{
+    if (c->nretries == c->retries_cap) {
+        c->retries_cap = c->retries_cap ? c->retries_cap * 2 : 64;
+        c->retries = xrealloc(c->retries, c->retries_cap * sizeof *c->retries);
+    }
+    struct retry *r = &c->retries[c->nretries++];
+    snprintf(r->id, sizeof r->id, "%s", id);
+    r->due_ms = due_ms;
+    r->attempt = attempt;
+    r->outage = outage;
+}
+
 static void schedule_retry(struct child *c, const char *id, const struct outcome *o)
 {
     const struct pool_conf *p = c->pool;
@@ -235,15 +254,7 @@ static void schedule_retry(struct child *c, const char *id, const struct outcome
         delay = o->retry_after_ms < p->backoff_max_ms ? o->retry_after_ms : p->backoff_max_ms;
     else if (o->retry_after_ms == 0 && delay < p->backoff_base_ms)
         delay = p->backoff_base_ms;
-    if (c->nretries == c->retries_cap) {
-        c->retries_cap = c->retries_cap ? c->retries_cap * 2 : 64;
-        c->retries = xrealloc(c->retries, c->retries_cap * sizeof *c->retries);
-    }
-    struct retry *r = &c->retries[c->nretries++];
-    snprintf(r->id, sizeof r->id, "%s", id);
-    r->due_ms = now_ms() + delay;
-    r->attempt = attempt;
-    r->outage = o->outage;
+    add_retry(c, id, now_ms() + delay, attempt, o->outage);
     sb_add(c->slot, SB_RETRIED, 1);
     log_debug("message %s failed (attempt %lld%s): retry in %ld ms: %s", id, attempt,
               o->outage ? ", endpoint down" : "", delay, o->error ? o->error : "?");
@@ -277,16 +288,16 @@ static long retry_timeout_ms(const struct child *c, long long now)
     return due_in_ms(c, now, true, true);
 }
 
-/* The done-marker key of entry id, taken out of the in-flight table (NULL: none). */
-static char *take_marker(struct child *c, const char *id)
+/* The done-marker key of entry id, taken out of the in-flight table ({NULL, 0}: none). */
+static struct str take_marker(struct child *c, const char *id)
 {
     for (size_t i = 0; i < c->nmarkers; i++)
         if (strcmp(c->markers[i].id, id) == 0) {
-            char *key = c->markers[i].key;
+            struct str key = c->markers[i].key;
             c->markers[i] = c->markers[--c->nmarkers];
             return key;
         }
-    return NULL;
+    return (struct str){ NULL, 0 };
 }
 
 /* Order of two entry ids "ms-seq" (a missing seq counts as 0). */
@@ -332,20 +343,20 @@ void child_done(struct child *c, const char *id, const struct outcome *o)
         sb_observe(c->slot, SB_DUR_FIRST, o->seconds);
     else if (c->ops->fds)
         sb_observe(c->slot, SB_DUR_FIRST, 0);
-    char *marker = c->nmarkers ? take_marker(c, id) : NULL;
+    struct str marker = c->nmarkers ? take_marker(c, id) : (struct str){ NULL, 0 };
     /* It was in flight when the group was re-created: it is pending nowhere now, and a retry
      * or a dead-letter move needs it in our pending list. */
     if (o->disp != DISP_ACK && c->adopt_upto[0] && id_cmp(id, c->adopt_upto) <= 0)
         queue_adopt(c, id, o->attempt);
     switch (o->disp) {
     case DISP_ACK:
-        if (marker) {
+        if (marker.p) {
             if (c->ndone_keys == c->done_keys_cap) {
                 c->done_keys_cap = c->done_keys_cap ? c->done_keys_cap * 2 : 64;
                 c->done_keys = xrealloc(c->done_keys, c->done_keys_cap * sizeof *c->done_keys);
             }
             c->done_keys[c->ndone_keys++] = marker;
-            marker = NULL;
+            marker.p = NULL;
         }
         idlist_add(&c->acks, id);
         break;
@@ -367,7 +378,7 @@ void child_done(struct child *c, const char *id, const struct outcome *o)
         queue_dead(c, id, o->reason, o->attempt > 0 ? o->attempt : 1, o->error);
         break;
     }
-    free(marker);
+    free((char *)marker.p);
 }
 
 struct sb_slot *child_slot(struct child *c)
@@ -577,7 +588,8 @@ static void fetch_attempts(struct child *c)
     if (st->n == 0)
         return;
     long long *counts = xcalloc(st->n, sizeof *counts);
-    size_t limit = st->n + c->nretries + inflight(c) + 16;
+    /* Rows between the batch's entries that are not in it: deleted ones, our others. */
+    size_t limit = st->n + st->vanished.n + c->nretries + c->ndead + inflight(c) + 16;
     if (stream_delivery_counts(st, st->msgs, st->n, limit, counts) == 0)
         for (size_t i = 0; i < st->n; i++)
             st->msgs[i].attempt = counts[i] > 0 ? counts[i] : 1;
@@ -588,6 +600,11 @@ static void fetch_attempts(struct child *c)
 static void handle_batch(struct child *c)
 {
     struct stream *st = &c->st;
+    if (c->read_one && !c->pending_phase) {
+        /* A read of new entries went through one at a time: back to whole batches. */
+        c->read_one = false;
+        st->entry_limit = 0;
+    }
     for (size_t i = 0; i < st->vanished.n; i++) {
         log_warnx("pending entry %s has no data any more (deleted or trimmed): acknowledging it",
                   st->vanished.id[i]);
@@ -621,21 +638,24 @@ static struct str message_id(const struct child *c, const struct msg *m)
     return v && v->len ? *v : m->id;
 }
 
-static char *marker_key(const struct child *c, const struct msg *m)
+/* The done-marker key of m: stream:group:done:<message id>, with every byte of the id (a
+ * NUL in id_field's value must not shorten it, or "abc\0zzz" would pass for "abc"). Caller
+ * owns key.p. */
+static struct str marker_key(const struct child *c, const struct msg *m)
 {
     struct str id = message_id(c, m);
     struct buf b = BUF_INIT;
     buf_printf(&b, "%s:%s:done:", c->pool->stream, c->pool->group);
     buf_add(&b, id.p, id.len);
-    return b.p;
+    return (struct str){ b.p, b.len };
 }
 
 /* With dedupe_ttl: which messages of the batch were already handled (their done-marker is
  * there). On a Redis error nothing is skipped: handling twice is better than not at all. */
-static bool *find_duplicates(struct child *c, char ***keysp)
+static bool *find_duplicates(struct child *c, struct str **keysp)
 {
     struct stream *st = &c->st;
-    char **keys = xcalloc(st->n, sizeof *keys);
+    struct str *keys = xcalloc(st->n, sizeof *keys);
     bool *seen = xcalloc(st->n, sizeof *seen);
     for (size_t i = 0; i < st->n; i++)
         keys[i] = marker_key(c, &st->msgs[i]);
@@ -675,7 +695,7 @@ static void submit_all(struct child *c)
 {
     struct stream *st = &c->st;
     const struct pool_conf *p = c->pool;
-    char **keys = NULL;
+    struct str *keys = NULL;
     bool *dup = p->dedupe_ttl_ms > 0 && st->n ? find_duplicates(c, &keys) : NULL;
     long long arrived = unix_ms();
     for (size_t i = 0; i < st->n; i++) {
@@ -719,7 +739,7 @@ static void submit_all(struct child *c)
             struct marker *mk = &c->markers[c->nmarkers++];
             snprintf(mk->id, sizeof mk->id, "%s", m->id.p);
             mk->key = keys[i];
-            keys[i] = NULL;
+            keys[i].p = NULL;
         }
         long long added = msg_id_ms(&m->id);
         if (added > 0)
@@ -732,7 +752,7 @@ static void submit_all(struct child *c)
     }
     if (keys)
         for (size_t i = 0; i < st->n; i++)
-            free(keys[i]);
+            free((char *)keys[i].p);
     free(keys);
     free(dup);
     stream_batch_release(st);
@@ -785,11 +805,26 @@ static int write_markers(struct child *c)
         return 0;
     int rc = stream_mark_done(&c->st, c->done_keys, c->ndone_keys, c->pool->dedupe_ttl_ms);
     for (size_t i = 0; i < c->ndone_keys; i++)
-        free(c->done_keys[i]);
+        free((char *)c->done_keys[i].p);
     c->ndone_keys = 0;
     if (rc == -1 && stream_connected(&c->st))
         log_redis_error(c);     /* a marker lost: at worst a duplicate later, never a loss */
     return stream_connected(&c->st) ? 0 : -1;
+}
+
+/* Drop the retries whose entries another consumer holds now (c->st.lost, from a touch): they
+ * are its to handle. Their dead-letter moves find out by themselves (the move does nothing). */
+static void forget_lost(struct child *c)
+{
+    for (size_t k = 0; k < c->st.lost.n; k++)
+        for (size_t i = 0; i < c->nretries; i++)
+            if (strcmp(c->retries[i].id, c->st.lost.id[k]) == 0) {
+                log_info("message %s waiting for a retry is held by another consumer now: leaving it",
+                         c->retries[i].id);
+                c->retries[i] = c->retries[--c->nretries];
+                break;
+            }
+    c->st.lost.n = 0;
 }
 
 /* Orphans: entries pending for longer than claim_idle belong to consumers that died (a
@@ -807,10 +842,19 @@ static void reclaim_orphans(struct child *c, long long now)
             idlist_add(&ids, c->retries[i].id);
         for (size_t i = 0; i < c->ndead; i++)
             idlist_add(&ids, c->dead[i].id);
-        if (stream_touch(&c->st, &ids) == -1)
-            log_redis_error(c);
+        int rc = stream_touch(&c->st, &ids);
+        if (rc == 0)
+            forget_lost(c);
         idlist_release(&ids);
         c->next_touch_ms = now + p->claim_idle_ms / 3;
+        if (rc == -1) {
+            /* A lost connection goes the way of every other: counted, backoff, reconnect. */
+            if (!stream_connected(&c->st)) {
+                on_redis_error(c);
+                return;
+            }
+            log_redis_error(c);
+        }
     }
     if (!stream_connected(&c->st))
         return;
@@ -854,7 +898,6 @@ static void reclaim_orphans(struct child *c, long long now)
     }
 }
 
-/* Take the retries that are due (as many as there is room for) and hand them over again. */
 static void claim_due_retries(struct child *c, long long now)
 {
     unsigned busy = inflight(c);
@@ -873,15 +916,23 @@ static void claim_due_retries(struct child *c, long long now)
              * its delivery counter where it was. */
             struct idlist one = { 0 };
             idlist_add(&one, r->id);
+            char one_id[STREAM_ID_MAX];
+            snprintf(one_id, sizeof one_id, "%s", r->id);
             long long attempt = r->attempt;
             *r = c->retries[--c->nretries];
             int rc = stream_claim(&c->st, &one, attempt);
             idlist_release(&one);
             if (rc == -1) {
+                /* Still pending for us (or, should the group be gone, to be adopted by the
+                 * new one): keep waiting for it, never forget it. */
+                add_retry(c, one_id, now_ms(), attempt, true);
                 on_redis_error(c);
                 break;
             }
-            if (c->st.n == 0) {
+            if (c->st.lost.n) {
+                log_info("message %s waiting for a retry is held by another consumer now: leaving it",
+                         c->st.lost.id[0]);
+            } else if (c->st.n == 0) {
                 log_warnx("a message waiting for a retry was deleted from the stream meanwhile");
                 sb_add(c->slot, SB_VANISHED, 1);
             }
@@ -897,6 +948,8 @@ static void claim_due_retries(struct child *c, long long now)
     }
     if (due.n > 0 && stream_connected(&c->st)) {
         if (stream_claim(&c->st, &due, -1) == -1) {
+            for (size_t i = 0; i < due.n; i++)
+                add_retry(c, due.id[i], now_ms(), attempts[i], false);
             on_redis_error(c);
         } else {
             /* XCLAIM counted a delivery: this is the next attempt. */
@@ -907,16 +960,66 @@ static void claim_due_retries(struct child *c, long long now)
                     j++;
                 st->msgs[i].attempt = j < due.n ? attempts[j] + 1 : 2;
             }
-            if (st->n < due.n) {
+            /* Entries another consumer took over meanwhile are its now: not a failure, not
+             * vanished, simply no longer ours to retry. */
+            for (size_t i = 0; i < st->lost.n; i++)
+                log_info("message %s waiting for a retry is held by another consumer now: leaving it",
+                         st->lost.id[i]);
+            if (st->n + st->lost.n < due.n) {
                 log_warnx("%zu messages waiting for a retry were deleted from the stream meanwhile",
-                          due.n - st->n);
-                sb_add(c->slot, SB_VANISHED, due.n - st->n);
+                          due.n - st->n - st->lost.n);
+                sb_add(c->slot, SB_VANISHED, due.n - st->n - st->lost.n);
             }
             submit_all(c);
         }
     }
     free(attempts);
     idlist_release(&due);
+}
+
+/* A read's reply outgrew its bound (SERR_OVERSIZE) and the connection was dropped: what it
+ * carried stays pending for us, and the pending list is read again after the reconnect. Read
+ * one entry at a time from now on; when a read of one entry of our pending list outgrew the
+ * bound, that entry is sized in Redis once connected again (probe_oversized()). */
+static void note_oversize(struct child *c)
+{
+    log_warnx("a read of %d entries outgrew its bound (%s): reading one at a time", c->read_count,
+              c->st.errstr);
+    if (c->read_count > 1 || !c->pending_phase) {
+        c->read_one = true;
+        return;
+    }
+    c->probe_due = true;
+    snprintf(c->probe_after, sizeof c->probe_after, "%s", c->from);
+}
+
+/* Size in Redis the entry that outgrew a read alone: over max_message_bytes, it is
+ * dead-lettered (server-side: its body never comes here); else it is read alone again with a
+ * bound made for it (an entry of many small fields takes more room in RESP than its bytes). */
+static void probe_oversized(struct child *c)
+{
+    char id[STREAM_ID_MAX];
+    long long count = 0, bytes = 0, values = 0;
+    int r = stream_probe_pending(&c->st, c->probe_after, id, &count, &bytes, &values);
+    if (r == -1) {
+        on_redis_error(c);      /* probe_due stays: tried again once connected */
+        return;
+    }
+    c->probe_due = false;
+    if (r == 0 || bytes < 0 || scheduled(c, id))
+        return;
+    if (bytes > c->pool->max_message_bytes) {
+        char err[96];
+        snprintf(err, sizeof err, "%lld bytes, max_message_bytes is %lld", bytes, c->pool->max_message_bytes);
+        log_warnx("message %s is too large (%s): dead-lettering it without reading it", id, err);
+        sb_add(c->slot, SB_READ, 1);
+        queue_dead(c, id, "too_large", count > 0 ? count : 1, err);
+        return;
+    }
+    /* RESP frames each name and value in at most 25 bytes; never below the usual bound. */
+    size_t need = (size_t)bytes + 32 * (size_t)values + 65536;
+    size_t usual = (size_t)c->pool->max_message_bytes * 2 + 65536;
+    c->st.entry_limit = need > usual ? need : usual;
 }
 
 /* Send the next request if there is room for more work; else just acknowledge. */
@@ -931,6 +1034,8 @@ static void maybe_request(struct child *c)
     if (!stopping && accepting(c) && busy < c->capacity && !(c->pending_phase && busy > 0)) {
         unsigned room = c->capacity - busy;
         int count = room < (unsigned)c->pool->batch ? (int)room : c->pool->batch;
+        if (c->read_one)
+            count = 1;
         long block = -1;
         if (!c->pending_phase) {
             block = busy > 0 && c->pool->block_ms > BUSY_BLOCK_MS ? BUSY_BLOCK_MS : c->pool->block_ms;
@@ -947,6 +1052,7 @@ static void maybe_request(struct child *c)
          * simply still pending, and come back to us through the pending-list read. */
         c->acks.n = 0;
         c->reading = true;
+        c->read_count = count;
         c->read_deadline_ms = now_ms() + (block > 0 ? block : 0) + READ_MARGIN_MS;
     } else if (c->acks.n) {
         uint64_t acked;
@@ -1108,6 +1214,8 @@ _Noreturn void child_main(const struct conf *conf, const struct pool_conf *pool,
             on_redis_error(&c);
         if (c.adopt_upto[0] && inflight(&c) == 0 && c.nadopt == 0)
             c.adopt_upto[0] = '\0';
+        if (stream_connected(&c.st) && !c.reading && c.probe_due)
+            probe_oversized(&c);
         if (stream_connected(&c.st) && !c.reading && c.ndead)
             move_dead_letters(&c, now);
         if (stream_connected(&c.st) && !c.reading)
@@ -1159,6 +1267,8 @@ _Noreturn void child_main(const struct conf *conf, const struct pool_conf *pool,
                 handle_batch(&c);
             } else if (r == -1) {
                 c.reading = false;
+                if (c.st.err == SERR_OVERSIZE)
+                    note_oversize(&c);
                 if (on_redis_error(&c) == -1)
                     exit(CHILD_EXIT_CONFIG);
             }
@@ -1171,15 +1281,16 @@ _Noreturn void child_main(const struct conf *conf, const struct pool_conf *pool,
     c.ops->close(c.h);
     stream_disconnect(&c.st);
     idlist_release(&c.st.vanished);
+    idlist_release(&c.st.lost);
     idlist_release(&c.acks);
     free(c.retries);
     free(c.dead);
     free(c.adopt);
     for (size_t i = 0; i < c.nmarkers; i++)
-        free(c.markers[i].key);
+        free((char *)c.markers[i].key.p);
     free(c.markers);
     for (size_t i = 0; i < c.ndone_keys; i++)
-        free(c.done_keys[i]);
+        free((char *)c.done_keys[i].p);
     free(c.done_keys);
     if (c.nretries)
         log_info("%zu messages waiting for a retry stay pending for the next start", c.nretries);

@@ -37,6 +37,7 @@ void stream_init(struct stream *s, const struct redis_addr *addr, const struct p
     s->group = p->group;
     s->block_ms = p->block_ms;
     s->start_latest = p->group_start_latest;
+    s->max_message_bytes = p->max_message_bytes;
     snprintf(s->consumer, sizeof s->consumer, "%s", consumer);
 }
 
@@ -49,10 +50,15 @@ static void set_err(struct stream *s, enum stream_error e, const char *what, con
 /* Classify an error reply by its code (the first word). */
 static enum stream_error reply_error_kind(const char *str)
 {
-    /* Redis 7.0 tells a reader blocked on a stream that was deleted "UNBLOCKED the stream key
-     * no longer exists": the group went with it, exactly as NOGROUP says. */
-    if (strncmp(str, "NOGROUP", 7) == 0 || strncmp(str, "UNBLOCKED", 9) == 0)
+    if (strncmp(str, "NOGROUP", 7) == 0)
         return SERR_NOGROUP;
+    /* Redis 7.0 tells a reader blocked on a stream that was deleted "UNBLOCKED the stream key
+     * no longer exists": the group went with it, exactly as NOGROUP says (a destroyed group
+     * answers NOGROUP itself). Any other UNBLOCKED ("client unblocked via CLIENT UNBLOCK",
+     * "force unblock from blocking operation, instance state changed (master -> replica?)")
+     * says nothing about the group: treat it as a connection event, keeping what waits. */
+    if (strncmp(str, "UNBLOCKED", 9) == 0)
+        return strstr(str, "no longer exists") || strstr(str, "destroyed") ? SERR_NOGROUP : SERR_IO;
     if (strncmp(str, "WRONGTYPE", 9) == 0)
         return SERR_WRONGTYPE;
     if (strncmp(str, "NOAUTH", 6) == 0 || strncmp(str, "WRONGPASS", 9) == 0 ||
@@ -306,6 +312,12 @@ int stream_send_read(struct stream *s, const struct idlist *acks, const char *fr
     s->expect = 0;
     s->acked = 0;
     s->acks_sent = false;
+    s->reply_bytes = 0;
+    /* An entry's names and values are at most max_message_bytes; RESP adds a few bytes to
+     * each, and the acks' reply and the ids come on top: twice the size plus 64 KiB leaves
+     * room for entries of many small fields. */
+    size_t entry = s->entry_limit ? s->entry_limit : (size_t)s->max_message_bytes * 2 + 65536;
+    s->read_limit = (size_t)(count > 0 ? count : 1) * entry;
     s->err = SERR_NONE;         /* stream_recv() tells an XACK that failed by it */
     if (acks && acks->n) {
         if (append_ack(s, acks) == -1)
@@ -339,7 +351,7 @@ fail:
 }
 
 /* Turn a list of entries [[id, [f, v, ...] | nil], ...] into s->msgs. */
-static void parse_entries(struct stream *s, redisReply *entries)
+static void parse_entries(struct stream *s, const redisReply *entries)
 {
     size_t nfields = 0;
     for (size_t i = 0; i < entries->elements; i++) {
@@ -391,9 +403,9 @@ static void parse_entries(struct stream *s, redisReply *entries)
         snprintf(s->last_id, sizeof s->last_id, "%s", last);
 }
 
-/* Turn the XREADGROUP reply into s->msgs. A well-formed reply is nil (timeout) or
- * [[key, [[id, [f, v, ...] | nil], ...]]]; anything else is an error, never a crash. */
-static int parse_batch(struct stream *s, redisReply *r)
+/* The XREADGROUP reply: nil (timeout) or [[key, [[id, [f, v, ...] | nil], ...]]]; anything
+ * else is an error, never a crash. */
+int stream_parse_read(struct stream *s, const redisReply *r)
 {
     s->n = 0;
     s->vanished.n = 0;
@@ -408,22 +420,164 @@ static int parse_batch(struct stream *s, redisReply *r)
     return 0;
 }
 
-/* XCLAIM ids to ourselves with min-idle 0, followed by the options opts[0..nopts). */
-static redisReply *xclaim(struct stream *s, const char *what, const struct idlist *ids, const char **opts,
-                          size_t nopts)
+/* What the claim script answers: [[entries as XCLAIM gives them], [ids not ours]]. */
+int stream_parse_claim(struct stream *s, const redisReply *r)
 {
-    size_t argc = 5 + ids->n + nopts;
+    s->n = 0;
+    s->vanished.n = 0;
+    s->lost.n = 0;
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 || r->element[0]->type != REDIS_REPLY_ARRAY ||
+        r->element[1]->type != REDIS_REPLY_ARRAY) {
+        set_err(s, SERR_REPLY, "xclaim", "unexpected reply shape");
+        return -1;
+    }
+    parse_entries(s, r->element[0]);
+    const redisReply *lost = r->element[1];
+    for (size_t i = 0; i < lost->elements; i++)
+        if (lost->element[i]->type == REDIS_REPLY_STRING)
+            idlist_add(&s->lost, lost->element[i]->str);
+    return 0;
+}
+
+/* [next-cursor, [entries], [deleted ids]] (Redis 7). The deleted ids are entries whose data
+ * was trimmed or deleted: Redis already dropped them from the pending list. */
+int stream_parse_autoclaim(struct stream *s, const redisReply *r, char cursor[STREAM_ID_MAX],
+                           size_t *deleted)
+{
+    s->n = 0;
+    s->vanished.n = 0;
+    *deleted = 0;
+    if (r->type != REDIS_REPLY_ARRAY || r->elements < 2 || r->element[0]->type != REDIS_REPLY_STRING ||
+        r->element[1]->type != REDIS_REPLY_ARRAY) {
+        set_err(s, SERR_REPLY, "xautoclaim", "unexpected reply shape");
+        return -1;
+    }
+    snprintf(cursor, STREAM_ID_MAX, "%s", r->element[0]->str);
+    if (r->elements >= 3 && r->element[2]->type == REDIS_REPLY_ARRAY)
+        *deleted = r->element[2]->elements;
+    parse_entries(s, r->element[1]);
+    return 0;
+}
+
+/* An entry id "ms-seq" as two numbers. Returns 0, or -1 when text is not one. */
+static int parse_id(const struct str *id, unsigned long long *ms, unsigned long long *seq)
+{
+    unsigned long long v[2] = { 0, 0 };
+    size_t i = 0;
+    for (int part = 0; part < 2; part++) {
+        size_t start = i;
+        for (; i < id->len && id->p[i] >= '0' && id->p[i] <= '9'; i++) {
+            if (v[part] > (~0ULL - 9) / 10)
+                return -1;
+            v[part] = v[part] * 10 + (unsigned)(id->p[i] - '0');
+        }
+        if (i == start)
+            return -1;
+        if (part == 0) {
+            if (i >= id->len || id->p[i] != '-')
+                return -1;
+            i++;
+        }
+    }
+    if (i != id->len)
+        return -1;
+    *ms = v[0];
+    *seq = v[1];
+    return 0;
+}
+
+int stream_id_cmp(const struct str *a, const struct str *b)
+{
+    unsigned long long am, as, bm, bs;
+    int av = parse_id(a, &am, &as) == 0, bv = parse_id(b, &bm, &bs) == 0;
+    if (av && bv) {
+        if (am != bm)
+            return am < bm ? -1 : 1;
+        return as == bs ? 0 : as < bs ? -1 : 1;
+    }
+    if (av != bv)
+        return av ? -1 : 1;
+    size_t n = a->len < b->len ? a->len : b->len;
+    int c = memcmp(a->p, b->p, n);
+    return c ? c : a->len == b->len ? 0 : a->len < b->len ? -1 : 1;
+}
+
+void stream_match_counts(const struct msg *msgs, size_t n, const struct str *ids,
+                         const long long *cnt, size_t m, long long *counts)
+{
+    for (size_t i = 0; i < n; i++)
+        counts[i] = 0;
+    /* Both lists are in id order: walk them together. A row for no message of the batch (an
+     * entry deleted from the stream, another pending entry of ours) is passed over; it must
+     * not end the walk, or every later message would count as a first delivery. */
+    size_t j = 0;
+    for (size_t k = 0; k < m && j < n; k++) {
+        while (j < n && stream_id_cmp(&msgs[j].id, &ids[k]) < 0)
+            j++;
+        if (j < n && stream_id_cmp(&msgs[j].id, &ids[k]) == 0)
+            counts[j++] = cnt[k];
+    }
+}
+
+void stream_parse_pending(const redisReply *r, const struct msg *msgs, size_t n, long long *counts)
+{
+    size_t m = r->type == REDIS_REPLY_ARRAY ? r->elements : 0;
+    struct str *ids = xcalloc(m ? m : 1, sizeof *ids);
+    long long *cnt = xcalloc(m ? m : 1, sizeof *cnt);
+    size_t k = 0;
+    for (size_t i = 0; i < m; i++) {
+        const redisReply *e = r->element[i];
+        if (e->type != REDIS_REPLY_ARRAY || e->elements < 4 || e->element[0]->type != REDIS_REPLY_STRING ||
+            e->element[3]->type != REDIS_REPLY_INTEGER)
+            continue;
+        ids[k].p = e->element[0]->str;
+        ids[k].len = e->element[0]->len;
+        cnt[k++] = e->element[3]->integer;
+    }
+    stream_match_counts(msgs, n, ids, cnt, k, counts);
+    free(ids);
+    free(cnt);
+}
+
+/* Claim ids to ourselves only while they are still pending for us, atomically: a retry or an
+ * idle reset must never take back an entry another consumer claimed meanwhile (XCLAIM with
+ * min-idle 0 would, whoever holds it). One XCLAIM an id: Lua 5.1 limits a C call's arguments.
+ * KEYS: stream. ARGV: group, consumer, retrycount (-1: none), justid (0/1), ids... Returns
+ * [[entries], [ids not ours]]: held by another consumer, or acknowledged by someone while
+ * their data is still there. An id in neither list had its data deleted (vanished). */
+static const char claim_own_lua[] =
+    "local out, lost = {}, {}\n"
+    "for i = 5, #ARGV do\n"
+    "  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)\n"
+    "  if #p == 1 and p[1][2] == ARGV[2] then\n"
+    "    local a = {'XCLAIM', KEYS[1], ARGV[1], ARGV[2], '0', ARGV[i]}\n"
+    "    if ARGV[3] ~= '-1' then a[#a + 1] = 'RETRYCOUNT'; a[#a + 1] = ARGV[3] end\n"
+    "    if ARGV[4] == '1' then a[#a + 1] = 'JUSTID' end\n"
+    "    for _, e in ipairs(redis.call(unpack(a))) do out[#out + 1] = e end\n"
+    "  elseif #p == 1 or #redis.call('XRANGE', KEYS[1], ARGV[i], ARGV[i]) == 1 then\n"
+    "    lost[#lost + 1] = ARGV[i]\n"
+    "  end\n"
+    "end\n"
+    "return {out, lost}\n";
+
+static redisReply *claim_own(struct stream *s, const char *what, const struct idlist *ids,
+                             long long retrycount, bool justid)
+{
+    char rc[24];
+    snprintf(rc, sizeof rc, "%lld", retrycount < 0 ? -1 : retrycount);
+    size_t argc = 8 + ids->n;
     const char **argv = xmalloc(argc * sizeof *argv);
     size_t *len = xmalloc(argc * sizeof *len);
-    argv[0] = "XCLAIM";
-    argv[1] = s->key;
-    argv[2] = s->group;
-    argv[3] = s->consumer;
-    argv[4] = "0";
+    argv[0] = "EVAL";
+    argv[1] = claim_own_lua;
+    argv[2] = "1";
+    argv[3] = s->key;
+    argv[4] = s->group;
+    argv[5] = s->consumer;
+    argv[6] = rc;
+    argv[7] = justid ? "1" : "0";
     for (size_t i = 0; i < ids->n; i++)
-        argv[5 + i] = ids->id[i];
-    for (size_t i = 0; i < nopts; i++)
-        argv[5 + ids->n + i] = opts[i];
+        argv[8 + i] = ids->id[i];
     for (size_t i = 0; i < argc; i++)
         len[i] = strlen(argv[i]);
     redisReply *r = command(s, what, (int)argc, argv, len);
@@ -435,29 +589,49 @@ static redisReply *xclaim(struct stream *s, const char *what, const struct idlis
 int stream_claim(struct stream *s, const struct idlist *ids, long long retrycount)
 {
     stream_batch_release(s);
-    char rc[24];
-    snprintf(rc, sizeof rc, "%lld", retrycount);
-    const char *opts[2] = { "RETRYCOUNT", rc };
-    redisReply *r = xclaim(s, "xclaim", ids, opts, retrycount >= 0 ? 2 : 0);
+    s->lost.n = 0;
+    redisReply *r = claim_own(s, "xclaim", ids, retrycount, false);
     if (r == NULL)
         return -1;
-    if (r->type != REDIS_REPLY_ARRAY) {
-        set_err(s, SERR_REPLY, "xclaim", "unexpected reply shape");
+    if (stream_parse_claim(s, r) == -1) {
         freeReplyObject(r);
         return -1;
     }
     s->reply = r;
-    parse_entries(s, r);
     return 0;
 }
 
-int stream_recv(struct stream *s)
+/* Read what the socket holds into hiredis's reader, counting it against the read's bound.
+ * hiredis 0.14 keeps a whole reply (its buffer, then its objects) before it hands it over: an
+ * entry of hundreds of MB would be held twice over before max_message_bytes could be
+ * checked, and kill the worker, and its replacement would read the same batch. So a reply
+ * that outgrows the bound drops the connection (the rest is discarded by the kernel);
+ * the entries it carried stay pending for us, and the caller reads them one by one. */
+static int buffer_read(struct stream *s)
 {
+    size_t before = s->rc->reader->len;
     if (redisBufferRead(s->rc) != REDIS_OK) {
         set_err(s, SERR_IO, "read", s->rc->errstr[0] ? s->rc->errstr : "connection lost");
         stream_disconnect(s);
         return -1;
     }
+    /* The reader only appends while feeding (it compacts while parsing, between our calls). */
+    if (s->rc->reader->len > before)
+        s->reply_bytes += s->rc->reader->len - before;
+    if (s->read_limit && s->reply_bytes > s->read_limit) {
+        char detail[96];
+        snprintf(detail, sizeof detail, "reply over %zu bytes, more than the read may hold", s->read_limit);
+        set_err(s, SERR_OVERSIZE, "read", detail);
+        stream_disconnect(s);
+        return -1;
+    }
+    return 0;
+}
+
+int stream_recv(struct stream *s)
+{
+    if (buffer_read(s) == -1)
+        return -1;
     while (s->expect > 0) {
         void *v = NULL;
         if (redisGetReplyFromReader(s->rc, &v) != REDIS_OK) {
@@ -471,11 +645,8 @@ int stream_recv(struct stream *s)
                 return 0;
             /* Part of a reply is here: Redis writes a reply whole, so the rest is on its way.
              * Read it now rather than going back to poll() for every 16 KiB. */
-            if (redisBufferRead(s->rc) != REDIS_OK) {
-                set_err(s, SERR_IO, "read", s->rc->errstr[0] ? s->rc->errstr : "connection lost");
-                stream_disconnect(s);
+            if (buffer_read(s) == -1)
                 return -1;
-            }
             continue;
         }
         redisReply *r = v;
@@ -507,7 +678,7 @@ int stream_recv(struct stream *s)
         }
         stream_batch_release(s);
         s->reply = r;
-        if (parse_batch(s, r) == -1) {
+        if (stream_parse_read(s, r) == -1) {
             stream_batch_release(s);
             return -1;
         }
@@ -571,27 +742,23 @@ int stream_delivery_counts(struct stream *s, const struct msg *msgs, size_t n, s
     redisReply *r = command(s, "xpending", 7, argv, len);
     if (r == NULL)
         return -1;
-    /* Both lists are in id order: walk them together. */
-    size_t j = 0;
-    for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements; i++) {
-        redisReply *e = r->element[i];
-        if (e->type != REDIS_REPLY_ARRAY || e->elements < 4 || e->element[0]->type != REDIS_REPLY_STRING)
-            continue;
-        while (j < n && strcmp(msgs[j].id.p, e->element[0]->str) != 0)
-            j++;
-        if (j == n)
-            break;
-        counts[j++] = e->element[3]->integer;
-    }
+    stream_parse_pending(r, msgs, n, counts);
     freeReplyObject(r);
     return 0;
 }
 
+/* Lua 5.1 in Redis 7.0 passes at most about 8,000 values to a C function (LUAI_MAXCSTACK):
+ * redis.call('XADD', ..., unpack(fields)) fails above that. Entries with more names and
+ * values than this take the MULTI/EXEC path below. */
+#define DEAD_LETTER_LUA_VALUES 7000
+
 /* Move one entry to the dead-letter stream and acknowledge it, in one atomic step. A Lua
  * script, not MULTI/EXEC: EXEC does not roll back, so a failing XADD (wrong key type, out of
  * memory) would still let the XACK run and lose the message. The script reads the fields
- * from the stream itself, so the dead letter holds them exactly as they were added.
- * KEYS: stream, dlq. ARGV: group, id, consumer, reason, attempts, error, time. */
+ * from the stream itself, so the dead letter holds them exactly as they were added, and a
+ * large entry never passes through the worker. Returns -4, doing nothing, for an entry with
+ * too many fields for unpack(). KEYS: stream, dlq. ARGV: group, id, consumer, reason,
+ * attempts, error, time, the most values. */
 static const char dead_letter_lua[] =
     "local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)\n"
     "if #p == 0 or p[1][2] ~= ARGV[3] then return 0 end\n"
@@ -601,6 +768,7 @@ static const char dead_letter_lua[] =
     "  return -1\n"
     "end\n"
     "local f = e[1][2]\n"
+    "if #f > tonumber(ARGV[8]) then return -4 end\n"
     "local extra = {'dlq.stream', KEYS[1], 'dlq.id', ARGV[2], 'dlq.reason', ARGV[4],\n"
     "               'dlq.attempts', ARGV[5], 'dlq.error', ARGV[6], 'dlq.time', ARGV[7]}\n"
     "for i = 1, #extra do f[#f + 1] = extra[i] end\n"
@@ -608,23 +776,173 @@ static const char dead_letter_lua[] =
     "redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])\n"
     "return 1\n";
 
+/* The second half of a move of an entry with many fields, run in the same MULTI/EXEC right
+ * after the XADD of its copy (EXEC runs them with nothing in between, but does not roll
+ * back): the copy is the dead-letter stream's last entry if the XADD worked. When the entry
+ * is still pending for us, acknowledge it; when someone else has it now, delete the copy.
+ * Returns 1 (moved), 0 (not ours: nothing left behind), -3 (no copy was added: nothing
+ * done). KEYS: stream, dlq. ARGV: group, id, consumer, time. */
+static const char dead_letter_check_lua[] =
+    "local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)\n"
+    "local ours = #p == 1 and p[1][2] == ARGV[3]\n"
+    "local added\n"
+    "if redis.call('TYPE', KEYS[2]).ok == 'stream' then\n"
+    "  local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)\n"
+    "  if #last == 1 then\n"
+    "    local f, id, t = last[1][2], nil, nil\n"
+    "    local i = #f - 1\n"
+    "    while i >= 1 and i >= #f - 13 do\n"
+    "      if f[i] == 'dlq.id' and id == nil then id = f[i + 1] end\n"
+    "      if f[i] == 'dlq.time' and t == nil then t = f[i + 1] end\n"
+    "      i = i - 2\n"
+    "    end\n"
+    "    if id == ARGV[2] and t == ARGV[4] then added = last[1][1] end\n"
+    "  end\n"
+    "end\n"
+    "if not added then\n"
+    "  if ours then return -3 end\n"
+    "  return 0\n"
+    "end\n"
+    "if not ours then\n"
+    "  redis.call('XDEL', KEYS[2], added)\n"
+    "  return 0\n"
+    "end\n"
+    "redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])\n"
+    "return 1\n";
+
+/* Read one reply of a pipeline. Returns it (caller frees) or NULL with s->err (I/O). */
+static redisReply *next_reply(struct stream *s, const char *what)
+{
+    void *v = NULL;
+    if (redisGetReply(s->rc, &v) != REDIS_OK || v == NULL) {
+        set_err(s, SERR_IO, what, s->rc->errstr[0] ? s->rc->errstr : "connection lost");
+        drop(s);
+        return NULL;
+    }
+    return v;
+}
+
+/* The move of an entry with more fields than Lua can pass on: the worker reads the entry,
+ * then sends MULTI; XADD dlq * <fields, by argv: binary-safe> <dlq.*>; EVAL check; EXEC. */
+static int dead_letter_many(struct stream *s, const char *dlq, const char *id, const char *const extra[12])
+{
+    const char *rargv[4] = { "XRANGE", s->key, id, id };
+    size_t rlen[4] = { 6, strlen(s->key), strlen(id), strlen(id) };
+    redisReply *e = command(s, "dead-letter xrange", 4, rargv, rlen);
+    if (e == NULL)
+        return -2;
+    int rc = -2;
+    const char **argv = NULL;
+    size_t *len = NULL;
+    if (e->type != REDIS_REPLY_ARRAY || e->elements == 0 || e->element[0]->type != REDIS_REPLY_ARRAY ||
+        e->element[0]->elements != 2 || e->element[0]->element[1]->type != REDIS_REPLY_ARRAY) {
+        rc = -5;        /* gone meanwhile (or odd): the script path decides */
+        goto out;
+    }
+    const redisReply *kv = e->element[0]->element[1];
+    size_t argc = 3 + kv->elements + 12;
+    argv = xmalloc(argc * sizeof *argv);
+    len = xmalloc(argc * sizeof *len);
+    argv[0] = "XADD";
+    len[0] = 4;
+    argv[1] = dlq;
+    len[1] = strlen(dlq);
+    argv[2] = "*";
+    len[2] = 1;
+    size_t k = 3;
+    for (size_t i = 0; i < kv->elements; i++, k++) {
+        const redisReply *v = kv->element[i];
+        argv[k] = v->type == REDIS_REPLY_STRING ? v->str : "";
+        len[k] = v->type == REDIS_REPLY_STRING ? v->len : 0;
+    }
+    for (size_t i = 0; i < 12; i++, k++) {
+        argv[k] = extra[i];
+        len[k] = strlen(extra[i]);
+    }
+    const char *margv[1] = { "MULTI" };
+    size_t mlen[1] = { 5 };
+    const char *xargv[1] = { "EXEC" };
+    size_t xlen[1] = { 4 };
+    const char *cargv[9] = { "EVAL", dead_letter_check_lua, "2", s->key, dlq, s->group, id, s->consumer,
+                             extra[11] };
+    size_t clen[9];
+    for (int i = 0; i < 9; i++)
+        clen[i] = strlen(cargv[i]);
+    if (redisAppendCommandArgv(s->rc, 1, margv, mlen) != REDIS_OK ||
+        redisAppendCommandArgv(s->rc, (int)k, argv, len) != REDIS_OK ||
+        redisAppendCommandArgv(s->rc, 9, cargv, clen) != REDIS_OK ||
+        redisAppendCommandArgv(s->rc, 1, xargv, xlen) != REDIS_OK) {
+        set_err(s, SERR_IO, "dead-letter", s->rc->errstr);
+        drop(s);
+        goto out;
+    }
+    /* MULTI's +OK, two +QUEUED (or errors: EXEC then aborts), EXEC's [xadd, eval]. */
+    redisReply *queued[3] = { NULL, NULL, NULL };
+    for (int i = 0; i < 3; i++)
+        if ((queued[i] = next_reply(s, "dead-letter")) == NULL)
+            break;
+    redisReply *x = queued[2] ? next_reply(s, "dead-letter exec") : NULL;
+    if (x) {
+        const redisReply *why = NULL;   /* the first error, for s->errstr */
+        for (int i = 0; i < 3 && why == NULL; i++)
+            if (queued[i]->type == REDIS_REPLY_ERROR)
+                why = queued[i];
+        if (x->type == REDIS_REPLY_ARRAY && x->elements == 2 && x->element[1]->type == REDIS_REPLY_INTEGER) {
+            rc = (int)x->element[1]->integer;
+            if (rc == -3) {         /* the XADD failed: say why */
+                why = x->element[0]->type == REDIS_REPLY_ERROR ? x->element[0] : NULL;
+                rc = -2;
+            }
+        } else if (x->type == REDIS_REPLY_ARRAY && x->elements == 2 && x->element[1]->type == REDIS_REPLY_ERROR) {
+            why = x->element[1];
+        } else if (x->type == REDIS_REPLY_ERROR && why == NULL) {
+            why = x;
+        }
+        if (rc == -2)
+            set_err(s, why ? reply_error_kind(why->str) : SERR_REPLY, "dead-letter",
+                    why ? why->str : "unexpected reply");
+        freeReplyObject(x);
+    }
+    for (int i = 0; i < 3; i++)
+        if (queued[i])
+            freeReplyObject(queued[i]);
+out:
+    free(argv);
+    free(len);
+    freeReplyObject(e);
+    return rc;
+}
+
 int stream_dead_letter(struct stream *s, const char *dlq, const char *id, const char *reason,
                        long long attempts, const char *error, long long now_unix_ms)
 {
-    char att[24], when[24];
+    char att[24], when[24], most[24];
     snprintf(att, sizeof att, "%lld", attempts);
     snprintf(when, sizeof when, "%lld", now_unix_ms);
-    const char *argv[12] = { "EVAL", dead_letter_lua, "2", s->key, dlq, s->group, id, s->consumer,
-                             reason, att, error ? error : "", when };
-    size_t len[12];
-    for (int i = 0; i < 12; i++)
-        len[i] = strlen(argv[i]);
-    redisReply *r = command(s, "dead-letter", 12, argv, len);
-    if (r == NULL)
-        return -2;
-    int rc = r->type == REDIS_REPLY_INTEGER ? (int)r->integer : -2;
-    freeReplyObject(r);
-    return rc;
+    snprintf(most, sizeof most, "%d", DEAD_LETTER_LUA_VALUES);
+    /* Twice at most: an entry with many fields deleted between the two paths comes back to
+     * the script, which acknowledges it. */
+    for (int round = 0; round < 2; round++) {
+        const char *argv[13] = { "EVAL", dead_letter_lua, "2", s->key, dlq, s->group, id, s->consumer,
+                                 reason, att, error ? error : "", when, most };
+        size_t len[13];
+        for (int i = 0; i < 13; i++)
+            len[i] = strlen(argv[i]);
+        redisReply *r = command(s, "dead-letter", 13, argv, len);
+        if (r == NULL)
+            return -2;
+        int rc = r->type == REDIS_REPLY_INTEGER ? (int)r->integer : -2;
+        freeReplyObject(r);
+        if (rc != -4)
+            return rc;
+        const char *const extra[12] = { "dlq.stream", s->key, "dlq.id", id, "dlq.reason", reason,
+                                         "dlq.attempts", att, "dlq.error", error ? error : "",
+                                         "dlq.time", when };
+        rc = dead_letter_many(s, dlq, id, extra);
+        if (rc != -5)
+            return rc;
+    }
+    return 0;
 }
 
 int stream_autoclaim(struct stream *s, long min_idle_ms, char cursor[STREAM_ID_MAX], int count,
@@ -642,19 +960,11 @@ int stream_autoclaim(struct stream *s, long min_idle_ms, char cursor[STREAM_ID_M
     redisReply *r = command(s, "xautoclaim", 8, argv, len);
     if (r == NULL)
         return -1;
-    /* [next-cursor, [entries], [deleted ids]] (Redis 7). The deleted ids are entries whose
-     * data was trimmed or deleted: Redis already dropped them from the pending list. */
-    if (r->type != REDIS_REPLY_ARRAY || r->elements < 2 || r->element[0]->type != REDIS_REPLY_STRING ||
-        r->element[1]->type != REDIS_REPLY_ARRAY) {
-        set_err(s, SERR_REPLY, "xautoclaim", "unexpected reply shape");
+    if (stream_parse_autoclaim(s, r, cursor, deleted) == -1) {
         freeReplyObject(r);
         return -1;
     }
-    snprintf(cursor, STREAM_ID_MAX, "%s", r->element[0]->str);
-    if (r->elements >= 3 && r->element[2]->type == REDIS_REPLY_ARRAY)
-        *deleted = r->element[2]->elements;
     s->reply = r;
-    parse_entries(s, r->element[1]);
     return 0;
 }
 
@@ -662,10 +972,7 @@ int stream_set_count(struct stream *s, const char *id, long long count)
 {
     struct idlist one = { 0 };
     idlist_add(&one, id);
-    char rc[24];
-    snprintf(rc, sizeof rc, "%lld", count);
-    const char *opts[3] = { "RETRYCOUNT", rc, "JUSTID" };
-    redisReply *r = xclaim(s, "xclaim retrycount", &one, opts, 3);
+    redisReply *r = claim_own(s, "xclaim retrycount", &one, count, true);
     idlist_release(&one);
     if (r == NULL)
         return -1;
@@ -675,17 +982,22 @@ int stream_set_count(struct stream *s, const char *id, long long count)
 
 int stream_touch(struct stream *s, const struct idlist *ids)
 {
+    s->lost.n = 0;
     if (ids->n == 0)
         return 0;
-    const char *opts[1] = { "JUSTID" };
-    redisReply *r = xclaim(s, "xclaim justid", ids, opts, 1);
+    redisReply *r = claim_own(s, "xclaim justid", ids, -1, true);
     if (r == NULL)
         return -1;
+    /* Only the ids another consumer holds are of use here (s->msgs is not touched). */
+    if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 && r->element[1]->type == REDIS_REPLY_ARRAY)
+        for (size_t i = 0; i < r->element[1]->elements; i++)
+            if (r->element[1]->element[i]->type == REDIS_REPLY_STRING)
+                idlist_add(&s->lost, r->element[1]->element[i]->str);
     freeReplyObject(r);
     return 0;
 }
 
-int stream_seen(struct stream *s, char **keys, size_t n, bool *seen)
+int stream_seen(struct stream *s, const struct str *keys, size_t n, bool *seen)
 {
     for (size_t i = 0; i < n; i++)
         seen[i] = false;
@@ -696,8 +1008,8 @@ int stream_seen(struct stream *s, char **keys, size_t n, bool *seen)
     argv[0] = "MGET";
     len[0] = 4;
     for (size_t i = 0; i < n; i++) {
-        argv[1 + i] = keys[i];
-        len[1 + i] = strlen(keys[i]);
+        argv[1 + i] = keys[i].p;
+        len[1 + i] = keys[i].len;
     }
     redisReply *r = command(s, "mget", (int)n + 1, argv, len);
     free(argv);
@@ -710,13 +1022,13 @@ int stream_seen(struct stream *s, char **keys, size_t n, bool *seen)
     return 0;
 }
 
-int stream_mark_done(struct stream *s, char **keys, size_t n, long ttl_ms)
+int stream_mark_done(struct stream *s, const struct str *keys, size_t n, long ttl_ms)
 {
     char ttl[24];
     snprintf(ttl, sizeof ttl, "%ld", ttl_ms);
     for (size_t i = 0; i < n; i++) {
-        const char *argv[5] = { "SET", keys[i], "1", "PX", ttl };
-        size_t len[5] = { 3, strlen(keys[i]), 1, 2, strlen(ttl) };
+        const char *argv[5] = { "SET", keys[i].p, "1", "PX", ttl };
+        size_t len[5] = { 3, keys[i].len, 1, 2, strlen(ttl) };
         if (redisAppendCommandArgv(s->rc, 5, argv, len) != REDIS_OK) {
             set_err(s, SERR_IO, "set done-marker", s->rc->errstr);
             stream_disconnect(s);
@@ -738,6 +1050,51 @@ int stream_mark_done(struct stream *s, char **keys, size_t n, long ttl_ms)
         }
         freeReplyObject(r);
     }
+    return rc;
+}
+
+/* Our first pending entry after ARGV[2] ('-' or '(id'), sized without sending it: [id,
+ * delivery count, bytes of its names and values (-1: its data is gone), their number], or []
+ * when there is none. KEYS: stream. ARGV: group, start, consumer. */
+static const char probe_lua[] =
+    "local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], '+', 1, ARGV[3])\n"
+    "if #p == 0 then return {} end\n"
+    "local id = p[1][1]\n"
+    "local e = redis.call('XRANGE', KEYS[1], id, id)\n"
+    "if #e == 0 then return {id, p[1][4], -1, 0} end\n"
+    "local n = 0\n"
+    "for _, v in ipairs(e[1][2]) do n = n + #v end\n"
+    "return {id, p[1][4], n, #e[1][2]}\n";
+
+int stream_probe_pending(struct stream *s, const char *after, char id[STREAM_ID_MAX],
+                         long long *count, long long *bytes, long long *values)
+{
+    char start[STREAM_ID_MAX + 1];
+    if (strcmp(after, "0") == 0)
+        snprintf(start, sizeof start, "-");
+    else
+        snprintf(start, sizeof start, "(%s", after);
+    const char *argv[7] = { "EVAL", probe_lua, "1", s->key, s->group, start, s->consumer };
+    size_t len[7];
+    for (int i = 0; i < 7; i++)
+        len[i] = strlen(argv[i]);
+    redisReply *r = command(s, "probe pending entry", 7, argv, len);
+    if (r == NULL)
+        return -1;
+    int rc = 0;
+    if (r->type == REDIS_REPLY_ARRAY && r->elements == 4 && r->element[0]->type == REDIS_REPLY_STRING &&
+        r->element[1]->type == REDIS_REPLY_INTEGER && r->element[2]->type == REDIS_REPLY_INTEGER &&
+        r->element[3]->type == REDIS_REPLY_INTEGER) {
+        snprintf(id, STREAM_ID_MAX, "%s", r->element[0]->str);
+        *count = r->element[1]->integer;
+        *bytes = r->element[2]->integer;
+        *values = r->element[3]->integer;
+        rc = 1;
+    } else if (r->type != REDIS_REPLY_ARRAY || r->elements != 0) {
+        set_err(s, SERR_REPLY, "probe pending entry", "unexpected reply shape");
+        rc = -1;
+    }
+    freeReplyObject(r);
     return rc;
 }
 

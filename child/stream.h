@@ -33,6 +33,7 @@ enum stream_error {
     SERR_WRONGTYPE,   /* the key holds something else than a stream */
     SERR_REPLY,       /* any other error reply */
     SERR_OOM,         /* Redis at maxmemory refused to create the missing group */
+    SERR_OVERSIZE,    /* a read's reply outgrew its bound: the connection was dropped */
 };
 
 struct redisContext;
@@ -44,6 +45,7 @@ struct stream {
     const char *group;
     char consumer[300];
     long block_ms;
+    long long max_message_bytes;
     struct redisContext *rc;
     enum stream_error err;
     char errstr[256];
@@ -64,6 +66,10 @@ struct stream {
     int expect;                 /* replies still to come for the request sent */
     bool acks_sent;
     uint64_t acked;             /* XACK's count for the acks sent with the request */
+    size_t reply_bytes;         /* received for the request sent */
+    size_t read_limit;          /* more than this for one read: SERR_OVERSIZE */
+    size_t entry_limit;         /* the bound of one entry in a read (0: from max_message_bytes) */
+    struct idlist lost;         /* ids a claim found held by another consumer (not claimed) */
 };
 
 /* Fill s for the pool's stream and group under consumer name consumer. No I/O. */
@@ -92,7 +98,9 @@ int stream_adopt(struct stream *s, const char *id, long long count, bool *adopte
 
 /* Send XACK of acks (when any) and XREADGROUP COUNT count [BLOCK block_ms] from id `from`
  * ("0" or an id: this consumer's pending entries after it; ">": new entries). block_ms < 0:
- * no BLOCK. Returns 0 or -1. */
+ * no BLOCK. The reply may take count x s->entry_limit bytes (by default twice
+ * max_message_bytes plus 64 KiB an entry); beyond that stream_recv() drops the connection
+ * rather than hold it, and fails with SERR_OVERSIZE. Returns 0 or -1. */
 int stream_send_read(struct stream *s, const struct idlist *acks, const char *from, int count,
                      long block_ms);
 /* Read what has arrived for the request. Returns 1 when the batch is complete (s->msgs[0..n),
@@ -102,13 +110,15 @@ int stream_recv(struct stream *s);
 void stream_batch_release(struct stream *s);
 
 /* Take entries ids of our own pending list again for another attempt (XCLAIM to ourselves,
- * which counts a delivery, or with retrycount >= 0 sets the count to it). Fills s->msgs like a read; entries whose data is gone are
- * dropped from the pending list by Redis 7 and do not appear. Returns 0 or -1. */
+ * which counts a delivery, or with retrycount >= 0 sets the count to it), atomically only
+ * those still pending for us: the ids another consumer holds now (or nobody) are left alone
+ * and listed in s->lost. Fills s->msgs like a read; entries whose data is gone are dropped
+ * from the pending list by Redis 7 and appear in neither. Returns 0 or -1. */
 int stream_claim(struct stream *s, const struct idlist *ids, long long retrycount);
 
 /* Move entry id to the dead-letter stream dlq with its original fields plus dlq.stream,
  * dlq.id, dlq.reason, dlq.attempts, dlq.error, dlq.time, and acknowledge it, atomically (a Lua
- * script). Returns 1 when moved, 0 when the entry is no longer pending for us (someone else
+ * script; an entry with too many fields for Lua goes through MULTI/EXEC). Returns 1 when moved, 0 when the entry is no longer pending for us (someone else
  * has it now: nothing done), -1 when its data was gone (acknowledged, nothing to keep), -2 on
  * error (s->err; the entry stays pending). */
 int stream_dead_letter(struct stream *s, const char *dlq, const char *id, const char *reason,
@@ -121,11 +131,12 @@ int stream_autoclaim(struct stream *s, long min_idle_ms, char cursor[STREAM_ID_M
                      size_t *deleted);
 
 /* Set the delivery counter of our pending entry id to count (XCLAIM RETRYCOUNT JUSTID: it
- * counts no delivery itself). */
+ * counts no delivery itself), if it is still ours. */
 int stream_set_count(struct stream *s, const char *id, long long count);
 
 /* Reset the idle time of our pending entries ids (XCLAIM JUSTID to ourselves, which does not
- * count a delivery), so that entries waiting for a retry are not reclaimed as orphans. */
+ * count a delivery), so that entries waiting for a retry are not reclaimed as orphans. Entries
+ * another consumer holds now are left alone (listed in s->lost). */
 int stream_touch(struct stream *s, const struct idlist *ids);
 
 /* XACK ids now, waiting for the reply. Returns 0 (*acked: how many were pending) or -1. */
@@ -137,10 +148,37 @@ int stream_ack(struct stream *s, const struct idlist *ids, uint64_t *acked);
 int stream_delivery_counts(struct stream *s, const struct msg *msgs, size_t n, size_t limit,
                            long long *counts);
 
-/* Which of keys[0..n) exist (MGET): the done-markers of handled message ids. */
-int stream_seen(struct stream *s, char **keys, size_t n, bool *seen);
+/* Which of keys[0..n) exist (MGET): the done-markers of handled message ids. Keys are
+ * binary (message ids may hold any byte). */
+int stream_seen(struct stream *s, const struct str *keys, size_t n, bool *seen);
 /* SET each of keys[0..n) with a time to live (pipelined). Returns 0 or -1. */
-int stream_mark_done(struct stream *s, char **keys, size_t n, long ttl_ms);
+int stream_mark_done(struct stream *s, const struct str *keys, size_t n, long ttl_ms);
+
+/* After a read failed with SERR_OVERSIZE: our first pending entry after id `after` ("0": the
+ * first one), sized in Redis without reading it (a script). Returns 1 with *id, its delivery
+ * count, its bytes (field names and values; -1 when its data is gone) and its number of
+ * names and values; 0 when there is none; -1 on error. */
+int stream_probe_pending(struct stream *s, const char *after, char id[STREAM_ID_MAX],
+                         long long *count, long long *bytes, long long *values);
+/* Reply parsers, pure (exposed for the fuzz target). An XREADGROUP reply, an XCLAIM reply (a
+ * list of entries) and an XAUTOCLAIM reply fill s->msgs (pointing into r, which the caller
+ * keeps while it uses them); a malformed reply is an error (-1, s->err), never a crash. */
+int stream_parse_read(struct stream *s, const struct redisReply *r);
+int stream_parse_claim(struct stream *s, const struct redisReply *r);
+int stream_parse_autoclaim(struct stream *s, const struct redisReply *r, char cursor[STREAM_ID_MAX],
+                           size_t *deleted);
+/* The delivery counts of msgs[0..n) from an XPENDING reply (counts[i] = 0 when not listed). */
+void stream_parse_pending(const struct redisReply *r, const struct msg *msgs, size_t n,
+                          long long *counts);
+
+/* Entry ids in numeric order: <0, 0, >0. Text that is not an id sorts after every id. */
+int stream_id_cmp(const struct str *a, const struct str *b);
+/* Match pending rows (ids[0..m), their delivery counts cnt[0..m)) to msgs[0..n), both in id
+ * order: counts[i] is the count of msgs[i], or 0 when no row is for it. Rows that are not in
+ * the batch (deleted entries, our other pending entries) are passed over. */
+void stream_match_counts(const struct msg *msgs, size_t n, const struct str *ids,
+                         const long long *cnt, size_t m, long long *counts);
+
 /* Remove the group's consumers that hold no pending entry and were idle for idle_ms or more
  * (never ourselves), atomically. */
 int stream_prune_consumers(struct stream *s, long idle_ms, long long *removed);
