@@ -648,6 +648,15 @@ static void conn_start(struct redis *r)
 
 /* ---- reading and writing ---- */
 
+/* A plain connection that the server ends before any reply may be one to a TLS port (Redis
+ * 7.0 resets it when the handshake it expected does not come): say so. */
+static const char *plain_hint(const struct redis *r)
+{
+    if (r->got_reply)
+        return "";
+    return r->addr.tls ? " before any reply" : " before any reply (does the server speak TLS on this port? then use rediss://)";
+}
+
 /* >0 bytes, 0 at end of stream, -1 with errno EAGAIN when nothing more now, -2 on an error
  * (the connection has been dropped). */
 static ssize_t conn_read(struct redis *r, char *p, size_t n)
@@ -659,7 +668,7 @@ static ssize_t conn_read(struct redis *r, char *p, size_t n)
         if (errno == EAGAIN || errno == EINTR)
             return -1;
         char why[sizeof r->error];
-        snprintf(why, sizeof why, "read: %s", strerror(errno));
+        snprintf(why, sizeof why, "read: %s%s", strerror(errno), plain_hint(r));
         conn_drop(r, REDIS_E_IO, why);
         return -2;
     }
@@ -706,6 +715,19 @@ static ssize_t conn_write(struct redis *r, const char *p, size_t n)
         return -1;
     }
     char why[sizeof r->error];
+    if (e == SSL_ERROR_SYSCALL) {
+        /* TLS 1.3: a server that refuses our certificate (or its absence) says so in an
+         * alert after our handshake has finished, and closes; our first write then meets a
+         * reset. The alert came first: read it for the reason. */
+        char scratch[256];
+        ERR_clear_error();
+        int got = SSL_read(r->ssl, scratch, sizeof scratch);
+        if (got <= 0 && SSL_get_error(r->ssl, got) == SSL_ERROR_SSL) {
+            tls_reason(r, "refused", SSL_ERROR_SSL, why, sizeof why);
+            conn_drop(r, REDIS_E_IO, why);
+            return -2;
+        }
+    }
     tls_reason(r, "write", e, why, sizeof why);
     conn_drop(r, REDIS_E_IO, why);
     return -2;
@@ -783,10 +805,7 @@ static void read_all(struct redis *r)
             return;
         if (n == 0) {
             char why[sizeof r->error];
-            snprintf(why, sizeof why, "connection closed by the server%s",
-                     r->got_reply ? ""
-                     : r->addr.tls ? " before any reply"
-                                   : " before any reply (does it speak TLS on this port? then use rediss://)");
+            snprintf(why, sizeof why, "connection closed by the server%s", plain_hint(r));
             conn_drop(r, REDIS_E_IO, why);
             return;
         }
@@ -801,8 +820,10 @@ static void check_deadlines(struct redis *r, long long now)
 {
     if ((r->state == ST_CONNECTING || r->state == ST_TLS) && now >= r->connect_deadline) {
         char why[sizeof r->error];
-        snprintf(why, sizeof why, "%s timed out after %ld ms", r->state == ST_TLS ? "tls handshake" : "connect",
-                 r->opts.connect_timeout_ms);
+        /* A plain server takes a TLS hello for the start of a command and waits for the rest. */
+        snprintf(why, sizeof why, "%s timed out after %ld ms%s", r->state == ST_TLS ? "tls handshake" : "connect",
+                 r->opts.connect_timeout_ms,
+                 r->state == ST_TLS ? " (does the server speak TLS on this port? use redis:// for a plain one)" : "");
         conn_drop(r, REDIS_E_TIMEOUT, why);
         return;
     }

@@ -774,7 +774,8 @@ static int setup_signals(void)
         sigaddset(&set, sigs[i]);
     if (sigprocmask(SIG_BLOCK, &set, NULL) == -1)
         return -1;
-    /* hiredis writes without MSG_NOSIGNAL; a peer that goes away must not kill us. */
+    /* OpenSSL (the monitor over TLS) writes without MSG_NOSIGNAL; a peer that goes away must
+     * not kill us. */
     signal(SIGPIPE, SIG_IGN);
     return signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
 }
