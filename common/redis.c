@@ -69,6 +69,7 @@ struct redis {
     long long connect_deadline;
     long long next_connect;
     long long attempt;              /* failed connections in a row */
+    uint64_t rng;                   /* for the backoff's jitter (xorshift64) */
     unsigned gen;                   /* bumped by each drop: a dispatch loop stops on a change */
     redisReader *reader;
     struct arena arena;
@@ -354,8 +355,10 @@ static void conn_drop(struct redis *r, enum redis_errkind kind, const char *why)
     } else {
         r->state = ST_WAIT;
         r->attempt++;
+        /* Jitter, so that clients cut off together do not come back together. */
+        r->rng ^= r->rng << 13, r->rng ^= r->rng >> 7, r->rng ^= r->rng << 17;
         long d = backoff_ms(BACKOFF_EXPONENTIAL, r->opts.backoff_min_ms, r->opts.backoff_max_ms, 20, r->attempt,
-                            (double)random() / ((double)RAND_MAX + 1.0));
+                            (double)(r->rng >> 11) / 9007199254740992.0);
         r->next_connect = redis_now_ms() + d;
     }
     char text[sizeof r->error];
@@ -777,13 +780,14 @@ static int dispatch(struct redis *r)
         }
         struct cmd c = queue_pop(r);
         r->got_reply = true;
+        bool answered = v->type != REDIS_T_ERROR;
         if (c.cb)
             c.cb(c.arg, v);
         if (r->gen != gen)
             return -1;
-        arena_reset(&r->arena);
+        arena_reset(&r->arena);     /* v is gone */
         n++;
-        if (r->setup_left == 0 && v->type != REDIS_T_ERROR)
+        if (r->setup_left == 0 && answered)
             r->attempt = 0;         /* a connection that answers ends the backoff */
     }
     if (r->opts.max_reply_bytes &&
@@ -931,6 +935,7 @@ static struct redis *client_new(const struct redis_opts *o)
     r->client_name = dup_or_null(r->opts.client_name);
     r->opts.client_name = r->client_name;
     r->fd = -1;
+    r->rng = ((uint64_t)getpid() << 32 ^ (uint64_t)redis_now_ms()) | 1;
     struct buf empty = BUF_INIT;
     r->out = empty;
     return r;
