@@ -76,6 +76,7 @@ struct redis {
     bool toobig;                    /* an array header alone broke the bound */
     struct buf out;                 /* formatted commands not yet written */
     size_t out_off;
+    bool out_secret;                /* out has held AUTH's password since it was last wiped */
     struct cmd *q;                  /* commands awaiting a reply, oldest at q[qhead] */
     size_t qhead, qlen, qcap;
     size_t setup_left;              /* connect-time commands not yet answered */
@@ -321,6 +322,31 @@ static void queue_fail(struct redis *r, enum redis_errkind kind, const char *why
 
 /* ---- the socket and TLS ---- */
 
+/* Empty the output buffer; the password of AUTH does not stay behind in the heap. */
+static void out_reset(struct redis *r)
+{
+    if (r->out_secret && r->out.p)
+        explicit_bzero(r->out.p, r->out.cap);
+    r->out_secret = false;
+    buf_reset(&r->out);
+    r->out_off = 0;
+}
+
+/* Append to the output buffer. While it holds the password, growing it moves the bytes by
+ * hand, so the old block is wiped before it is freed (realloc would not). */
+static void out_add(struct redis *r, const char *p, size_t n)
+{
+    if (r->out_secret && r->out.len + n + 1 > r->out.cap) {
+        struct buf nb = BUF_INIT;
+        buf_grow(&nb, 2 * (r->out.len + n));
+        buf_add(&nb, r->out.p, r->out.len);
+        explicit_bzero(r->out.p, r->out.cap);
+        buf_release(&r->out);
+        r->out = nb;
+    }
+    buf_add(&r->out, p, n);
+}
+
 static void conn_close(struct redis *r)
 {
     if (r->ssl) {
@@ -337,8 +363,7 @@ static void conn_close(struct redis *r)
     if (r->ai)
         freeaddrinfo(r->ai);
     r->ai = r->ai_next = NULL;
-    buf_reset(&r->out);
-    r->out_off = 0;
+    out_reset(r);
     r->setup_left = 0;
 }
 
@@ -472,7 +497,8 @@ static void queue_setup(struct redis *r)
         int n = redisFormatCommandArgv(&cmd, a->user ? 3 : 2, argv, len);
         if (n < 0)
             fatal("out of memory");
-        buf_add(&r->out, cmd, (size_t)n);
+        out_add(r, cmd, (size_t)n);
+        r->out_secret = true;
         explicit_bzero(cmd, (size_t)n);
         redisFreeCommand(cmd);
         queue_push(r, auth_cb, r, r->opts.connect_timeout_ms);
@@ -486,7 +512,7 @@ static void queue_setup(struct redis *r)
         int n = redisFormatCommandArgv(&cmd, 2, argv, len);
         if (n < 0)
             fatal("out of memory");
-        buf_add(&r->out, cmd, (size_t)n);
+        out_add(r, cmd, (size_t)n);
         redisFreeCommand(cmd);
         queue_push(r, select_cb, r, r->opts.connect_timeout_ms);
         r->setup_left++;
@@ -498,7 +524,7 @@ static void queue_setup(struct redis *r)
         int n = redisFormatCommandArgv(&cmd, 3, argv, len);
         if (n < 0)
             fatal("out of memory");
-        buf_add(&r->out, cmd, (size_t)n);
+        out_add(r, cmd, (size_t)n);
         redisFreeCommand(cmd);
         queue_push(r, setname_cb, r, r->opts.connect_timeout_ms);
         r->setup_left++;
@@ -744,10 +770,8 @@ static void flush_out(struct redis *r)
             return;
         r->out_off += (size_t)n;
     }
-    if (r->state == ST_UP && r->out_off == r->out.len) {
-        buf_reset(&r->out);
-        r->out_off = 0;
-    }
+    if (r->state == ST_UP && r->out_off == r->out.len)
+        out_reset(r);
 }
 
 /* Hand every complete reply in the reader to its command, in order; each reply's memory goes
@@ -987,7 +1011,7 @@ int redis_command(struct redis *r, int argc, const char **argv, const size_t *ar
     int n = redisFormatCommandArgv(&cmd, argc, argv, argvlen);
     if (n < 0)
         fatal("out of memory");
-    buf_add(&r->out, cmd, (size_t)n);
+    out_add(r, cmd, (size_t)n);
     redisFreeCommand(cmd);
     queue_push(r, cb, arg, timeout_ms);
     return 0;

@@ -291,3 +291,34 @@ def test_a_frozen_redis_times_out_the_monitor_without_stalling_the_master(redis_
         redis_server.kill(signal.SIGCONT)
     fl.wait_for(lambda: redis_health(fl)[1].get("up") is True, timeout=TIMEOUT,
                 what="redis up after SIGCONT")
+
+
+def test_acl_user_and_password_are_sent_by_the_cli_and_the_monitor(redis_factory, fleet_factory,
+                                                                    tmp_path):
+    srv = redis_factory(password="admin-pw-1")
+    admin = srv.client()
+    admin.execute_command("ACL", "SETUSER", "fleet", "on", ">Fleet-pw-9", "~*", "&*", "+@all")
+    entry = dead_letter(admin)
+    url = f"redis://fleet:Fleet-pw-9@127.0.0.1:{srv.port}/0"
+    res = dlq_cli(cli_config(tmp_path, url), "list", "--pool", "p")
+    assert res.returncode == 0, res.stderr
+    assert entry in res.stdout and "Fleet-pw-9" not in res.stdout + res.stderr
+    fl = fleet_factory({"fleet": {"redis": url}, "pool:p": log_pool("src")}, redis=url)
+    fl.wait_for(lambda: redis_health(fl)[1].get("up") is True, what="redis up as user fleet")
+    users = {c.get("name"): c.get("user") for c in admin.client_list()}
+    assert users.get("streamfleet-master") == "fleet", users
+
+
+def test_monitor_with_a_wrong_server_name_recovers_after_a_reload_that_fixes_it(
+        tls_redis, certs, fleet_factory):
+    srv = tls_redis(auth_clients="optional")
+    fl = fleet_factory({"fleet": {"redis": f"rediss://127.0.0.1:{srv.port}/0",
+                                  **tls_keys(certs, client=False,
+                                             redis_tls_server_name="db.example.org")},
+                        "pool:p": log_pool("src")}, env=TLS_MONITOR)
+    fl.wait_for(lambda: "hostname mismatch" in (redis_health(fl)[1].get("error") or ""),
+                what="hostname mismatch in /health")
+    text = fl.config_path.read_text().replace("db.example.org", "localhost")
+    fl.config_path.write_text(text)
+    fl.signal(signal.SIGHUP)
+    fl.wait_for(lambda: redis_health(fl)[1].get("up") is True, what="redis up after the reload")
