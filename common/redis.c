@@ -1042,6 +1042,11 @@ int redis_commandv(struct redis *r, redis_cb *cb, void *arg, long timeout_ms, ..
     return redis_command(r, argc, argv, len, cb, arg, timeout_ms);
 }
 
+void redis_set_max_reply_bytes(struct redis *r, size_t max_reply_bytes)
+{
+    r->opts.max_reply_bytes = max_reply_bytes;
+}
+
 bool redis_ready(const struct redis *r)
 {
     return r->state == ST_UP && r->setup_left == 0;

@@ -97,6 +97,8 @@ int redis_command(struct redis *r, int argc, const char **argv, const size_t *ar
 /* The same with C strings, NULL-terminated. */
 int redis_commandv(struct redis *r, redis_cb *cb, void *arg, long timeout_ms, ...);
 
+/* Change the bound on one reply's buffered bytes (0: none) from the next read on. */
+void redis_set_max_reply_bytes(struct redis *r, size_t max_reply_bytes);
 /* Connected, and the connect-time commands answered. */
 bool redis_ready(const struct redis *r);
 /* Why the last connection failed or dropped ("" when none did); never holds the password. */
