@@ -8,6 +8,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include "common/arena.h"
 #include "common/conf.h"
@@ -223,6 +227,99 @@ static void a_client_that_cannot_connect_refuses_commands_and_says_why(void **st
     assert_non_null(strstr(err, "/nonexistent/streamfleet-test.sock"));
 }
 
+/* ---- a real socket: a listener we play the server on ---- */
+
+static int listen_unix(const char *path)
+{
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
+    unlink(path);
+    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    assert_int_equal(listen(fd, 4), 0);
+    return fd;
+}
+
+/* Drive the client for ms milliseconds (or until *stop), as an owner's poll loop would. */
+static void drive(struct redis *r, long ms, const int *stop)
+{
+    long long end = redis_now_ms() + ms;
+    while (redis_now_ms() < end && !(stop && *stop)) {
+        struct pollfd p = { .fd = redis_fd(r), .events = redis_events(r) };
+        long t = redis_timeout_ms(r, redis_now_ms());
+        poll(&p, p.fd >= 0 ? 1 : 0, t < 0 || t > 20 ? 20 : (int)t);
+        redis_run(r, p.fd >= 0 ? p.revents : 0, redis_now_ms());
+    }
+}
+
+struct tally {
+    int calls;
+    int kinds[REDIS_E_OTHER + 1];
+    char last[64];
+};
+
+static void count(void *arg, const struct redis_reply *v)
+{
+    struct tally *t = arg;
+    t->calls++;
+    t->kinds[v->type == REDIS_T_ERROR ? v->err : REDIS_E_NONE]++;
+    snprintf(t->last, sizeof t->last, "%s", v->str ? v->str : "");
+}
+
+static void pipelined_replies_come_in_order_and_a_silent_server_times_out_every_command_once(void **state)
+{
+    (void)state;
+    char path[64];
+    snprintf(path, sizeof path, "/tmp/sf-test-redis-%d.sock", (int)getpid());
+    int lfd = listen_unix(path);
+    struct redis_addr a = { 0 };
+    a.unix_path = path;
+    struct redis_opts o = { .backoff_min_ms = 300, .backoff_max_ms = 300 };
+    struct redis *r = redis_open(&a, &o);
+    struct tally t[3] = { { 0 } };
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(redis_commandv(r, count, &t[i], 300, "PING", NULL), 0);
+    assert_int_equal(redis_pending(r), 3);
+    int sfd = accept(lfd, NULL, NULL);
+    drive(r, 100, NULL);
+    char in[256];
+    ssize_t n = read(sfd, in, sizeof in);
+    assert_true(n > 0);
+    assert_non_null(memmem(in, (size_t)n, "PING", 4));
+    /* the first two answered, in order; the third never is */
+    assert_int_equal(write(sfd, "+ONE\r\n+TWO\r\n", 12), 12);
+    drive(r, 100, NULL);
+    assert_int_equal(t[0].calls, 1);
+    assert_string_equal(t[0].last, "ONE");
+    assert_string_equal(t[1].last, "TWO");
+    assert_int_equal(t[2].calls, 0);
+    drive(r, 2000, &t[2].calls);               /* until its deadline drops the connection */
+    assert_int_equal(t[2].calls, 1);
+    assert_int_equal(t[2].kinds[REDIS_E_TIMEOUT], 1);
+    assert_int_equal(redis_fd(r), -1);          /* dropped: waiting to reconnect */
+    assert_int_equal(redis_commandv(r, count, &t[0], 300, "PING", NULL), -1);
+    long wait = redis_timeout_ms(r, redis_now_ms());
+    assert_true(wait > 0 && wait <= 360);       /* 300 ms, jittered by 20% */
+    close(sfd);
+    struct pollfd lp = { .fd = lfd, .events = POLLIN };
+    long long give_up = redis_now_ms() + 5000;  /* it reconnects by itself, after the backoff */
+    while (poll(&lp, 1, 0) == 0 && redis_now_ms() < give_up)
+        drive(r, 50, NULL);
+    assert_true(lp.revents & POLLIN);
+    sfd = accept(lfd, NULL, NULL);
+    assert_true(sfd >= 0);
+    assert_int_equal(redis_commandv(r, count, &t[1], 1000, "PING", NULL), 0);
+    close(sfd);                                 /* dropped with a command queued */
+    drive(r, 200, NULL);
+    assert_int_equal(t[1].calls, 2);
+    assert_int_equal(t[1].kinds[REDIS_E_IO], 1);
+    assert_int_equal(t[0].calls, 1);            /* never called twice */
+    assert_int_equal(t[2].calls, 1);
+    redis_free(r);
+    close(lfd);
+    unlink(path);
+}
+
 /* ---- the address ---- */
 
 static void rediss_urls_parse_like_redis_urls_with_tls(void **state)
@@ -257,6 +354,7 @@ int main(void)
         cmocka_unit_test(a_reply_over_the_byte_bound_fails_its_command_as_toobig),
         cmocka_unit_test(garbage_and_unasked_replies_drop_the_connection),
         cmocka_unit_test(a_client_that_cannot_connect_refuses_commands_and_says_why),
+        cmocka_unit_test(pipelined_replies_come_in_order_and_a_silent_server_times_out_every_command_once),
         cmocka_unit_test(rediss_urls_parse_like_redis_urls_with_tls),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
