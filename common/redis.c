@@ -397,7 +397,8 @@ static void conn_drop(struct redis *r, enum redis_errkind kind, const char *why)
  * certificate required", and only on the first read after the handshake (TLS 1.3). */
 static void tls_reason(struct redis *r, const char *what, int sslerr, char *out, size_t len)
 {
-    long v = r->ssl ? SSL_get_verify_result(r->ssl) : X509_V_OK;
+    /* Without verification OpenSSL still records what it found: not our reason then. */
+    long v = r->ssl && r->addr.tls_verify ? SSL_get_verify_result(r->ssl) : X509_V_OK;
     if (v != X509_V_OK) {
         const char *hint = v == X509_V_ERR_HOSTNAME_MISMATCH || v == X509_V_ERR_IP_ADDRESS_MISMATCH
                                ? " (set redis_tls_server_name to a name in the server's certificate)"
