@@ -1053,6 +1053,11 @@ bool redis_ready(const struct redis *r)
     return r->state == ST_UP && r->setup_left == 0;
 }
 
+unsigned redis_drops(const struct redis *r)
+{
+    return r->gen;
+}
+
 const char *redis_error(const struct redis *r)
 {
     return r->error;

@@ -101,6 +101,10 @@ int redis_commandv(struct redis *r, redis_cb *cb, void *arg, long timeout_ms, ..
 void redis_set_max_reply_bytes(struct redis *r, size_t max_reply_bytes);
 /* Connected, and the connect-time commands answered. */
 bool redis_ready(const struct redis *r);
+/* How many times a connection was dropped so far: a change tells the owner that what it
+ * learnt on the connection (CONFIG, CLIENT ID) must be asked again, even when no command of its
+ * was queued to see the drop. */
+unsigned redis_drops(const struct redis *r);
 /* Why the last connection failed or dropped ("" when none did); never holds the password. */
 const char *redis_error(const struct redis *r);
 enum redis_errkind redis_error_kind(const struct redis *r);

@@ -35,6 +35,7 @@ struct redismon {
     bool up;
     bool ping_out;                  /* a PING is in flight */
     bool config_asked;              /* on this connection */
+    unsigned config_drops;          /* redis_drops() when it was asked */
     char error[400];
     long long next_ping_ms;
     char appendonly[16];            /* CONFIG GET answers, "" until known */
@@ -298,7 +299,12 @@ void redismon_run(struct redismon *m, short revents, long long now)
     if (m->rc == NULL)
         open_client(m);
     redis_run(m->rc, revents, now);
+    /* A connection dropped while idle (CLIENT KILL, a restart between two PINGs) gets no
+     * error reply of ours: its count tells that the new one must be asked again. */
+    if (m->config_asked && redis_drops(m->rc) != m->config_drops)
+        m->config_asked = false;
     if (!m->config_asked && redis_ready(m->rc)) {
+        m->config_drops = redis_drops(m->rc);
         m->appendonly[0] = m->policy[0] = '\0';
         m->config_asked =
             redis_commandv(m->rc, on_appendonly, m, STATS_TIMEOUT_MS, "CONFIG", "GET", "appendonly", NULL) == 0 &&
