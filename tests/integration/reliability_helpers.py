@@ -90,6 +90,22 @@ def read_as(client, stream, group, consumer, count, create=True):
     return [s(i) for i, _ in res[0][1]] if res else []
 
 
+def one_child(fl, n=1):
+    """Wait until the fleet has exactly n children; returns their pids."""
+    def check():
+        kids = fl.children()
+        return kids if len(kids) == n else None
+    return fl.wait_for(check, what=f"{n} children")
+
+
+def replaced(fl, victim, n=1):
+    """Wait until victim is gone and n children run again; returns their pids."""
+    def check():
+        kids = fl.children()
+        return kids if len(kids) == n and victim not in kids else None
+    return fl.wait_for(check, what=f"a replacement for child {victim}")
+
+
 def consumers(client, stream, group):
     """{consumer name: pending count} of the group."""
     return {s(c["name"]): c["pending"] for c in client.xinfo_consumers(stream, group)}

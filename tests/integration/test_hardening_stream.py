@@ -11,22 +11,8 @@ import time
 
 from conftest import TIMEOUT, add_messages, pending_count, wait_until
 from reliability_helpers import (BIG_TIMEOUT, by_webhook_id, dlq_entries, http_pool, log_pool,
-                                 metric, own_consumer, requests_for, restarts, wait_metric,
-                                 wait_pending)
-
-
-def one_child(fl, n=1):
-    def check():
-        kids = fl.children()
-        return kids if len(kids) == n else None
-    return fl.wait_for(check, what=f"{n} children")
-
-
-def replaced(fl, victim, n=1):
-    def check():
-        kids = fl.children()
-        return kids if len(kids) == n and victim not in kids else None
-    return fl.wait_for(check, what=f"a replacement for child {victim}")
+                                 metric, one_child, own_consumer, replaced, requests_for, restarts,
+                                 wait_metric, wait_pending)
 
 
 def many_fields(n):

@@ -14,31 +14,15 @@ import pytest
 
 from conftest import (TIMEOUT, add_messages, excerpt, group_info, pending_count, run_binary,
                       wait_until)
-from reliability_helpers import (BIG_TIMEOUT, by_webhook_id, consumers, cpu_seconds,
-                                 dlq_entries, http_pool, log_pool, metric, own_consumer,
-                                 proc_bytes, read_as, record_arrivals, requests_for, restarts,
+from reliability_helpers import (BIG_TIMEOUT, by_webhook_id, consumers, cpu_seconds, dlq_entries,
+                                 http_pool, log_pool, metric, one_child, own_consumer, proc_bytes,
+                                 read_as, record_arrivals, replaced, requests_for, restarts,
                                  wait_metric, wait_pending)
 
 
 def delivered_ids(sink):
     """Entry ids the sink answered with a 2xx."""
     return set(by_webhook_id(sink.snapshot(), ok=True))
-
-
-def one_child(fl, n=1):
-    """Wait until the fleet has exactly n children; returns their pids."""
-    def check():
-        kids = fl.children()
-        return kids if len(kids) == n else None
-    return fl.wait_for(check, what=f"{n} children")
-
-
-def replaced(fl, victim, n=1):
-    """Wait until victim is gone and n children run again; returns their pids."""
-    def check():
-        kids = fl.children()
-        return kids if len(kids) == n and victim not in kids else None
-    return fl.wait_for(check, what=f"a replacement for child {victim}")
 
 
 # --------------------------------------------------------------------------------------------
