@@ -131,6 +131,11 @@ static const struct key keys[] = {
     { SEC_FLEET, "group",         set_account,    F(group),            0, 0, 0 },
     { SEC_FLEET, "allow_root",    set_bool,       F(allow_root),       0, 0, 0 },
     { SEC_FLEET, "listen_token_file", set_file,   F(listen_token_file), 0, 0, 0 },
+    { SEC_FLEET, "redis_tls_ca",   set_file,      F(redis.tls_ca),     0, 0, 0 },
+    { SEC_FLEET, "redis_tls_cert", set_file,      F(redis.tls_cert),   0, 0, 0 },
+    { SEC_FLEET, "redis_tls_key",  set_file,      F(redis.tls_key),    0, 0, 0 },
+    { SEC_FLEET, "redis_tls_server_name", set_name, F(redis.tls_server_name), 0, 0, 0 },
+    { SEC_FLEET, "redis_tls_verify", set_bool,    F(redis.tls_verify), 0, 0, 0 },
 
     { SEC_POOL, "stream",   set_name,    P(stream),   0, 0, KEY_REQUIRED },
     { SEC_POOL, "group",    set_name,    P(group),    0, 0, KEY_REQUIRED },
@@ -710,6 +715,18 @@ static int set_listen(const struct key *k, void *base, const char *v, char *err,
     return 0;
 }
 
+/* The redis_tls_* keys are set apart from the URL, before or after it: a new URL takes them
+ * over from the address it replaces. */
+static void redis_take_tls(struct redis_addr *to, struct redis_addr *from)
+{
+    to->tls_verify = from->tls_verify;
+    to->tls_ca = from->tls_ca;
+    to->tls_cert = from->tls_cert;
+    to->tls_key = from->tls_key;
+    to->tls_server_name = from->tls_server_name;
+    from->tls_ca = from->tls_cert = from->tls_key = from->tls_server_name = NULL;
+}
+
 static int set_redis(const struct key *k, void *base, const char *v, char *err, size_t len)
 {
     struct redis_addr a;
@@ -717,6 +734,7 @@ static int set_redis(const struct key *k, void *base, const char *v, char *err, 
     if (conf_parse_redis(v, &a, err, len) == -1)
         return -1;
     struct conf *c = base;
+    redis_take_tls(&a, &c->redis);
     conf_redis_release(&c->redis);
     c->redis = a;
     return 0;
@@ -803,12 +821,10 @@ int conf_parse_redis(const char *url, struct redis_addr *a, char *err, size_t er
         return 0;
     }
     if (strncmp(url, "rediss://", 9) == 0) {
-        /* hiredis 0.14 has no TLS; RELIABILITY.md says to bridge with stunnel. */
-        snprintf(err, errlen, "rediss:// (TLS) is not supported; connect through a local stunnel");
-        goto fail;
-    }
-    if (strncmp(url, "redis://", 8) != 0) {
-        snprintf(err, errlen, "address must start with redis:// or unix://");
+        a->tls = true;
+        url++;                      /* the rest reads as redis:// */
+    } else if (strncmp(url, "redis://", 8) != 0) {
+        snprintf(err, errlen, "address must start with redis://, rediss:// or unix://");
         goto fail;
     }
     const char *p = url + 8;
@@ -921,6 +937,10 @@ void conf_redis_release(struct redis_addr *a)
     free(a->unix_path);
     wipe_free(a->user);
     wipe_free(a->password);
+    free(a->tls_ca);
+    free(a->tls_cert);
+    free(a->tls_key);
+    free(a->tls_server_name);
     memset(a, 0, sizeof *a);
 }
 
@@ -933,9 +953,9 @@ const char *conf_redis_display(const struct redis_addr *a, char *buf, size_t len
     else if (!a->host)
         snprintf(buf, len, "(none)");
     else if (strchr(a->host, ':'))
-        snprintf(buf, len, "redis://[%s]:%d/%d", a->host, a->port, a->db);
+        snprintf(buf, len, "%s://[%s]:%d/%d", a->tls ? "rediss" : "redis", a->host, a->port, a->db);
     else
-        snprintf(buf, len, "redis://%s:%d/%d", a->host, a->port, a->db);
+        snprintf(buf, len, "%s://%s:%d/%d", a->tls ? "rediss" : "redis", a->host, a->port, a->db);
     return buf;
 }
 
@@ -1320,6 +1340,7 @@ static void validate(struct loader *l)
             buf_printf(&b, "STREAMFLEET_REDIS: %s", err);
             add_problem(l, 0, b.p);
         } else {
+            redis_take_tls(&a, &c->redis);
             conf_redis_release(&c->redis);
             c->redis = a;
             c->redis_from_env = true;
@@ -1329,6 +1350,22 @@ static void validate(struct loader *l)
             problem(l, l->fleet_line, "[fleet] missing required key 'redis' (or set STREAMFLEET_REDIS)");
         else
             problem(l, 1, "missing [fleet] section with redis = ... (or set STREAMFLEET_REDIS)");
+    }
+    c->redis_line = l->fleet_keys[key_index(SEC_FLEET, "redis")];
+    int tc = l->fleet_keys[key_index(SEC_FLEET, "redis_tls_cert")];
+    int tk = l->fleet_keys[key_index(SEC_FLEET, "redis_tls_key")];
+    if (tc && !tk)
+        problem(l, tc, "redis_tls_cert needs redis_tls_key");
+    else if (tk && !tc)
+        problem(l, tk, "redis_tls_key needs redis_tls_cert");
+    if (!c->redis.tls && c->redis.host) {
+        static const char *const tls_keys[] = { "redis_tls_ca", "redis_tls_cert", "redis_tls_key",
+                                                "redis_tls_server_name", "redis_tls_verify" };
+        for (size_t i = 0; i < sizeof tls_keys / sizeof tls_keys[0]; i++) {
+            int line = l->fleet_keys[key_index(SEC_FLEET, tls_keys[i])];
+            if (line)
+                problem(l, line, "%s needs redis = rediss://...", tls_keys[i]);
+        }
     }
     if (!l->pool_headers)
         problem(l, 1, "no [pool:NAME] section: nothing to run");
@@ -1350,6 +1387,7 @@ static void conf_defaults(struct conf *c, const char *path)
     c->log_level = LOG_INFO;
     c->log_format = LOG_FORMAT_TEXT;
     c->stats_interval_ms = MINUTE;
+    c->redis.tls_verify = true;
 }
 
 struct conf *conf_load(const char *path, struct conf_errors *errs)
@@ -1467,7 +1505,10 @@ static bool str_same(const char *a, const char *b)
 bool conf_redis_same(const struct redis_addr *a, const struct redis_addr *b)
 {
     return str_same(a->host, b->host) && a->port == b->port && str_same(a->unix_path, b->unix_path) &&
-           str_same(a->user, b->user) && str_same(a->password, b->password) && a->db == b->db;
+           str_same(a->user, b->user) && str_same(a->password, b->password) && a->db == b->db &&
+           a->tls == b->tls && a->tls_verify == b->tls_verify && str_same(a->tls_ca, b->tls_ca) &&
+           str_same(a->tls_cert, b->tls_cert) && str_same(a->tls_key, b->tls_key) &&
+           str_same(a->tls_server_name, b->tls_server_name);
 }
 
 bool conf_pool_same(const struct pool_conf *a, const struct pool_conf *b)
@@ -1526,4 +1567,19 @@ struct conf *conf_load_or_report(const char *path, size_t *nproblems)
         *nproblems = errs.n;
     conf_errors_release(&errs);
     return c;
+}
+
+int conf_check_workers(const struct conf *c, char *err, size_t len)
+{
+    /* The workers still talk to Redis through hiredis 0.14's own connection, which has no TLS:
+     * until they move onto common/redis.c, a fleet on rediss:// would only crash-loop. */
+    if (!c->redis.tls)
+        return 0;
+    if (c->redis_from_env)
+        snprintf(err, len, "STREAMFLEET_REDIS: rediss:// is not supported by the workers yet "
+                 "(only `streamfleet dlq` and `streamfleet status` speak TLS)");
+    else
+        snprintf(err, len, "%s:%d: rediss:// is not supported by the workers yet "
+                 "(only `streamfleet dlq` and `streamfleet status` speak TLS)", c->path, c->redis_line);
+    return -1;
 }

@@ -29,6 +29,12 @@ struct redis_addr {
     char *user;          /* NULL: AUTH with the password alone */
     char *password;      /* NULL: no AUTH */
     int db;
+    bool tls;            /* rediss:// */
+    bool tls_verify;     /* redis_tls_verify, default yes: the server's chain and name */
+    char *tls_ca;        /* redis_tls_ca: PEM CA file; NULL: the system's */
+    char *tls_cert;      /* redis_tls_cert, redis_tls_key: our client certificate, or NULL */
+    char *tls_key;
+    char *tls_server_name; /* redis_tls_server_name: SNI and the name checked; NULL: the host */
 };
 
 /* A new key is also compared in conf_pool_same(): a reload restarts a pool whose settings changed. */
@@ -87,6 +93,7 @@ struct conf {
     char *path;
     struct redis_addr redis;
     bool redis_from_env;        /* STREAMFLEET_REDIS overrode [fleet] redis */
+    int redis_line;             /* of [fleet] redis, for messages; 0: not in the file */
     char *listen_host;          /* numeric address, default 127.0.0.1 */
     int listen_port;            /* default 9100 */
     long drain_timeout_ms;      /* default 30 s */
@@ -132,6 +139,9 @@ const char *conf_redis_display(const struct redis_addr *a, char *buf, size_t len
  * reload keeps the children of a pool whose settings are the same. */
 bool conf_pool_same(const struct pool_conf *a, const struct pool_conf *b);
 bool conf_redis_same(const struct redis_addr *a, const struct redis_addr *b);
+/* 0 when the workers can run with c; -1 with err ("FILE:LINE: ...") when they cannot (rediss://,
+ * until the workers move onto common/redis.c). Checked where workers would be forked. */
+int conf_check_workers(const struct conf *c, char *err, size_t len);
 
 /* The bearer token in path (listen_token_file), trailing whitespace removed; NULL when it
  * cannot be read or is empty (err says why). Caller wipes (explicit_bzero) and frees it. */

@@ -2,16 +2,16 @@
  *   streamfleet dlq list   -c FILE --pool NAME [--count N] [--fields]
  *   streamfleet dlq replay -c FILE --pool NAME (--all | ID...)
  *   streamfleet dlq purge  -c FILE --pool NAME (--all | --before DURATION)
- * A short-lived process with one synchronous hiredis connection. */
+ * A short-lived process with one connection on common/redis.c's blocking helper. */
 #include "supervisor/dlq.h"
 #include "supervisor/rediscli.h"
 #include "common/conf.h"
 #include "common/buf.h"
 #include "common/dur.h"
 #include "common/log.h"
+#include "common/redis.h"
 
 #include <getopt.h>
-#include <hiredis/hiredis.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,12 +29,14 @@ enum { META_STREAM, META_ID, META_REASON, META_ATTEMPTS, META_ERROR, META_TIME }
 /* Entries read per page by replay --all: a dead letter can hold up to max_message_bytes, so
  * pages stay small. */
 #define DLQ_PAGE 20
+/* Every command's deadline: a frozen Redis fails the tool instead of hanging it. */
+#define CALL_MS 10000
 
 /* A dead letter, read from an XRANGE reply it points into: kv is the flat [f, v, f, v...] list,
  * norig the number of original fields (pairs) before the metadata. */
 struct letter {
     const char *id;
-    const redisReply *kv;
+    const struct redis_reply *kv;
     size_t norig;
 };
 
@@ -76,10 +78,10 @@ static void usage(void)
                     "       streamfleet dlq purge  -c FILE --pool NAME (--all | --before DURATION)\n");
 }
 
-static redisContext *connect_redis(const struct redis_addr *a)
+static struct redis *connect_redis(const struct redis_addr *a)
 {
     char err[300], where[300];
-    redisContext *rc = rediscli_connect(a, 5000, err, sizeof err);
+    struct redis *rc = rediscli_connect(a, 5000, err, sizeof err);
     if (rc == NULL)
         fprintf(stderr, "streamfleet: %s (%s)\n", err, conf_redis_display(a, where, sizeof where));
     return rc;
@@ -156,32 +158,32 @@ static void add_escaped(struct buf *b, const char *s, size_t n)
 }
 
 /* The escaped text of a string reply in b (reset first), "" for any other reply. */
-static const char *escaped(struct buf *b, const redisReply *v)
+static const char *escaped(struct buf *b, const struct redis_reply *v)
 {
     buf_reset(b);
     buf_adds(b, "");
-    if (v->type == REDIS_REPLY_STRING)
+    if (v->type == REDIS_T_STRING)
         add_escaped(b, v->str, v->len);
     return b->p;
 }
 
 /* Read the entry e of an XRANGE reply as a dead letter: 0 when it ends with the six metadata
  * fields in the worker's order, -1 when it does not (l->id and l->kv are set either way). */
-static int letter_parse(const redisReply *e, struct letter *l)
+static int letter_parse(const struct redis_reply *e, struct letter *l)
 {
     l->id = NULL, l->kv = NULL, l->norig = 0;
-    if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 || e->element[0]->type != REDIS_REPLY_STRING)
+    if (e->type != REDIS_T_ARRAY || e->elements != 2 || e->element[0]->type != REDIS_T_STRING)
         return -1;
     l->id = e->element[0]->str;
     l->kv = e->element[1];
-    if (l->kv->type != REDIS_REPLY_ARRAY || l->kv->elements % 2 != 0 || l->kv->elements < 2 * DLQ_META)
+    if (l->kv->type != REDIS_T_ARRAY || l->kv->elements % 2 != 0 || l->kv->elements < 2 * DLQ_META)
         return -1;
     for (size_t i = 0; i < l->kv->elements; i++)
-        if (l->kv->element[i]->type != REDIS_REPLY_STRING)
+        if (l->kv->element[i]->type != REDIS_T_STRING)
             return -1;
     size_t first = l->kv->elements - 2 * DLQ_META;
     for (int m = 0; m < DLQ_META; m++) {
-        const redisReply *name = l->kv->element[first + 2 * (size_t)m];
+        const struct redis_reply *name = l->kv->element[first + 2 * (size_t)m];
         if (name->len != strlen(dlq_meta[m]) || memcmp(name->str, dlq_meta[m], name->len) != 0)
             return -1;
     }
@@ -189,19 +191,20 @@ static int letter_parse(const redisReply *e, struct letter *l)
     return 0;
 }
 
-static const redisReply *letter_meta(const struct letter *l, int m)
+static const struct redis_reply *letter_meta(const struct letter *l, int m)
 {
     return l->kv->element[2 * l->norig + 2 * (size_t)m + 1];
 }
 
-static int do_list(redisContext *rc, const struct pool_conf *p, long count, bool fields)
+static int do_list(struct redis *rc, const struct pool_conf *p, long count, bool fields)
 {
-    redisReply *r = redisCommand(rc, "XRANGE %s - + COUNT %ld", p->dlq, count);
-    if (r == NULL || r->type != REDIS_REPLY_ARRAY) {
+    char n[24];
+    snprintf(n, sizeof n, "%ld", count);
+    struct redis_reply *r = redis_callv(rc, CALL_MS, "XRANGE", p->dlq, "-", "+", "COUNT", n, NULL);
+    if (r->type != REDIS_T_ARRAY) {
         fprintf(stderr, "streamfleet: xrange %s: %s\n", p->dlq,
-                r && r->type == REDIS_REPLY_ERROR ? r->str : r ? "unexpected reply" : rc->errstr);
-        if (r)
-            freeReplyObject(r);
+                r->type == REDIS_T_ERROR ? r->str : "unexpected reply");
+        redis_reply_free(r);
         return 1;
     }
     struct buf reason = BUF_INIT, attempts = BUF_INIT, source = BUF_INIT, error = BUF_INIT,
@@ -229,7 +232,7 @@ static int do_list(redisContext *rc, const struct pool_conf *p, long count, bool
                    escaped(&error, letter_meta(&l, META_ERROR)));
         }
         /* The message's own fields: all of them when the entry is not in the dead-letter format. */
-        size_t nshow = ok ? 2 * l.norig : l.kv->type == REDIS_REPLY_ARRAY ? l.kv->elements : 0;
+        size_t nshow = ok ? 2 * l.norig : l.kv->type == REDIS_T_ARRAY ? l.kv->elements : 0;
         for (size_t k = 0; fields && k + 1 < nshow; k += 2)
             printf("    %s = %s\n", escaped(&name, l.kv->element[k]), escaped(&value, l.kv->element[k + 1]));
     }
@@ -240,7 +243,7 @@ static int do_list(redisContext *rc, const struct pool_conf *p, long count, bool
     buf_release(&error);
     buf_release(&name);
     buf_release(&value);
-    freeReplyObject(r);
+    redis_reply_free(r);
     return 0;
 }
 
@@ -259,19 +262,17 @@ static int letter_check(const struct letter *l, bool parsed, const char *dlq)
     return 0;
 }
 
-/* The reply of one command sent with redisAppendCommand*: NULL (and rc->errstr) when the
- * connection failed. */
-static redisReply *reply_get(redisContext *rc)
+/* A pipelined command's reply, kept for after the last one has come. */
+static void keep_reply(void *arg, const struct redis_reply *v)
 {
-    void *r = NULL;
-    return redisGetReply(rc, &r) == REDIS_OK ? r : NULL;
+    *(struct redis_reply **)arg = redis_reply_dup(v);
 }
 
 /* Put the dead letter l back on the pool's stream and delete it from the dead-letter stream,
  * atomically (see replay_before_lua). Returns 0 with the new entry id in newid, 1 when the
  * dead letter was gone meanwhile (nothing changed), -1 on an error (said on stderr; nothing
  * changed, unless the connection broke before the outcome was known). */
-static int replay_letter(redisContext *rc, const struct pool_conf *p, const struct letter *l, char *newid, size_t len)
+static int replay_letter(struct redis *rc, const struct pool_conf *p, const struct letter *l, char *newid, size_t len)
 {
     int status = -1;
     struct buf scratch = BUF_INIT;
@@ -296,47 +297,43 @@ static int replay_letter(redisContext *rc, const struct pool_conf *p, const stru
     for (int i = 0; i < 7; i++)
         aflen[i] = strlen(after[i]);
     /* One round trip: MULTI, the three commands, EXEC; then their five replies in order. */
-    redisAppendCommand(rc, "MULTI");
-    redisAppendCommandArgv(rc, 5, before, blen);
-    redisAppendCommandArgv(rc, (int)nx, argv, alen);
-    redisAppendCommandArgv(rc, 7, after, aflen);
-    redisAppendCommand(rc, "EXEC");
+    struct redis_reply *queued[4] = { NULL, NULL, NULL, NULL };
+    const char *multi[1] = { "MULTI" };
+    size_t mlen[1] = { 5 };
+    redis_command(rc, 1, multi, mlen, keep_reply, &queued[0], CALL_MS);
+    redis_command(rc, 5, before, blen, keep_reply, &queued[1], CALL_MS);
+    redis_command(rc, (int)nx, argv, alen, keep_reply, &queued[2], CALL_MS);
+    redis_command(rc, 7, after, aflen, keep_reply, &queued[3], CALL_MS);
+    struct redis_reply *r = redis_callv(rc, CALL_MS, "EXEC", NULL);    /* waits for all five */
     char queue_err[256] = "";
-    bool connected = true;
-    for (int i = 0; i < 4 && connected; i++) {
-        redisReply *q = reply_get(rc);
-        connected = q != NULL;
-        if (q && q->type == REDIS_REPLY_ERROR && queue_err[0] == '\0')
-            snprintf(queue_err, sizeof queue_err, "%s", q->str);
-        if (q)
-            freeReplyObject(q);
+    for (int i = 0; i < 4; i++) {
+        if (queued[i] && queued[i]->type == REDIS_T_ERROR && queue_err[0] == '\0')
+            snprintf(queue_err, sizeof queue_err, "%s", queued[i]->str);
+        redis_reply_free(queued[i]);
     }
-    redisReply *r = connected ? reply_get(rc) : NULL;
-    if (r == NULL) {
-        fprintf(stderr, "streamfleet: replay %s: %s\n", l->id, rc->errstr);
-        goto out;
-    }
-    if (r->type != REDIS_REPLY_ARRAY || r->elements != 3) {
+    if (r->type == REDIS_T_ERROR && (r->err == REDIS_E_IO || r->err == REDIS_E_TIMEOUT)) {
+        fprintf(stderr, "streamfleet: replay %s: %s\n", l->id, r->str);
+    } else if (r->type != REDIS_T_ARRAY || r->elements != 3) {
         /* EXECABORT: a command was refused when queued (out of memory, ...): nothing ran. */
         fprintf(stderr, "streamfleet: replay %s: %s\n", l->id,
-                queue_err[0] ? queue_err : r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply to exec");
+                queue_err[0] ? queue_err : r->type == REDIS_T_ERROR ? r->str : "unexpected reply to exec");
     } else {
-        const redisReply *xadd = r->element[1], *res = r->element[2];
-        if (res->type == REDIS_REPLY_STRING) {
+        const struct redis_reply *xadd = r->element[1], *res = r->element[2];
+        if (res->type == REDIS_T_STRING) {
             snprintf(newid, len, "%s", res->str);
             status = 0;
-        } else if (res->type == REDIS_REPLY_NIL) {
+        } else if (res->type == REDIS_T_NIL) {
             status = 1;
         } else {
             /* The first failure is the cause: the note, then the XADD, then the check. */
-            const redisReply *why = r->element[0]->type == REDIS_REPLY_ERROR ? r->element[0]
-                                    : xadd->type == REDIS_REPLY_ERROR        ? xadd
+            const struct redis_reply *why = r->element[0]->type == REDIS_T_ERROR ? r->element[0]
+                                    : xadd->type == REDIS_T_ERROR        ? xadd
                                                                              : res;
             fprintf(stderr, "streamfleet: replay %s: %s\n", l->id,
-                    why->type == REDIS_REPLY_ERROR ? why->str : "unexpected reply");
+                    why->type == REDIS_T_ERROR ? why->str : "unexpected reply");
         }
     }
-    freeReplyObject(r);
+    redis_reply_free(r);
 out:
     free(argv);
     free(alen);
@@ -347,43 +344,42 @@ out:
 /* Fetch the dead letter id and check it can be replayed. Returns 0 with *reply (free it) and
  * l filled, 1 when there is no such entry, -1 when it cannot be replayed or Redis failed
  * (said on stderr). */
-static int letter_fetch(redisContext *rc, const struct pool_conf *p, const char *id, redisReply **reply, struct letter *l)
+static int letter_fetch(struct redis *rc, const struct pool_conf *p, const char *id, struct redis_reply **reply, struct letter *l)
 {
     *reply = NULL;
-    redisReply *r = redisCommand(rc, "XRANGE %s %s %s", p->dlq, id, id);
-    if (r == NULL || r->type != REDIS_REPLY_ARRAY) {
+    struct redis_reply *r = redis_callv(rc, CALL_MS, "XRANGE", p->dlq, id, id, NULL);
+    if (r->type != REDIS_T_ARRAY) {
         fprintf(stderr, "streamfleet: %s: %s\n", id,
-                r && r->type == REDIS_REPLY_ERROR ? r->str : r ? "unexpected reply" : rc->errstr);
-        if (r)
-            freeReplyObject(r);
+                r->type == REDIS_T_ERROR ? r->str : "unexpected reply");
+        redis_reply_free(r);
         return -1;
     }
     if (r->elements != 1) {
-        freeReplyObject(r);
+        redis_reply_free(r);
         return 1;
     }
     bool parsed = letter_parse(r->element[0], l) == 0;
     if (l->id == NULL)
         l->id = id;
     if (letter_check(l, parsed, p->dlq) == -1) {
-        freeReplyObject(r);
+        redis_reply_free(r);
         return -1;
     }
     *reply = r;
     return 0;
 }
 
-static int replay_ids(redisContext *rc, const struct pool_conf *p, char **ids, int nids)
+static int replay_ids(struct redis *rc, const struct pool_conf *p, char **ids, int nids)
 {
     long n = 0;
     char newid[64];
     struct letter l;
-    redisReply *r;
+    struct redis_reply *r;
     /* Every ID must be a dead letter before any is replayed: a typo must not replay half a list. */
     for (int i = 0; i < nids; i++) {
         int got = letter_fetch(rc, p, ids[i], &r, &l);
         if (r)
-            freeReplyObject(r);
+            redis_reply_free(r);
         if (got == 1)
             fprintf(stderr, "streamfleet: no dead letter %s in %s: nothing replayed\n", ids[i], p->dlq);
         if (got != 0)
@@ -395,7 +391,7 @@ static int replay_ids(redisContext *rc, const struct pool_conf *p, char **ids, i
             continue;       /* replayed or purged by someone else since the check */
         int rr = got == 0 ? replay_letter(rc, p, &l, newid, sizeof newid) : -1;
         if (r)
-            freeReplyObject(r);
+            redis_reply_free(r);
         if (rr == -1) {
             printf("replayed %ld dead letter%s to %s before the error\n", n, n == 1 ? "" : "s", p->stream);
             return 1;
@@ -413,16 +409,15 @@ static int replay_ids(redisContext *rc, const struct pool_conf *p, char **ids, i
  * messages that fail again come back to the dead-letter stream with newer ids while this
  * runs; they are not replayed a second time (re-reading until the stream is empty would go on
  * as long as they keep failing). An entry that is not a dead letter is skipped and said. */
-static int replay_all(redisContext *rc, const struct pool_conf *p)
+static int replay_all(struct redis *rc, const struct pool_conf *p)
 {
     long n = 0, skipped = 0;
     char newid[64], last[64], cursor[80] = "-";
-    redisReply *r = redisCommand(rc, "XREVRANGE %s + - COUNT 1", p->dlq);
-    if (r == NULL || r->type != REDIS_REPLY_ARRAY) {
+    struct redis_reply *r = redis_callv(rc, CALL_MS, "XREVRANGE", p->dlq, "+", "-", "COUNT", "1", NULL);
+    if (r->type != REDIS_T_ARRAY) {
         fprintf(stderr, "streamfleet: xrevrange %s: %s\n", p->dlq,
-                r && r->type == REDIS_REPLY_ERROR ? r->str : r ? "unexpected reply" : rc->errstr);
-        if (r)
-            freeReplyObject(r);
+                r->type == REDIS_T_ERROR ? r->str : "unexpected reply");
+        redis_reply_free(r);
         return 1;
     }
     struct letter l = { 0 };
@@ -431,14 +426,15 @@ static int replay_all(redisContext *rc, const struct pool_conf *p)
     bool empty = l.id == NULL;
     if (!empty)
         snprintf(last, sizeof last, "%s", l.id);
-    freeReplyObject(r);
+    redis_reply_free(r);
     while (!empty) {
-        r = redisCommand(rc, "XRANGE %s %s %s COUNT %d", p->dlq, cursor, last, DLQ_PAGE);
-        if (r == NULL || r->type != REDIS_REPLY_ARRAY) {
+        char page[16];
+        snprintf(page, sizeof page, "%d", DLQ_PAGE);
+        r = redis_callv(rc, CALL_MS, "XRANGE", p->dlq, cursor, last, "COUNT", page, NULL);
+        if (r->type != REDIS_T_ARRAY) {
             fprintf(stderr, "streamfleet: xrange %s: %s\n", p->dlq,
-                    r && r->type == REDIS_REPLY_ERROR ? r->str : r ? "unexpected reply" : rc->errstr);
-            if (r)
-                freeReplyObject(r);
+                    r->type == REDIS_T_ERROR ? r->str : "unexpected reply");
+            redis_reply_free(r);
             printf("replayed %ld dead letter%s to %s before the error\n", n, n == 1 ? "" : "s", p->stream);
             return 1;
         }
@@ -453,14 +449,14 @@ static int replay_all(redisContext *rc, const struct pool_conf *p)
             }
             int rr = replay_letter(rc, p, &l, newid, sizeof newid);
             if (rr == -1) {
-                freeReplyObject(r);
+                redis_reply_free(r);
                 printf("replayed %ld dead letter%s to %s before the error\n", n, n == 1 ? "" : "s", p->stream);
                 return 1;
             }
             n += rr == 0;
         }
         bool done = r->elements < DLQ_PAGE || strcmp(cursor + 1, last) == 0;
-        freeReplyObject(r);
+        redis_reply_free(r);
         if (done)
             break;
     }
@@ -473,26 +469,27 @@ static int replay_all(redisContext *rc, const struct pool_conf *p)
     return 0;
 }
 
-static int do_purge(redisContext *rc, const struct pool_conf *p, bool all, long before_ms)
+static int do_purge(struct redis *rc, const struct pool_conf *p, bool all, long before_ms)
 {
-    redisReply *r;
+    struct redis_reply *r;
     if (all) {
-        r = redisCommand(rc, "XTRIM %s MAXLEN 0", p->dlq);
+        r = redis_callv(rc, CALL_MS, "XTRIM", p->dlq, "MAXLEN", "0", NULL);
     } else {
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
         long long cut = (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 - before_ms;
         /* Dead-letter entry ids are the time of the move: MINID trims everything older. */
-        r = redisCommand(rc, "XTRIM %s MINID %lld-0", p->dlq, cut < 0 ? 0 : cut);
+        char minid[32];
+        snprintf(minid, sizeof minid, "%lld-0", cut < 0 ? 0 : cut);
+        r = redis_callv(rc, CALL_MS, "XTRIM", p->dlq, "MINID", minid, NULL);
     }
-    if (r == NULL || r->type != REDIS_REPLY_INTEGER) {
-        fprintf(stderr, "streamfleet: xtrim %s: %s\n", p->dlq, r && r->type == REDIS_REPLY_ERROR ? r->str : rc->errstr);
-        if (r)
-            freeReplyObject(r);
+    if (r->type != REDIS_T_INTEGER) {
+        fprintf(stderr, "streamfleet: xtrim %s: %s\n", p->dlq, r->type == REDIS_T_ERROR ? r->str : "unexpected reply");
+        redis_reply_free(r);
         return 1;
     }
     printf("purged %lld dead letter%s from %s\n", r->integer, r->integer == 1 ? "" : "s", p->dlq);
-    freeReplyObject(r);
+    redis_reply_free(r);
     return 0;
 }
 
@@ -563,7 +560,7 @@ int dlq_main(int argc, char **argv)
         fprintf(stderr, "streamfleet: %s has no pool named '%s'\n", path, pool);
         goto out;
     }
-    redisContext *rc = connect_redis(&c->redis);
+    struct redis *rc = connect_redis(&c->redis);
     if (rc == NULL)
         goto out;
     if (is_list)
@@ -572,7 +569,7 @@ int dlq_main(int argc, char **argv)
         status = all ? replay_all(rc, p) : replay_ids(rc, p, argv + optind, argc - optind);
     else
         status = do_purge(rc, p, all, before_ms);
-    redisFree(rc);
+    redis_free(rc);
 out:
     conf_free(c);
     return status;

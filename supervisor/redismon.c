@@ -1,15 +1,13 @@
-/* redismon.c: the master's Redis connection on hiredis 0.14's async API, with a small
- * adapter to our poll loop: hiredis tells us through ev.addRead/addWrite which events it
- * wants, and we call redisAsyncHandleRead/Write when poll() reports them.
- *
- * hiredis frees the async context itself after a failed connect or a disconnect (right after
- * our callback returns): the callbacks forget the pointer, and only redismon_run() outside any
- * callback calls redisAsyncFree(). */
+/* redismon.c: the master's Redis connection, a user of common/redis.c's non-blocking client
+ * driven by the master's poll loop: PING every second with a 2 s deadline (a frozen Redis
+ * drops the connection and the client reconnects with backoff), CONFIG GET once per
+ * connection for the durability check, and the pools' stream figures every poll_interval.
+ * Commands are queued only while the client has a connection; each callback runs exactly
+ * once, with an error reply when the connection went away. */
 #include "supervisor/redismon.h"
 #include "common/log.h"
+#include "common/redis.h"
 
-#include <hiredis/async.h>
-#include <hiredis/hiredis.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +15,7 @@
 
 #define PING_EVERY_MS 1000
 #define PING_TIMEOUT_MS 2000
+#define STATS_TIMEOUT_MS 5000
 #define RECONNECT_MIN_MS 500
 #define RECONNECT_MAX_MS 5000
 
@@ -24,36 +23,24 @@ enum { Q_XLEN, Q_GROUPS, Q_PENDING, Q_DLQ, Q_KINDS };
 
 struct redismon {
     const struct redis_addr *addr;
+    struct redis *rc;               /* NULL until the first redismon_run() */
     struct redis_pool_stats *pools;
     size_t npools;
     unsigned gen;                   /* bumped by redismon_set_pools: late replies are dropped */
     long poll_every_ms;
     long long next_poll_ms;
-    redisAsyncContext *ac;
-    bool want_read, want_write;
-    bool connected;
+    /* The tags of the stats commands in flight, oldest first: their replies come in order. */
+    uintptr_t *tags;
+    size_t tag_head, tag_len, tag_cap;
     bool up;
-    char error[256];
-    char auth_error[256];
-    long long ping_sent_ms;         /* 0: no PING outstanding */
+    bool ping_out;                  /* a PING is in flight */
+    bool config_asked;              /* on this connection */
+    char error[400];
     long long next_ping_ms;
-    long long next_connect_ms;
-    long backoff_ms;
-    long long now;                  /* of the current redismon_run() */
     char appendonly[16];            /* CONFIG GET answers, "" until known */
     char policy[32];
     char durability[200];           /* why Redis may lose or evict our data, "" when it won't */
 };
-
-static void ev_add_read(void *p) { ((struct redismon *)p)->want_read = true; }
-static void ev_del_read(void *p) { ((struct redismon *)p)->want_read = false; }
-static void ev_add_write(void *p) { ((struct redismon *)p)->want_write = true; }
-static void ev_del_write(void *p) { ((struct redismon *)p)->want_write = false; }
-static void ev_cleanup(void *p)
-{
-    struct redismon *m = p;
-    m->want_read = m->want_write = false;
-}
 
 static void set_down(struct redismon *m, const char *why)
 {
@@ -63,60 +50,22 @@ static void set_down(struct redismon *m, const char *why)
     snprintf(m->error, sizeof m->error, "%s", why);
 }
 
-static void schedule_reconnect(struct redismon *m)
+/* A reply that means the connection went away (the next one will ask CONFIG again). */
+static bool conn_lost(const struct redis_reply *v)
 {
-    m->ac = NULL;
-    m->connected = false;
-    m->ping_sent_ms = 0;
-    m->backoff_ms = m->backoff_ms ? m->backoff_ms * 2 : RECONNECT_MIN_MS;
-    if (m->backoff_ms > RECONNECT_MAX_MS)
-        m->backoff_ms = RECONNECT_MAX_MS;
-    m->next_connect_ms = m->now + m->backoff_ms;
+    return v->type == REDIS_T_ERROR && (v->err == REDIS_E_IO || v->err == REDIS_E_TIMEOUT ||
+                                        v->err == REDIS_E_TOOBIG || v->err == REDIS_E_PROTO ||
+                                        v->err == REDIS_E_AUTH);
 }
 
-static void on_connect(const redisAsyncContext *ac, int status)
+static void on_pong(void *arg, const struct redis_reply *v)
 {
-    struct redismon *m = ac->data;
-    if (status != REDIS_OK) {
-        set_down(m, ac->errstr[0] ? ac->errstr : "connect failed");
-        schedule_reconnect(m);       /* hiredis frees ac after we return */
-        return;
-    }
-    m->connected = true;
-    m->backoff_ms = 0;
-}
-
-static void on_disconnect(const redisAsyncContext *ac, int status)
-{
-    struct redismon *m = ac->data;
-    if (m == NULL)                  /* we freed it ourselves */
-        return;
-    if (status != REDIS_OK)
-        set_down(m, ac->errstr[0] ? ac->errstr : "connection lost");
-    schedule_reconnect(m);
-}
-
-static void on_auth(redisAsyncContext *ac, void *r, void *priv)
-{
-    (void)ac;
-    struct redismon *m = priv;
-    redisReply *reply = r;
-    if (reply && reply->type == REDIS_REPLY_ERROR)
-        snprintf(m->auth_error, sizeof m->auth_error, "authentication failed: %s", reply->str);
-    else if (reply)
-        m->auth_error[0] = '\0';
-}
-
-static void on_pong(redisAsyncContext *ac, void *r, void *priv)
-{
-    (void)ac;
-    struct redismon *m = priv;
-    redisReply *reply = r;
-    if (reply == NULL)              /* the context is going away */
-        return;
-    m->ping_sent_ms = 0;
-    if (reply->type == REDIS_REPLY_ERROR) {
-        set_down(m, m->auth_error[0] ? m->auth_error : reply->str);
+    struct redismon *m = arg;
+    m->ping_out = false;
+    if (conn_lost(v))
+        m->config_asked = false;
+    if (v->type == REDIS_T_ERROR) {
+        set_down(m, v->err == REDIS_E_TIMEOUT ? "no answer to PING within 2s" : v->str);
         return;
     }
     if (!m->up)
@@ -146,25 +95,49 @@ static void judge_durability(struct redismon *m)
                   m->durability);
 }
 
-static void on_config(redisAsyncContext *ac, void *r, void *priv)
+static void on_config(struct redismon *m, const struct redis_reply *v, char *dst, size_t len)
 {
-    struct redismon *m = ac->data;
-    redisReply *reply = r;
-    char *dst = priv;
-    if (m == NULL || reply == NULL)
+    if (conn_lost(v)) {
+        m->config_asked = false;
         return;
-    size_t len = dst == m->appendonly ? sizeof m->appendonly : sizeof m->policy;
-    if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 && reply->element[1]->type == REDIS_REPLY_STRING)
-        snprintf(dst, len, "%s", reply->element[1]->str);
+    }
+    if (v->type == REDIS_T_ARRAY && v->elements == 2 && v->element[1]->type == REDIS_T_STRING)
+        snprintf(dst, len, "%s", v->element[1]->str);
     else
         snprintf(dst, len, "?");        /* CONFIG refused (renamed, ACL): unknown */
     judge_durability(m);
 }
 
-/* privdata of a stats reply: which pool, which query, of which generation of the pool list. */
-static void *tag(const struct redismon *m, size_t idx, int kind)
+static void on_appendonly(void *arg, const struct redis_reply *v)
 {
-    return (void *)(uintptr_t)(((uintptr_t)(m->gen & 0xffff) << 32) | (idx << 2) | (uintptr_t)kind);
+    struct redismon *m = arg;
+    on_config(m, v, m->appendonly, sizeof m->appendonly);
+}
+
+static void on_policy(void *arg, const struct redis_reply *v)
+{
+    struct redismon *m = arg;
+    on_config(m, v, m->policy, sizeof m->policy);
+}
+
+/* The tag of a stats command: which pool, which query, of which generation of the pool list. */
+static uintptr_t tag(const struct redismon *m, size_t idx, int kind)
+{
+    return ((uintptr_t)(m->gen & 0xffff) << 32) | (idx << 2) | (uintptr_t)kind;
+}
+
+static void tag_push(struct redismon *m, uintptr_t t)
+{
+    if (m->tag_head + m->tag_len == m->tag_cap) {
+        if (m->tag_head) {
+            memmove(m->tags, m->tags + m->tag_head, m->tag_len * sizeof *m->tags);
+            m->tag_head = 0;
+        } else {
+            m->tag_cap = m->tag_cap ? m->tag_cap * 2 : 64;
+            m->tags = xrealloc(m->tags, m->tag_cap * sizeof *m->tags);
+        }
+    }
+    m->tags[m->tag_head + m->tag_len++] = t;
 }
 
 static long long id_ms(const char *id)
@@ -172,60 +145,53 @@ static long long id_ms(const char *id)
     return id ? atoll(id) : -1;
 }
 
-static const redisReply *map_get(const redisReply *r, const char *key)
+static void on_stats(void *arg, const struct redis_reply *reply)
 {
-    for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i + 1 < r->elements; i += 2)
-        if (r->element[i]->type == REDIS_REPLY_STRING && strcmp(r->element[i]->str, key) == 0)
-            return r->element[i + 1];
-    return NULL;
-}
-
-static void on_stats(redisAsyncContext *ac, void *r, void *priv)
-{
-    struct redismon *m = ac->data;
-    redisReply *reply = r;
-    if (m == NULL || reply == NULL)
+    struct redismon *m = arg;
+    if (m->tag_len == 0)
         return;
-    uintptr_t t = (uintptr_t)priv;
+    uintptr_t t = m->tags[m->tag_head++];
+    if (--m->tag_len == 0)
+        m->tag_head = 0;
     size_t idx = (t & 0xffffffffu) >> 2;
     int kind = (int)(t & 3);
     if ((unsigned)(t >> 32) != (m->gen & 0xffff) || idx >= m->npools)
         return;
     struct redis_pool_stats *ps = &m->pools[idx];
-    bool err = reply->type == REDIS_REPLY_ERROR;
+    bool err = reply->type == REDIS_T_ERROR;
     switch (kind) {
     case Q_XLEN:
-        ps->length = reply->type == REDIS_REPLY_INTEGER ? reply->integer : 0;
+        ps->length = reply->type == REDIS_T_INTEGER ? reply->integer : 0;
         ps->known = true;
         break;
     case Q_DLQ:
-        ps->dlq_length = reply->type == REDIS_REPLY_INTEGER ? reply->integer : 0;
+        ps->dlq_length = reply->type == REDIS_T_INTEGER ? reply->integer : 0;
         break;
     case Q_GROUPS:
         /* XINFO GROUPS: lag is nil when Redis cannot tell (after XDEL, in 7.0). */
         ps->pending = 0;
         ps->lag = -1;
         ps->group_exists = false;
-        for (size_t i = 0; !err && reply->type == REDIS_REPLY_ARRAY && i < reply->elements; i++) {
-            const redisReply *g = reply->element[i];
-            const redisReply *name = map_get(g, "name");
-            if (name == NULL || name->type != REDIS_REPLY_STRING || strcmp(name->str, ps->group) != 0)
+        for (size_t i = 0; !err && reply->type == REDIS_T_ARRAY && i < reply->elements; i++) {
+            const struct redis_reply *g = reply->element[i];
+            const struct redis_reply *name = redis_reply_map_get(g, "name");
+            if (name == NULL || name->type != REDIS_T_STRING || strcmp(name->str, ps->group) != 0)
                 continue;
-            const redisReply *pending = map_get(g, "pending");
-            const redisReply *lag = map_get(g, "lag");
-            const redisReply *last = map_get(g, "last-delivered-id");
-            if (last && last->type == REDIS_REPLY_STRING)
+            const struct redis_reply *pending = redis_reply_map_get(g, "pending");
+            const struct redis_reply *lag = redis_reply_map_get(g, "lag");
+            const struct redis_reply *last = redis_reply_map_get(g, "last-delivered-id");
+            if (last && last->type == REDIS_T_STRING)
                 snprintf(ps->last_delivered, sizeof ps->last_delivered, "%s", last->str);
             ps->group_exists = true;
-            ps->pending = pending && pending->type == REDIS_REPLY_INTEGER ? pending->integer : 0;
-            ps->lag = lag && lag->type == REDIS_REPLY_INTEGER ? lag->integer : -1;
+            ps->pending = pending && pending->type == REDIS_T_INTEGER ? pending->integer : 0;
+            ps->lag = lag && lag->type == REDIS_T_INTEGER ? lag->integer : -1;
         }
         break;
     case Q_PENDING:
         /* XPENDING summary: [count, smallest id, greatest id, consumers]. */
         ps->oldest_pending_ms = -1;
-        if (!err && reply->type == REDIS_REPLY_ARRAY && reply->elements >= 2 &&
-            reply->element[1]->type == REDIS_REPLY_STRING)
+        if (!err && reply->type == REDIS_T_ARRAY && reply->elements >= 2 &&
+            reply->element[1]->type == REDIS_T_STRING)
             ps->oldest_pending_ms = id_ms(reply->element[1]->str);
         break;
     }
@@ -236,10 +202,14 @@ static void poll_stats(struct redismon *m)
 {
     for (size_t i = 0; i < m->npools; i++) {
         const struct redis_pool_stats *ps = &m->pools[i];
-        redisAsyncCommand(m->ac, on_stats, tag(m, i, Q_XLEN), "XLEN %s", ps->stream);
-        redisAsyncCommand(m->ac, on_stats, tag(m, i, Q_GROUPS), "XINFO GROUPS %s", ps->stream);
-        redisAsyncCommand(m->ac, on_stats, tag(m, i, Q_PENDING), "XPENDING %s %s", ps->stream, ps->group);
-        redisAsyncCommand(m->ac, on_stats, tag(m, i, Q_DLQ), "XLEN %s", ps->dlq);
+        if (redis_commandv(m->rc, on_stats, m, STATS_TIMEOUT_MS, "XLEN", ps->stream, NULL) == 0)
+            tag_push(m, tag(m, i, Q_XLEN));
+        if (redis_commandv(m->rc, on_stats, m, STATS_TIMEOUT_MS, "XINFO", "GROUPS", ps->stream, NULL) == 0)
+            tag_push(m, tag(m, i, Q_GROUPS));
+        if (redis_commandv(m->rc, on_stats, m, STATS_TIMEOUT_MS, "XPENDING", ps->stream, ps->group, NULL) == 0)
+            tag_push(m, tag(m, i, Q_PENDING));
+        if (redis_commandv(m->rc, on_stats, m, STATS_TIMEOUT_MS, "XLEN", ps->dlq, NULL) == 0)
+            tag_push(m, tag(m, i, Q_DLQ));
     }
 }
 
@@ -282,50 +252,17 @@ const struct redis_pool_stats *redismon_pool(const struct redismon *m, const cha
     return NULL;
 }
 
-/* AUTH by argv: the password never goes through a format string. */
-static void send_auth(struct redismon *m)
+static void open_client(struct redismon *m)
 {
-    const char *argv[3] = { "AUTH", m->addr->user ? m->addr->user : m->addr->password, m->addr->password };
-    size_t len[3] = { 4, strlen(argv[1]), strlen(argv[2]) };
-    redisAsyncCommandArgv(m->ac, on_auth, m, m->addr->user ? 3 : 2, argv, len);
-}
-
-static void connect_now(struct redismon *m)
-{
-    redisAsyncContext *ac = m->addr->unix_path ? redisAsyncConnectUnix(m->addr->unix_path)
-                                               : redisAsyncConnect(m->addr->host, m->addr->port);
-    if (ac == NULL) {
-        set_down(m, "out of memory");
-        schedule_reconnect(m);
-        return;
-    }
-    if (ac->err) {
-        set_down(m, ac->errstr);
-        redisAsyncFree(ac);
-        schedule_reconnect(m);
-        return;
-    }
-    m->ac = ac;
-    ac->data = m;
-    ac->ev.data = m;
-    ac->ev.addRead = ev_add_read;
-    ac->ev.delRead = ev_del_read;
-    ac->ev.addWrite = ev_add_write;
-    ac->ev.delWrite = ev_del_write;
-    ac->ev.cleanup = ev_cleanup;
-    redisAsyncSetConnectCallback(ac, on_connect);
-    redisAsyncSetDisconnectCallback(ac, on_disconnect);
-    /* Commands queue until the connection is up. */
-    if (m->addr->password)
-        send_auth(m);
-    if (m->addr->db)
-        redisAsyncCommand(ac, NULL, NULL, "SELECT %d", m->addr->db);
-    m->ping_sent_ms = m->now;
-    m->next_ping_ms = m->now + PING_EVERY_MS;
-    redisAsyncCommand(ac, on_pong, m, "PING");
-    m->appendonly[0] = m->policy[0] = '\0';
-    redisAsyncCommand(ac, on_config, m->appendonly, "CONFIG GET appendonly");
-    redisAsyncCommand(ac, on_config, m->policy, "CONFIG GET maxmemory-policy");
+    struct redis_opts o = {
+        .connect_timeout_ms = PING_TIMEOUT_MS,
+        .backoff_min_ms = RECONNECT_MIN_MS,
+        .backoff_max_ms = RECONNECT_MAX_MS,
+        .client_name = "streamfleet-master",
+    };
+    m->rc = redis_open(m->addr, &o);
+    m->config_asked = false;
+    m->ping_out = false;
 }
 
 struct redismon *redismon_open(const struct redis_addr *addr)
@@ -340,73 +277,56 @@ void redismon_free(struct redismon *m)
 {
     if (m == NULL)
         return;
+    redis_free(m->rc);              /* drops queued commands without their callbacks */
     free_pools(m);
-    if (m->ac) {
-        m->ac->data = NULL;
-        redisAsyncContext *ac = m->ac;
-        m->ac = NULL;
-        /* Callbacks run with NULL replies; on_disconnect sees data NULL and returns. */
-        redisAsyncFree(ac);
-    }
+    free(m->tags);
     free(m);
 }
 
 int redismon_fds(struct redismon *m, struct pollfd *pfd)
 {
-    if (m->ac == NULL || (!m->want_read && !m->want_write))
+    if (m->rc == NULL || redis_fd(m->rc) < 0)
         return 0;
-    pfd->fd = m->ac->c.fd;
-    pfd->events = (short)((m->want_read ? POLLIN : 0) | (m->want_write ? POLLOUT : 0));
+    pfd->fd = redis_fd(m->rc);
+    pfd->events = redis_events(m->rc);
     pfd->revents = 0;
     return 1;
 }
 
 void redismon_run(struct redismon *m, short revents, long long now)
 {
-    m->now = now;
-    if (m->ac && (revents & (POLLIN | POLLERR | POLLHUP)))
-        redisAsyncHandleRead(m->ac);
-    if (m->ac && (revents & POLLOUT))
-        redisAsyncHandleWrite(m->ac);
-
-    if (m->ac && m->ping_sent_ms && now - m->ping_sent_ms > PING_TIMEOUT_MS) {
-        set_down(m, "no answer to PING within 2s");
-        redisAsyncContext *ac = m->ac;
-        ac->data = NULL;
-        redisAsyncFree(ac);
-        schedule_reconnect(m);
-        return;
+    if (m->rc == NULL)
+        open_client(m);
+    redis_run(m->rc, revents, now);
+    if (!m->config_asked && redis_ready(m->rc)) {
+        m->appendonly[0] = m->policy[0] = '\0';
+        m->config_asked =
+            redis_commandv(m->rc, on_appendonly, m, STATS_TIMEOUT_MS, "CONFIG", "GET", "appendonly", NULL) == 0 &&
+            redis_commandv(m->rc, on_policy, m, STATS_TIMEOUT_MS, "CONFIG", "GET", "maxmemory-policy", NULL) == 0;
     }
-    if (m->ac == NULL) {
-        if (now >= m->next_connect_ms)
-            connect_now(m);
-        return;
-    }
-    if (m->connected && m->up && m->npools && now >= m->next_poll_ms) {
+    if (m->up && m->npools && now >= m->next_poll_ms) {
         m->next_poll_ms = now + m->poll_every_ms;
         poll_stats(m);
     }
-    if (m->connected && m->ping_sent_ms == 0 && now >= m->next_ping_ms) {
-        m->ping_sent_ms = now;
+    if (!m->ping_out && now >= m->next_ping_ms) {
         m->next_ping_ms = now + PING_EVERY_MS;
-        if (m->addr->password && m->auth_error[0])
-            send_auth(m);       /* try again: an ACL may have been fixed */
-        redisAsyncCommand(m->ac, on_pong, m, "PING");
+        if (redis_commandv(m->rc, on_pong, m, PING_TIMEOUT_MS, "PING", NULL) == 0)
+            m->ping_out = true;
+        else
+            set_down(m, redis_error(m->rc));    /* waiting to reconnect: why */
     }
 }
 
 long redismon_timeout_ms(struct redismon *m, long long now)
 {
-    long long due;
-    if (m->ac == NULL)
-        due = m->next_connect_ms;
-    else if (m->ping_sent_ms)
-        due = m->ping_sent_ms + PING_TIMEOUT_MS + 1;
-    else
-        due = m->next_ping_ms;
-    if (m->ac && m->up && m->npools && m->next_poll_ms < due)
+    long long due = m->ping_out ? -1 : m->next_ping_ms;
+    if (m->up && m->npools && (due == -1 || m->next_poll_ms < due))
         due = m->next_poll_ms;
-    return due <= now ? 0 : (long)(due - now);
+    long t = due == -1 ? -1 : due <= now ? 0 : (long)(due - now);
+    long c = m->rc ? redis_timeout_ms(m->rc, now) : 0;
+    if (c >= 0 && (t < 0 || c < t))
+        t = c;
+    return t < 0 ? 1000 : t;
 }
 
 bool redismon_up(const struct redismon *m)

@@ -1,5 +1,5 @@
 /* redismon.h: the master's own Redis connection, used to know whether Redis answers (PING
- * every second) for /health and /metrics. It runs on hiredis's async API driven by the
+ * every second) for /health and /metrics. It runs on common/redis.c, driven by the
  * master's poll loop, so a frozen or unreachable Redis never stalls the loop: a PING
  * unanswered for 2 s marks Redis down and the connection is rebuilt. */
 #ifndef SF_REDISMON_H

@@ -2,12 +2,12 @@
  *
  * Asks the running master for GET /status.json (libcurl, 2 s, with the bearer token of
  * [fleet] listen_token_file) and prints it as a table. When the master does not answer, it
- * asks Redis itself (hiredis, 2 s) what it can tell per pool: stream length, pending, lag,
+ * asks Redis itself (common/redis.c, 2 s) what it can tell per pool: stream length, pending, lag,
  * the oldest pending entry, dead letters; workers, rates and restarts are then unknown, and
  * it says so. Both ways end in the same JSON document, which --json prints and the table is
  * drawn from, so scripts and eyes see the same figures.
  *
- * A short-lived process of its own: the master's rule (no curl, no hiredis before fork) is not
+ * A short-lived process of its own: the master's rule (no curl before fork) is not
  * concerned. Exit status: 0 all pools ok, 1 degraded or down, 2 usage. */
 #include "supervisor/statuscmd.h"
 #include "supervisor/rediscli.h"
@@ -16,11 +16,11 @@
 #include "common/dur.h"
 #include "common/json.h"
 #include "common/log.h"
+#include "common/redis.h"
 
 #include <curl/curl.h>
 #include <errno.h>
 #include <getopt.h>
-#include <hiredis/hiredis.h>
 #include <math.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -124,22 +124,22 @@ static int fetch_status(const struct conf *c, const char *url, struct buf *body,
 
 /* ---- from Redis, when the master does not answer ---- */
 
-/* One integer reply, or -1 when the command failed (a missing key is 0 for XLEN). */
-static long long redis_int(redisContext *rc, const char *cmd, const char *key)
+/* A reply that says the connection failed, not the command. */
+static bool conn_failed(const struct redis_reply *r)
 {
-    redisReply *r = redisCommand(rc, "%s %s", cmd, key);
-    long long v = r && r->type == REDIS_REPLY_INTEGER ? r->integer : -1;
-    if (r)
-        freeReplyObject(r);
-    return v;
+    return r->type == REDIS_T_ERROR &&
+           (r->err == REDIS_E_IO || r->err == REDIS_E_TIMEOUT || r->err == REDIS_E_TOOBIG || r->err == REDIS_E_PROTO);
 }
 
-static const redisReply *map_get(const redisReply *r, const char *key)
+/* One integer reply, or -1 when the command failed (a missing key is 0 for XLEN); *broken when
+ * the connection failed. */
+static long long redis_int(struct redis *rc, const char *cmd, const char *key, bool *broken)
 {
-    for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i + 1 < r->elements; i += 2)
-        if (r->element[i]->type == REDIS_REPLY_STRING && strcmp(r->element[i]->str, key) == 0)
-            return r->element[i + 1];
-    return NULL;
+    struct redis_reply *r = redis_callv(rc, FETCH_TIMEOUT_MS, cmd, key, NULL);
+    long long v = r->type == REDIS_T_INTEGER ? r->integer : -1;
+    *broken |= conn_failed(r);
+    redis_reply_free(r);
+    return v;
 }
 
 /* ,"key":n or ,"key":null when n is negative (unknown). */
@@ -153,39 +153,38 @@ static void json_count(struct buf *out, const char *key, long long n)
 
 /* What Redis tells of pool p, as one element of the "pools" array of /status.json, with
  * workers, rates and restarts null. Returns -1 when the connection failed midway. */
-static int redis_pool_json(redisContext *rc, const struct pool_conf *p, double now, struct buf *out)
+static int redis_pool_json(struct redis *rc, const struct pool_conf *p, double now, struct buf *out)
 {
-    long long length = redis_int(rc, "XLEN", p->stream);
-    long long dlq = redis_int(rc, "XLEN", p->dlq);
+    bool broken = false;
+    long long length = redis_int(rc, "XLEN", p->stream, &broken);
+    long long dlq = redis_int(rc, "XLEN", p->dlq, &broken);
     long long pending = 0, lag = -1;
     bool group = false;
-    redisReply *r = redisCommand(rc, "XINFO GROUPS %s", p->stream);
-    if (r == NULL)
-        return -1;
-    for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements; i++) {
-        const redisReply *name = map_get(r->element[i], "name");
-        if (name == NULL || name->type != REDIS_REPLY_STRING || strcmp(name->str, p->group) != 0)
+    struct redis_reply *r = redis_callv(rc, FETCH_TIMEOUT_MS, "XINFO", "GROUPS", p->stream, NULL);
+    broken |= conn_failed(r);
+    for (size_t i = 0; r->type == REDIS_T_ARRAY && i < r->elements; i++) {
+        const struct redis_reply *name = redis_reply_map_get(r->element[i], "name");
+        if (name == NULL || name->type != REDIS_T_STRING || strcmp(name->str, p->group) != 0)
             continue;
-        const redisReply *pe = map_get(r->element[i], "pending");
-        const redisReply *lg = map_get(r->element[i], "lag");
+        const struct redis_reply *pe = redis_reply_map_get(r->element[i], "pending");
+        const struct redis_reply *lg = redis_reply_map_get(r->element[i], "lag");
         group = true;
-        pending = pe && pe->type == REDIS_REPLY_INTEGER ? pe->integer : 0;
-        lag = lg && lg->type == REDIS_REPLY_INTEGER ? lg->integer : -1;
+        pending = pe && pe->type == REDIS_T_INTEGER ? pe->integer : 0;
+        lag = lg && lg->type == REDIS_T_INTEGER ? lg->integer : -1;
     }
-    freeReplyObject(r);
+    redis_reply_free(r);
     double oldest = -1;
     if (group) {
         /* XPENDING summary: [count, smallest id, greatest id, consumers]. */
-        r = redisCommand(rc, "XPENDING %s %s", p->stream, p->group);
-        if (r == NULL)
-            return -1;
-        if (r->type == REDIS_REPLY_ARRAY && r->elements >= 2 && r->element[1]->type == REDIS_REPLY_STRING) {
+        r = redis_callv(rc, FETCH_TIMEOUT_MS, "XPENDING", p->stream, p->group, NULL);
+        broken |= conn_failed(r);
+        if (r->type == REDIS_T_ARRAY && r->elements >= 2 && r->element[1]->type == REDIS_T_STRING) {
             double ms = atof(r->element[1]->str);
             oldest = now * 1000 > ms ? (now * 1000 - ms) / 1000.0 : 0;
         }
-        freeReplyObject(r);
+        redis_reply_free(r);
     }
-    if (rc->err)
+    if (broken)
         return -1;
 
     struct buf why = BUF_INIT;
@@ -231,13 +230,13 @@ static void from_redis(const struct conf *c, const char *url, const char *why, s
     char where[300], err[300] = "";
     conf_redis_display(&c->redis, where, sizeof where);
     struct buf pools = BUF_INIT;
-    redisContext *rc = rediscli_connect(&c->redis, FETCH_TIMEOUT_MS, err, sizeof err);
+    struct redis *rc = rediscli_connect(&c->redis, FETCH_TIMEOUT_MS, err, sizeof err);
     for (size_t i = 0; rc && i < c->npools; i++) {
         if (i)
             buf_addc(&pools, ',');
         if (redis_pool_json(rc, &c->pools[i], now, &pools) == -1) {
-            snprintf(err, sizeof err, "%s", rc->errstr);
-            redisFree(rc);
+            snprintf(err, sizeof err, "%s", redis_error(rc));
+            redis_free(rc);
             rc = NULL;
         }
     }
@@ -257,7 +256,7 @@ static void from_redis(const struct conf *c, const char *url, const char *why, s
     }
     buf_printf(out, "},\"pools\":[%s]}\n", rc && pools.p ? pools.p : "");
     if (rc)
-        redisFree(rc);
+        redis_free(rc);
     buf_release(&pools);
     buf_release(&reason);
 }

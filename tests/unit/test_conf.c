@@ -446,7 +446,7 @@ static void test_redis_errors_hide_password(void **state)
         "redis://:@host",
         "redis://:Hunter2pw",
         "redis//:Hunter2pw@host",
-        "rediss://:Hunter2pw@host",
+        "rediss://:Hunter2pw@host:notaport",
         "http://:Hunter2pw@host",
         "redis://:Hunter2pw@host?x=1",
         "redis://host:Hunter2pw",

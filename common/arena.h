@@ -1,0 +1,33 @@
+/* arena.h: a bump allocator released in one step. The Redis client builds each reply in one, so
+ * a reply of N elements costs no malloc/free per element: arena_reset() after the reply has
+ * been handed on gives everything back at once. Not thread-safe; pointers it returned are
+ * invalid after arena_reset() or arena_release(). */
+#ifndef SF_ARENA_H
+#define SF_ARENA_H
+
+#include <stddef.h>
+
+struct arena_chunk;
+
+struct arena {
+    struct arena_chunk *head;   /* the chunk being filled; older ones follow */
+    size_t used;                /* bytes handed out since the last reset (with alignment) */
+    size_t chunks;              /* chunks held, for tests */
+};
+
+#define ARENA_INIT { NULL, 0, 0 }
+
+/* n bytes aligned for any object, zero-filled. Never NULL (out of memory is fatal). */
+void *arena_alloc(struct arena *a, size_t n);
+/* A NUL-terminated copy of s[0..n) in the arena. */
+char *arena_strndup(struct arena *a, const char *s, size_t n);
+/* Forget every allocation. The first chunk is kept when it is no bigger than ARENA_KEEP, so a
+ * steady stream of small replies allocates nothing; a big reply's memory goes back at once. */
+void arena_reset(struct arena *a);
+/* Free everything; the arena can be used again. */
+void arena_release(struct arena *a);
+
+#define ARENA_CHUNK 4096
+#define ARENA_KEEP (64 * 1024)
+
+#endif

@@ -1,0 +1,361 @@
+/* The Redis client's pure parts: the reply arena, error classification, the read path
+ * (hiredis's reader building our replies, dispatched in order, the per-reply byte bound, bad
+ * input) and the rediss:// address with its TLS keys. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "common/arena.h"
+#include "common/conf.h"
+#include "common/redis.h"
+
+/* ---- the arena ---- */
+
+static void arena_hands_out_aligned_zeroed_memory_and_resets_in_one_step(void **state)
+{
+    (void)state;
+    struct arena a = ARENA_INIT;
+    for (int i = 0; i < 1000; i++) {
+        unsigned char *p = arena_alloc(&a, (size_t)(i % 37) + 1);
+        assert_int_equal((uintptr_t)p % _Alignof(max_align_t), 0);
+        for (int k = 0; k < i % 37 + 1; k++)
+            assert_int_equal(p[k], 0);
+        memset(p, 0xab, (size_t)(i % 37) + 1);
+    }
+    assert_true(a.chunks > 1);
+    arena_reset(&a);
+    assert_int_equal(a.used, 0);
+    assert_true(a.chunks <= 1);             /* the first, small chunk is kept */
+    char *s = arena_strndup(&a, "ab\0cd", 5);
+    assert_memory_equal(s, "ab\0cd", 6);
+    arena_release(&a);
+    assert_null(a.head);
+}
+
+static void arena_gives_a_big_chunk_back_at_reset(void **state)
+{
+    (void)state;
+    struct arena a = ARENA_INIT;
+    arena_alloc(&a, 10);
+    arena_alloc(&a, 10 * ARENA_KEEP);
+    arena_reset(&a);
+    assert_int_equal(a.chunks, 1);
+    arena_alloc(&a, 1);
+    arena_release(&a);
+    struct arena b = ARENA_INIT;
+    arena_alloc(&b, 10 * ARENA_KEEP);       /* a first chunk too big to keep */
+    arena_reset(&b);
+    assert_int_equal(b.chunks, 0);
+    arena_release(&b);
+}
+
+/* ---- classification ---- */
+
+static void server_errors_are_classified_by_their_first_word(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *s;
+        enum redis_errkind k;
+    } cases[] = {
+        { "NOGROUP No such key 'x' or consumer group 'g'", REDIS_E_NOGROUP },
+        { "WRONGTYPE Operation against a key holding the wrong kind of value", REDIS_E_WRONGTYPE },
+        { "OOM command not allowed when used memory > 'maxmemory'.", REDIS_E_OOM },
+        { "BUSYGROUP Consumer Group name already exists", REDIS_E_BUSYGROUP },
+        { "READONLY You can't write against a read only replica.", REDIS_E_READONLY },
+        { "NOAUTH Authentication required.", REDIS_E_AUTH },
+        { "WRONGPASS invalid username-password pair or user is disabled.", REDIS_E_AUTH },
+        { "NOPERM this user has no permissions", REDIS_E_AUTH },
+        { "NOSCRIPT No matching script.", REDIS_E_NOSCRIPT },
+        { "ERR invalid password", REDIS_E_AUTH },
+        { "ERR unknown command 'FOO'", REDIS_E_OTHER },
+        { "NOGROUPS is not a word we know", REDIS_E_OTHER },
+        { "OO", REDIS_E_OTHER },
+        { "", REDIS_E_OTHER },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        assert_int_equal(redis_classify(cases[i].s, strlen(cases[i].s)), cases[i].k);
+    assert_string_equal(redis_errkind_name(REDIS_E_TIMEOUT), "timeout");
+    assert_string_equal(redis_errkind_name(REDIS_E_TOOBIG), "toobig");
+}
+
+/* ---- the read path ---- */
+
+struct seen {
+    int n;
+    struct redis_reply *r[16];
+};
+
+static void keep(void *arg, const struct redis_reply *v)
+{
+    struct seen *s = arg;
+    if (s->n < 16)
+        s->r[s->n] = redis_reply_dup(v);
+    s->n++;
+}
+
+static void seen_release(struct seen *s)
+{
+    for (int i = 0; i < s->n && i < 16; i++)
+        redis_reply_free(s->r[i]);
+    s->n = 0;
+}
+
+static void replies_of_every_type_reach_their_commands_in_order(void **state)
+{
+    (void)state;
+    struct redis *r = redis_open_detached(0);
+    struct seen s = { 0 };
+    static const char in[] = "+OK\r\n"
+                             "-NOGROUP No such key\r\n"
+                             ":42\r\n"
+                             "$5\r\nab\0cd\r\n"
+                             "$-1\r\n"
+                             "*2\r\n*2\r\n$4\r\nname\r\n$1\r\ng\r\n*0\r\n";
+    assert_int_equal(redis_feed_detached(r, in, sizeof in - 1, 6, keep, &s), 6);
+    assert_int_equal(s.n, 6);
+    assert_int_equal(s.r[0]->type, REDIS_T_STATUS);
+    assert_string_equal(s.r[0]->str, "OK");
+    assert_int_equal(s.r[1]->type, REDIS_T_ERROR);
+    assert_int_equal(s.r[1]->err, REDIS_E_NOGROUP);
+    assert_int_equal(s.r[2]->integer, 42);
+    assert_int_equal(s.r[3]->len, 5);
+    assert_memory_equal(s.r[3]->str, "ab\0cd", 5);
+    assert_int_equal(s.r[4]->type, REDIS_T_NIL);
+    assert_int_equal(s.r[5]->elements, 2);
+    assert_int_equal(s.r[5]->element[0]->elements, 2);
+    assert_int_equal(s.r[5]->element[1]->elements, 0);
+    const struct redis_reply *g = redis_reply_map_get(s.r[5]->element[0], "name");
+    assert_non_null(g);
+    assert_string_equal(g->str, "g");
+    assert_null(redis_reply_map_get(s.r[5]->element[0], "nam"));
+    seen_release(&s);
+    redis_free(r);
+}
+
+static void a_reply_split_across_reads_is_dispatched_once_complete(void **state)
+{
+    (void)state;
+    struct redis *r = redis_open_detached(0);
+    struct seen s = { 0 };
+    static const char in[] = "*3\r\n$3\r\nfoo\r\n:7\r\n*1\r\n$0\r\n\r\n";
+    assert_int_equal(redis_feed_detached(r, in, 1, 1, keep, &s), 0);
+    for (size_t i = 1; i < sizeof in - 2; i++)
+        assert_int_equal(redis_feed_detached(r, in + i, 1, 0, keep, &s), 0);
+    assert_int_equal(s.n, 0);
+    assert_int_equal(redis_feed_detached(r, in + sizeof in - 2, 1, 0, keep, &s), 1);
+    assert_int_equal(s.n, 1);
+    assert_string_equal(s.r[0]->element[0]->str, "foo");
+    assert_int_equal(s.r[0]->element[1]->integer, 7);
+    assert_int_equal(s.r[0]->element[2]->element[0]->len, 0);
+    seen_release(&s);
+    redis_free(r);
+}
+
+static void a_reply_over_the_byte_bound_fails_its_command_as_toobig(void **state)
+{
+    (void)state;
+    struct redis *r = redis_open_detached(1024);
+    struct seen s = { 0 };
+    char big[3000];
+    int n = snprintf(big, sizeof big, "$2000\r\n");
+    memset(big + n, 'x', 1500);
+    /* two commands: the first gets TOOBIG, the one behind it only an io error */
+    assert_int_equal(redis_feed_detached(r, big, (size_t)n + 1500, 2, keep, &s), -1);
+    assert_int_equal(s.n, 2);
+    assert_int_equal(s.r[0]->type, REDIS_T_ERROR);
+    assert_int_equal(s.r[0]->err, REDIS_E_TOOBIG);
+    assert_int_equal(s.r[1]->err, REDIS_E_IO);
+    assert_int_equal(redis_error_kind(r), REDIS_E_TOOBIG);
+    assert_int_equal(redis_feed_detached(r, "+OK\r\n", 5, 1, keep, &s), -1);   /* closed */
+    seen_release(&s);
+    redis_free(r);
+
+    /* an array header alone, asking for more element slots than the bound allows */
+    r = redis_open_detached(1024);
+    assert_int_equal(redis_feed_detached(r, "*100000\r\n", 9, 1, keep, &s), -1);
+    assert_int_equal(s.r[0]->err, REDIS_E_TOOBIG);
+    seen_release(&s);
+    redis_free(r);
+
+    /* below the bound, many replies in one read are fine: the bound is per reply */
+    r = redis_open_detached(64);
+    char many[600] = "";
+    for (int i = 0; i < 50; i++)
+        strcat(many, ":1\r\n+OK\r\n");
+    assert_int_equal(redis_feed_detached(r, many, strlen(many), 100, keep, &s), 100);
+    assert_int_equal(s.n, 100);
+    seen_release(&s);
+    redis_free(r);
+}
+
+static void garbage_and_unasked_replies_drop_the_connection(void **state)
+{
+    (void)state;
+    struct redis *r = redis_open_detached(0);
+    struct seen s = { 0 };
+    assert_int_equal(redis_feed_detached(r, "?what\r\n", 7, 1, keep, &s), -1);
+    assert_int_equal(s.n, 1);
+    assert_int_equal(s.r[0]->err, REDIS_E_PROTO);
+    seen_release(&s);
+    redis_free(r);
+
+    r = redis_open_detached(0);
+    assert_int_equal(redis_feed_detached(r, "+OK\r\n+OK\r\n", 10, 1, keep, &s), -1);
+    assert_int_equal(s.n, 1);
+    assert_int_equal(s.r[0]->type, REDIS_T_STATUS);
+    assert_int_equal(redis_error_kind(r), REDIS_E_PROTO);
+    seen_release(&s);
+    redis_free(r);
+}
+
+static void a_client_that_cannot_connect_refuses_commands_and_says_why(void **state)
+{
+    (void)state;
+    struct redis_addr a = { 0 };
+    a.unix_path = "/nonexistent/streamfleet-test.sock";
+    char err[400];
+    assert_null(redis_connect_blocking(&a, 1000, err, sizeof err));
+    assert_non_null(strstr(err, "/nonexistent/streamfleet-test.sock"));
+}
+
+/* ---- a real socket: a listener we play the server on ---- */
+
+static int listen_unix(const char *path)
+{
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
+    unlink(path);
+    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    assert_int_equal(listen(fd, 4), 0);
+    return fd;
+}
+
+/* Drive the client for ms milliseconds (or until *stop), as an owner's poll loop would. */
+static void drive(struct redis *r, long ms, const int *stop)
+{
+    long long end = redis_now_ms() + ms;
+    while (redis_now_ms() < end && !(stop && *stop)) {
+        struct pollfd p = { .fd = redis_fd(r), .events = redis_events(r) };
+        long t = redis_timeout_ms(r, redis_now_ms());
+        poll(&p, p.fd >= 0 ? 1 : 0, t < 0 || t > 20 ? 20 : (int)t);
+        redis_run(r, p.fd >= 0 ? p.revents : 0, redis_now_ms());
+    }
+}
+
+struct tally {
+    int calls;
+    int kinds[REDIS_E_OTHER + 1];
+    char last[64];
+};
+
+static void count(void *arg, const struct redis_reply *v)
+{
+    struct tally *t = arg;
+    t->calls++;
+    t->kinds[v->type == REDIS_T_ERROR ? v->err : REDIS_E_NONE]++;
+    snprintf(t->last, sizeof t->last, "%s", v->str ? v->str : "");
+}
+
+static void pipelined_replies_come_in_order_and_a_silent_server_times_out_every_command_once(void **state)
+{
+    (void)state;
+    char path[64];
+    snprintf(path, sizeof path, "/tmp/sf-test-redis-%d.sock", (int)getpid());
+    int lfd = listen_unix(path);
+    struct redis_addr a = { 0 };
+    a.unix_path = path;
+    struct redis_opts o = { .backoff_min_ms = 300, .backoff_max_ms = 300 };
+    struct redis *r = redis_open(&a, &o);
+    struct tally t[3] = { { 0 } };
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(redis_commandv(r, count, &t[i], 300, "PING", NULL), 0);
+    assert_int_equal(redis_pending(r), 3);
+    int sfd = accept(lfd, NULL, NULL);
+    drive(r, 100, NULL);
+    char in[256];
+    ssize_t n = read(sfd, in, sizeof in);
+    assert_true(n > 0);
+    assert_non_null(memmem(in, (size_t)n, "PING", 4));
+    /* the first two answered, in order; the third never is */
+    assert_int_equal(write(sfd, "+ONE\r\n+TWO\r\n", 12), 12);
+    drive(r, 100, NULL);
+    assert_int_equal(t[0].calls, 1);
+    assert_string_equal(t[0].last, "ONE");
+    assert_string_equal(t[1].last, "TWO");
+    assert_int_equal(t[2].calls, 0);
+    drive(r, 2000, &t[2].calls);               /* until its deadline drops the connection */
+    assert_int_equal(t[2].calls, 1);
+    assert_int_equal(t[2].kinds[REDIS_E_TIMEOUT], 1);
+    assert_int_equal(redis_fd(r), -1);          /* dropped: waiting to reconnect */
+    assert_int_equal(redis_commandv(r, count, &t[0], 300, "PING", NULL), -1);
+    long wait = redis_timeout_ms(r, redis_now_ms());
+    assert_true(wait > 0 && wait <= 360);       /* 300 ms, jittered by 20% */
+    close(sfd);
+    struct pollfd lp = { .fd = lfd, .events = POLLIN };
+    long long give_up = redis_now_ms() + 5000;  /* it reconnects by itself, after the backoff */
+    while (poll(&lp, 1, 0) == 0 && redis_now_ms() < give_up)
+        drive(r, 50, NULL);
+    assert_true(lp.revents & POLLIN);
+    sfd = accept(lfd, NULL, NULL);
+    assert_true(sfd >= 0);
+    assert_int_equal(redis_commandv(r, count, &t[1], 1000, "PING", NULL), 0);
+    close(sfd);                                 /* dropped with a command queued */
+    drive(r, 200, NULL);
+    assert_int_equal(t[1].calls, 2);
+    assert_int_equal(t[1].kinds[REDIS_E_IO], 1);
+    assert_int_equal(t[0].calls, 1);            /* never called twice */
+    assert_int_equal(t[2].calls, 1);
+    redis_free(r);
+    close(lfd);
+    unlink(path);
+}
+
+/* ---- the address ---- */
+
+static void rediss_urls_parse_like_redis_urls_with_tls(void **state)
+{
+    (void)state;
+    struct redis_addr a;
+    char err[200], shown[300];
+    assert_int_equal(conf_parse_redis("rediss://u:p%40ss@db.example.org:6380/2", &a, err, sizeof err), 0);
+    assert_true(a.tls);
+    assert_string_equal(a.host, "db.example.org");
+    assert_int_equal(a.port, 6380);
+    assert_int_equal(a.db, 2);
+    assert_string_equal(a.user, "u");
+    assert_string_equal(a.password, "p@ss");
+    assert_string_equal(conf_redis_display(&a, shown, sizeof shown), "rediss://db.example.org:6380/2");
+    conf_redis_release(&a);
+    assert_int_equal(conf_parse_redis("redis://127.0.0.1", &a, err, sizeof err), 0);
+    assert_false(a.tls);
+    conf_redis_release(&a);
+    assert_int_equal(conf_parse_redis("redisss://h", &a, err, sizeof err), -1);
+    assert_int_equal(conf_parse_redis("rediss://", &a, err, sizeof err), -1);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(arena_hands_out_aligned_zeroed_memory_and_resets_in_one_step),
+        cmocka_unit_test(arena_gives_a_big_chunk_back_at_reset),
+        cmocka_unit_test(server_errors_are_classified_by_their_first_word),
+        cmocka_unit_test(replies_of_every_type_reach_their_commands_in_order),
+        cmocka_unit_test(a_reply_split_across_reads_is_dispatched_once_complete),
+        cmocka_unit_test(a_reply_over_the_byte_bound_fails_its_command_as_toobig),
+        cmocka_unit_test(garbage_and_unasked_replies_drop_the_connection),
+        cmocka_unit_test(a_client_that_cannot_connect_refuses_commands_and_says_why),
+        cmocka_unit_test(pipelined_replies_come_in_order_and_a_silent_server_times_out_every_command_once),
+        cmocka_unit_test(rediss_urls_parse_like_redis_urls_with_tls),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
