@@ -298,6 +298,10 @@ void redismon_run(struct redismon *m, short revents, long long now)
     if (m->rc == NULL)
         open_client(m);
     redis_run(m->rc, revents, now);
+    /* A connection dropped with nothing queued fails no callback: the next one must still ask
+     * CONFIG again (Redis may have been reconfigured or replaced meanwhile). */
+    if (!redis_ready(m->rc))
+        m->config_asked = false;
     if (!m->config_asked && redis_ready(m->rc)) {
         m->appendonly[0] = m->policy[0] = '\0';
         m->config_asked =
