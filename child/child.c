@@ -1228,7 +1228,7 @@ _Noreturn void child_main(const struct conf *conf, const struct pool_conf *pool,
         int n = 0;
         long timeout = HEARTBEAT_MS;
         if (c.reading) {
-            pfd[n++] = (struct pollfd){ .fd = stream_fd(&c.st), .events = POLLIN };
+            pfd[n++] = (struct pollfd){ .fd = stream_fd(&c.st), .events = stream_events(&c.st) };
             if (c.read_deadline_ms - now < timeout)
                 timeout = c.read_deadline_ms > now ? (long)(c.read_deadline_ms - now) : 0;
         }

@@ -1,13 +1,19 @@
-/* stream.c: a child's Redis commands, on hiredis 0.14's synchronous context. */
+/* stream.c: a child's Redis commands, on our client (common/redis.c): one connection, opened
+ * by stream_connect() and never reconnected in place (no_reconnect): the child schedules
+ * reconnects itself, with its backoff. The synchronous commands wait in redis_call() with a
+ * deadline, so a frozen Redis is found by the deadline; the read is queued with
+ * redis_command() and its replies come by callback into the batch, while the child polls. */
 #include "child/stream.h"
 #include "common/log.h"
+#include "common/redis.h"
 
 #include <errno.h>
-#include <hiredis/hiredis.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/time.h>
+
+#define CONNECT_MS 2000         /* TCP connect plus TLS handshake */
 
 void idlist_add(struct idlist *l, const char *id)
 {
@@ -47,50 +53,107 @@ static void set_err(struct stream *s, enum stream_error e, const char *what, con
     snprintf(s->errstr, sizeof s->errstr, "%s: %s", what, detail);
 }
 
-/* Classify an error reply by its code (the first word). */
-static enum stream_error reply_error_kind(const char *str)
+/* Deadline of a command: as long as the longest BLOCK and then some, as the socket timeout of
+ * hiredis's context was. A frozen Redis is found by it and the connection dropped. */
+static long command_ms(const struct stream *s)
 {
-    if (strncmp(str, "NOGROUP", 7) == 0)
+    return (s->block_ms > 0 ? s->block_ms : 0) + 5000;
+}
+
+/* What a failed command means to the child. OOM is a plain error reply here: only the
+ * creation of the group makes it SERR_OOM (stream_create_group), for the other writes
+ * (a done-marker, a dead letter) it says nothing about the group. */
+static enum stream_error error_kind(const struct redis_reply *v)
+{
+    switch (v->err) {
+    case REDIS_E_IO:
+    case REDIS_E_TIMEOUT:
+    case REDIS_E_PROTO:
+        return SERR_IO;
+    case REDIS_E_TOOBIG:
+        return SERR_OVERSIZE;
+    case REDIS_E_AUTH:
+        return SERR_AUTH;
+    case REDIS_E_NOGROUP:
         return SERR_NOGROUP;
+    case REDIS_E_WRONGTYPE:
+        return SERR_WRONGTYPE;
+    default:
+        break;
+    }
     /* Redis 7.0 tells a reader blocked on a stream that was deleted "UNBLOCKED the stream key
      * no longer exists": the group went with it, exactly as NOGROUP says (a destroyed group
      * answers NOGROUP itself). Any other UNBLOCKED ("client unblocked via CLIENT UNBLOCK",
      * "force unblock from blocking operation, instance state changed (master -> replica?)")
      * says nothing about the group: treat it as a connection event, keeping what waits. */
-    if (strncmp(str, "UNBLOCKED", 9) == 0)
-        return strstr(str, "no longer exists") || strstr(str, "destroyed") ? SERR_NOGROUP : SERR_IO;
-    if (strncmp(str, "WRONGTYPE", 9) == 0)
-        return SERR_WRONGTYPE;
-    if (strncmp(str, "NOAUTH", 6) == 0 || strncmp(str, "WRONGPASS", 9) == 0 ||
-        strncmp(str, "NOPERM", 6) == 0)
-        return SERR_AUTH;
+    if (v->str && strncmp(v->str, "UNBLOCKED", 9) == 0)
+        return strstr(v->str, "no longer exists") || strstr(v->str, "destroyed") ? SERR_NOGROUP : SERR_IO;
     return SERR_REPLY;
 }
 
-/* Drop a broken connection but keep the batch being handled: its messages point into it. */
+/* The error of a reply that is not the one expected: an error reply says why. */
+static void set_reply_err(struct stream *s, const char *what, const struct redis_reply *v)
+{
+    if (v->type == REDIS_T_ERROR)
+        set_err(s, error_kind(v), what, v->str);
+    else
+        set_err(s, SERR_REPLY, what, "unexpected reply");
+}
+
+/* Drop the connection but keep the batch being handled: its messages point into s->arena. */
 static void drop(struct stream *s)
 {
-    if (s->rc)
-        redisFree(s->rc);
+    redis_free(s->rc);
     s->rc = NULL;
     s->expect = 0;
 }
 
-/* Run one command and check its reply. Returns the reply (caller frees) or NULL with s->err.
- * An I/O error leaves the context unusable: it is dropped here. */
-static redisReply *command(struct stream *s, const char *what, int argc, const char **argv,
-                           const size_t *argvlen)
+/* The client closes a connection that failed (no_reconnect): then it is of no more use. */
+static void drop_if_closed(struct stream *s)
+{
+    if (s->rc && redis_fd(s->rc) == -1)
+        drop(s);
+}
+
+/* A deep copy of v into the batch's arena: a reply handed to a callback lives only as long as
+ * the callback, and the batch's messages point into it until stream_batch_release(). */
+static struct redis_reply *copy_reply(struct arena *a, const struct redis_reply *v)
+{
+    struct redis_reply *d = arena_alloc(a, sizeof *d);
+    *d = *v;
+    if (v->str)
+        d->str = arena_strndup(a, v->str, v->len);
+    if (v->elements) {
+        struct redis_reply **e = arena_alloc(a, v->elements * sizeof *e);
+        for (size_t i = 0; i < v->elements; i++)
+            e[i] = v->element[i] ? copy_reply(a, v->element[i]) : NULL;
+        d->element = e;
+    }
+    return d;
+}
+
+/* Run one command and wait for its reply, at most command_ms(). Returns the reply (caller
+ * frees with redis_reply_free()) or NULL with s->err. A connection that failed or missed the
+ * deadline is closed by the client: it is dropped here. */
+static struct redis_reply *command(struct stream *s, const char *what, int argc, const char **argv,
+                                   const size_t *argvlen)
 {
     s->err = SERR_NONE;
-    redisReply *r = redisCommandArgv(s->rc, argc, argv, argvlen);
-    if (r == NULL) {
-        set_err(s, SERR_IO, what, s->rc->errstr[0] ? s->rc->errstr : "connection lost");
-        drop(s);
+    if (s->rc == NULL) {
+        set_err(s, SERR_IO, what, "not connected");
         return NULL;
     }
-    if (r->type == REDIS_REPLY_ERROR) {
-        set_err(s, reply_error_kind(r->str), what, r->str);
-        freeReplyObject(r);
+    /* Only a read is bounded (stream_send_read): a claimed or probed entry may be large. */
+    redis_set_max_reply_bytes(s->rc, 0);
+    struct redis_reply *r = redis_call(s->rc, argc, argv, argvlen, command_ms(s));
+    if (r->type == REDIS_T_ERROR) {
+        set_err(s, error_kind(r), what, r->str);
+        /* A connection that never came up says why itself ("tls: server certificate verify
+         * failed...", "redis refused our credentials..."), not as the command's failure. */
+        if (s->connecting && redis_fd(s->rc) == -1 && redis_error(s->rc)[0])
+            snprintf(s->errstr, sizeof s->errstr, "%s", redis_error(s->rc));
+        redis_reply_free(r);
+        drop_if_closed(s);
         return NULL;
     }
     return r;
@@ -98,63 +161,17 @@ static redisReply *command(struct stream *s, const char *what, int argc, const c
 
 int stream_connect(struct stream *s)
 {
-    const struct timeval connect_tv = { 2, 0 };
-    /* The socket timeout must outlast the longest BLOCK, or every idle read fails. A timeout
-     * that fires kills the context, and hiredis 0.14's redisReconnect() forgets it: we never
-     * reconnect in place, we build a new context and set it again. */
-    long sock_ms = s->block_ms + 5000;
-    struct timeval sock_tv = { sock_ms / 1000, (sock_ms % 1000) * 1000 };
-
-    if (s->addr->unix_path)
-        s->rc = redisConnectUnixWithTimeout(s->addr->unix_path, connect_tv);
-    else
-        s->rc = redisConnectWithTimeout(s->addr->host, s->addr->port, connect_tv);
-    if (s->rc == NULL) {
-        set_err(s, SERR_IO, "connect", "out of memory");
-        return -1;
-    }
-    if (s->rc->err) {
-        set_err(s, SERR_IO, "connect", s->rc->errstr);
-        stream_disconnect(s);
-        return -1;
-    }
-    if (redisSetTimeout(s->rc, sock_tv) != REDIS_OK) {
-        set_err(s, SERR_IO, "set socket timeout", s->rc->errstr);
-        stream_disconnect(s);
-        return -1;
-    }
-    redisEnableKeepAlive(s->rc);
-
-    redisReply *r;
-    if (s->addr->password) {
-        /* By argv, never formatted: the password must not pass through a format string. */
-        const char *argv[3] = { "AUTH", s->addr->user, s->addr->password };
-        size_t len[3] = { 4, s->addr->user ? strlen(s->addr->user) : 0, strlen(s->addr->password) };
-        if (s->addr->user) {
-            r = command(s, "auth", 3, argv, len);
-        } else {
-            argv[1] = s->addr->password;
-            len[1] = len[2];
-            r = command(s, "auth", 2, argv, len);
-        }
-        if (r == NULL) {
-            stream_disconnect(s);
-            return -1;
-        }
-        freeReplyObject(r);
-    }
-    if (s->addr->db != 0) {
-        char db[16];
-        snprintf(db, sizeof db, "%d", s->addr->db);
-        const char *argv[2] = { "SELECT", db };
-        size_t len[2] = { 6, strlen(db) };
-        if ((r = command(s, "select", 2, argv, len)) == NULL) {
-            stream_disconnect(s);
-            return -1;
-        }
-        freeReplyObject(r);
-    }
-    if (stream_create_group(s, false) == -1) {
+    /* One connection, never reconnected by the client: the child decides when to try again
+     * (with its backoff), and rebuilds what it holds on the new connection. The client sends
+     * AUTH and SELECT first, then our first command: the creation of the group. */
+    struct redis_opts o = { .connect_timeout_ms = CONNECT_MS, .no_reconnect = true,
+                            .client_name = "streamfleet-worker" };
+    stream_disconnect(s);
+    s->rc = redis_open(s->addr, &o);
+    s->connecting = true;
+    int rc = stream_create_group(s, false);
+    s->connecting = false;
+    if (rc == -1) {
         stream_disconnect(s);
         return -1;
     }
@@ -235,7 +252,7 @@ int stream_create_group(struct stream *s, bool forward)
     for (int i = 0; i < 8; i++)
         len[i] = strlen(argv[i]);
     s->group_created = false;
-    redisReply *r = command(s, "create group", 8, argv, len);
+    struct redis_reply *r = command(s, "create group", 8, argv, len);
     if (r == NULL) {
         /* At maxmemory Redis refuses XGROUP CREATE (a write). The group is missing (the script
          * looked first), so nothing can be read: an error like any other, retried with backoff. */
@@ -243,22 +260,24 @@ int stream_create_group(struct stream *s, bool forward)
             s->err = SERR_OOM;
         return -1;
     }
-    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 || r->element[0]->type != REDIS_REPLY_INTEGER ||
-        r->element[1]->type != REDIS_REPLY_STRING) {
+    if (r->type != REDIS_T_ARRAY || r->elements != 2 || r->element[0]->type != REDIS_T_INTEGER ||
+        r->element[1]->type != REDIS_T_STRING) {
         set_err(s, SERR_REPLY, "create group", "unexpected reply");
-        freeReplyObject(r);
+        redis_reply_free(r);
         return -1;
     }
     s->group_created = r->element[0]->integer == 1;
     snprintf(s->group_at, sizeof s->group_at, "%s", r->element[1]->str);
-    freeReplyObject(r);
+    redis_reply_free(r);
     return 0;
 }
 
 void stream_disconnect(struct stream *s)
 {
     stream_batch_release(s);
-    drop(s);
+    arena_release(&s->arena);
+    if (s->rc)
+        drop(s);
 }
 
 bool stream_connected(const struct stream *s)
@@ -268,11 +287,16 @@ bool stream_connected(const struct stream *s)
 
 int stream_fd(const struct stream *s)
 {
-    return s->rc ? s->rc->fd : -1;
+    return s->rc ? redis_fd(s->rc) : -1;
 }
 
-/* Append XACK key group id... to the output buffer. */
-static int append_ack(struct stream *s, const struct idlist *ids)
+short stream_events(const struct stream *s)
+{
+    return s->rc ? redis_events(s->rc) : 0;
+}
+
+/* The argv of XACK key group id... Caller frees both. */
+static int ack_argv(const struct stream *s, const struct idlist *ids, const char ***argvp, size_t **lenp)
 {
     size_t argc = 3 + ids->n;
     const char **argv = xmalloc(argc * sizeof *argv);
@@ -287,23 +311,45 @@ static int append_ack(struct stream *s, const struct idlist *ids)
         argv[3 + i] = ids->id[i];
         len[3 + i] = strlen(ids->id[i]);
     }
-    int rc = redisAppendCommandArgv(s->rc, (int)argc, argv, len);
-    free(argv);
-    free(len);
-    return rc == REDIS_OK ? 0 : -1;
+    *argvp = argv;
+    *lenp = len;
+    return (int)argc;
 }
 
-static int flush(struct stream *s)
+/* XACK's reply to the acks sent with a read. */
+static void read_ack_cb(void *arg, const struct redis_reply *v)
 {
-    int done = 0;
-    while (!done) {
-        if (redisBufferWrite(s->rc, &done) != REDIS_OK) {
-            set_err(s, SERR_IO, "write", s->rc->errstr);
-            stream_disconnect(s);
-            return -1;
-        }
+    struct stream *s = arg;
+    s->expect--;
+    s->acks_sent = false;
+    if (v->type == REDIS_T_INTEGER)
+        s->acked = (uint64_t)v->integer;
+    else
+        set_reply_err(s, "xack", v);    /* the read that follows still answers: it fails too */
+}
+
+/* XREADGROUP's reply: the next batch, copied out of the client before it goes. */
+static void read_cb(void *arg, const struct redis_reply *v)
+{
+    struct stream *s = arg;
+    s->expect--;
+    if (v->type == REDIS_T_ERROR) {
+        set_err(s, error_kind(v), "xreadgroup", v->str);
+        s->read_state = -1;
+        return;
     }
-    return 0;
+    if (s->err != SERR_NONE) {      /* the XACK before it failed */
+        s->read_state = -1;
+        return;
+    }
+    stream_batch_release(s);
+    s->reply = copy_reply(&s->arena, v);
+    if (stream_parse_read(s, s->reply) == -1) {
+        stream_batch_release(s);
+        s->read_state = -1;
+        return;
+    }
+    s->read_state = 1;
 }
 
 int stream_send_read(struct stream *s, const struct idlist *acks, const char *from, int count,
@@ -312,15 +358,32 @@ int stream_send_read(struct stream *s, const struct idlist *acks, const char *fr
     s->expect = 0;
     s->acked = 0;
     s->acks_sent = false;
-    s->reply_bytes = 0;
+    s->read_state = 0;
     /* An entry's names and values are at most max_message_bytes; RESP adds a few bytes to
-     * each, and the acks' reply and the ids come on top: twice the size plus 64 KiB leaves
-     * room for entries of many small fields. */
+     * each, and the ids come on top: twice the size plus 64 KiB leaves room for entries of
+     * many small fields. */
     size_t entry = s->entry_limit ? s->entry_limit : (size_t)s->max_message_bytes * 2 + 65536;
     s->read_limit = (size_t)(count > 0 ? count : 1) * entry;
     s->err = SERR_NONE;         /* stream_recv() tells an XACK that failed by it */
+    if (s->rc == NULL) {
+        set_err(s, SERR_IO, "xreadgroup", "not connected");
+        return -1;
+    }
+    /* The client holds a whole reply before it hands it over: an entry of hundreds of MB would
+     * be held (then copied) before max_message_bytes could be checked, and kill the worker,
+     * and its replacement would read the same batch. So a reply that outgrows the bound drops
+     * the connection (REDIS_E_TOOBIG); the entries it carried stay pending for us, and the
+     * caller reads them one by one. */
+    redis_set_max_reply_bytes(s->rc, s->read_limit);
+    long timeout = (block_ms > 0 ? block_ms : 0) + 5000;
     if (acks && acks->n) {
-        if (append_ack(s, acks) == -1)
+        const char **argv;
+        size_t *len;
+        int argc = ack_argv(s, acks, &argv, &len);
+        int rc = redis_command(s->rc, argc, argv, len, read_ack_cb, s, timeout);
+        free(argv);
+        free(len);
+        if (rc == -1)
             goto fail;
         s->acks_sent = true;
         s->expect++;
@@ -340,23 +403,27 @@ int stream_send_read(struct stream *s, const struct idlist *acks, const char *fr
     size_t len[11];
     for (int i = 0; i < argc; i++)
         len[i] = strlen(argv[i]);
-    if (redisAppendCommandArgv(s->rc, argc, argv, len) != REDIS_OK)
+    if (redis_command(s->rc, argc, argv, len, read_cb, s, timeout) == -1)
         goto fail;
     s->expect++;
-    return flush(s);
+    /* Write now what can be written; the rest goes when stream_events() asks for POLLOUT. */
+    redis_run(s->rc, 0, redis_now_ms());
+    if (redis_fd(s->rc) == -1)
+        goto fail;
+    return 0;
 fail:
-    set_err(s, SERR_IO, "xreadgroup", s->rc->errstr);
+    set_err(s, SERR_IO, "xreadgroup", redis_error(s->rc)[0] ? redis_error(s->rc) : "not connected");
     stream_disconnect(s);
     return -1;
 }
 
 /* Turn a list of entries [[id, [f, v, ...] | nil], ...] into s->msgs. */
-static void parse_entries(struct stream *s, const redisReply *entries)
+static void parse_entries(struct stream *s, const struct redis_reply *entries)
 {
     size_t nfields = 0;
     for (size_t i = 0; i < entries->elements; i++) {
-        redisReply *e = entries->element[i];
-        if (e->type == REDIS_REPLY_ARRAY && e->elements == 2 && e->element[1]->type == REDIS_REPLY_ARRAY)
+        struct redis_reply *e = entries->element[i];
+        if (e->type == REDIS_T_ARRAY && e->elements == 2 && e->element[1]->type == REDIS_T_ARRAY)
             nfields += e->element[1]->elements;
     }
     if (entries->elements > s->mcap) {
@@ -370,15 +437,15 @@ static void parse_entries(struct stream *s, const redisReply *entries)
     struct str *f = s->fields;
     const char *last = NULL;
     for (size_t i = 0; i < entries->elements; i++) {
-        redisReply *e = entries->element[i];
-        if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 || e->element[0]->type != REDIS_REPLY_STRING) {
+        struct redis_reply *e = entries->element[i];
+        if (e->type != REDIS_T_ARRAY || e->elements != 2 || e->element[0]->type != REDIS_T_STRING) {
             log_warnx("skipping malformed entry %zu in xreadgroup reply", i);
             continue;
         }
-        redisReply *id = e->element[0];
-        redisReply *kv = e->element[1];
+        struct redis_reply *id = e->element[0];
+        struct redis_reply *kv = e->element[1];
         last = id->str;
-        if (kv->type != REDIS_REPLY_ARRAY) {
+        if (kv->type != REDIS_T_ARRAY) {
             /* Re-reading our own pending list returns deleted or trimmed entries with a nil
              * field list: nothing to handle, they only need to leave the PEL. */
             idlist_add(&s->vanished, id->str);
@@ -393,8 +460,8 @@ static void parse_entries(struct stream *s, const redisReply *entries)
         /* Redis never stores an odd field count, but a reply is input: pair what pairs. */
         size_t pairs = kv->elements / 2;
         for (size_t j = 0; j < 2 * pairs; j++) {
-            f->p = kv->element[j]->type == REDIS_REPLY_STRING ? kv->element[j]->str : "";
-            f->len = kv->element[j]->type == REDIS_REPLY_STRING ? kv->element[j]->len : 0;
+            f->p = kv->element[j]->type == REDIS_T_STRING ? kv->element[j]->str : "";
+            f->len = kv->element[j]->type == REDIS_T_STRING ? kv->element[j]->len : 0;
             f++;
         }
         m->nf = pairs;
@@ -405,14 +472,14 @@ static void parse_entries(struct stream *s, const redisReply *entries)
 
 /* The XREADGROUP reply: nil (timeout) or [[key, [[id, [f, v, ...] | nil], ...]]]; anything
  * else is an error, never a crash. */
-int stream_parse_read(struct stream *s, const redisReply *r)
+int stream_parse_read(struct stream *s, const struct redis_reply *r)
 {
     s->n = 0;
     s->vanished.n = 0;
-    if (r->type == REDIS_REPLY_NIL)
+    if (r->type == REDIS_T_NIL)
         return 0;
-    if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 || r->element[0]->type != REDIS_REPLY_ARRAY ||
-        r->element[0]->elements != 2 || r->element[0]->element[1]->type != REDIS_REPLY_ARRAY) {
+    if (r->type != REDIS_T_ARRAY || r->elements < 1 || r->element[0]->type != REDIS_T_ARRAY ||
+        r->element[0]->elements != 2 || r->element[0]->element[1]->type != REDIS_T_ARRAY) {
         set_err(s, SERR_REPLY, "xreadgroup", "unexpected reply shape");
         return -1;
     }
@@ -421,39 +488,39 @@ int stream_parse_read(struct stream *s, const redisReply *r)
 }
 
 /* What the claim script answers: [[entries as XCLAIM gives them], [ids not ours]]. */
-int stream_parse_claim(struct stream *s, const redisReply *r)
+int stream_parse_claim(struct stream *s, const struct redis_reply *r)
 {
     s->n = 0;
     s->vanished.n = 0;
     s->lost.n = 0;
-    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 || r->element[0]->type != REDIS_REPLY_ARRAY ||
-        r->element[1]->type != REDIS_REPLY_ARRAY) {
+    if (r->type != REDIS_T_ARRAY || r->elements != 2 || r->element[0]->type != REDIS_T_ARRAY ||
+        r->element[1]->type != REDIS_T_ARRAY) {
         set_err(s, SERR_REPLY, "xclaim", "unexpected reply shape");
         return -1;
     }
     parse_entries(s, r->element[0]);
-    const redisReply *lost = r->element[1];
+    const struct redis_reply *lost = r->element[1];
     for (size_t i = 0; i < lost->elements; i++)
-        if (lost->element[i]->type == REDIS_REPLY_STRING)
+        if (lost->element[i]->type == REDIS_T_STRING)
             idlist_add(&s->lost, lost->element[i]->str);
     return 0;
 }
 
 /* [next-cursor, [entries], [deleted ids]] (Redis 7). The deleted ids are entries whose data
  * was trimmed or deleted: Redis already dropped them from the pending list. */
-int stream_parse_autoclaim(struct stream *s, const redisReply *r, char cursor[STREAM_ID_MAX],
+int stream_parse_autoclaim(struct stream *s, const struct redis_reply *r, char cursor[STREAM_ID_MAX],
                            size_t *deleted)
 {
     s->n = 0;
     s->vanished.n = 0;
     *deleted = 0;
-    if (r->type != REDIS_REPLY_ARRAY || r->elements < 2 || r->element[0]->type != REDIS_REPLY_STRING ||
-        r->element[1]->type != REDIS_REPLY_ARRAY) {
+    if (r->type != REDIS_T_ARRAY || r->elements < 2 || r->element[0]->type != REDIS_T_STRING ||
+        r->element[1]->type != REDIS_T_ARRAY) {
         set_err(s, SERR_REPLY, "xautoclaim", "unexpected reply shape");
         return -1;
     }
     snprintf(cursor, STREAM_ID_MAX, "%s", r->element[0]->str);
-    if (r->elements >= 3 && r->element[2]->type == REDIS_REPLY_ARRAY)
+    if (r->elements >= 3 && r->element[2]->type == REDIS_T_ARRAY)
         *deleted = r->element[2]->elements;
     parse_entries(s, r->element[1]);
     return 0;
@@ -519,16 +586,16 @@ void stream_match_counts(const struct msg *msgs, size_t n, const struct str *ids
     }
 }
 
-void stream_parse_pending(const redisReply *r, const struct msg *msgs, size_t n, long long *counts)
+void stream_parse_pending(const struct redis_reply *r, const struct msg *msgs, size_t n, long long *counts)
 {
-    size_t m = r->type == REDIS_REPLY_ARRAY ? r->elements : 0;
+    size_t m = r->type == REDIS_T_ARRAY ? r->elements : 0;
     struct str *ids = xcalloc(m ? m : 1, sizeof *ids);
     long long *cnt = xcalloc(m ? m : 1, sizeof *cnt);
     size_t k = 0;
     for (size_t i = 0; i < m; i++) {
-        const redisReply *e = r->element[i];
-        if (e->type != REDIS_REPLY_ARRAY || e->elements < 4 || e->element[0]->type != REDIS_REPLY_STRING ||
-            e->element[3]->type != REDIS_REPLY_INTEGER)
+        const struct redis_reply *e = r->element[i];
+        if (e->type != REDIS_T_ARRAY || e->elements < 4 || e->element[0]->type != REDIS_T_STRING ||
+            e->element[3]->type != REDIS_T_INTEGER)
             continue;
         ids[k].p = e->element[0]->str;
         ids[k].len = e->element[0]->len;
@@ -560,7 +627,7 @@ static const char claim_own_lua[] =
     "end\n"
     "return {out, lost}\n";
 
-static redisReply *claim_own(struct stream *s, const char *what, const struct idlist *ids,
+static struct redis_reply *claim_own(struct stream *s, const char *what, const struct idlist *ids,
                              long long retrycount, bool justid)
 {
     char rc[24];
@@ -580,7 +647,7 @@ static redisReply *claim_own(struct stream *s, const char *what, const struct id
         argv[8 + i] = ids->id[i];
     for (size_t i = 0; i < argc; i++)
         len[i] = strlen(argv[i]);
-    redisReply *r = command(s, what, (int)argc, argv, len);
+    struct redis_reply *r = command(s, what, (int)argc, argv, len);
     free(argv);
     free(len);
     return r;
@@ -590,39 +657,14 @@ int stream_claim(struct stream *s, const struct idlist *ids, long long retrycoun
 {
     stream_batch_release(s);
     s->lost.n = 0;
-    redisReply *r = claim_own(s, "xclaim", ids, retrycount, false);
+    struct redis_reply *r = claim_own(s, "xclaim", ids, retrycount, false);
     if (r == NULL)
         return -1;
-    if (stream_parse_claim(s, r) == -1) {
-        freeReplyObject(r);
-        return -1;
-    }
-    s->reply = r;
-    return 0;
-}
-
-/* Read what the socket holds into hiredis's reader, counting it against the read's bound.
- * hiredis 0.14 keeps a whole reply (its buffer, then its objects) before it hands it over: an
- * entry of hundreds of MB would be held twice over before max_message_bytes could be
- * checked, and kill the worker, and its replacement would read the same batch. So a reply
- * that outgrows the bound drops the connection (the rest is discarded by the kernel);
- * the entries it carried stay pending for us, and the caller reads them one by one. */
-static int buffer_read(struct stream *s)
-{
-    size_t before = s->rc->reader->len;
-    if (redisBufferRead(s->rc) != REDIS_OK) {
-        set_err(s, SERR_IO, "read", s->rc->errstr[0] ? s->rc->errstr : "connection lost");
-        stream_disconnect(s);
-        return -1;
-    }
-    /* The reader only appends while feeding (it compacts while parsing, between our calls). */
-    if (s->rc->reader->len > before)
-        s->reply_bytes += s->rc->reader->len - before;
-    if (s->read_limit && s->reply_bytes > s->read_limit) {
-        char detail[96];
-        snprintf(detail, sizeof detail, "reply over %zu bytes, more than the read may hold", s->read_limit);
-        set_err(s, SERR_OVERSIZE, "read", detail);
-        stream_disconnect(s);
+    /* Into the batch's arena, like a read's reply: one way to own and release a batch. */
+    s->reply = copy_reply(&s->arena, r);
+    redis_reply_free(r);
+    if (stream_parse_claim(s, s->reply) == -1) {
+        stream_batch_release(s);
         return -1;
     }
     return 0;
@@ -630,67 +672,32 @@ static int buffer_read(struct stream *s)
 
 int stream_recv(struct stream *s)
 {
-    if (buffer_read(s) == -1)
+    if (s->rc == NULL) {
+        set_err(s, SERR_IO, "read", "not connected");
         return -1;
-    while (s->expect > 0) {
-        void *v = NULL;
-        if (redisGetReplyFromReader(s->rc, &v) != REDIS_OK) {
-            set_err(s, SERR_IO, "read", s->rc->errstr);
-            stream_disconnect(s);
-            return -1;
-        }
-        if (v == NULL) {
-            /* Nothing more is here: wait in poll() (a blocking read may take `block`). */
-            if (s->rc->reader->pos >= s->rc->reader->len)
-                return 0;
-            /* Part of a reply is here: Redis writes a reply whole, so the rest is on its way.
-             * Read it now rather than going back to poll() for every 16 KiB. */
-            if (buffer_read(s) == -1)
-                return -1;
-            continue;
-        }
-        redisReply *r = v;
-        s->expect--;
-        if (s->acks_sent) {
-            s->acks_sent = false;
-            if (r->type == REDIS_REPLY_INTEGER) {
-                s->acked = (uint64_t)r->integer;
-            } else {
-                set_err(s, r->type == REDIS_REPLY_ERROR ? reply_error_kind(r->str) : SERR_REPLY,
-                        "xack", r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
-                freeReplyObject(r);
-                /* The read that follows still answers: drain it so the connection stays in step. */
-                if (s->expect > 0)
-                    continue;
-                return -1;
-            }
-            freeReplyObject(r);
-            continue;
-        }
-        if (r->type == REDIS_REPLY_ERROR) {
-            set_err(s, reply_error_kind(r->str), "xreadgroup", r->str);
-            freeReplyObject(r);
-            return -1;
-        }
-        if (s->err != SERR_NONE) {      /* the XACK before it failed */
-            freeReplyObject(r);
-            return -1;
-        }
-        stream_batch_release(s);
-        s->reply = r;
-        if (stream_parse_read(s, r) == -1) {
-            stream_batch_release(s);
-            return -1;
-        }
+    }
+    /* The replies go to read_ack_cb() and read_cb() as they complete. Called when poll()
+     * saw the descriptor ready: reading finds nothing harmlessly (EAGAIN) when it was only
+     * writable, so POLLIN always. */
+    redis_run(s->rc, POLLIN, redis_now_ms());
+    if (s->read_state == 1) {
+        s->read_state = 0;
         return 1;
+    }
+    if (s->read_state == -1 || redis_fd(s->rc) == -1) {
+        if (s->err == SERR_NONE)
+            set_err(s, SERR_IO, "read", redis_error(s->rc)[0] ? redis_error(s->rc) : "connection lost");
+        s->read_state = 0;
+        if (redis_fd(s->rc) == -1)
+            stream_disconnect(s);
+        return -1;
     }
     return 0;
 }
 
 void stream_batch_release(struct stream *s)
 {
-    if (s->reply)
-        freeReplyObject(s->reply);
+    arena_reset(&s->arena);
     s->reply = NULL;
     s->n = 0;
     s->vanished.n = 0;
@@ -702,27 +709,22 @@ int stream_ack(struct stream *s, const struct idlist *ids, uint64_t *acked)
         *acked = 0;
         return 0;
     }
-    if (append_ack(s, ids) == -1) {
-        set_err(s, SERR_IO, "xack", s->rc->errstr);
-        stream_disconnect(s);
+    const char **argv;
+    size_t *len;
+    int argc = ack_argv(s, ids, &argv, &len);
+    struct redis_reply *r = command(s, "xack", argc, argv, len);
+    free(argv);
+    free(len);
+    if (r == NULL)
         return -1;
-    }
-    void *v = NULL;
-    if (redisGetReply(s->rc, &v) != REDIS_OK) {
-        set_err(s, SERR_IO, "xack", s->rc->errstr);
-        stream_disconnect(s);
-        return -1;
-    }
-    redisReply *r = v;
     int rc = 0;
-    if (r->type == REDIS_REPLY_INTEGER) {
+    if (r->type == REDIS_T_INTEGER) {
         *acked = (uint64_t)r->integer;
     } else {
-        set_err(s, r->type == REDIS_REPLY_ERROR ? reply_error_kind(r->str) : SERR_REPLY, "xack",
-                r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+        set_reply_err(s, "xack", r);
         rc = -1;
     }
-    freeReplyObject(r);
+    redis_reply_free(r);
     return rc;
 }
 
@@ -739,11 +741,11 @@ int stream_delivery_counts(struct stream *s, const struct msg *msgs, size_t n, s
     size_t len[7];
     for (int i = 0; i < 7; i++)
         len[i] = strlen(argv[i]);
-    redisReply *r = command(s, "xpending", 7, argv, len);
+    struct redis_reply *r = command(s, "xpending", 7, argv, len);
     if (r == NULL)
         return -1;
     stream_parse_pending(r, msgs, n, counts);
-    freeReplyObject(r);
+    redis_reply_free(r);
     return 0;
 }
 
@@ -810,16 +812,11 @@ static const char dead_letter_check_lua[] =
     "redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])\n"
     "return 1\n";
 
-/* Read one reply of a pipeline. Returns it (caller frees) or NULL with s->err (I/O). */
-static redisReply *next_reply(struct stream *s, const char *what)
+/* Keep a reply of a pipeline (a copy in *arg), for the caller to look at once the last
+ * command of the pipeline has answered: replies come in order. */
+static void keep_cb(void *arg, const struct redis_reply *v)
 {
-    void *v = NULL;
-    if (redisGetReply(s->rc, &v) != REDIS_OK || v == NULL) {
-        set_err(s, SERR_IO, what, s->rc->errstr[0] ? s->rc->errstr : "connection lost");
-        drop(s);
-        return NULL;
-    }
-    return v;
+    *(struct redis_reply **)arg = redis_reply_dup(v);
 }
 
 /* The move of an entry with more fields than Lua can pass on: the worker reads the entry,
@@ -828,18 +825,18 @@ static int dead_letter_many(struct stream *s, const char *dlq, const char *id, c
 {
     const char *rargv[4] = { "XRANGE", s->key, id, id };
     size_t rlen[4] = { 6, strlen(s->key), strlen(id), strlen(id) };
-    redisReply *e = command(s, "dead-letter xrange", 4, rargv, rlen);
+    struct redis_reply *e = command(s, "dead-letter xrange", 4, rargv, rlen);
     if (e == NULL)
         return -2;
     int rc = -2;
     const char **argv = NULL;
     size_t *len = NULL;
-    if (e->type != REDIS_REPLY_ARRAY || e->elements == 0 || e->element[0]->type != REDIS_REPLY_ARRAY ||
-        e->element[0]->elements != 2 || e->element[0]->element[1]->type != REDIS_REPLY_ARRAY) {
+    if (e->type != REDIS_T_ARRAY || e->elements == 0 || e->element[0]->type != REDIS_T_ARRAY ||
+        e->element[0]->elements != 2 || e->element[0]->element[1]->type != REDIS_T_ARRAY) {
         rc = -5;        /* gone meanwhile (or odd): the script path decides */
         goto out;
     }
-    const redisReply *kv = e->element[0]->element[1];
+    const struct redis_reply *kv = e->element[0]->element[1];
     size_t argc = 3 + kv->elements + 12;
     argv = xmalloc(argc * sizeof *argv);
     len = xmalloc(argc * sizeof *len);
@@ -851,9 +848,9 @@ static int dead_letter_many(struct stream *s, const char *dlq, const char *id, c
     len[2] = 1;
     size_t k = 3;
     for (size_t i = 0; i < kv->elements; i++, k++) {
-        const redisReply *v = kv->element[i];
-        argv[k] = v->type == REDIS_REPLY_STRING ? v->str : "";
-        len[k] = v->type == REDIS_REPLY_STRING ? v->len : 0;
+        const struct redis_reply *v = kv->element[i];
+        argv[k] = v->type == REDIS_T_STRING ? v->str : "";
+        len[k] = v->type == REDIS_T_STRING ? v->len : 0;
     }
     for (size_t i = 0; i < 12; i++, k++) {
         argv[k] = extra[i];
@@ -868,48 +865,51 @@ static int dead_letter_many(struct stream *s, const char *dlq, const char *id, c
     size_t clen[9];
     for (int i = 0; i < 9; i++)
         clen[i] = strlen(cargv[i]);
-    if (redisAppendCommandArgv(s->rc, 1, margv, mlen) != REDIS_OK ||
-        redisAppendCommandArgv(s->rc, (int)k, argv, len) != REDIS_OK ||
-        redisAppendCommandArgv(s->rc, 9, cargv, clen) != REDIS_OK ||
-        redisAppendCommandArgv(s->rc, 1, xargv, xlen) != REDIS_OK) {
-        set_err(s, SERR_IO, "dead-letter", s->rc->errstr);
+    /* MULTI's +OK, two +QUEUED (or errors: EXEC then aborts), EXEC's [xadd, eval]: one round
+     * trip, EXEC's reply waited for last. A connection that fails gives each its error. */
+    struct redis_reply *queued[3] = { NULL, NULL, NULL };
+    redis_set_max_reply_bytes(s->rc, 0);
+    long timeout = command_ms(s);
+    if (redis_command(s->rc, 1, margv, mlen, keep_cb, &queued[0], timeout) == -1 ||
+        redis_command(s->rc, (int)k, argv, len, keep_cb, &queued[1], timeout) == -1 ||
+        redis_command(s->rc, 9, cargv, clen, keep_cb, &queued[2], timeout) == -1) {
+        set_err(s, SERR_IO, "dead-letter", redis_error(s->rc)[0] ? redis_error(s->rc) : "not connected");
         drop(s);
+        for (int i = 0; i < 3; i++)
+            redis_reply_free(queued[i]);
         goto out;
     }
-    /* MULTI's +OK, two +QUEUED (or errors: EXEC then aborts), EXEC's [xadd, eval]. */
-    redisReply *queued[3] = { NULL, NULL, NULL };
+    struct redis_reply *x = redis_call(s->rc, 1, xargv, xlen, timeout);
     for (int i = 0; i < 3; i++)
-        if ((queued[i] = next_reply(s, "dead-letter")) == NULL)
-            break;
-    redisReply *x = queued[2] ? next_reply(s, "dead-letter exec") : NULL;
+        if (queued[i] == NULL)      /* not answered: never so while EXEC's reply came after */
+            queued[i] = redis_reply_dup(x);
     if (x) {
-        const redisReply *why = NULL;   /* the first error, for s->errstr */
+        const struct redis_reply *why = NULL;   /* the first error, for s->errstr */
         for (int i = 0; i < 3 && why == NULL; i++)
-            if (queued[i]->type == REDIS_REPLY_ERROR)
+            if (queued[i]->type == REDIS_T_ERROR)
                 why = queued[i];
-        if (x->type == REDIS_REPLY_ARRAY && x->elements == 2 && x->element[1]->type == REDIS_REPLY_INTEGER) {
+        if (x->type == REDIS_T_ARRAY && x->elements == 2 && x->element[1]->type == REDIS_T_INTEGER) {
             rc = (int)x->element[1]->integer;
             if (rc == -3) {         /* the XADD failed: say why */
-                why = x->element[0]->type == REDIS_REPLY_ERROR ? x->element[0] : NULL;
+                why = x->element[0]->type == REDIS_T_ERROR ? x->element[0] : NULL;
                 rc = -2;
             }
-        } else if (x->type == REDIS_REPLY_ARRAY && x->elements == 2 && x->element[1]->type == REDIS_REPLY_ERROR) {
+        } else if (x->type == REDIS_T_ARRAY && x->elements == 2 && x->element[1]->type == REDIS_T_ERROR) {
             why = x->element[1];
-        } else if (x->type == REDIS_REPLY_ERROR && why == NULL) {
+        } else if (x->type == REDIS_T_ERROR && why == NULL) {
             why = x;
         }
         if (rc == -2)
-            set_err(s, why ? reply_error_kind(why->str) : SERR_REPLY, "dead-letter",
-                    why ? why->str : "unexpected reply");
-        freeReplyObject(x);
+            set_err(s, why ? error_kind(why) : SERR_REPLY, "dead-letter", why ? why->str : "unexpected reply");
+        redis_reply_free(x);
     }
     for (int i = 0; i < 3; i++)
-        if (queued[i])
-            freeReplyObject(queued[i]);
+        redis_reply_free(queued[i]);
+    drop_if_closed(s);
 out:
     free(argv);
     free(len);
-    freeReplyObject(e);
+    redis_reply_free(e);
     return rc;
 }
 
@@ -928,11 +928,11 @@ int stream_dead_letter(struct stream *s, const char *dlq, const char *id, const 
         size_t len[13];
         for (int i = 0; i < 13; i++)
             len[i] = strlen(argv[i]);
-        redisReply *r = command(s, "dead-letter", 13, argv, len);
+        struct redis_reply *r = command(s, "dead-letter", 13, argv, len);
         if (r == NULL)
             return -2;
-        int rc = r->type == REDIS_REPLY_INTEGER ? (int)r->integer : -2;
-        freeReplyObject(r);
+        int rc = r->type == REDIS_T_INTEGER ? (int)r->integer : -2;
+        redis_reply_free(r);
         if (rc != -4)
             return rc;
         const char *const extra[12] = { "dlq.stream", s->key, "dlq.id", id, "dlq.reason", reason,
@@ -957,14 +957,16 @@ int stream_autoclaim(struct stream *s, long min_idle_ms, char cursor[STREAM_ID_M
     size_t len[8];
     for (int i = 0; i < 8; i++)
         len[i] = strlen(argv[i]);
-    redisReply *r = command(s, "xautoclaim", 8, argv, len);
+    struct redis_reply *r = command(s, "xautoclaim", 8, argv, len);
     if (r == NULL)
         return -1;
-    if (stream_parse_autoclaim(s, r, cursor, deleted) == -1) {
-        freeReplyObject(r);
+    /* Into the batch's arena, like a read's reply: one way to own and release a batch. */
+    s->reply = copy_reply(&s->arena, r);
+    redis_reply_free(r);
+    if (stream_parse_autoclaim(s, s->reply, cursor, deleted) == -1) {
+        stream_batch_release(s);
         return -1;
     }
-    s->reply = r;
     return 0;
 }
 
@@ -972,11 +974,11 @@ int stream_set_count(struct stream *s, const char *id, long long count)
 {
     struct idlist one = { 0 };
     idlist_add(&one, id);
-    redisReply *r = claim_own(s, "xclaim retrycount", &one, count, true);
+    struct redis_reply *r = claim_own(s, "xclaim retrycount", &one, count, true);
     idlist_release(&one);
     if (r == NULL)
         return -1;
-    freeReplyObject(r);
+    redis_reply_free(r);
     return 0;
 }
 
@@ -985,15 +987,15 @@ int stream_touch(struct stream *s, const struct idlist *ids)
     s->lost.n = 0;
     if (ids->n == 0)
         return 0;
-    redisReply *r = claim_own(s, "xclaim justid", ids, -1, true);
+    struct redis_reply *r = claim_own(s, "xclaim justid", ids, -1, true);
     if (r == NULL)
         return -1;
     /* Only the ids another consumer holds are of use here (s->msgs is not touched). */
-    if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 && r->element[1]->type == REDIS_REPLY_ARRAY)
+    if (r->type == REDIS_T_ARRAY && r->elements == 2 && r->element[1]->type == REDIS_T_ARRAY)
         for (size_t i = 0; i < r->element[1]->elements; i++)
-            if (r->element[1]->element[i]->type == REDIS_REPLY_STRING)
+            if (r->element[1]->element[i]->type == REDIS_T_STRING)
                 idlist_add(&s->lost, r->element[1]->element[i]->str);
-    freeReplyObject(r);
+    redis_reply_free(r);
     return 0;
 }
 
@@ -1011,46 +1013,58 @@ int stream_seen(struct stream *s, const struct str *keys, size_t n, bool *seen)
         argv[1 + i] = keys[i].p;
         len[1 + i] = keys[i].len;
     }
-    redisReply *r = command(s, "mget", (int)n + 1, argv, len);
+    struct redis_reply *r = command(s, "mget", (int)n + 1, argv, len);
     free(argv);
     free(len);
     if (r == NULL)
         return -1;
-    for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements && i < n; i++)
-        seen[i] = r->element[i]->type != REDIS_REPLY_NIL;
-    freeReplyObject(r);
+    for (size_t i = 0; r->type == REDIS_T_ARRAY && i < r->elements && i < n; i++)
+        seen[i] = r->element[i]->type != REDIS_T_NIL;
+    redis_reply_free(r);
     return 0;
+}
+
+/* The replies to a pipeline of SETs: the first error is kept in s. */
+static void mark_done_cb(void *arg, const struct redis_reply *v)
+{
+    struct stream *s = arg;
+    if (v->type == REDIS_T_ERROR && s->err == SERR_NONE)
+        set_err(s, error_kind(v), "set done-marker", v->str);
 }
 
 int stream_mark_done(struct stream *s, const struct str *keys, size_t n, long ttl_ms)
 {
+    s->err = SERR_NONE;
+    if (n == 0)
+        return 0;
+    if (s->rc == NULL) {
+        set_err(s, SERR_IO, "set done-marker", "not connected");
+        return -1;
+    }
     char ttl[24];
     snprintf(ttl, sizeof ttl, "%ld", ttl_ms);
-    for (size_t i = 0; i < n; i++) {
+    /* Pipelined: all but the last by callback, the last waited for (replies come in order,
+     * so the others have answered by then, or failed with the connection). */
+    redis_set_max_reply_bytes(s->rc, 0);
+    for (size_t i = 0; i + 1 < n; i++) {
         const char *argv[5] = { "SET", keys[i].p, "1", "PX", ttl };
         size_t len[5] = { 3, keys[i].len, 1, 2, strlen(ttl) };
-        if (redisAppendCommandArgv(s->rc, 5, argv, len) != REDIS_OK) {
-            set_err(s, SERR_IO, "set done-marker", s->rc->errstr);
+        if (redis_command(s->rc, 5, argv, len, mark_done_cb, s, command_ms(s)) == -1) {
+            set_err(s, SERR_IO, "set done-marker", redis_error(s->rc)[0] ? redis_error(s->rc) : "not connected");
             stream_disconnect(s);
             return -1;
         }
     }
-    int rc = 0;
-    for (size_t i = 0; i < n; i++) {
-        void *v = NULL;
-        if (redisGetReply(s->rc, &v) != REDIS_OK) {
-            set_err(s, SERR_IO, "set done-marker", s->rc->errstr);
-            stream_disconnect(s);
-            return -1;
-        }
-        redisReply *r = v;
-        if (r->type == REDIS_REPLY_ERROR && rc == 0) {
-            set_err(s, reply_error_kind(r->str), "set done-marker", r->str);
-            rc = -1;
-        }
-        freeReplyObject(r);
+    const char *argv[5] = { "SET", keys[n - 1].p, "1", "PX", ttl };
+    size_t len[5] = { 3, keys[n - 1].len, 1, 2, strlen(ttl) };
+    struct redis_reply *r = redis_call(s->rc, 5, argv, len, command_ms(s));
+    mark_done_cb(s, r);
+    redis_reply_free(r);
+    if (s->rc && redis_fd(s->rc) == -1) {
+        stream_disconnect(s);
+        return -1;
     }
-    return rc;
+    return s->err == SERR_NONE ? 0 : -1;
 }
 
 /* Our first pending entry after ARGV[2] ('-' or '(id'), sized without sending it: [id,
@@ -1078,23 +1092,23 @@ int stream_probe_pending(struct stream *s, const char *after, char id[STREAM_ID_
     size_t len[7];
     for (int i = 0; i < 7; i++)
         len[i] = strlen(argv[i]);
-    redisReply *r = command(s, "probe pending entry", 7, argv, len);
+    struct redis_reply *r = command(s, "probe pending entry", 7, argv, len);
     if (r == NULL)
         return -1;
     int rc = 0;
-    if (r->type == REDIS_REPLY_ARRAY && r->elements == 4 && r->element[0]->type == REDIS_REPLY_STRING &&
-        r->element[1]->type == REDIS_REPLY_INTEGER && r->element[2]->type == REDIS_REPLY_INTEGER &&
-        r->element[3]->type == REDIS_REPLY_INTEGER) {
+    if (r->type == REDIS_T_ARRAY && r->elements == 4 && r->element[0]->type == REDIS_T_STRING &&
+        r->element[1]->type == REDIS_T_INTEGER && r->element[2]->type == REDIS_T_INTEGER &&
+        r->element[3]->type == REDIS_T_INTEGER) {
         snprintf(id, STREAM_ID_MAX, "%s", r->element[0]->str);
         *count = r->element[1]->integer;
         *bytes = r->element[2]->integer;
         *values = r->element[3]->integer;
         rc = 1;
-    } else if (r->type != REDIS_REPLY_ARRAY || r->elements != 0) {
+    } else if (r->type != REDIS_T_ARRAY || r->elements != 0) {
         set_err(s, SERR_REPLY, "probe pending entry", "unexpected reply shape");
         rc = -1;
     }
-    freeReplyObject(r);
+    redis_reply_free(r);
     return rc;
 }
 
@@ -1125,11 +1139,11 @@ int stream_prune_consumers(struct stream *s, long idle_ms, long long *removed)
     size_t len[7];
     for (int i = 0; i < 7; i++)
         len[i] = strlen(argv[i]);
-    redisReply *r = command(s, "prune consumers", 7, argv, len);
+    struct redis_reply *r = command(s, "prune consumers", 7, argv, len);
     if (r == NULL)
         return -1;
-    *removed = r->type == REDIS_REPLY_INTEGER ? r->integer : 0;
-    freeReplyObject(r);
+    *removed = r->type == REDIS_T_INTEGER ? r->integer : 0;
+    redis_reply_free(r);
     return 0;
 }
 
@@ -1144,10 +1158,10 @@ int stream_adopt(struct stream *s, const char *id, long long count, bool *adopte
     size_t len[10];
     for (int i = 0; i < 10; i++)
         len[i] = strlen(argv[i]);
-    redisReply *r = command(s, "xclaim force", 10, argv, len);
+    struct redis_reply *r = command(s, "xclaim force", 10, argv, len);
     if (r == NULL)
         return -1;
-    *adopted = r->type == REDIS_REPLY_ARRAY && r->elements == 1;
-    freeReplyObject(r);
+    *adopted = r->type == REDIS_T_ARRAY && r->elements == 1;
+    redis_reply_free(r);
     return 0;
 }

@@ -1,10 +1,10 @@
-/* stream.h: every Redis command a child sends, over one hiredis connection (the only file
- * that includes hiredis on the child side). A child reads its pool's stream through the
- * consumer group with XREADGROUP and acknowledges with XACK; an XACK of the previous batch
- * and the XREADGROUP of the next share a round trip (pipelined). The read is sent, then
- * waited for with poll() on stream_fd() by the caller, so that a signal or a handler's
- * descriptors are never starved by a blocking read (hiredis 0.14 retries read() on EINTR:
- * a blocking redisGetReply() cannot be interrupted). */
+/* stream.h: every Redis command a child sends, over one connection of our client
+ * (common/redis.c, the only file that includes hiredis; TLS on rediss://). A child reads its
+ * pool's stream through the consumer group with XREADGROUP and acknowledges with XACK; an
+ * XACK of the previous batch and the XREADGROUP of the next share a round trip (pipelined).
+ * The read is sent, then waited for with poll() on stream_fd()/stream_events() by the
+ * caller, so that a signal or a handler's descriptors are never starved by a blocking read.
+ * The other commands wait for their reply, each within a deadline. */
 #ifndef SF_STREAM_H
 #define SF_STREAM_H
 
@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "child/msg.h"
+#include "common/arena.h"
 #include "common/conf.h"
 
 #define STREAM_ID_MAX 48        /* "18446744073709551615-18446744073709551615" fits */
@@ -36,8 +37,8 @@ enum stream_error {
     SERR_OVERSIZE,    /* a read's reply outgrew its bound: the connection was dropped */
 };
 
-struct redisContext;
-struct redisReply;
+struct redis;
+struct redis_reply;
 
 struct stream {
     const struct redis_addr *addr;
@@ -46,7 +47,7 @@ struct stream {
     char consumer[300];
     long block_ms;
     long long max_message_bytes;
-    struct redisContext *rc;
+    struct redis *rc;           /* NULL: not connected */
     enum stream_error err;
     char errstr[256];
     bool group_created;         /* stream_create_group() made the group (it did not exist) */
@@ -55,8 +56,10 @@ struct stream {
                                  * had delivered ("": none known), where a lost group restarts */
     char group_at[STREAM_ID_MAX]; /* the group's last-delivered-id after stream_create_group() */
 
-    /* The batch being received: entries point into reply, valid until stream_batch_release. */
-    struct redisReply *reply;
+    /* The batch being received: entries point into reply, a copy in arena, valid until
+     * stream_batch_release. */
+    struct redis_reply *reply;
+    struct arena arena;
     struct msg *msgs;
     size_t n, mcap;
     struct str *fields;
@@ -66,7 +69,8 @@ struct stream {
     int expect;                 /* replies still to come for the request sent */
     bool acks_sent;
     uint64_t acked;             /* XACK's count for the acks sent with the request */
-    size_t reply_bytes;         /* received for the request sent */
+    int read_state;             /* the read's outcome, set by its reply: 1 done, -1 failed */
+    bool connecting;            /* in stream_connect(): a failure is the connection's */
     size_t read_limit;          /* more than this for one read: SERR_OVERSIZE */
     size_t entry_limit;         /* the bound of one entry in a read (0: from max_message_bytes) */
     struct idlist lost;         /* ids a claim found held by another consumer (not claimed) */
@@ -75,12 +79,16 @@ struct stream {
 /* Fill s for the pool's stream and group under consumer name consumer. No I/O. */
 void stream_init(struct stream *s, const struct redis_addr *addr, const struct pool_conf *p,
                  const char *consumer);
-/* Connect, set the socket timeout above block, AUTH, SELECT, and make sure the group exists
+/* Connect (TLS for rediss://), AUTH, SELECT, and make sure the group exists
  * (stream_create_group()). Returns 0 or -1 with s->err, s->errstr. */
 int stream_connect(struct stream *s);
 void stream_disconnect(struct stream *s);
 bool stream_connected(const struct stream *s);
+/* The descriptor to poll while a read is outstanding, and the events to poll it for (POLLIN,
+ * and POLLOUT while part of the request is still to be written); -1 and 0 when not connected.
+ * Call stream_recv() when it is ready. */
 int stream_fd(const struct stream *s);
+short stream_events(const struct stream *s);
 /* Make sure the group exists (MKSTREAM), atomically. A missing group is created after
  * s->resume, the last entry the fleet is known to have had delivered (or at the stream's last
  * entry when that is older), or, with no such knowledge, at the start of the stream ("0") or
@@ -163,12 +171,12 @@ int stream_probe_pending(struct stream *s, const char *after, char id[STREAM_ID_
 /* Reply parsers, pure (exposed for the fuzz target). An XREADGROUP reply, an XCLAIM reply (a
  * list of entries) and an XAUTOCLAIM reply fill s->msgs (pointing into r, which the caller
  * keeps while it uses them); a malformed reply is an error (-1, s->err), never a crash. */
-int stream_parse_read(struct stream *s, const struct redisReply *r);
-int stream_parse_claim(struct stream *s, const struct redisReply *r);
-int stream_parse_autoclaim(struct stream *s, const struct redisReply *r, char cursor[STREAM_ID_MAX],
+int stream_parse_read(struct stream *s, const struct redis_reply *r);
+int stream_parse_claim(struct stream *s, const struct redis_reply *r);
+int stream_parse_autoclaim(struct stream *s, const struct redis_reply *r, char cursor[STREAM_ID_MAX],
                            size_t *deleted);
 /* The delivery counts of msgs[0..n) from an XPENDING reply (counts[i] = 0 when not listed). */
-void stream_parse_pending(const struct redisReply *r, const struct msg *msgs, size_t n,
+void stream_parse_pending(const struct redis_reply *r, const struct msg *msgs, size_t n,
                           long long *counts);
 
 /* Entry ids in numeric order: <0, 0, >0. Text that is not an id sorts after every id. */

@@ -1568,18 +1568,3 @@ struct conf *conf_load_or_report(const char *path, size_t *nproblems)
     conf_errors_release(&errs);
     return c;
 }
-
-int conf_check_workers(const struct conf *c, char *err, size_t len)
-{
-    /* The workers still talk to Redis through hiredis 0.14's own connection, which has no TLS:
-     * until they move onto common/redis.c, a fleet on rediss:// would only crash-loop. */
-    if (!c->redis.tls)
-        return 0;
-    if (c->redis_from_env)
-        snprintf(err, len, "STREAMFLEET_REDIS: rediss:// is not supported by the workers yet "
-                 "(only `streamfleet dlq` and `streamfleet status` speak TLS)");
-    else
-        snprintf(err, len, "%s:%d: rediss:// is not supported by the workers yet "
-                 "(only `streamfleet dlq` and `streamfleet status` speak TLS)", c->path, c->redis_line);
-    return -1;
-}

@@ -139,9 +139,6 @@ const char *conf_redis_display(const struct redis_addr *a, char *buf, size_t len
  * reload keeps the children of a pool whose settings are the same. */
 bool conf_pool_same(const struct pool_conf *a, const struct pool_conf *b);
 bool conf_redis_same(const struct redis_addr *a, const struct redis_addr *b);
-/* 0 when the workers can run with c; -1 with err ("FILE:LINE: ...") when they cannot (rediss://,
- * until the workers move onto common/redis.c). Checked where workers would be forked. */
-int conf_check_workers(const struct conf *c, char *err, size_t len);
 
 /* The bearer token in path (listen_token_file), trailing whitespace removed; NULL when it
  * cannot be read or is empty (err says why). Caller wipes (explicit_bzero) and frees it. */

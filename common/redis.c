@@ -74,6 +74,7 @@ struct redis {
     redisReader *reader;
     struct arena arena;
     bool toobig;                    /* an array header alone broke the bound */
+    size_t raw;                     /* bytes of the reply being read that the reader consumed */
     struct buf out;                 /* formatted commands not yet written */
     size_t out_off;
     bool out_secret;                /* out has held AUTH's password since it was last wiped */
@@ -169,8 +170,11 @@ static void *reply_array(const redisReadTask *task, int elements)
 {
     struct redis *r = task->privdata;
     size_t n = elements > 0 ? (size_t)elements : 0;
+    /* With a bound, the header may not announce more element slots than it allows (the bytes
+     * themselves are counted in dispatch()); without one, what the objects take is capped. */
     size_t bound = r->opts.max_reply_bytes ? r->opts.max_reply_bytes : ARRAY_BYTES_MAX;
-    if (n > bound / sizeof(struct redis_reply *) || r->arena.used + n * sizeof(struct redis_reply *) > bound) {
+    if (n > bound / sizeof(struct redis_reply *) ||
+        (!r->opts.max_reply_bytes && r->arena.used + n * sizeof(struct redis_reply *) > bound)) {
         r->toobig = true;
         return NULL;                /* the reader fails with an out-of-memory error */
     }
@@ -212,6 +216,7 @@ static void reader_reset(struct redis *r)
     r->reader->privdata = r;
     arena_reset(&r->arena);
     r->toobig = false;
+    r->raw = 0;
 }
 
 struct redis_reply *redis_reply_dup(const struct redis_reply *v)
@@ -784,6 +789,7 @@ static int dispatch(struct redis *r)
     unsigned gen = r->gen;
     for (;;) {
         void *obj = NULL;
+        size_t left = r->reader->len - r->reader->pos;
         if (redisReaderGetReply(r->reader, &obj) != REDIS_OK) {
             char why[sizeof r->error];
             if (r->toobig)
@@ -793,8 +799,11 @@ static int dispatch(struct redis *r)
             conn_drop(r, r->toobig ? REDIS_E_TOOBIG : REDIS_E_PROTO, why);
             return -1;
         }
+        /* The reader's compaction moves pos and len alike: what is left tells what it read. */
+        r->raw += left - (r->reader->len - r->reader->pos);
         if (obj == NULL)
             break;
+        r->raw = 0;
         const struct redis_reply *v = obj;
         if (r->qlen == 0) {
             char why[sizeof r->error];
@@ -815,8 +824,10 @@ static int dispatch(struct redis *r)
         if (r->setup_left == 0 && answered)
             r->attempt = 0;         /* a connection that answers ends the backoff */
     }
-    if (r->opts.max_reply_bytes &&
-        (r->reader->len - r->reader->pos) + r->arena.used > r->opts.max_reply_bytes) {
+    /* The bytes of the reply being read, as they came from the server (its objects take more:
+     * a one-byte string is some 70 bytes of them, so the bound is in the server's terms, the
+     * terms in which an entry's size can be known before it is read). */
+    if (r->opts.max_reply_bytes && r->raw + (r->reader->len - r->reader->pos) > r->opts.max_reply_bytes) {
         char why[sizeof r->error];
         snprintf(why, sizeof why, "reply larger than %zu bytes", r->opts.max_reply_bytes);
         conn_drop(r, REDIS_E_TOOBIG, why);

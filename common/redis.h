@@ -65,7 +65,7 @@ struct redis_opts {
     long connect_timeout_ms;    /* TCP connect plus TLS handshake; 0: 2000 */
     long backoff_min_ms;        /* reconnect delays: 0: 250 */
     long backoff_max_ms;        /* 0: 5000 */
-    size_t max_reply_bytes;     /* one reply's buffered bytes; 0: no bound */
+    size_t max_reply_bytes;     /* one reply's bytes as the server sent them; 0: no bound */
     const char *client_name;    /* CLIENT SETNAME; NULL: none (copied) */
     bool no_reconnect;          /* a failed connection stays closed (the blocking helper) */
 };

@@ -1,8 +1,7 @@
 """Integration tests of our own Redis client (common/redis.c): TCP, unix socket and TLS
-(rediss://) through the real binary against a real redis-server. What speaks TLS today: the
-command-line tools (`streamfleet dlq`, `streamfleet status`) and the master's monitor (/health);
-the workers do not yet, so a fleet on rediss:// is refused at start (the monitor tests use the
-test-only STREAMFLEET_TEST_TLS_MONITOR to run the master anyway)."""
+(rediss://) through the real binary against a real redis-server. Everything speaks TLS: the
+command-line tools (`streamfleet dlq`, `streamfleet status`), the master's monitor (/health)
+and the workers."""
 import json
 import os
 import signal
@@ -14,7 +13,8 @@ import redis as redislib
 
 from conftest import (TIMEOUT, RedisServer, _openssl, add_messages, free_port, proc_stat,
                       run_binary, wait_until, write_ini)
-from reliability_helpers import dlq_cli, log_pool
+from reliability_helpers import (BIG_TIMEOUT, by_webhook_id, dlq_cli, http_pool, log_pool,
+                                 metric, wait_metric, wait_pending)
 
 
 class TlsRedis(RedisServer):
@@ -189,13 +189,12 @@ def test_tls_client_on_a_plain_port_is_named(redis_server, certs, tmp_path):
 # the config
 # --------------------------------------------------------------------------------------------
 
-def test_rediss_is_refused_where_workers_would_start(tls_redis, certs, tmp_path):
+def test_rediss_is_a_valid_config_for_a_fleet(tls_redis, certs, tmp_path):
     srv = tls_redis(auth_clients="optional")
     cfg = cli_config(tmp_path, f"rediss://127.0.0.1:{srv.port}/0", tls_keys(certs, client=False))
-    for args in (["-t", "-c", str(cfg)], ["-c", str(cfg)]):
-        res = run_binary(args, timeout=30)
-        assert res.returncode == 1, res
-        assert f"{cfg}:2: rediss:// is not supported by the workers yet" in res.stderr, res.stderr
+    res = run_binary(["-t", "-c", str(cfg)], timeout=30)
+    assert res.returncode == 0, res
+    assert "configuration OK" in res.stdout, res.stdout
 
 
 def test_tls_key_mistakes_are_config_errors_with_their_line(certs, tmp_path):
@@ -215,9 +214,6 @@ def test_tls_key_mistakes_are_config_errors_with_their_line(certs, tmp_path):
 # the master's monitor
 # --------------------------------------------------------------------------------------------
 
-TLS_MONITOR = {"STREAMFLEET_TEST_TLS_MONITOR": "1"}
-
-
 def redis_health(fl):
     status, body = fl.health()
     return status, (body or {}).get("redis", {}), (body or {}).get("reason", "")
@@ -226,7 +222,7 @@ def redis_health(fl):
 def test_monitor_over_tls_reports_redis_up(tls_redis, certs, fleet_factory):
     srv = tls_redis(auth_clients="yes")
     fl = fleet_factory({"fleet": {"redis": f"rediss://127.0.0.1:{srv.port}/0", **tls_keys(certs)},
-                        "pool:p": log_pool("src")}, env=TLS_MONITOR)
+                        "pool:p": log_pool("src")})
     fl.wait_for(lambda: redis_health(fl)[1].get("up") is True, what="redis up over TLS")
     names = [c.get("name") for c in srv.client().client_list()]
     assert "streamfleet-master" in names, names
@@ -246,7 +242,7 @@ def test_monitor_over_tls_says_why_in_health_and_recovers_when_fixed(fault, tls_
         fleet_keys = tls_keys(certs, client=False)
         words = ["certificate verify failed"]
     fl = fleet_factory({"fleet": {"redis": f"{scheme}://127.0.0.1:{srv.port}/0", **fleet_keys},
-                        "pool:p": log_pool("src")}, env=TLS_MONITOR)
+                        "pool:p": log_pool("src")})
     fl.wait_for(lambda: redis_health(fl)[1].get("error"), what="a redis error in /health")
     status, red, reason = redis_health(fl)
     assert status == 503 and red["up"] is False
@@ -315,10 +311,100 @@ def test_monitor_with_a_wrong_server_name_recovers_after_a_reload_that_fixes_it(
     fl = fleet_factory({"fleet": {"redis": f"rediss://127.0.0.1:{srv.port}/0",
                                   **tls_keys(certs, client=False,
                                              redis_tls_server_name="db.example.org")},
-                        "pool:p": log_pool("src")}, env=TLS_MONITOR)
+                        "pool:p": log_pool("src")})
     fl.wait_for(lambda: "hostname mismatch" in (redis_health(fl)[1].get("error") or ""),
                 what="hostname mismatch in /health")
     text = fl.config_path.read_text().replace("db.example.org", "localhost")
     fl.config_path.write_text(text)
     fl.signal(signal.SIGHUP)
     fl.wait_for(lambda: redis_health(fl)[1].get("up") is True, what="redis up after the reload")
+
+
+# --------------------------------------------------------------------------------------------
+# worker over TLS
+# --------------------------------------------------------------------------------------------
+
+def worker_errors(fl):
+    """The texts of the workers' last errors, from /status.json."""
+    status, _, body = fl.http_get("/status.json")
+    assert status == 200, status
+    return [e["error"] for p in json.loads(body)["pools"] for e in p["last_errors"]]
+
+
+def workers_cpu(fl):
+    return sum(cpu_seconds(pid) for pid in fl.children())
+
+
+def test_fleet_over_tls_with_a_client_certificate_delivers_and_acks_every_message(
+        tls_redis, certs, sink, fleet_factory):
+    srv = tls_redis(auth_clients="yes")
+    r = srv.client()
+    fl = fleet_factory({"fleet": {"redis": f"rediss://127.0.0.1:{srv.port}/0", **tls_keys(certs)},
+                        "pool:p": log_pool("src", workers=2, batch=50, handler="noop"),
+                        "pool:h": http_pool(sink, "hooks", workers=1, inflight=16)})
+    ids = add_messages(r, "src", 1000)
+    hooks = add_messages(r, "hooks", 100, fields=lambda i: {"type": "t", "n": str(i)})
+    wait_metric(fl, "streamfleet_messages_acked_total", "p", lambda v: v == 1000, timeout=BIG_TIMEOUT)
+    wait_metric(fl, "streamfleet_messages_acked_total", "h", lambda v: v == 100, timeout=BIG_TIMEOUT)
+    wait_pending(fl, r, "src", "src-group", 0)
+    wait_pending(fl, r, "hooks", "hooks-group", 0)
+    assert set(by_webhook_id(sink.snapshot(), ok=True)) == set(hooks)
+    assert len(ids) == 1000 and not r.exists("src:dlq") and not r.exists("hooks:dlq")
+    # the only port is TLS, and it wants our certificate: the workers are connected through it
+    names = [c.get("name") for c in r.client_list()]
+    assert names.count("streamfleet-worker") == 3, names
+    assert fl.health()[0] == 200
+
+
+def test_worker_with_a_wrong_ca_says_why_does_not_spin_and_recovers_after_a_reload(
+        tls_redis, certs, fleet_factory):
+    srv = tls_redis(auth_clients="optional")
+    r = srv.client()
+    fl = fleet_factory({"fleet": {"redis": f"rediss://127.0.0.1:{srv.port}/0",
+                                  **tls_keys(certs, ca=certs.other_ca, client=False)},
+                        "pool:p": log_pool("src", workers=2)})
+    add_messages(r, "src", 20)
+
+    def failing():
+        errs = [e for e in worker_errors(fl) if "certificate verify failed" in e]
+        return errs if len(errs) >= 2 else None
+    errs = fl.wait_for(failing, what="both workers' tls error in /status.json")
+    assert all("redis_tls_ca" in e for e in errs), errs
+    status, body = fl.health()
+    assert status == 503 and "certificate verify failed" in body["reason"], body
+    assert metric(fl, "streamfleet_messages_acked_total", "p") == 0
+    # no busy loop: the workers retry with backoff
+    kids = fl.children()
+    assert len(kids) == 2, kids
+    c0 = workers_cpu(fl)
+    time.sleep(3)
+    used = workers_cpu(fl) - c0
+    print(f"\nCPU of 2 workers over 3 s with a wrong CA: {used:.2f} s")
+    assert used < 0.6, f"workers used {used:.2f} s of CPU in 3 s"
+    # a reload that fixes the CA: the workers connect and deliver
+    text = fl.config_path.read_text().replace(str(certs.other_ca), str(certs.ca))
+    fl.config_path.write_text(text)
+    fl.signal(signal.SIGHUP)
+    wait_metric(fl, "streamfleet_messages_acked_total", "p", lambda v: v == 20, timeout=BIG_TIMEOUT)
+    wait_pending(fl, r, "src", "src-group", 0)
+    fl.wait_healthy(timeout=TIMEOUT)
+
+
+def test_sigterm_drains_cleanly_over_tls(tls_redis, certs, sink, fleet_factory):
+    srv = tls_redis(auth_clients="yes")
+    r = srv.client()
+    sink.rule(200, delay=0.5)
+    fl = fleet_factory({"fleet": {"redis": f"rediss://127.0.0.1:{srv.port}/0", **tls_keys(certs)},
+                        "pool:h": http_pool(sink, "hooks", workers=1, inflight=8)})
+    ids = add_messages(r, "hooks", 40, fields=lambda i: {"type": "t", "n": str(i)})
+    fl.wait_for(lambda: metric(fl, "streamfleet_inflight", "h") > 0, what="deliveries in flight")
+    fl.signal(signal.SIGTERM)
+    code = fl.wait(timeout=30)
+    assert code == 0, f"exit {code}\n{fl.log()[-3000:]}"
+    # every message handed to the endpoint was acknowledged; the rest wait, pending nowhere
+    # or in our list, for the next start
+    ok = set(by_webhook_id(sink.snapshot(), ok=True))
+    assert ok and ok <= set(ids)
+    pend = r.xpending_range("hooks", "hooks-group", "-", "+", 100)
+    pending_ids = {p["message_id"].decode() for p in pend}
+    assert not (pending_ids & ok), "a delivered message was left unacknowledged"

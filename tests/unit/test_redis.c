@@ -186,6 +186,37 @@ static void a_reply_over_the_byte_bound_fails_its_command_as_toobig(void **state
     seen_release(&s);
     redis_free(r);
 
+    /* the bound is in the server's bytes, not in what the objects take: 3,000 one-byte
+     * strings are 21 KB of RESP (as an entry of many tiny fields is sized) but some 200 KB of
+     * objects; fed in pieces, as reads come */
+    r = redis_open_detached(32768);
+    {
+        size_t cap = 8 + 3000 * 7, len = 0;
+        char *tiny = malloc(cap);
+        assert_non_null(tiny);
+        len += (size_t)sprintf(tiny, "*3000\r\n");
+        for (int i = 0; i < 3000; i++)
+            len += (size_t)sprintf(tiny + len, "$1\r\na\r\n");
+        int got = 0;
+        for (size_t off = 0; off < len; off += 4096)
+            got += redis_feed_detached(r, tiny + off, len - off < 4096 ? len - off : 4096, off ? 0 : 1, keep, &s);
+        assert_int_equal(got, 1);
+        assert_int_equal(s.r[0]->type, REDIS_T_ARRAY);
+        assert_int_equal(s.r[0]->elements, 3000);
+        seen_release(&s);
+        redis_free(r);
+        /* and the same reply over a bound below its bytes, in pieces too, is refused */
+        r = redis_open_detached(16384);
+        int rc = 0;
+        for (size_t off = 0; off < len && rc != -1; off += 4096)
+            rc = redis_feed_detached(r, tiny + off, len - off < 4096 ? len - off : 4096, off ? 0 : 1, keep, &s);
+        assert_int_equal(rc, -1);
+        assert_int_equal(s.r[0]->err, REDIS_E_TOOBIG);
+        seen_release(&s);
+        redis_free(r);
+        free(tiny);
+    }
+
     /* below the bound, many replies in one read are fine: the bound is per reply */
     r = redis_open_detached(64);
     char many[600] = "";
