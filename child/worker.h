@@ -6,6 +6,7 @@
 #ifndef SF_WORKER_H
 #define SF_WORKER_H
 
+#include <assert.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <sys/types.h>
@@ -16,7 +17,7 @@
 #include "child/stream.h"
 #include "common/sb.h"
 
-_Static_assert(LEDGER_ID_MAX == STREAM_ID_MAX, "the ledger keys entry ids");
+static_assert(LEDGER_ID_MAX == STREAM_ID_MAX, "the ledger keys entry ids");
 
 #define ERROR_TEXT_MAX 200     /* dlq.error keeps at most this much of the last error */
 
