@@ -32,7 +32,10 @@ static struct ticket *ticket_get(struct child *c, const char *id)
     t->child = c;
     t->next = NULL;
     t->live = true;
-    snprintf(t->id, sizeof t->id, "%s", id);
+    /* On the per-message path: a plain copy, no formatting. */
+    size_t n = strnlen(id, sizeof t->id - 1);
+    memcpy(t->id, id, n);
+    t->id[n] = '\0';
     return t;
 }
 

@@ -263,9 +263,9 @@ static void connect_redis(struct child *c, bool *skip_pending)
 static void acks_sent(struct child *c)
 {
     for (size_t i = 0; i < c->acks.n; i++) {
-        const struct ledger_rec *r = ledger_get(&c->ledger, c->acks.id[i]);
+        struct ledger_rec *r = ledger_get(&c->ledger, c->acks.id[i]);
         if (r && r->state == LEDGER_ACK_DUE)
-            ledger_del(&c->ledger, c->acks.id[i]);
+            ledger_drop(&c->ledger, r);
     }
     c->acks.n = 0;
 }

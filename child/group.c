@@ -93,9 +93,7 @@ void group_reconcile_held(struct child *c)
             dropped++;
             if (r->adopt)
                 c->nadopt--;
-            char id[STREAM_ID_MAX];
-            memcpy(id, r->id, sizeof id);
-            ledger_del(&c->ledger, id);
+            ledger_drop(&c->ledger, r);
             continue;
         }
         group_mark_adopt(c, r);

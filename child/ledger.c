@@ -13,6 +13,7 @@
 #include "child/ledger.h"
 #include "common/log.h"
 
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -149,6 +150,29 @@ struct ledger_rec *ledger_add(struct ledger *l, const char *id, enum ledger_stat
     return &s->rec;
 }
 
+/* Empty slot s: free when it ends no probe run, else a tombstone. */
+static void clear_slot(struct ledger *l, struct ledger_slot *s)
+{
+    l->count[s->rec.state]--;
+    rec_release(&s->rec);
+    s->rec.id[0] = '\0';
+    l->used--;
+    /* A slot followed by a free one ends no run: it can be free itself, and so can the
+     * tombstones just before it (in a queue of messages added and deleted in turn, most
+     * tombstones go this way, and probe runs stay short). */
+    size_t mask = l->cap - 1, i = (size_t)(s - l->slots);
+    if (l->slots[(i + 1) & mask].use != SLOT_FREE) {
+        s->use = SLOT_TOMB;
+        l->tombs++;
+        return;
+    }
+    s->use = SLOT_FREE;
+    for (i = (i - 1) & mask; l->slots[i].use == SLOT_TOMB; i = (i - 1) & mask) {
+        l->slots[i].use = SLOT_FREE;
+        l->tombs--;
+    }
+}
+
 int ledger_del(struct ledger *l, const char *id)
 {
     if (l->used == 0)
@@ -157,18 +181,13 @@ int ledger_del(struct ledger *l, const char *id)
     struct ledger_slot *s = find(l, id, hash_id(id), &found);
     if (!found)
         return -1;
-    l->count[s->rec.state]--;
-    rec_release(&s->rec);
-    memset(&s->rec, 0, sizeof s->rec);
-    l->used--;
-    /* A slot followed by a free one ends no run: it can be free itself. */
-    if (l->slots[(size_t)(s - l->slots + 1) & (l->cap - 1)].use == SLOT_FREE) {
-        s->use = SLOT_FREE;
-    } else {
-        s->use = SLOT_TOMB;
-        l->tombs++;
-    }
+    clear_slot(l, s);
     return 0;
+}
+
+void ledger_drop(struct ledger *l, struct ledger_rec *r)
+{
+    clear_slot(l, (struct ledger_slot *)((char *)r - offsetof(struct ledger_slot, rec)));
 }
 
 void ledger_set_state(struct ledger *l, struct ledger_rec *r, enum ledger_state s)

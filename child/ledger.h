@@ -73,6 +73,9 @@ struct ledger_rec *ledger_get(struct ledger *l, const char *id);
 struct ledger_rec *ledger_add(struct ledger *l, const char *id, enum ledger_state s);
 /* Remove the record of entry id, freeing what it owns. Returns 0, or -1 when there is none. */
 int ledger_del(struct ledger *l, const char *id);
+/* Remove record r (from ledger_get(), ledger_add() or a walk), freeing what it owns: one
+ * lookup fewer when the caller holds the record already. */
+void ledger_drop(struct ledger *l, struct ledger_rec *r);
 
 /* Move r to state s (keeping its other fields). */
 void ledger_set_state(struct ledger *l, struct ledger_rec *r, enum ledger_state s);

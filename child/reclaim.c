@@ -18,7 +18,7 @@ static void forget_lost(struct child *c)
         log_info("message %s waiting for a retry is held by another consumer now: leaving it", r->id);
         if (r->adopt)
             c->nadopt--;
-        ledger_del(&c->ledger, c->st.lost.id[k]);
+        ledger_drop(&c->ledger, r);
     }
     c->st.lost.n = 0;
 }

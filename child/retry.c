@@ -213,10 +213,8 @@ void retry_move_dead(struct child *c, long long now)
         } else {
             log_info("message %s is no longer ours: not dead-lettered by us", r->id);
         }
-        char id[STREAM_ID_MAX];
-        memcpy(id, r->id, sizeof id);
         if (r->adopt)
             c->nadopt--;
-        ledger_del(&c->ledger, id);
+        ledger_drop(&c->ledger, r);
     }
 }

@@ -37,6 +37,12 @@ static void test_add_get_del(void **state)
     assert_null(ledger_get(&l, "1-0"));
     assert_non_null(ledger_get(&l, "1-1"));
     assert_int_equal(ledger_count(&l, LEDGER_IN_HANDLER), 1);
+    /* Dropping a record held is the same as deleting it by id. */
+    ledger_set_state(&l, ledger_get(&l, "1-1"), LEDGER_ACK_DUE);
+    ledger_drop(&l, ledger_get(&l, "1-1"));
+    assert_null(ledger_get(&l, "1-1"));
+    assert_int_equal(ledger_count(&l, LEDGER_ACK_DUE), 0);
+    assert_int_equal(l.used, 0);
     ledger_release(&l);
 }
 
