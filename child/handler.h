@@ -16,8 +16,8 @@
  * - ticket_done() is called exactly once per ticket: from inside submit() (a handler that
  *   decides at once: log, noop, a bad message), or later from run() (http: when its delivery
  *   ends). Never from fds(), inflight(), accepting(), or close(), and never twice.
- * - ticket_done() may call nothing back into the handler; a handler may submit() nothing from
- *   within its own calls (the worker does all submitting).
+ * - ticket_done() calls nothing back into the handler (no submit(), no close()): a handler
+ *   is never re-entered from its own call, and may call it with its state half updated.
  * - The struct outcome and the strings it points to need live only during the call: the
  *   worker copies what it keeps.
  *
