@@ -2,8 +2,9 @@
  *
  * submit() copies what a delivery needs out of the message (URL, body, message id) into a
  * struct req and starts it through deliver.c; deliver_run() reports its end to on_done(),
- * which classifies the answer (classify.c) and tells the child. Nothing blocks: the child's
- * poll() loop waits on our sockets through fds() and calls run() every turn.
+ * which classifies the answer (classify.c) and reports the outcome with the message's ticket
+ * (the request's status and duration ride along: the child counts them). Nothing blocks: the
+ * child's poll() loop waits on our sockets through fds() and calls run() every turn.
  *
  * A circuit breaker keeps an endpoint outage from burning messages: after BREAKER_FAILURES
  * outage-type failures in a row (no connection, timeout, 502/503/504, TLS refused) the handler
@@ -17,7 +18,6 @@
 #include "child/urltmpl.h"
 #include "common/buf.h"
 #include "common/log.h"
-#include "common/sb.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -36,12 +36,15 @@
 /* One delivery: a copy of everything it needs, since a msg lives only during submit(). */
 struct req {
     struct req *next;               /* in the free list, or in the waiting list */
-    struct buf entry_id;            /* the stream entry id: what child_done() reports */
+    struct ticket *ticket;          /* its message's: what the outcome is reported with */
     struct buf msg_id;              /* webhook-id */
     struct buf url;
     struct buf body;
     const char *content_type;
     long long attempt;
+    bool requested;                 /* a request went out and ended: the fields below are set */
+    long status;                    /* its status (0: no answer) */
+    double seconds;                 /* and how long it took */
 };
 
 struct handler {
@@ -75,19 +78,11 @@ static long long now_ms(void)
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static long long unix_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static struct req *req_get(struct handler *h)
 {
     struct req *r = h->free;
     if (r) {
         h->free = r->next;
-        buf_reset(&r->entry_id);
         buf_reset(&r->msg_id);
         buf_reset(&r->url);
         buf_reset(&r->body);
@@ -95,6 +90,8 @@ static struct req *req_get(struct handler *h)
         r = xcalloc(1, sizeof *r);
     }
     r->next = NULL;
+    r->ticket = NULL;
+    r->requested = false;
     return r;
 }
 
@@ -106,7 +103,6 @@ static void req_put(struct handler *h, struct req *r)
 
 static void req_free(struct req *r)
 {
-    buf_release(&r->entry_id);
     buf_release(&r->msg_id);
     buf_release(&r->url);
     buf_release(&r->body);
@@ -189,15 +185,25 @@ static long handback_ms(const struct handler *h, bool was_probe)
     return left < HANDBACK_MIN_MS ? HANDBACK_MIN_MS : (long)left;
 }
 
+/* Report outcome o of r's message, with the HTTP request r made (if it made one), and free r. */
+static void report(struct handler *h, struct req *r, struct outcome *o)
+{
+    if (r->requested) {
+        o->http.done = true;
+        o->http.status = r->status;
+        o->http.seconds = r->seconds;
+    }
+    ticket_done(r->ticket, o);
+    req_put(h, r);
+}
+
 /* Give r back to the child without blaming the message, and free r. */
 static void hand_back(struct handler *h, struct req *r, const char *error, double seconds,
                       bool was_probe)
 {
     struct outcome o = { .disp = DISP_RETRY, .retry_after_ms = handback_ms(h, was_probe),
-                         .error = error, .seconds = seconds, .attempt = r->attempt,
-                         .outage = true };
-    child_done(h->child, r->entry_id.p, &o);
-    req_put(h, r);
+                         .error = error, .seconds = seconds, .outage = true };
+    report(h, r, &o);
 }
 
 /* Start r as an ordinary delivery; a request that cannot start is a retry. */
@@ -206,9 +212,8 @@ static void start_or_retry(struct handler *h, struct req *r)
     if (start(h, r) == 0)
         return;
     struct outcome o = { .disp = DISP_RETRY, .retry_after_ms = -1, .error = h->error,
-                         .seconds = -1, .attempt = r->attempt };
-    child_done(h->child, r->entry_id.p, &o);
-    req_put(h, r);
+                         .seconds = -1 };
+    report(h, r, &o);
 }
 
 /* The probe's answer is in: start what waited for it (go), or hand it back. */
@@ -234,7 +239,7 @@ static void circuit_open(struct handler *h, const char *why)
     h->open = true;
     h->probe_delay_ms = PROBE_MIN_MS < probe_max(h) ? PROBE_MIN_MS : probe_max(h);
     h->next_probe_ms = now_ms() + h->probe_delay_ms;
-    sb_set_circuit(child_slot(h->child), (uint64_t)unix_ms(), why);
+    child_event(h->child, HANDLER_CIRCUIT_OPEN, why);
     log_warnx("endpoint down (%u failures in a row, last: %s): circuit open, taking no new "
               "messages, probing with one at a time", h->failures, why);
 }
@@ -243,7 +248,7 @@ static void circuit_close(struct handler *h)
 {
     h->open = false;
     h->failures = 0;
-    sb_set_circuit(child_slot(h->child), 0, NULL);
+    child_event(h->child, HANDLER_CIRCUIT_CLOSED, NULL);
     log_info("endpoint answers again: circuit closed, taking messages again");
     release_waiting(h, true);
 }
@@ -264,9 +269,10 @@ static void on_done(void *arg, void *user, const struct deliver_result *res)
 {
     struct handler *h = arg;
     struct req *r = user;
-    struct sb_slot *slot = child_slot(h->child);
-    sb_add(slot, sb_http_index(res->code ? 0 : res->status), 1);
-    sb_observe(slot, SB_HTTP_DUR_FIRST, res->seconds);
+    /* The child counts the request with the outcome it ends in, whichever that is. */
+    r->requested = true;
+    r->status = res->code ? 0 : res->status;
+    r->seconds = res->seconds;
 
     struct verdict v;
     classify(res->code, res->status, res->retry_after, time(NULL), h->pool->backoff_max_ms, &v);
@@ -325,12 +331,10 @@ static void on_done(void *arg, void *user, const struct deliver_result *res)
         .retry_after_ms = v.retry_after_ms,
         .error = error,
         .seconds = res->seconds,
-        .attempt = r->attempt,
         /* TLS refused fails every message alike: our settings, never the message, are wrong. */
         .outage = v.kind == CL_CONFIG,
     };
-    child_done(h->child, r->entry_id.p, &o);
-    req_put(h, r);
+    report(h, r, &o);
     if (answered && h->open)
         circuit_close(h);
 }
@@ -338,18 +342,18 @@ static void on_done(void *arg, void *user, const struct deliver_result *res)
 /* ---- the handler interface --------------------------------------------------------------- */
 
 /* Report m as a bad message: dead-letter, no retry. */
-static void bad_message(struct handler *h, const struct msg *m, const char *fmt, ...)
+static void bad_message(struct handler *h, struct ticket *t, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-static void bad_message(struct handler *h, const struct msg *m, const char *fmt, ...)
+static void bad_message(struct handler *h, struct ticket *t, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(h->error, sizeof h->error, fmt, ap);
     va_end(ap);
     struct outcome o = { .disp = DISP_DEAD, .reason = "bad_message", .retry_after_ms = -1,
-                         .error = h->error, .seconds = -1, .attempt = m->attempt };
-    child_done(h->child, m->id.p, &o);
+                         .error = h->error, .seconds = -1 };
+    ticket_done(t, &o);
 }
 
 /* qsort_r's order of field positions (size_t) of the msg arg: by name, then by position. */
@@ -425,26 +429,26 @@ static bool usable_msg_id(const struct str *v)
     return true;
 }
 
-static void http_submit(struct handler *h, const struct msg *m)
+static void http_submit(struct handler *h, const struct msg *m, struct ticket *t)
 {
     const struct pool_conf *p = h->pool;
     struct req *r = req_get(h);
     const char *missing;
     size_t mlen;
     if (urltmpl_fill(&r->url, p->url, m, &missing, &mlen) == -1) {
-        bad_message(h, m, "the message has no field '%.*s' for the url", (int)mlen, missing);
+        bad_message(h, t, "the message has no field '%.*s' for the url", (int)mlen, missing);
         goto drop;
     }
     const struct str *id = p->id_field ? msg_get(m, p->id_field) : NULL;
     if (id && !usable_msg_id(id)) {
-        bad_message(h, m, "field '%s' (id_field) must be 1 to %d bytes without control characters",
+        bad_message(h, t, "field '%s' (id_field) must be 1 to %d bytes without control characters",
                     p->id_field, MSG_ID_MAX);
         goto drop;
     }
     if (id == NULL)
         id = &m->id;
     buf_add(&r->msg_id, id->p, id->len);
-    buf_add(&r->entry_id, m->id.p, m->id.len);
+    r->ticket = t;
 
     const struct str *body = p->body_field ? msg_get(m, p->body_field) : NULL;
     if (body) {
@@ -523,8 +527,6 @@ static void http_close(struct handler *h)
     }
     buf_release(&h->hdrs);
     sign_free(h->sign);
-    if (h->open)
-        sb_set_circuit(child_slot(h->child), 0, NULL);
     free(h);
 }
 

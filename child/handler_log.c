@@ -40,7 +40,7 @@ static int write_all(int fd, const char *p, size_t n)
     return 0;
 }
 
-static void log_submit(struct handler *h, const struct msg *m)
+static void log_submit(struct handler *h, const struct msg *m, struct ticket *t)
 {
     struct buf *b = &h->line;
     buf_reset(b);
@@ -64,9 +64,8 @@ static void log_submit(struct handler *h, const struct msg *m)
     if (write_all(STDOUT_FILENO, b->p, b->len) == -1) {
         o.disp = DISP_RETRY;
         o.error = "write to stdout failed";
-        o.attempt = m->attempt;
     }
-    child_done(h->child, m->id.p, &o);
+    ticket_done(t, &o);
 }
 
 static unsigned log_inflight(struct handler *h)

@@ -1,0 +1,77 @@
+/* dedupe.c: done-markers (dedupe_ttl). Before a batch goes to the handler, the markers of its
+ * messages are looked up: a message whose marker exists was handled already (by a worker that
+ * died before its XACK) and is only acknowledged. A message that succeeds has its marker
+ * written before its XACK goes out (its record goes MARKER_DUE, then ACK_DUE), so that a crash
+ * between the two leaves the marker, never an unmarked ack. */
+#include "child/worker.h"
+#include "common/buf.h"
+#include "common/log.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* The id that identifies a message to the producer: id_field's value, else the entry id. */
+static struct str message_id(const struct child *c, const struct msg *m)
+{
+    const struct str *v = c->pool->id_field ? msg_get(m, c->pool->id_field) : NULL;
+    return v && v->len ? *v : m->id;
+}
+
+/* The done-marker key of m: stream:group:done:<message id>, with every byte of the id (a
+ * NUL in id_field's value must not shorten it, or "abc\0zzz" would pass for "abc"). Caller
+ * owns key.p. */
+static struct str marker_key(const struct child *c, const struct msg *m)
+{
+    struct str id = message_id(c, m);
+    struct buf b = BUF_INIT;
+    buf_printf(&b, "%s:%s:done:", c->pool->stream, c->pool->group);
+    buf_add(&b, id.p, id.len);
+    return (struct str){ b.p, b.len };
+}
+
+/* On a Redis error nothing is skipped: handling twice is better than not at all. */
+bool *dedupe_find(struct child *c, struct str **keysp)
+{
+    struct stream *st = &c->st;
+    struct str *keys = xcalloc(st->n, sizeof *keys);
+    bool *seen = xcalloc(st->n, sizeof *seen);
+    for (size_t i = 0; i < st->n; i++)
+        keys[i] = marker_key(c, &st->msgs[i]);
+    if (stream_seen(st, keys, st->n, seen) == -1) {
+        child_log_redis_error(c);
+        for (size_t i = 0; i < st->n; i++)
+            seen[i] = false;
+    }
+    *keysp = keys;
+    return seen;
+}
+
+/* A marker that cannot be written is dropped (at worst a duplicate later, never a loss): its
+ * XACK is queued all the same. */
+int dedupe_write_markers(struct child *c)
+{
+    if (c->marks.n == 0)
+        return 0;
+    struct str *keys = xcalloc(c->marks.n, sizeof *keys);
+    size_t n = 0;
+    for (size_t i = 0; i < c->marks.n; i++) {
+        struct ledger_rec *r = ledger_get(&c->ledger, c->marks.id[i]);
+        if (r && r->state == LEDGER_MARKER_DUE && r->marker.p)
+            keys[n++] = r->marker;
+    }
+    int rc = n ? stream_mark_done(&c->st, keys, n, c->pool->dedupe_ttl_ms) : 0;
+    free(keys);
+    for (size_t i = 0; i < c->marks.n; i++) {
+        struct ledger_rec *r = ledger_get(&c->ledger, c->marks.id[i]);
+        if (r == NULL || r->state != LEDGER_MARKER_DUE)
+            continue;
+        free((char *)r->marker.p);
+        r->marker = (struct str){ NULL, 0 };
+        ledger_set_state(&c->ledger, r, LEDGER_ACK_DUE);
+        idlist_add(&c->acks, r->id);
+    }
+    c->marks.n = 0;
+    if (rc == -1 && stream_connected(&c->st))
+        child_log_redis_error(c);
+    return stream_connected(&c->st) ? 0 : -1;
+}

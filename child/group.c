@@ -1,0 +1,129 @@
+/* group.c: the consumer group as this worker sees it: where a lost group restarts, the last
+ * entry the group delivered to us, and what we still hold when it was re-created (it is
+ * pending nowhere then, and a retry or a dead-letter move needs it pending as ours). */
+#include "child/worker.h"
+#include "common/log.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int group_id_cmp(const char *a, const char *b)
+{
+    char *end;
+    unsigned long long am = strtoull(a, &end, 10);
+    unsigned long long as = *end == '-' ? strtoull(end + 1, NULL, 10) : 0;
+    unsigned long long bm = strtoull(b, &end, 10);
+    unsigned long long bs = *end == '-' ? strtoull(end + 1, NULL, 10) : 0;
+    if (am != bm)
+        return am < bm ? -1 : 1;
+    return as < bs ? -1 : as > bs;
+}
+
+void group_set_state(struct child *c, enum sb_group_state state)
+{
+    atomic_store_explicit(&c->slot->group_state, (int)state, memory_order_relaxed);
+}
+
+/* Where a lost group restarts: after the last entry the fleet is known to have had delivered,
+ * our own last one or the one the master last saw the group deliver, whichever is later. Both
+ * were delivered by the group, so nothing after them is skipped. */
+void group_set_resume(struct child *c)
+{
+    char polled[STREAM_ID_MAX] = "";
+    uint64_t ms, n;
+    if (sb_id_get(&c->slot->delivered, &ms, &n) == 0)
+        snprintf(polled, sizeof polled, "%" PRIu64 "-%" PRIu64, ms, n);
+    const char *best = c->seen;
+    if (polled[0] && (!best[0] || group_id_cmp(polled, best) > 0))
+        best = polled;
+    snprintf(c->st.resume, sizeof c->st.resume, "%s", best);
+}
+
+/* Remember the last entry ">" brought (and tell the master, for the pool's other workers). */
+void group_note_seen(struct child *c)
+{
+    snprintf(c->seen, sizeof c->seen, "%s", c->st.last_id);
+    char *end;
+    unsigned long long ms = strtoull(c->seen, &end, 10);
+    unsigned long long n = *end == '-' ? strtoull(end + 1, NULL, 10) : 0;
+    sb_id_set(&c->slot->seen, ms, n);
+}
+
+/* The group was created again after it was lost: say so loudly (later entries are delivered,
+ * earlier ones not again; what was pending in the lost group is pending only here), count it. */
+void group_report_recreated(struct child *c, const char *when)
+{
+    sb_add(c->slot, SB_GROUP_RECREATED, 1);
+    const struct pool_conf *p = c->pool;
+    if (c->st.resume[0])
+        log_warnx("group %s of stream %s is missing: re-creating it after entry %s%s (the fleet had "
+                  "delivered up to %s): later entries are delivered, earlier ones not again",
+                  p->group, p->stream, c->st.group_at, when, c->st.resume);
+    else
+        log_warnx("group %s of stream %s is missing: re-creating it %s%s (nothing is known of what was "
+                  "delivered before)", p->group, p->stream,
+                  p->group_start_latest ? "after its last entry (group_start = latest)"
+                                        : "from the start, messages may be delivered again", when);
+    child_publish_error(c, "group %s was missing: re-created after %s", p->group, c->st.group_at);
+}
+
+void group_mark_adopt(struct child *c, struct ledger_rec *r)
+{
+    if (!r->adopt)
+        c->nadopt++;
+    r->adopt = true;
+}
+
+/* The group exists (again): what we still hold must be pending in it, as ours. Entries up to
+ * where the group stands go back into our pending list when they are pending nowhere (after a
+ * loss); later ones are delivered again through ">" and are forgotten here. Those in flight
+ * are put back if they fail (batch.c). A walk of the whole ledger: this happens once per
+ * loss of the group. */
+void group_reconcile_held(struct child *c)
+{
+    const char *at = c->st.group_at;
+    size_t dropped = 0, pos = 0;
+    struct ledger_rec *r;
+    while ((r = ledger_next(&c->ledger, &pos)) != NULL) {
+        if (r->state != LEDGER_RETRY_DUE && r->state != LEDGER_DEAD_DUE)
+            continue;
+        if (group_id_cmp(r->id, at) > 0) {
+            dropped++;
+            if (r->adopt)
+                c->nadopt--;
+            ledger_drop(&c->ledger, r);
+            continue;
+        }
+        group_mark_adopt(c, r);
+    }
+    if (child_inflight(c) > 0)
+        snprintf(c->adopt_upto, sizeof c->adopt_upto, "%s", at);
+    if (dropped)
+        log_warnx("%zu messages waiting here for a retry or a dead-letter move lie after entry %s, where "
+                  "the group restarted: they are delivered again from there", dropped, at);
+}
+
+/* Put the records marked by group_reconcile_held() and batch.c back into our pending list,
+ * with their delivery count (the attempt each has had). */
+int group_adopt_held(struct child *c)
+{
+    size_t adopted = 0, pos = 0;
+    struct ledger_rec *r;
+    while (c->nadopt > 0 && (r = ledger_next(&c->ledger, &pos)) != NULL) {
+        if (!r->adopt)
+            continue;
+        bool back = false;
+        if (stream_adopt(&c->st, r->id, r->attempt > 0 ? r->attempt : 1, &back) == -1)
+            return -1;
+        adopted += back;
+        r->adopt = false;
+        c->nadopt--;
+    }
+    c->nadopt = 0;      /* none is left marked: the walk saw every record */
+    if (adopted)
+        log_warnx("put %zu messages this worker holds back into the pending list of the re-created group",
+                  adopted);
+    return 0;
+}

@@ -1,0 +1,48 @@
+/* oversize.c: reads that outgrew their bound. A read's reply larger than the bound made for it
+ * (SERR_OVERSIZE) drops the connection rather than hold it; what it carried stays pending for
+ * us, and the pending list is read again after the reconnect, one entry at a time. When one
+ * entry alone outgrew the bound, it is sized in Redis without reading it: too large, it is
+ * dead-lettered server-side; else it is read alone again with a bound made for it. */
+#include "child/worker.h"
+#include "common/log.h"
+
+#include <stdio.h>
+
+void oversize_note(struct child *c)
+{
+    log_warnx("a read of %d entries outgrew its bound (%s): reading one at a time", c->read_count,
+              c->st.errstr);
+    if (c->read_count > 1 || !c->pending_phase) {
+        c->read_one = true;
+        return;
+    }
+    c->probe_due = true;
+    snprintf(c->probe_after, sizeof c->probe_after, "%s", c->from);
+}
+
+/* An entry of many small fields takes more room in RESP than its bytes: the bound for it. */
+void oversize_probe(struct child *c)
+{
+    char id[STREAM_ID_MAX];
+    long long count = 0, bytes = 0, values = 0;
+    int r = stream_probe_pending(&c->st, c->probe_after, id, &count, &bytes, &values);
+    if (r == -1) {
+        child_redis_error(c);      /* probe_due stays: tried again once connected */
+        return;
+    }
+    c->probe_due = false;
+    if (r == 0 || bytes < 0 || retry_scheduled(c, id))
+        return;
+    if (bytes > c->pool->max_message_bytes) {
+        char err[96];
+        snprintf(err, sizeof err, "%lld bytes, max_message_bytes is %lld", bytes, c->pool->max_message_bytes);
+        log_warnx("message %s is too large (%s): dead-lettering it without reading it", id, err);
+        sb_add(c->slot, SB_READ, 1);
+        retry_dead(c, id, "too_large", count > 0 ? count : 1, err);
+        return;
+    }
+    /* RESP frames each name and value in at most 25 bytes; never below the usual bound. */
+    size_t need = (size_t)bytes + 32 * (size_t)values + 65536;
+    size_t usual = (size_t)c->pool->max_message_bytes * 2 + 65536;
+    c->st.entry_limit = need > usual ? need : usual;
+}

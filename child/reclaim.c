@@ -1,0 +1,111 @@
+/* reclaim.c: orphans. Entries pending for longer than claim_idle belong to consumers that died
+ * (a killed worker, another host, a renamed pool): take them over, following XAUTOCLAIM's
+ * cursor across turns until it comes back to 0-0. Also keep our own waiting entries from
+ * looking orphaned, and (slot 0) remove consumers that are long dead and hold nothing. */
+#include "child/worker.h"
+#include "common/log.h"
+
+#include <string.h>
+
+/* Drop the retries whose entries another consumer holds now (c->st.lost, from a touch): they
+ * are its to handle. Their dead-letter moves find out by themselves (the move does nothing). */
+static void forget_lost(struct child *c)
+{
+    for (size_t k = 0; k < c->st.lost.n; k++) {
+        struct ledger_rec *r = ledger_get(&c->ledger, c->st.lost.id[k]);
+        if (r == NULL || r->state != LEDGER_RETRY_DUE)
+            continue;
+        log_info("message %s waiting for a retry is held by another consumer now: leaving it", r->id);
+        if (r->adopt)
+            c->nadopt--;
+        ledger_drop(&c->ledger, r);
+    }
+    c->st.lost.n = 0;
+}
+
+/* Entries waiting here (for a retry, or for a dead-letter move that failed) are ours: reset
+ * their idle time so that no orphan scan, ours included, takes them. Every claim_idle / 3, a
+ * walk of the ledger: the only place that needs every waiting id at once. Returns -1 when
+ * the connection was lost (handled). */
+static int touch_waiting(struct child *c, long long now)
+{
+    struct idlist ids = { 0 };
+    size_t pos = 0;
+    struct ledger_rec *r;
+    while ((r = ledger_next(&c->ledger, &pos)) != NULL)
+        if (r->state == LEDGER_RETRY_DUE || r->state == LEDGER_DEAD_DUE)
+            idlist_add(&ids, r->id);
+    int rc = stream_touch(&c->st, &ids);
+    if (rc == 0)
+        forget_lost(c);
+    idlist_release(&ids);
+    c->next_touch_ms = now + c->pool->claim_idle_ms / 3;
+    if (rc == -1) {
+        /* A lost connection goes the way of every other: counted, backoff, reconnect. */
+        if (!stream_connected(&c->st)) {
+            child_redis_error(c);
+            return -1;
+        }
+        child_log_redis_error(c);
+    }
+    return 0;
+}
+
+static void prune_consumers(struct child *c, long long now)
+{
+    const struct pool_conf *p = c->pool;
+    long long removed = 0;
+    long idle = p->claim_idle_ms * 4 > 3600000 ? p->claim_idle_ms * 4 : 3600000;
+    if (stream_prune_consumers(&c->st, idle, &removed) == 0 && removed > 0)
+        log_info("removed %lld consumers of group %s idle for over %ld s with nothing pending",
+                 removed, p->group, idle / 1000);
+    c->next_prune_ms = now + 600000;
+}
+
+static void claim_orphans(struct child *c, long long now)
+{
+    const struct pool_conf *p = c->pool;
+    int room = (int)(c->capacity - child_inflight(c));
+    size_t deleted = 0;
+    if (stream_autoclaim(&c->st, p->claim_idle_ms, c->claim_cursor, room, &deleted) == -1) {
+        child_redis_error(c);
+        return;
+    }
+    if (deleted) {
+        sb_add(c->slot, SB_VANISHED, deleted);
+        log_warnx("%zu pending entries of dead consumers had no data any more (trimmed or deleted)", deleted);
+    }
+    if (c->st.n) {
+        sb_add(c->slot, SB_RECLAIMED, c->st.n);
+        log_info("took over %zu messages of dead consumers (idle over %ld ms)", c->st.n, p->claim_idle_ms);
+        batch_fetch_attempts(c);
+        batch_submit(c);
+    } else {
+        stream_batch_release(&c->st);
+    }
+    /* Back at the start of the pending list: wait. Otherwise go on next turn. */
+    if (strcmp(c->claim_cursor, "0-0") == 0) {
+        long every = p->claim_idle_ms / 4;
+        if (every < 1000)
+            every = 1000;
+        if (every > 60000)
+            every = 60000;
+        c->next_claim_ms = now + every;
+    }
+}
+
+void reclaim_run(struct child *c, long long now)
+{
+    if (now >= c->next_touch_ms &&
+        (ledger_count(&c->ledger, LEDGER_RETRY_DUE) || ledger_count(&c->ledger, LEDGER_DEAD_DUE)) &&
+        touch_waiting(c, now) == -1)
+        return;
+    if (!stream_connected(&c->st))
+        return;
+    if (c->index == 0 && now >= c->next_prune_ms)
+        prune_consumers(c, now);
+    if (now < c->next_claim_ms || child_stopping || !child_accepting(c) ||
+        child_inflight(c) >= c->capacity || !stream_connected(&c->st))
+        return;
+    claim_orphans(c, now);
+}

@@ -1,0 +1,156 @@
+/* worker.h: a worker's state, shared by the files that each do one step of a message's life
+ * in it. child.c: post-fork setup and the loop; batch.c: a batch from Redis to the handler,
+ * and each outcome into the ledger; retry.c: retries and dead letters; dedupe.c: done-markers;
+ * reclaim.c: orphans, idle refresh, consumer pruning; oversize.c: reads that outgrew their
+ * bound; group.c: a lost group re-created. Not for handlers: they see handler.h alone. */
+#ifndef SF_WORKER_H
+#define SF_WORKER_H
+
+#include <assert.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <sys/types.h>
+
+#include "child/child.h"
+#include "child/handler.h"
+#include "child/ledger.h"
+#include "child/stream.h"
+#include "common/sb.h"
+
+static_assert(LEDGER_ID_MAX == STREAM_ID_MAX, "the ledger keys entry ids");
+
+#define ERROR_TEXT_MAX 200     /* dlq.error keeps at most this much of the last error */
+
+/* A message's handle in its handler's hands (handler.h). It names the entry, not its ledger
+ * record: records move when the ledger grows. */
+struct ticket {
+    struct child *child;
+    struct ticket *next;            /* in the free list */
+    bool live;                      /* handed out, its outcome not yet reported */
+    char id[STREAM_ID_MAX];
+};
+
+struct child {
+    const struct conf *conf;
+    const struct pool_conf *pool;
+    struct sb_slot *slot;
+    struct stream st;
+    const struct handler_ops *ops;
+    struct handler *h;
+    unsigned capacity;              /* messages it may hold at once */
+    struct ledger ledger;           /* every message held, by entry id, and its state */
+    struct idlist acks;             /* to acknowledge with the next request: ACK_DUE records,
+                                     * and entries held by no record (vanished, duplicates) */
+    struct idlist marks;            /* MARKER_DUE records, in the order they succeeded */
+    size_t nadopt;                  /* records with adopt set */
+    struct ticket *free_tickets;
+    bool circuit_open;              /* the handler said so (child_event) */
+    bool pending_phase;             /* still reading our own pending entries (ID 0 and on) */
+    bool connected_once;
+    char from[STREAM_ID_MAX];
+    bool reading;                   /* a read request is on the wire */
+    int read_count;                 /* the COUNT of that read */
+    bool read_one;                  /* a read outgrew its bound: read one entry at a time */
+    bool probe_due;                 /* one entry alone did: size it in Redis (oversize_probe) */
+    char probe_after[STREAM_ID_MAX];/* it is our first pending entry after this id */
+    long long read_deadline_ms;
+    char claim_cursor[STREAM_ID_MAX];
+    long long next_claim_ms;        /* next XAUTOCLAIM pass for orphans */
+    long long next_touch_ms;        /* next idle reset of the entries waiting for a retry */
+    long long next_prune_ms;        /* next removal of long-dead consumers (slot 0 only) */
+    int index;
+    pid_t master;
+    unsigned long long handled;     /* messages handed to the handler */
+    unsigned long long recycle_at;  /* max_messages plus jitter; 0: never */
+    int exit_code;                  /* what the loop ends with (recycle, memory) */
+    long long next_memory_check_ms;
+    long long orphan_deadline_ms;   /* the master died: exit by then whatever we hold */
+    long reconnect_ms;
+    long long next_connect_ms;
+    long long last_error_log_ms;
+    enum stream_error last_error;
+    unsigned error_repeats;
+    char seen[STREAM_ID_MAX];       /* the last entry the group delivered to us through ">" */
+    char adopt_upto[STREAM_ID_MAX]; /* in flight when the group was re-created: ids up to this
+                                     * that fail are put back too; "" when none */
+};
+
+/* Set by SIGTERM/SIGINT, and by the worker's own reasons to stop: drain and exit. */
+extern volatile sig_atomic_t child_stopping;
+
+/* child.c */
+long long child_now_ms(void);
+long long child_unix_ms(void);
+unsigned child_inflight(struct child *c);
+bool child_accepting(struct child *c);
+/* Show an error on the status page (the last one per worker). */
+void child_publish_error(struct child *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Log the Redis problem in c->st once, then again only every minute while it lasts. */
+void child_log_redis_error(struct child *c);
+/* Decide what the failed Redis call in c->st means (reconnect with backoff, re-create the
+ * group). Returns -1 when the child must exit. */
+int child_redis_error(struct child *c);
+/* Read our pending list from the start. */
+void child_start_pending_phase(struct child *c);
+
+/* batch.c */
+/* A read's batch arrived in c->st: acknowledge what vanished, go on in the pending list,
+ * hand the messages over. */
+void batch_handle(struct child *c);
+/* Hand every message of the batch in c->st to the handler (but those waiting for a retry or a
+ * dead-letter move, over their attempts, too large, or already handled), then free it. */
+void batch_submit(struct child *c);
+/* Attempts of the batch's entries from Redis's delivery counters. */
+void batch_fetch_attempts(struct child *c);
+
+/* retry.c */
+/* A failed outcome o of record r: retry due after backoff, or dead-letter due. */
+void retry_schedule(struct child *c, struct ledger_rec *r, const struct outcome *o);
+/* Entry id is to be moved to the dead-letter stream (now): returns its record. */
+struct ledger_rec *retry_dead(struct child *c, const char *id, const char *reason, long long attempts,
+                              const char *error);
+/* Take the retries that are due back from Redis and hand them over, while there is room. */
+void retry_claim_due(struct child *c, long long now);
+/* Move the dead letters that are due; a move that fails is tried again later. */
+void retry_move_dead(struct child *c, long long now);
+/* Milliseconds until the first retry (retries) or dead-letter move (dead) is due, or -1. */
+long retry_due_in(struct child *c, long long now, bool retries, bool dead);
+/* Whether entry id waits for a retry or a dead-letter move. */
+bool retry_scheduled(struct child *c, const char *id);
+
+/* dedupe.c */
+/* With dedupe_ttl: which messages of the batch in c->st were already handled; *keys gets
+ * each one's done-marker key (caller owns both arrays and the keys). */
+bool *dedupe_find(struct child *c, struct str **keys);
+/* Write the done-markers due, then queue their XACKs. Returns -1 when the connection is lost. */
+int dedupe_write_markers(struct child *c);
+
+/* reclaim.c */
+/* Keep our waiting entries from looking orphaned, prune dead consumers (slot 0), and take
+ * over orphans while there is room. */
+void reclaim_run(struct child *c, long long now);
+
+/* oversize.c */
+/* A read failed with SERR_OVERSIZE: read one entry at a time, or size the entry in Redis. */
+void oversize_note(struct child *c);
+/* Size in Redis the entry that outgrew a read alone (when c->probe_due). */
+void oversize_probe(struct child *c);
+
+/* group.c */
+/* Order of two entry ids "ms-seq" (a missing seq counts as 0). */
+int group_id_cmp(const char *a, const char *b);
+/* Where a lost group restarts (c->st.resume). */
+void group_set_resume(struct child *c);
+/* Remember the last entry ">" brought. */
+void group_note_seen(struct child *c);
+void group_set_state(struct child *c, enum sb_group_state state);
+/* The group was created again after it was lost: say so, count it. */
+void group_report_recreated(struct child *c, const char *when);
+/* The group exists again: what we hold must be pending in it, as ours. */
+void group_reconcile_held(struct child *c);
+/* Put the records marked adopt back into our pending list. Returns 0 or -1. */
+int group_adopt_held(struct child *c);
+/* Record r (failed, held) was in flight when the group was re-created: put it back too. */
+void group_mark_adopt(struct child *c, struct ledger_rec *r);
+
+#endif
