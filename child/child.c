@@ -240,7 +240,10 @@ static void connect_redis(struct child *c, bool *skip_pending)
     else if (c->st.group_created)
         log_info("created group %s on stream %s at %s", pool->group, pool->stream,
                  pool->group_start_latest ? "its end (group_start = latest)" : "its start");
-    if (c->connected_once)
+    /* Only a group made anew needs what we hold put back: adopting (XCLAIM FORCE) into a group
+     * that lived on would bring back an entry a lost reply had in fact acknowledged or moved
+     * to the dead letters (a Redis restart mid-move), and it would be handled twice. */
+    if (c->connected_once && c->st.group_created)
         group_reconcile_held(c);
     group_set_state(c, SB_GROUP_OK);
     c->connected_once = true;
