@@ -143,20 +143,33 @@ def snapshot(path):
     return path.read_bytes(), st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)
 
 
-@needs_root
-def test_log_file_that_is_a_symlink_to_a_root_file_is_neither_written_nor_handed_over(
-        redis_server, fleet, root_dir):
+def nobody_folder_and_victim(root_dir, name):
+    """A folder the service user owns (where it could plant links) and a root-owned file
+    beside it that a followed link would harm. Returns the folder, the victim and the
+    victim's snapshot."""
     uid, gid = nobody_ids()
-    logs = root_dir / "logs"
-    logs.mkdir()
-    os.chown(logs, uid, gid)
+    folder = root_dir / name
+    folder.mkdir()
+    os.chown(folder, uid, gid)
     victim = root_dir / "victim"
     victim.write_text("root's precious file\n")
     victim.chmod(0o600)
-    before = snapshot(victim)
+    return folder, victim, snapshot(victim)
+
+
+def plant(link, target):
+    """A symlink planted by the service user."""
+    uid, gid = nobody_ids()
+    link.symlink_to(target)
+    os.lchown(link, uid, gid)
+
+
+@needs_root
+def test_log_file_that_is_a_symlink_to_a_root_file_is_neither_written_nor_handed_over(
+        redis_server, fleet, root_dir):
+    logs, victim, before = nobody_folder_and_victim(root_dir, "logs")
     link = logs / "streamfleet.log"
-    link.symlink_to(victim)
-    os.lchown(link, uid, gid)           # planted by the service user
+    plant(link, victim)
     fl = fleet({"fleet": {"user": "nobody", "group": "nogroup", "log_file": str(link)},
                 "pool:a": pool("sl")}, wait_http=False)
     try:
@@ -173,21 +186,12 @@ def test_pidfile_temporary_name_planted_as_a_symlink_does_not_touch_its_target(
         redis_server, fleet, root_dir):
     """The pidfile is written whole under PIDFILE.PID.tmp and renamed over: a symlink planted
     at that name (for every pid likely to come next) must not be followed."""
-    uid, gid = nobody_ids()
-    run = root_dir / "run"
-    run.mkdir()
-    os.chown(run, uid, gid)
-    victim = root_dir / "victim"
-    victim.write_text("root's precious file\n")
-    victim.chmod(0o600)
-    before = snapshot(victim)
+    run, victim, before = nobody_folder_and_victim(root_dir, "run")
     pidfile = run / "streamfleet.pid"
     last = int(Path("/proc/sys/kernel/ns_last_pid").read_text())
     pid_max = int(Path("/proc/sys/kernel/pid_max").read_text())
     for k in range(1, 3000):
-        link = run / f"streamfleet.pid.{(last + k) % pid_max}.tmp"
-        link.symlink_to(victim)
-        os.lchown(link, uid, gid)
+        plant(run / f"streamfleet.pid.{(last + k) % pid_max}.tmp", victim)
     fl = fleet({"fleet": {"user": "nobody", "group": "nogroup", "pidfile": str(pidfile)},
                 "pool:a": pool("sp")}, wait_http=False)
     planted = {(last + k) % pid_max for k in range(1, 3000)}
