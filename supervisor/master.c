@@ -75,7 +75,7 @@ static long long resident_bytes(void)
 
 static const char *handler_name(enum handler_kind k)
 {
-    return k == HANDLER_HTTP ? "http" : k == HANDLER_NOOP ? "noop" : "log";
+    return k == HANDLER_HTTP ? "http" : k == HANDLER_NOOP ? "noop" : k == HANDLER_PLUGIN ? "plugin" : "log";
 }
 
 /* Keep the last errors of a pool, newest first. */
