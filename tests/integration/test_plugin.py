@@ -271,3 +271,35 @@ def test_plugin_failing_init_in_the_worker_waits_long_and_says_why(redis_server,
     assert "no database at db.example" in fl.log()
     assert (m.total("streamfleet_messages_read_total", pool="a") or 0) == 0
     assert r.xlen("pf") == 10 and r.xlen("pf:dlq") == 0
+
+
+def test_plugin_crashing_on_one_message_dead_letters_it_and_handles_the_rest(tmp_path, redis_server, fleet):
+    """A plugin that segfaults on one message (a poison message): each crash takes the worker;
+    its replacement reads its pending list again, so the message comes back with its attempt
+    counted until max_attempts dead-letters it. The other messages are all handled. (batch 1:
+    with a larger batch, the messages read with the poison one come back with it and use up
+    their attempts too, a property of the worker that docs/handlers.md warns about.)"""
+    r = redis_server.client()
+    so = build_plugin(tmp_path, "poison", """
+     static int init(const struct sf_host *h, const struct sf_param *p, size_t n, void **st, char *e, size_t el)
+     { (void)h; (void)p; (void)n; (void)e; (void)el; *st = NULL; return 0; }
+     static int handle(void *s, const struct sf_message *m, struct sf_answer *a, struct sf_call *c)
+     {
+         (void)s; (void)a; (void)c;
+         for (size_t i = 0; i < m->nfields; i++)
+             if (m->fields[2 * i].len == 5 && memcmp(m->fields[2 * i].p, "crash", 5) == 0)
+                 *(volatile int *)0 = 1;
+         return SF_ACK;
+     }
+     const struct sf_plugin streamfleet_plugin = { .abi = STREAMFLEET_PLUGIN_ABI, .init = init, .handle = handle };""")
+    ids = add_messages(r, "pp", 30, fields=lambda i: {"n": str(i), **({"crash": "1"} if i == 10 else {})})
+    fl = fleet({"pool:a": plugin_pool("pp", path=so, batch=1, max_attempts=3)}, env=segv_kills())
+    fl.wait_for(lambda: r.xlen("pp:dlq") == 1 and pending_count(r, "pp", "pp-group") == 0,
+                timeout=BIG_TIMEOUT, what="the poison message dead-lettered, nothing pending")
+    (dead,) = dlq_entries(r, "pp").values()
+    assert dead["dlq.id"] == ids[10]
+    assert dead["dlq.reason"] == "max_attempts"
+    m = fl.metrics()
+    assert restarts(m, "a", "signal") == 3, "one crash per attempt"
+    assert all_read_and_acked(r, "pp", 30)
+    fl.wait_for(lambda: acked_total(fl) >= 29, what="the 29 others acked")
