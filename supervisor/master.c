@@ -12,6 +12,7 @@
 #include "common/log.h"
 #include "supervisor/httpd.h"
 #include "supervisor/notify.h"
+#include "supervisor/plugincheck.h"
 #include "supervisor/redismon.h"
 #include "supervisor/view.h"
 
@@ -571,6 +572,8 @@ static void reload(struct master *m, long long now)
     if (want > free_slots)
         log_errorx("reload: the new workers need %zu scoreboard slots beside the draining ones, %zu are free",
                    want, free_slots);
+    else if (plugincheck_reload(oc, nc) > 0)
+        log_errorx("reload: a plugin the reload would start does not load");
     else if (relisten(m, oc, nc) == -1)
         log_errorx("reload: the new listener cannot start");
     else

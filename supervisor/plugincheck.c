@@ -4,9 +4,11 @@
  * (crash, start threads, hold locks across fork) and the master must stay a clean image to
  * fork workers from. So the check forks, the checker loads the plugin (child/handler_plugin.c,
  * the same code path as a worker) and writes its verdict into a pipe; the parent turns a
- * crash, a hang or an error text into one FILE:LINE message. */
+ * crash, a hang or an error text into one FILE:LINE message. A reload does the same for the
+ * plugins it would change, so that it never swaps working workers for ones that cannot start. */
 #include "supervisor/plugincheck.h"
 #include "child/handler_plugin.h"
+#include "common/log.h"
 #include "supervisor/privs.h"
 
 #include <errno.h>
@@ -16,6 +18,7 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -32,6 +35,18 @@ static long long now_ms(void)
 /* In the checker: drop to the workers' user, load, answer through fd. Never returns. */
 static _Noreturn void checker(const struct conf *c, const struct pool_conf *p, int fd)
 {
+    /* Forked from a running master: let go of its descriptors (listener, epoll, signalfd,
+     * Redis), unblock the signals its signalfd wants blocked, and die with it. */
+    if (fd != 3) {
+        dup2(fd, 3);
+        fd = 3;
+    }
+    close_range(4, ~0U, 0);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+
     char err[512] = "";
     int rc = 0;
     if (geteuid() == 0 && c->user && privs_drop(c) == -1) {
@@ -121,18 +136,36 @@ static int check_one(const struct conf *c, const struct pool_conf *p, char *why,
     return 0;
 }
 
-size_t plugincheck_conf(const struct conf *c)
+/* Check the plugin pools of c (those new or changed since old, when old is given); report
+ * each failure on stderr, or in the log for a reload. */
+static size_t check_pools(const struct conf *c, const struct conf *old)
 {
     size_t failed = 0;
     for (size_t i = 0; i < c->npools; i++) {
         const struct pool_conf *p = &c->pools[i];
         if (p->handler != HANDLER_PLUGIN)
             continue;
+        const struct pool_conf *was = old ? conf_pool(old, p->name) : NULL;
+        if (was && conf_pool_same(was, p))
+            continue;
         char why[600];
-        if (check_one(c, p, why, sizeof why) == -1) {
+        if (check_one(c, p, why, sizeof why) == 0)
+            continue;
+        if (old)
+            log_errorx("reload: %s:%d: [pool:%s] plugin %s: %s", c->path, p->plugin_line, p->name, p->plugin, why);
+        else
             fprintf(stderr, "%s:%d: [pool:%s] plugin %s: %s\n", c->path, p->plugin_line, p->name, p->plugin, why);
-            failed++;
-        }
+        failed++;
     }
     return failed;
+}
+
+size_t plugincheck_conf(const struct conf *c)
+{
+    return check_pools(c, NULL);
+}
+
+size_t plugincheck_reload(const struct conf *old, const struct conf *c)
+{
+    return check_pools(c, old);
 }

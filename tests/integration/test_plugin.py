@@ -6,6 +6,7 @@ with gcc against include/streamfleet/plugin.h. One behaviour per test."""
 import os
 import re
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -15,7 +16,7 @@ import pytest
 from conftest import (REPO, SLOWNESS, add_messages, pending_count, run_binary, streamfleet_bin,
                       write_ini)
 from supervisor_helpers import (BIG_TIMEOUT, all_read_and_acked, master_cpu, pool, restarts,
-                                wait_children)
+                                rewrite_config, send_signal, wait_children)
 
 
 def example_plugin():
@@ -303,3 +304,44 @@ def test_plugin_crashing_on_one_message_dead_letters_it_and_handles_the_rest(tmp
     assert restarts(m, "a", "signal") == 3, "one crash per attempt"
     assert all_read_and_acked(r, "pp", 30)
     fl.wait_for(lambda: acked_total(fl) >= 29, what="the 29 others acked")
+
+
+# --------------------------------------------------------------------------------------------
+# reload
+# --------------------------------------------------------------------------------------------
+
+def reloads(fl, result):
+    return fl.metrics().value("streamfleet_reloads_total", result=result) or 0
+
+
+def test_reload_to_a_plugin_that_fails_keeps_the_running_workers_and_a_good_change_applies(
+        tmp_path, redis_server, fleet):
+    """SIGHUP with a changed plugin: the master checks it in a forked checker first. One whose
+    init() fails is refused (reloads_total{result="failed"}, the same workers go on handling);
+    a change that loads starts a new generation that uses the new parameters."""
+    r = redis_server.client()
+    fl = fleet({"pool:a": plugin_pool("pl")})
+    (worker,) = wait_children(fl, 1)
+    add_messages(r, "pl", 10, fields={"poison": "1"})
+    fl.wait_for(lambda: all_read_and_acked(r, "pl", 10), what="10 acked (no dead_if yet)")
+
+    rewrite_config(fl, lambda s: s["pool:a"].update({"plugin.fail_init": "broken on purpose"}))
+    send_signal(fl, signal.SIGHUP)
+    fl.wait_for(lambda: reloads(fl, "failed") == 1, what="the reload refused")
+    assert reloads(fl, "ok") == 0
+    assert wait_children(fl, 1) == [worker], "the running worker was kept"
+    add_messages(r, "pl", 10, fields={"poison": "1"})
+    fl.wait_for(lambda: all_read_and_acked(r, "pl", 20), what="20 acked by the old worker")
+    assert "broken on purpose" in fl.log()
+
+    def good(s):
+        del s["pool:a"]["plugin.fail_init"]
+        s["pool:a"]["plugin.dead_if"] = "poison"
+    rewrite_config(fl, good)
+    send_signal(fl, signal.SIGHUP)
+    fl.wait_for(lambda: reloads(fl, "ok") == 1, what="the good reload")
+    fl.wait_for(lambda: worker not in fl.children(), what="the old worker replaced")
+    add_messages(r, "pl", 10, fields={"poison": "1"})
+    fl.wait_for(lambda: r.xlen("pl:dlq") == 10 and pending_count(r, "pl", "pl-group") == 0,
+                timeout=BIG_TIMEOUT, what="the new generation dead-letters the poison")
+    assert reloads(fl, "failed") == 1
