@@ -726,11 +726,14 @@ static bool plugin_same(const struct pool_conf *a, const struct pool_conf *b)
     return true;
 }
 
+static void wipe_free(char *s);
+
+/* A parameter may be the plugin's password: wiped like a header. */
 static void plugin_release(struct pool_conf *p)
 {
     free(p->plugin);
     for (size_t i = 0; i < 2 * p->nplugin_params; i++)
-        free(p->plugin_params[i]);
+        wipe_free(p->plugin_params[i]);
     free(p->plugin_params);
 }
 

@@ -49,7 +49,7 @@ struct sf_bytes {
 };
 
 /* One `plugin.KEY = value` line of the pool's section ("plugin." taken off the key), in the
- * order of the file. A key may repeat. */
+ * order of the file. A key may repeat. Valid during init() only: copy what you keep. */
 struct sf_param {
     const char *key;
     const char *value;
