@@ -203,6 +203,20 @@ def test_check_reports_a_bad_plugin_at_its_line(tmp_path, name, body, why):
     assert str(so) in errs[0] and why in errs[0], errs[0]
 
 
+def test_check_gives_up_on_an_init_that_hangs(tmp_path):
+    so = build_plugin(tmp_path, "hangs", ACK + """
+     #include <unistd.h>
+     static int init(const struct sf_host *h, const struct sf_param *p, size_t n, void **st, char *e, size_t el)
+     { (void)h; (void)p; (void)n; (void)st; (void)e; (void)el; for (;;) pause(); return 0; }
+     const struct sf_plugin streamfleet_plugin = { .abi = STREAMFLEET_PLUGIN_ABI, .init = init, .handle = handle };""")
+    t0 = time.monotonic()
+    r, cfg, line = check(tmp_path, so)
+    took = time.monotonic() - t0
+    assert r.returncode == 1
+    assert any(l.startswith(f"{cfg}:{line}: ") and "10 s" in l for l in r.stderr.splitlines()), r.stderr
+    assert 9 <= took <= 10 + 10 * SLOWNESS, f"-t took {took:.1f} s"
+
+
 def test_check_reports_a_missing_plugin_file_at_its_line(tmp_path):
     r, cfg, line = check(tmp_path, tmp_path / "nowhere.so")
     assert r.returncode == 1
@@ -345,3 +359,51 @@ def test_reload_to_a_plugin_that_fails_keeps_the_running_workers_and_a_good_chan
     fl.wait_for(lambda: r.xlen("pl:dlq") == 10 and pending_count(r, "pl", "pl-group") == 0,
                 timeout=BIG_TIMEOUT, what="the new generation dead-letters the poison")
     assert reloads(fl, "failed") == 1
+
+
+# --------------------------------------------------------------------------------------------
+# what the plugin sees
+# --------------------------------------------------------------------------------------------
+
+ECHO = r"""
+#include <stdlib.h>
+static char params[512];
+static int init(const struct sf_host *h, const struct sf_param *p, size_t n, void **st, char *e, size_t el)
+{
+    (void)h; (void)e; (void)el; *st = NULL;
+    for (size_t i = 0; i < n; i++)
+        snprintf(params + strlen(params), sizeof params - strlen(params), "%s=%s;", p[i].key, p[i].value);
+    return 0;
+}
+/* Dead-letters every message with an error that describes what handle() was given. */
+static int handle(void *s, const struct sf_message *m, struct sf_answer *a, struct sf_call *c)
+{
+    static char text[1024];
+    (void)s; (void)c;
+    int k = snprintf(text, sizeof text, "%s|%s|%s|%lld|%s|", m->pool, m->stream, m->id, m->attempt, params);
+    for (size_t i = 0; i < m->nfields; i++) {
+        const struct sf_bytes *v = &m->fields[2 * i + 1];
+        size_t nuls = 0;
+        for (size_t j = 0; j < v->len; j++)
+            nuls += v->p[j] == '\0';
+        k += snprintf(text + k, sizeof text - (size_t)k, "%.*s:%zu:%zu:%d,", (int)m->fields[2 * i].len,
+                      m->fields[2 * i].p, v->len, nuls, v->p[v->len] == '\0');
+    }
+    a->reason = "echo";
+    a->error = text;
+    return SF_DEAD;
+}
+const struct sf_plugin streamfleet_plugin = { .abi = STREAMFLEET_PLUGIN_ABI, .init = init, .handle = handle };
+"""
+
+
+def test_plugin_sees_the_message_binary_safe_and_its_parameters_in_order(tmp_path, redis_server, fleet):
+    r = redis_server.client()
+    so = build_plugin(tmp_path, "echo", ECHO)
+    (eid,) = add_messages(r, "pe", 1, fields={"text": "héllo", "bin": b"a\x00b\x00\xffc", "empty": b""})
+    fl = fleet({"pool:echo": plugin_pool("pe", path=so, **{"plugin.b": ["2", "3"], "plugin.a": "x = y"})})
+    fl.wait_for(lambda: r.xlen("pe:dlq") == 1, what="the echo dead letter")
+    (dead,) = dlq_entries(r, "pe").values()
+    assert dead["dlq.reason"] == "echo"
+    assert dead["dlq.error"] == (f"echo|pe|{eid}|1|b=2;b=3;a=x = y;|"
+                                 f"text:{len('héllo'.encode())}:0:1,bin:6:2:1,empty:0:0:1,")
