@@ -124,6 +124,7 @@ SYSCONFDIR ?= /etc
 UNITDIR ?= $(PREFIX)/lib/systemd/system
 install: $(BIN)
 	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/streamfleet
+	install -D -m 0644 include/streamfleet/plugin.h $(DESTDIR)$(PREFIX)/include/streamfleet/plugin.h
 	install -D -m 0644 etc/streamfleet.ini $(DESTDIR)$(SYSCONFDIR)/streamfleet/streamfleet.ini.example
 	mkdir -p $(DESTDIR)$(UNITDIR)
 	sed -e 's|/usr/local/bin/|$(PREFIX)/bin/|' -e 's|/etc/streamfleet/|$(SYSCONFDIR)/streamfleet/|' \

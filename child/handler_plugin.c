@@ -266,9 +266,12 @@ static int plugin_fds(struct handler *h, struct pollfd *pfd, int max, long *time
 {
     if (h->pl->fds == NULL)
         return 0;
+    long was = *timeout_ms;
     int n = h->pl->fds(h->state, pfd, max, timeout_ms);
-    if (*timeout_ms < 0)
-        *timeout_ms = 0;
+    /* It may only lower the wait: a negative one (poll()'s "forever") would stop the
+     * worker's own deadlines and heartbeat. */
+    if (*timeout_ms < 0 || *timeout_ms > was)
+        *timeout_ms = was;
     return n < 0 ? 0 : n > max ? max : n;
 }
 
