@@ -46,6 +46,7 @@ struct handler {
     struct sf_call *free;
     struct sf_call *all;
     unsigned inflight;                  /* calls between submit() and their answer */
+    bool closing;                       /* in close(): fini() may not answer */
     char error[256];                    /* scratch for outcome texts */
 };
 
@@ -108,9 +109,17 @@ static int load(const struct pool_conf *p, const struct sf_host *host, const str
     return 0;
 }
 
+/* host->done() where no call can be answered: the check's init() and fini(). */
+static void no_done(struct sf_call *call, const struct sf_answer *a)
+{
+    (void)call;
+    (void)a;
+    log_errorx("plugin: done() outside handle() and run() (a plugin bug): ignored");
+}
+
 int handler_plugin_check(const struct pool_conf *p, char *err, size_t len)
 {
-    struct sf_host host = { .abi = STREAMFLEET_PLUGIN_ABI, .done = NULL, .log = host_log };
+    struct sf_host host = { .abi = STREAMFLEET_PLUGIN_ABI, .done = no_done, .log = host_log };
     const struct sf_plugin *pl;
     void *state;
     if (load(p, &host, &pl, &state, err, len) == -1)
@@ -187,6 +196,11 @@ static void host_done(struct sf_call *call, const struct sf_answer *a)
 {
     if (call == NULL || call->ticket == NULL) {
         log_errorx("plugin: done() for a call that was already answered (a plugin bug): ignored");
+        return;
+    }
+    if (call->h->closing) {
+        /* The worker is exiting: its tickets are abandoned and stay pending (handler.h). */
+        log_errorx("plugin: done() from fini() (a plugin bug): ignored, the message stays pending");
         return;
     }
     static const struct sf_answer none = { .result = SF_RETRY, .retry_after_ms = -1 };
@@ -289,6 +303,7 @@ static unsigned plugin_inflight(struct handler *h)
 /* What the plugin still holds is abandoned: it stays pending in Redis (handler.h). */
 static void plugin_close(struct handler *h)
 {
+    h->closing = true;
     if (h->pl->fini)
         h->pl->fini(h->state);
     while (h->all) {
