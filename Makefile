@@ -49,8 +49,19 @@ FUZZ_SECONDS ?= 60
 # objects a pattern rule made on the way to a target: keep them (make would delete them)
 .SECONDARY: $(FUZZ_OBJS)
 
-.PHONY: all run test unit bootstrap clean install bench fuzz fuzzers
-all: $(BIN)
+.PHONY: all run test unit bootstrap clean install bench fuzz fuzzers plugins
+all: $(BIN) plugins
+
+# Example handler plugins (handler = plugin): examples/plugins/NAME.c -> $(BUILD)/plugins/NAME.so,
+# against the public header alone (include/streamfleet/plugin.h). The tests load them from there.
+PLUGIN_SRCS := $(wildcard examples/plugins/*.c)
+PLUGIN_SOS  := $(PLUGIN_SRCS:examples/plugins/%.c=$(BUILD)/plugins/%.so)
+plugins: $(PLUGIN_SOS)
+$(BUILD)/plugins/%.so: examples/plugins/%.c include/streamfleet/plugin.h
+	@mkdir -p $(dir $@)
+	@echo "  PLUGIN  $@"
+	@$(CC) -std=c11 -D_GNU_SOURCE $(WARN) $(CFLAGS) $(filter -fsanitize=% -fno-%,$(ALL_CFLAGS)) \
+	    -fPIC -shared -Iinclude $(LDFLAGS) -o $@ $<
 
 $(BIN): $(OBJS)
 	@mkdir -p $(dir $@)
@@ -113,6 +124,7 @@ SYSCONFDIR ?= /etc
 UNITDIR ?= $(PREFIX)/lib/systemd/system
 install: $(BIN)
 	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/streamfleet
+	install -D -m 0644 include/streamfleet/plugin.h $(DESTDIR)$(PREFIX)/include/streamfleet/plugin.h
 	install -D -m 0644 etc/streamfleet.ini $(DESTDIR)$(SYSCONFDIR)/streamfleet/streamfleet.ini.example
 	mkdir -p $(DESTDIR)$(UNITDIR)
 	sed -e 's|/usr/local/bin/|$(PREFIX)/bin/|' -e 's|/etc/streamfleet/|$(SYSCONFDIR)/streamfleet/|' \

@@ -136,6 +136,7 @@ static const struct handler_ops *handler_for(enum handler_kind k)
     case HANDLER_LOG: return &handler_log_ops;
     case HANDLER_NOOP: return &handler_noop_ops;
     case HANDLER_HTTP: return &handler_http_ops;
+    case HANDLER_PLUGIN: return &handler_plugin_ops;
     }
     return NULL;
 }

@@ -110,7 +110,7 @@ struct key {
 static key_setter set_redis, set_listen, set_int, set_dur, set_bool, set_log_level,
     set_log_format, set_handler, set_method, set_name, set_field, set_url, set_content_type,
     set_header, set_file, set_backoff, set_percent, set_size, set_path, set_account, set_long,
-    set_group_start;
+    set_group_start, set_plugin;
 
 #define F(field) offsetof(struct conf, field)
 #define P(field) offsetof(struct pool_conf, field)
@@ -158,6 +158,9 @@ static const struct key keys[] = {
     { SEC_POOL, "tls_verify",          set_bool,         P(tls_verify),          0, 0, KEY_HTTP },
     { SEC_POOL, "signing_secret_file", set_file,         P(signing_secret_file), 0, 0, KEY_HTTP },
     { SEC_POOL, "id_field",            set_field,        P(id_field),            0, 0, KEY_HTTP },
+
+    /* handler = plugin; its `plugin.KEY = value` lines are taken by on_pair() */
+    { SEC_POOL, "plugin",              set_plugin,       P(plugin),              0, 0, 0 },
 
     { SEC_POOL, "max_attempts",      set_int,     P(max_attempts),      1, 1000, 0 },
     { SEC_POOL, "backoff",           set_backoff, P(backoff),           0, 0, 0 },
@@ -450,8 +453,8 @@ static int set_log_format(const struct key *k, void *base, const char *v, char *
 
 static int set_handler(const struct key *k, void *base, const char *v, char *err, size_t len)
 {
-    static const char *const words[] = { "log", "noop", "http", NULL };
-    static const enum handler_kind vals[] = { HANDLER_LOG, HANDLER_NOOP, HANDLER_HTTP };
+    static const char *const words[] = { "log", "noop", "http", "plugin", NULL };
+    static const enum handler_kind vals[] = { HANDLER_LOG, HANDLER_NOOP, HANDLER_HTTP, HANDLER_PLUGIN };
     int i;
     (void)k;
     if (pick_word(words, v, &i, err, len) == -1)
@@ -660,6 +663,78 @@ static int set_file(const struct key *k, void *base, const char *v, char *err, s
     }
     set_str(k, base, v);
     return 0;
+}
+
+/* ---- handler = plugin ---- */
+
+/* plugin = /path/NAME.so: absolute (dlopen() searches the library path for a bare name, and a
+ * relative one would depend on the worker's directory), and readable now. Whether it loads
+ * is for -t's forked check and the worker: the master never loads plugin code. */
+static int set_plugin(const struct key *k, void *base, const char *v, char *err, size_t len)
+{
+    if (v[0] != '/' || has_ctl(v)) {
+        snprintf(err, len, "must be an absolute path to a shared object (got '%s')", v);
+        return -1;
+    }
+    return set_file(k, base, v, err, len);
+}
+
+#define PLUGIN_PREFIX "plugin."
+
+static int key_index(enum section sec, const char *name);
+static bool str_same(const char *a, const char *b);
+
+/* plugin.KEY = value: any KEY of name characters, repeatable, kept in the order of the file
+ * for the plugin's init(). */
+static void plugin_param(struct loader *l, const char *key, const char *value)
+{
+    struct pool_conf *p = &l->c->pools[l->pool];
+    if (!valid_name(key, strlen(key))) {
+        problem(l, l->lineno, "%s%s: the parameter name must be 1 to %d characters of A-Z a-z 0-9 _ . -",
+                PLUGIN_PREFIX, key, CONF_NAME_MAX);
+        return;
+    }
+    p->plugin_params = xrealloc(p->plugin_params, (2 * p->nplugin_params + 2) * sizeof *p->plugin_params);
+    p->plugin_params[2 * p->nplugin_params] = xstrdup(key);
+    p->plugin_params[2 * p->nplugin_params + 1] = xstrdup(value);
+    p->nplugin_params++;
+    if (p->plugin_params_line == 0)
+        p->plugin_params_line = l->lineno;
+}
+
+/* The plugin keys go with handler = plugin, and it needs its file. */
+static void validate_plugin(struct loader *l, struct pool_conf *p, const int *seen, bool handler_ok)
+{
+    int line = seen[key_index(SEC_POOL, "plugin")];
+    bool plugin = handler_ok && p->handler == HANDLER_PLUGIN;
+    p->plugin_line = abs(line);
+    if (plugin && !line)
+        problem(l, p->line, "[pool:%s] missing required key 'plugin' (handler = plugin)", p->name);
+    if (handler_ok && !plugin && line)
+        problem(l, abs(line), "key 'plugin' only applies to handler = plugin");
+    if (handler_ok && !plugin && p->plugin_params_line)
+        problem(l, p->plugin_params_line, "keys '%s*' only apply to handler = plugin", PLUGIN_PREFIX);
+}
+
+static bool plugin_same(const struct pool_conf *a, const struct pool_conf *b)
+{
+    if (!str_same(a->plugin, b->plugin) || a->nplugin_params != b->nplugin_params)
+        return false;
+    for (size_t i = 0; i < 2 * a->nplugin_params; i++)
+        if (strcmp(a->plugin_params[i], b->plugin_params[i]) != 0)
+            return false;
+    return true;
+}
+
+static void wipe_free(char *s);
+
+/* A parameter may be the plugin's password: wiped like a header. */
+static void plugin_release(struct pool_conf *p)
+{
+    free(p->plugin);
+    for (size_t i = 0; i < 2 * p->nplugin_params; i++)
+        wipe_free(p->plugin_params[i]);
+    free(p->plugin_params);
 }
 
 /* host:port with a numeric address: the metrics endpoint binds exactly what is written, and a
@@ -1184,6 +1259,10 @@ static int on_pair(void *user, const char *section, const char *name, const char
         problem(l, l->lineno, "internal error: inih read section [%s], we read [%s]", section, l->section);
         return 1;
     }
+    if (l->sec == SEC_POOL && strncmp(name, PLUGIN_PREFIX, strlen(PLUGIN_PREFIX)) == 0) {
+        plugin_param(l, name + strlen(PLUGIN_PREFIX), value);
+        return 1;
+    }
     const struct key *k = key_find(l->sec, name);
     if (!k) {
         problem(l, l->lineno, "unknown key '%s' in [%s]", name, l->section);
@@ -1230,6 +1309,7 @@ static void validate_pool(struct loader *l, size_t i)
         if (http_only && seen[k] && handler_ok && !http)
             problem(l, abs(seen[k]), "key '%s' only applies to handler = http", keys[k].name);
     }
+    validate_plugin(l, p, seen, handler_ok);
     /* A live worker's message must never look orphaned: claim_idle has to outlast the longest
      * a worker may legitimately hold one (a blocking read, or twice the HTTP timeout). A
      * failed message waiting for its retry (up to backoff_max) stays pending too: its worker
@@ -1460,6 +1540,7 @@ static void pool_release(struct pool_conf *p)
     free(p->signing_secret_file);
     free(p->id_field);
     free(p->dlq);
+    plugin_release(p);
 }
 
 void conf_free(struct conf *c)
@@ -1518,6 +1599,8 @@ bool conf_pool_same(const struct pool_conf *a, const struct pool_conf *b)
     for (size_t i = 0; i < a->nheaders; i++)
         if (strcmp(a->headers[i], b->headers[i]) != 0)
             return false;
+    if (!plugin_same(a, b))
+        return false;
     return str_same(a->name, b->name) && str_same(a->stream, b->stream) && str_same(a->group, b->group) &&
            a->batch == b->batch && a->block_ms == b->block_ms && a->handler == b->handler &&
            str_same(a->url, b->url) && a->method == b->method && str_same(a->body_field, b->body_field) &&

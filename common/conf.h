@@ -17,7 +17,7 @@
 
 enum log_level { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR };
 enum log_format { LOG_FORMAT_TEXT, LOG_FORMAT_JSON };
-enum handler_kind { HANDLER_LOG, HANDLER_NOOP, HANDLER_HTTP };
+enum handler_kind { HANDLER_LOG, HANDLER_NOOP, HANDLER_HTTP, HANDLER_PLUGIN };
 enum http_method { HTTP_POST, HTTP_PUT, HTTP_PATCH };
 
 /* Where Redis is. Exactly one of host or unix_path is set. password (and user) are secrets:
@@ -62,6 +62,13 @@ struct pool_conf {
     bool tls_verify;
     char *signing_secret_file;
     char *id_field;             /* NULL: the stream entry id is the message id */
+
+    /* handler = plugin */
+    char *plugin;               /* absolute path of the shared object */
+    int plugin_line;            /* line of its `plugin =` key, for -t's messages */
+    char **plugin_params;       /* `plugin.KEY = value` lines: key, value, key, value, ... */
+    size_t nplugin_params;      /* number of pairs, in the order of the file */
+    int plugin_params_line;     /* line of the first of them; 0: none */
 
     /* retries, dead letters, orphans, duplicates */
     int max_attempts;           /* deliveries before dead-lettering, 1..1000 */

@@ -4,6 +4,7 @@
 #include "common/log.h"
 #include "supervisor/dlq.h"
 #include "supervisor/master.h"
+#include "supervisor/plugincheck.h"
 #include "supervisor/privs.h"
 #include "supervisor/statuscmd.h"
 
@@ -87,6 +88,13 @@ int main(int argc, char **argv)
     }
     scrub_env_password();
     if (check_only) {
+        /* Plugins load in forked checkers: the master never runs plugin code. */
+        problems = plugincheck_conf(conf);
+        if (problems) {
+            fprintf(stderr, "%s: %zu problem%s, not started\n", path, problems, problems == 1 ? "" : "s");
+            conf_free(conf);
+            return 1;
+        }
         printf("%s: configuration OK (%zu pool%s)\n", path, conf->npools, conf->npools == 1 ? "" : "s");
         conf_free(conf);
         return 0;

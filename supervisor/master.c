@@ -12,6 +12,7 @@
 #include "common/log.h"
 #include "supervisor/httpd.h"
 #include "supervisor/notify.h"
+#include "supervisor/plugincheck.h"
 #include "supervisor/redismon.h"
 #include "supervisor/view.h"
 
@@ -75,7 +76,7 @@ static long long resident_bytes(void)
 
 static const char *handler_name(enum handler_kind k)
 {
-    return k == HANDLER_HTTP ? "http" : k == HANDLER_NOOP ? "noop" : "log";
+    return k == HANDLER_HTTP ? "http" : k == HANDLER_NOOP ? "noop" : k == HANDLER_PLUGIN ? "plugin" : "log";
 }
 
 /* Keep the last errors of a pool, newest first. */
@@ -571,6 +572,8 @@ static void reload(struct master *m, long long now)
     if (want > free_slots)
         log_errorx("reload: the new workers need %zu scoreboard slots beside the draining ones, %zu are free",
                    want, free_slots);
+    else if (plugincheck_reload(oc, nc) > 0)
+        log_errorx("reload: a plugin the reload would start does not load");
     else if (relisten(m, oc, nc) == -1)
         log_errorx("reload: the new listener cannot start");
     else
