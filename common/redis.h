@@ -7,6 +7,10 @@
  * command then gets an error reply, exactly once, and the client reconnects after a capped,
  * jittered backoff. On every connect it sends AUTH, SELECT and CLIENT SETNAME first.
  *
+ * With redis-sentinel:// the client asks the sentinels for the master's address inside its
+ * connect (the descriptor is then a sentinel's), checks ROLE, and asks again on every
+ * reconnect, and when the master answers READONLY (the connection is then dropped).
+ *
  * redis_call() is a blocking helper for the short-lived command-line tools, on the same code.
  *
  * Not thread-safe. A connection is never shared across fork(): open it after the fork. */
@@ -126,6 +130,11 @@ struct redis_reply *redis_reply_dup(const struct redis_reply *v);
 void redis_reply_free(struct redis_reply *v);
 /* The element of a [key, value, key, value...] array whose key is the string key, or NULL. */
 const struct redis_reply *redis_reply_map_get(const struct redis_reply *v, const char *key);
+
+/* A sentinel's answer to SENTINEL get-master-addr-by-name ([host, port], bytes from the
+ * network): 0 with host (NUL-terminated) and port filled, or -1 when it is not a plausible one
+ * (nil: the sentinel does not know the master). */
+int redis_sentinel_addr(const struct redis_reply *v, char *host, size_t hostlen, int *port);
 
 /* The kind of a server error reply, from its first word ("NOGROUP No such key..."). */
 enum redis_errkind redis_classify(const char *str, size_t len);
