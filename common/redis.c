@@ -41,6 +41,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <time.h>
@@ -115,6 +116,17 @@ struct redis {
     enum redis_errkind sen_kind;    /* of the last failure in the round */
     char sen_why[320];              /* the last failure in the round */
     struct buf held;                /* the owner's commands, formatted, until ROLE said master */
+    struct redis *watch;            /* the sentinel that answered, subscribed to +switch-master,
+                                     * while the data connection is ours */
+    /* Under sentinel the owner polls one descriptor for two connections (the data one, or the
+     * sentinel being asked, and the watch): an epoll set, level-triggered, of both. */
+    int epfd;
+    int ep_fd[2];                   /* what is registered: [0] data or sentinel, [1] watch */
+    bool switched;                  /* it said our master moved: drop the data connection */
+    char switch_why[256];
+    /* On a subscribed connection (watch): the replies no command asked for, the messages. */
+    redis_cb *push_cb;
+    void *push_arg;
 };
 
 static void conn_drop(struct redis *r, enum redis_errkind kind, const char *why);
@@ -410,6 +422,7 @@ static void conn_close(struct redis *r)
 
 static bool sentinel_retry(struct redis *r, enum redis_errkind kind, const char *why);
 static void sentinel_end(struct redis *r);
+static void sentinel_watch(struct redis *r);
 
 /* One place where a connection ends: close, remember why, schedule the next attempt, then
  * fail what was queued (callbacks last, with the client already in its new state). Under
@@ -420,6 +433,9 @@ static void conn_drop(struct redis *r, enum redis_errkind kind, const char *why)
         return;
     conn_close(r);
     sentinel_end(r);
+    redis_free(r->watch);
+    r->watch = NULL;
+    r->switched = false;
     buf_reset(&r->held);
     r->gen++;
     snprintf(r->error, sizeof r->error, "%s", why);
@@ -661,7 +677,7 @@ static void role_cb(void *arg, const struct redis_reply *v)
     if (r->held.len)
         out_add(r, r->held.p, r->held.len);
     buf_reset(&r->held);
-    sentinel_end(r);
+    sentinel_watch(r);
 }
 
 static void conn_up(struct redis *r)
@@ -974,6 +990,71 @@ static void sentinel_run(struct redis *r, short revents, long long now)
         sentinel_ask(r);
 }
 
+/* A message on the watch: "+switch-master" "NAME OLDIP OLDPORT NEWIP NEWPORT". Our master
+ * moving elsewhere ends our connection to it, even when that connection still works (a master
+ * cut off from the sentinels, or frozen): whatever it accepts now is lost in the failover. */
+static void watch_cb(void *arg, const struct redis_reply *v)
+{
+    struct redis *r = arg;
+    if (v->type != REDIS_T_ARRAY || v->elements != 3 || !v->element[0] || !v->element[2] ||
+        v->element[0]->type != REDIS_T_STRING || strcmp(v->element[0]->str, "message") != 0 ||
+        v->element[2]->type != REDIS_T_STRING)
+        return;
+    char name[64], oldh[64], newh[64];
+    int oldp, newp;
+    if (sscanf(v->element[2]->str, "%63s %63s %d %63s %d", name, oldh, &oldp, newh, &newp) != 5 ||
+        strcmp(name, r->addr.sentinel_master) != 0)
+        return;
+    if (r->addr.host && strcmp(newh, r->addr.host) == 0 && newp == r->addr.port)
+        return;
+    r->switched = true;
+    snprintf(r->switch_why, sizeof r->switch_why, "sentinel announced +switch-master: '%s' moved to %s:%d",
+             name, newh, newp);
+}
+
+static void watch_subscribed_cb(void *arg, const struct redis_reply *v)
+{
+    (void)arg;
+    (void)v;                        /* an error leaves a watch that never speaks: harmless */
+}
+
+/* The data connection is ours: the sentinel that answered stays, subscribed to +switch-master. */
+static void sentinel_watch(struct redis *r)
+{
+    struct redis *w = r->sen;
+    r->sen = NULL;
+    sentinel_end(r);
+    redis_free(r->watch);
+    r->watch = NULL;
+    r->switched = false;
+    if (w && redis_fd(w) != -1 &&
+        redis_commandv(w, watch_subscribed_cb, r, r->opts.connect_timeout_ms, "SUBSCRIBE", "+switch-master",
+                       NULL) == 0) {
+        w->push_cb = watch_cb;
+        w->push_arg = r;
+        r->watch = w;
+        return;
+    }
+    redis_free(w);
+}
+
+/* The watch had something (revents from the epoll set), or the owner just runs us. */
+static void watch_run(struct redis *r, short revents, long long now)
+{
+    redis_run(r->watch, revents, now);
+    if (redis_fd(r->watch) == -1) {
+        /* The sentinel went away: the next connect subscribes anew; meanwhile a disconnect
+         * and READONLY still tell us. */
+        redis_free(r->watch);
+        r->watch = NULL;
+    }
+    if (r->switched) {
+        char why[sizeof r->switch_why];
+        snprintf(why, sizeof why, "%s", r->switch_why);
+        conn_drop(r, REDIS_E_IO, why);
+    }
+}
+
 /* conn_drop()'s question: is this failure one more reason to ask the sentinels again, within
  * the round's time? Only for a connection that failed before it was ours (connect refused or
  * timed out, a replica) and while a sentinel is at hand or left to ask; credentials and a bad
@@ -1132,6 +1213,14 @@ static int dispatch(struct redis *r)
             break;
         r->raw = 0;
         const struct redis_reply *v = obj;
+        if (r->qlen == 0 && r->push_cb) {
+            r->push_cb(r->push_arg, v);
+            if (r->gen != gen)
+                return -1;
+            arena_reset(&r->arena);
+            n++;
+            continue;
+        }
         if (r->qlen == 0) {
             char why[sizeof r->error];
             snprintf(why, sizeof why, "protocol error: a reply to no command: %.200s",
@@ -1222,7 +1311,64 @@ static void check_deadlines(struct redis *r, long long now)
     }
 }
 
+/* The readiness of our descriptors in the epoll set: the owner's revents are the set's. */
+static void ep_revents(struct redis *r, short *revents, short *wrevents)
+{
+    struct epoll_event ev[2];
+    *revents = *wrevents = 0;
+    int n = epoll_wait(r->epfd, ev, 2, 0);
+    for (int i = 0; i < n; i++) {
+        short re = (short)((ev[i].events & EPOLLIN ? POLLIN : 0) | (ev[i].events & EPOLLOUT ? POLLOUT : 0) |
+                           (ev[i].events & EPOLLERR ? POLLERR : 0) | (ev[i].events & EPOLLHUP ? POLLHUP : 0));
+        if (ev[i].data.u32 == 1)
+            *wrevents = re;
+        else
+            *revents = re;
+    }
+}
+
+static int inner_fd(const struct redis *r);
+static short inner_events(const struct redis *r);
+
+/* Register what we want to hear of now. Always MOD (ADD when absent): a closed descriptor
+ * left the set by itself, and its number may be back as a new socket. */
+static void ep_set(struct redis *r, int slot, int fd, short events)
+{
+    if (r->ep_fd[slot] >= 0 && r->ep_fd[slot] != fd)
+        epoll_ctl(r->epfd, EPOLL_CTL_DEL, r->ep_fd[slot], NULL);    /* gone already: ENOENT */
+    r->ep_fd[slot] = fd;
+    if (fd < 0)
+        return;
+    struct epoll_event ev = { .events = (events & POLLIN ? EPOLLIN : 0) | (events & POLLOUT ? EPOLLOUT : 0),
+                              .data.u32 = (uint32_t)slot };
+    if (epoll_ctl(r->epfd, EPOLL_CTL_MOD, fd, &ev) == -1 && errno == ENOENT &&
+        epoll_ctl(r->epfd, EPOLL_CTL_ADD, fd, &ev) == -1)
+        fatal("epoll_ctl");
+}
+
+static void ep_sync(struct redis *r)
+{
+    if (r->epfd < 0)
+        return;
+    ep_set(r, 0, inner_fd(r), inner_events(r));
+    if (r->watch && redis_fd(r->watch) >= 0)
+        ep_set(r, 1, redis_fd(r->watch), redis_events(r->watch));
+    else
+        ep_set(r, 1, -1, 0);
+}
+
+static void run(struct redis *r, short revents, long long now, short wrevents);
+
 void redis_run(struct redis *r, short revents, long long now)
+{
+    short wrevents = 0;
+    if (r->epfd >= 0)
+        ep_revents(r, &revents, &wrevents);
+    run(r, revents, now, wrevents);
+    ep_sync(r);
+}
+
+static void run(struct redis *r, short revents, long long now, short wrevents)
 {
     if (r->state == ST_WAIT && now >= r->next_connect)
         conn_start(r);
@@ -1252,6 +1398,8 @@ void redis_run(struct redis *r, short revents, long long now)
         tls_step(r);
         revents = 0;
     }
+    if (r->state == ST_UP && r->watch)
+        watch_run(r, wrevents, now);
     if (r->state == ST_UP) {
         flush_out(r);
         if (r->state == ST_UP && (revents & (POLLIN | POLLERR | POLLHUP)))
@@ -1266,12 +1414,23 @@ void redis_run(struct redis *r, short revents, long long now)
 
 int redis_fd(const struct redis *r)
 {
+    int fd = inner_fd(r);
+    return fd >= 0 && r->epfd >= 0 ? r->epfd : fd;
+}
+
+short redis_events(const struct redis *r)
+{
+    return r->epfd >= 0 ? POLLIN : inner_events(r);
+}
+
+static int inner_fd(const struct redis *r)
+{
     if (r->state == ST_SENTINEL)
         return r->sen ? redis_fd(r->sen) : -1;
     return r->state == ST_CONNECTING || r->state == ST_TLS || r->state == ST_UP ? r->fd : -1;
 }
 
-short redis_events(const struct redis *r)
+static short inner_events(const struct redis *r)
 {
     switch (r->state) {
     case ST_SENTINEL: return r->sen ? redis_events(r->sen) : 0;
@@ -1328,6 +1487,8 @@ static struct redis *client_new(const struct redis_opts *o)
     r->client_name = dup_or_null(r->opts.client_name);
     r->opts.client_name = r->client_name;
     r->fd = -1;
+    r->epfd = -1;
+    r->ep_fd[0] = r->ep_fd[1] = -1;
     r->rng = ((uint64_t)getpid() << 32 ^ (uint64_t)redis_now_ms()) | 1;
     struct buf empty = BUF_INIT;
     r->out = empty;
@@ -1358,7 +1519,13 @@ struct redis *redis_open(const struct redis_addr *a, const struct redis_opts *o)
         for (size_t i = 0; i < a->nsentinels; i++)
             r->addr.sentinels[i] = (struct redis_node){ xstrdup(a->sentinels[i].host), a->sentinels[i].port };
     }
+    if (r->addr.sentinel_master) {
+        r->epfd = epoll_create1(EPOLL_CLOEXEC);
+        if (r->epfd == -1)
+            fatal("epoll_create1");
+    }
     conn_start(r);
+    ep_sync(r);
     return r;
 }
 
@@ -1368,7 +1535,10 @@ void redis_free(struct redis *r)
         return;
     conn_close(r);
     sentinel_end(r);
+    redis_free(r->watch);
     buf_release(&r->held);
+    if (r->epfd >= 0)
+        close(r->epfd);
     if (r->reader)
         redisReaderFree(r->reader);
     arena_release(&r->arena);
@@ -1398,6 +1568,7 @@ int redis_command(struct redis *r, int argc, const char **argv, const size_t *ar
         out_add(r, cmd, (size_t)n);
     redisFreeCommand(cmd);
     queue_push(r, cb, arg, timeout_ms);
+    ep_sync(r);                     /* POLLOUT, now that there is something to write */
     return 0;
 }
 

@@ -228,25 +228,9 @@ def test_failover_under_load_carries_on_against_the_promoted_replica(sentinels, 
     prod = Producer(st, "hooks", total, 2000)
     prod.start()
     wait_until(lambda: prod.added >= total // 2, BIG_TIMEOUT, what="half the messages produced")
-    # the replica's XACK count stops moving with the master's death: any later one is ours
-    rep = st.replica.client()
     old.kill(signal.SIGKILL)
     t_kill = time.monotonic()
-    acks0 = rep.info("commandstats").get("cmdstat_xack", {}).get("calls", 0)
-    t_promoted = t_first_ack = None
-    deadline = t_kill + 60 * SLOWNESS
-    while time.monotonic() < deadline and t_first_ack is None:
-        try:
-            if t_promoted is None and rep.execute_command("ROLE")[0] == b"master":
-                t_promoted = time.monotonic()
-            if t_promoted is not None and \
-                    rep.info("commandstats").get("cmdstat_xack", {}).get("calls", 0) > acks0:
-                t_first_ack = time.monotonic()
-        except redislib.RedisError:
-            pass
-        time.sleep(0.02)
-    assert t_promoted is not None, "the sentinels never promoted the replica"
-    assert t_first_ack is not None, "no ack on the new master within 60 s of the kill"
+    t_promoted, t_first_ack = wait_promotion_and_first_ack(st, t_kill)
     print(f"\nkill -> promotion {t_promoted - t_kill:.2f} s; kill -> first ack on the new master "
           f"{t_first_ack - t_kill:.2f} s; promotion -> first ack {t_first_ack - t_promoted:.2f} s")
     assert t_first_ack - t_promoted <= 20 * SLOWNESS
@@ -270,6 +254,73 @@ def test_failover_under_load_carries_on_against_the_promoted_replica(sentinels, 
     assert fl.health()[0] == 200
     names = [c.get("name") for c in new.client_list()]
     assert names.count("streamfleet-worker") == 2, names
+
+
+def wait_promotion_and_first_ack(st, t0, timeout=60):
+    """(time of the replica's promotion, of the first XACK it executed after it) from t0, by
+    polling ROLE and INFO commandstats. Once the old master is gone, the replica's XACK count
+    moves only with the fleet's acks."""
+    rep = st.replica.client()
+    acks0 = t_promoted = t_first_ack = None
+    deadline = t0 + timeout * SLOWNESS
+    while time.monotonic() < deadline and t_first_ack is None:
+        try:
+            calls = rep.info("commandstats").get("cmdstat_xack", {}).get("calls", 0)
+            if t_promoted is None and rep.execute_command("ROLE")[0] == b"master":
+                t_promoted = time.monotonic()
+                acks0 = calls
+            elif t_promoted is not None and calls > acks0:
+                t_first_ack = time.monotonic()
+        except redislib.RedisError:
+            pass
+        time.sleep(0.02)
+    assert t_promoted is not None, "the sentinels never promoted the replica"
+    assert t_first_ack is not None, f"no ack on the new master within {timeout} s"
+    return t_promoted, t_first_ack
+
+
+def test_a_frozen_master_is_left_when_the_sentinels_announce_the_switch(sentinels, sink, fleet_factory):
+    """SIGSTOP: the connection to the old master stays open and silent. +switch-master (not a
+    disconnect, not a command's deadline: block 2 s + 5 s) moves the workers on."""
+    st = sentinels()
+    st.wait_ready()
+    r = st.master.client()
+    fl = fleet_factory({"fleet": {"redis": st.url()},
+                        "pool:h": http_pool(sink, "hooks", workers=2, block="2s", claim_idle="5s")})
+    before = [s(r.xadd("hooks", {"type": "t", "n": str(i)})) for i in range(100)]
+    wait_metric(fl, "streamfleet_messages_acked_total", "h", lambda v: v == 100, timeout=BIG_TIMEOUT)
+    wait_until(lambda: st.replica.client().xpending("hooks", "hooks-group")["pending"] == 0, TIMEOUT,
+               what="the acks replicated")
+    # a steady trickle into the replica, refused (READONLY) until it is the master: something
+    # to ack from the moment of the promotion
+    trickle_added = []
+
+    def trickle():
+        c = st.replica.client()
+        deadline = time.monotonic() + 60 * SLOWNESS
+        while len(trickle_added) < 300 and time.monotonic() < deadline:
+            try:
+                trickle_added.append(s(c.xadd("hooks", {"type": "t", "n": str(len(trickle_added))})))
+                time.sleep(0.01)
+            except redislib.RedisError:
+                time.sleep(0.01)
+    prod = threading.Thread(target=trickle, daemon=True)
+    st.master.kill(signal.SIGSTOP)
+    t_stop = time.monotonic()
+    prod.start()
+    t_promoted, t_first_ack = wait_promotion_and_first_ack(st, t_stop)
+    print(f"\nstop -> promotion {t_promoted - t_stop:.2f} s; promotion -> first ack on the new master "
+          f"{t_first_ack - t_promoted:.2f} s")
+    assert t_first_ack - t_promoted <= 3 * SLOWNESS, fl.log()[-5000:]
+    prod.join(BIG_TIMEOUT)
+    new = st.replica.client()
+    after = {s(i) for i, _ in new.xrange("hooks")} - set(before)
+    assert len(after) >= 300
+
+    def settled():
+        return new.xpending("hooks", "hooks-group")["pending"] == 0 and \
+            after <= set(by_webhook_id(sink.snapshot(), ok=True))
+    fl.wait_for(settled, BIG_TIMEOUT, what="the new entries delivered and acked")
 
 
 # --------------------------------------------------------------------------------------------
