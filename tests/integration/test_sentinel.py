@@ -377,6 +377,37 @@ def test_wrong_sentinel_password_is_a_clear_error_and_the_right_one_works(sentin
     fl.wait_healthy(timeout=TIMEOUT)
 
 
+def test_a_replica_named_as_master_is_sent_nothing_and_the_fleet_recovers_when_fixed(sentinels,
+                                                                                     fleet_factory):
+    """ROLE: a sentinel whose answer is a replica (stale, or misconfigured as here) does not get
+    the fleet writing to it, nor the monitor reading from it."""
+    st = sentinels(n=1)
+    wait_until(st.current_master, TIMEOUT, what="sentinel answers")
+    sc = st.sentinels[0].client()
+    sc.execute_command("SENTINEL", "REMOVE", MASTER)
+    sc.execute_command("SENTINEL", "MONITOR", MASTER, "127.0.0.1", st.replica.port, 1)
+    assert st.current_master() == ("127.0.0.1", st.replica.port)
+    st.master.client().xadd("src", {"n": "1"})
+    fl = fleet_factory({"fleet": {"redis": st.url()}, "pool:p": log_pool("src", workers=1)})
+
+    def unhealthy():
+        status, body = fl.health()
+        return body if status == 503 and str(st.replica.port) in (body or {}).get("reason", "") else None
+    fl.wait_for(unhealthy, what="/health 503 naming the replica")
+    time.sleep(2)
+    # the replica executed the replicated XADD and the sentinel's PINGs, nothing of the fleet's
+    used = sorted(k for k in st.replica.client().info("commandstats")
+                  if k.startswith(("cmdstat_xgroup", "cmdstat_xreadgroup", "cmdstat_xlen", "cmdstat_xinfo",
+                                   "cmdstat_xpending", "cmdstat_xack")))
+    assert used == [], used
+    assert metric(fl, "streamfleet_messages_acked_total", "p") == 0
+    # the sentinel told the truth again: the fleet gets there
+    sc.execute_command("SENTINEL", "REMOVE", MASTER)
+    sc.execute_command("SENTINEL", "MONITOR", MASTER, "127.0.0.1", st.master.port, 1)
+    wait_metric(fl, "streamfleet_messages_acked_total", "p", lambda v: v == 1, timeout=BIG_TIMEOUT)
+    fl.wait_healthy(timeout=TIMEOUT)
+
+
 @pytest.mark.parametrize("url, what", [
     ("redis-sentinel:///m", "no sentinel"),
     ("redis-sentinel://127.0.0.1:26379", "missing master name"),
