@@ -16,8 +16,12 @@
  * commands wait in `held`, unsent; a connection that fails before then goes back to asking,
  * on the same sentinel connection, after a short pause, for as long as the connect timeout
  * allows: a failover is a few seconds of "refused" and stale answers, ridden out inside one
- * connect. READONLY on a connection that was a master ends it: the next one asks again. Replies are built by our reply-object functions in an arena
- * that is reset once the reply's callback has returned. */
+ * connect. READONLY on a connection that was a master ends it, and so does +switch-master on
+ * the watch (the sentinel that answered, kept and subscribed): the next connect asks again.
+ * The owner polls the data connection and the watch as one epoll descriptor.
+ *
+ * Replies are built by our reply-object functions in an arena that is reset once the reply's
+ * callback has returned. */
 #include "common/redis.h"
 #include "common/arena.h"
 #include "common/backoff.h"

@@ -8,8 +8,10 @@
  * jittered backoff. On every connect it sends AUTH, SELECT and CLIENT SETNAME first.
  *
  * With redis-sentinel:// the client asks the sentinels for the master's address inside its
- * connect (the descriptor is then a sentinel's), checks ROLE, and asks again on every
- * reconnect, and when the master answers READONLY (the connection is then dropped).
+ * connect, checks ROLE, and asks again on every reconnect, when the master answers READONLY
+ * and when the sentinel that answered publishes +switch-master (it stays subscribed): the
+ * connection is then dropped. redis_fd() is then an epoll descriptor over the connections
+ * (POLLIN is all it takes): ask redis_fd() anew before every poll, as always.
  *
  * redis_call() is a blocking helper for the short-lived command-line tools, on the same code.
  *
@@ -81,7 +83,8 @@ struct redis *redis_open(const struct redis_addr *a, const struct redis_opts *o)
 /* Close and free; queued commands are dropped without their callbacks. */
 void redis_free(struct redis *r);
 
-/* The descriptor to poll, or -1 when there is none (waiting to reconnect, or closed). */
+/* The descriptor to poll, or -1 when there is none (waiting to reconnect, or closed). It may
+ * change from one redis_run() to the next. */
 int redis_fd(const struct redis *r);
 /* POLLIN and/or POLLOUT, as the client wants them now. */
 short redis_events(const struct redis *r);
