@@ -1335,14 +1335,9 @@ static int inner_fd(const struct redis *r);
 static short inner_events(const struct redis *r);
 
 /* Register what we want to hear of now. Always MOD (ADD when absent): a closed descriptor
- * left the set by itself, and its number may be back as a new socket. */
-static void ep_set(struct redis *r, int slot, int fd, short events)
+ * left the set by itself, and its number may be back as a new socket, even in the other slot. */
+static void ep_add(struct redis *r, int slot, int fd, short events)
 {
-    if (r->ep_fd[slot] >= 0 && r->ep_fd[slot] != fd)
-        epoll_ctl(r->epfd, EPOLL_CTL_DEL, r->ep_fd[slot], NULL);    /* gone already: ENOENT */
-    r->ep_fd[slot] = fd;
-    if (fd < 0)
-        return;
     struct epoll_event ev = { .events = (events & POLLIN ? EPOLLIN : 0) | (events & POLLOUT ? EPOLLOUT : 0),
                               .data.u32 = (uint32_t)slot };
     if (epoll_ctl(r->epfd, EPOLL_CTL_MOD, fd, &ev) == -1 && errno == ENOENT &&
@@ -1354,11 +1349,16 @@ static void ep_sync(struct redis *r)
 {
     if (r->epfd < 0)
         return;
-    ep_set(r, 0, inner_fd(r), inner_events(r));
-    if (r->watch && redis_fd(r->watch) >= 0)
-        ep_set(r, 1, redis_fd(r->watch), redis_events(r->watch));
-    else
-        ep_set(r, 1, -1, 0);
+    int want[2] = { inner_fd(r), r->watch ? redis_fd(r->watch) : -1 };
+    for (int i = 0; i < 2; i++)
+        if (r->ep_fd[i] >= 0 && r->ep_fd[i] != want[0] && r->ep_fd[i] != want[1])
+            epoll_ctl(r->epfd, EPOLL_CTL_DEL, r->ep_fd[i], NULL);    /* closed already: ENOENT */
+    if (want[0] >= 0)
+        ep_add(r, 0, want[0], inner_events(r));
+    if (want[1] >= 0)
+        ep_add(r, 1, want[1], redis_events(r->watch));
+    r->ep_fd[0] = want[0];
+    r->ep_fd[1] = want[1];
 }
 
 static void run(struct redis *r, short revents, long long now, short wrevents);
