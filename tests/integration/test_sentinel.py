@@ -2,7 +2,6 @@
 is, checks ROLE, and asks again when the master goes away. Against Debian's real redis-sentinel:
 one master, one replica and three sentinels on free loopback ports, all stopped by pid."""
 import json
-import os
 import signal
 import subprocess
 import threading
@@ -24,7 +23,7 @@ class Sentinel:
     """One redis-sentinel on 127.0.0.1:port watching MASTER, with its own writable config
     (sentinel rewrites it)."""
 
-    def __init__(self, dir, master_port, password=None):
+    def __init__(self, dir, master_port, password=None, master_password=None):
         self.dir = dir
         dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
@@ -35,6 +34,8 @@ class Sentinel:
                  f"sentinel failover-timeout {MASTER} 3000"]
         if password:
             lines.append(f"requirepass {password}")
+        if master_password:
+            lines.append(f"sentinel auth-pass {MASTER} {master_password}")
         self.conf = dir / "sentinel.conf"
         self.conf.write_text("\n".join(lines) + "\n")
         self.log = open(dir / "sentinel.log", "ab")
@@ -67,17 +68,18 @@ class Sentinel:
 class SentinelSet:
     """A master, its replica and n sentinels. .url(master=..., auth=...) is our URL form."""
 
-    def __init__(self, tmp_path, n=3, replica=True, password=None):
-        self.master = RedisServer(tmp_path / "master").start()
+    def __init__(self, tmp_path, n=3, replica=True, password=None, master_password=None):
+        self.master = RedisServer(tmp_path / "master", password=master_password).start()
         self.servers = [self.master]
         self.replica = None
         if replica:
-            self.replica = RedisServer(tmp_path / "replica", extra_args=(
-                "--replicaof", "127.0.0.1", str(self.master.port))).start()
+            auth = ("--masterauth", master_password) if master_password else ()
+            self.replica = RedisServer(tmp_path / "replica", password=master_password, extra_args=(
+                "--replicaof", "127.0.0.1", str(self.master.port), *auth)).start()
             self.servers.append(self.replica)
             wait_until(lambda: self.replica.client().info("replication")["master_link_status"] == "up",
                        TIMEOUT, what="replica in sync")
-        self.sentinels = [Sentinel(tmp_path / f"sentinel{i}", self.master.port, password)
+        self.sentinels = [Sentinel(tmp_path / f"sentinel{i}", self.master.port, password, master_password)
                           for i in range(n)]
 
     def wait_ready(self):
@@ -138,10 +140,6 @@ def sentinels(tmp_path):
         st.cleanup()
 
 
-def worker_pids(fl):
-    return fl.children()
-
-
 def workers_cpu(fl):
     return sum(cpu_seconds(pid) for pid in fl.children())
 
@@ -172,6 +170,24 @@ def test_fleet_through_sentinel_delivers_and_acks_every_message(sentinels, sink,
     assert "streamfleet-master" in names, names
     status, body = fl.wait_healthy(timeout=TIMEOUT)
     assert body["redis"]["up"] is True, body
+
+
+def test_the_url_credentials_are_the_data_masters(sentinels, sink, fleet_factory, tmp_path):
+    st = sentinels(n=1, replica=False, master_password="data-secret")
+    wait_until(st.current_master, TIMEOUT, what="sentinel answers")
+    r = st.master.client()
+    ids = [s(r.xadd("hooks", {"type": "t", "n": str(i)})) for i in range(20)]
+    fl = fleet_factory({"fleet": {"redis": st.url(auth=":data-secret@", db=0)},
+                        "pool:h": http_pool(sink, "hooks")})
+    wait_metric(fl, "streamfleet_messages_acked_total", "h", lambda v: v == 20, timeout=BIG_TIMEOUT)
+    assert set(by_webhook_id(sink.snapshot(), ok=True)) == set(ids)
+    fl.wait_healthy(timeout=TIMEOUT)
+    res = run_binary(["status", "-c", str(cli_config(tmp_path, st.url(auth=":data-secret@"))), "--json"])
+    assert json.loads(res.stdout)["redis"]["up"] is True, res.stdout
+    # a wrong data password: refused, and said so without the password
+    res = run_binary(["status", "-c", str(cli_config(tmp_path, st.url(auth=":wrong-one@"), name="w.ini")),
+                      "--json"])
+    assert res.returncode != 0 and "wrong-one" not in res.stdout + res.stderr
 
 
 # --------------------------------------------------------------------------------------------
