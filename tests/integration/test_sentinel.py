@@ -343,7 +343,7 @@ def test_a_frozen_master_is_left_when_the_sentinels_announce_the_switch(sentinel
 # 3. bad input
 # --------------------------------------------------------------------------------------------
 
-def test_unknown_master_name_is_a_503_with_its_reason_without_a_busy_loop(sentinels, fleet_factory):
+def test_unknown_master_name_is_a_503_without_a_busy_loop_and_recovers_once_known(sentinels, fleet_factory):
     st = sentinels(n=1, replica=False)
     fl = fleet_factory({"fleet": {"redis": st.url(master="nosuch")},
                         "pool:p": log_pool("src", workers=2)}, wait_http=True)
@@ -360,6 +360,11 @@ def test_unknown_master_name_is_a_503_with_its_reason_without_a_busy_loop(sentin
     print(f"\nCPU of 2 workers over 3 s asking for an unknown master: {used:.2f} s")
     assert used < 0.6, f"workers used {used:.2f} s of CPU in 3 s"
     assert metric(fl, "streamfleet_messages_acked_total", "p") == 0
+    # once a sentinel knows the name, the fleet gets there by itself
+    st.master.client().xadd("src", {"n": "1"})
+    st.sentinels[0].client().execute_command("SENTINEL", "MONITOR", "nosuch", "127.0.0.1", st.master.port, 1)
+    wait_metric(fl, "streamfleet_messages_acked_total", "p", lambda v: v == 1, timeout=BIG_TIMEOUT)
+    fl.wait_healthy(timeout=TIMEOUT)
 
 
 def test_wrong_sentinel_password_is_a_clear_error_and_the_right_one_works(sentinels, tmp_path,
