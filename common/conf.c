@@ -136,6 +136,7 @@ static const struct key keys[] = {
     { SEC_FLEET, "redis_tls_key",  set_file,      F(redis.tls_key),    0, 0, 0 },
     { SEC_FLEET, "redis_tls_server_name", set_name, F(redis.tls_server_name), 0, 0, 0 },
     { SEC_FLEET, "redis_tls_verify", set_bool,    F(redis.tls_verify), 0, 0, 0 },
+    { SEC_FLEET, "sentinel_password_file", set_file, F(redis.sentinel_password_file), 0, 0, 0 },
 
     { SEC_POOL, "stream",   set_name,    P(stream),   0, 0, KEY_REQUIRED },
     { SEC_POOL, "group",    set_name,    P(group),    0, 0, KEY_REQUIRED },
@@ -790,10 +791,12 @@ static int set_listen(const struct key *k, void *base, const char *v, char *err,
     return 0;
 }
 
-/* The redis_tls_* keys are set apart from the URL, before or after it: a new URL takes them
- * over from the address it replaces. */
+/* The redis_tls_* keys and sentinel_password_file are set apart from the URL, before or after
+ * it: a new URL takes them over from the address it replaces. */
 static void redis_take_tls(struct redis_addr *to, struct redis_addr *from)
 {
+    to->sentinel_password_file = from->sentinel_password_file;
+    from->sentinel_password_file = NULL;
     to->tls_verify = from->tls_verify;
     to->tls_ca = from->tls_ca;
     to->tls_cert = from->tls_cert;
@@ -884,6 +887,129 @@ static int parse_unix(const char *p, struct redis_addr *a, char *err, size_t err
     return 0;
 }
 
+/* host[:port] or [IPv6][:port], the whole of p[0..n): fills *host and *port (left as it is
+ * when no port is written). what names the part in messages ("" or "sentinel 2: "). */
+static int parse_host_port(const char *p, size_t n, char **host, int *port, const char *what, char *err,
+                           size_t errlen)
+{
+    const char *end = p + n;
+    if (n && *p == '[') {
+        const char *close = memchr(p, ']', n);
+        unsigned char addr[sizeof(struct in6_addr)];
+        char h[INET6_ADDRSTRLEN];
+        size_t hn = close ? (size_t)(close - p - 1) : 0;
+        if (!close || hn == 0 || hn >= sizeof h) {
+            snprintf(err, errlen, "%sbad IPv6 address: write it as [address]", what);
+            return -1;
+        }
+        memcpy(h, p + 1, hn);
+        h[hn] = '\0';
+        if (inet_pton(AF_INET6, h, addr) != 1) {
+            snprintf(err, errlen, "%sbad IPv6 address", what);
+            return -1;
+        }
+        *host = xstrdup(h);
+        p = close + 1;
+    } else {
+        const char *colon = memchr(p, ':', n);
+        size_t hn = colon ? (size_t)(colon - p) : n;
+        if (hn == 0) {
+            snprintf(err, errlen, "%smissing host", what);
+            return -1;
+        }
+        for (size_t i = 0; i < hn; i++) {
+            if (!isalnum((unsigned char)p[i]) && !strchr("-._", p[i])) {
+                snprintf(err, errlen, "%sbad host name (letters, digits, '-', '.', '_'; IPv6 in brackets)", what);
+                return -1;
+            }
+        }
+        if (hn > 253) {
+            snprintf(err, errlen, "%shost name too long", what);
+            return -1;
+        }
+        *host = xstrndup(p, hn);
+        p += hn;
+    }
+    if (p < end && *p == ':') {
+        char num[8];
+        long v;
+        size_t pn = (size_t)(end - ++p);
+        if (pn >= sizeof num) {
+            snprintf(err, errlen, "%sport must be a number from 1 to 65535", what);
+            return -1;
+        }
+        memcpy(num, p, pn);
+        num[pn] = '\0';
+        if (int_parse(num, 1, 65535, &v) == -1) {
+            snprintf(err, errlen, "%sport must be a number from 1 to 65535", what);
+            return -1;
+        }
+        *port = (int)v;
+        p = end;
+    }
+    if (p < end) {
+        snprintf(err, errlen, "%sunexpected text after the host", what);
+        return -1;
+    }
+    return 0;
+}
+
+/* The database after the last '/', or "" for 0. */
+static int parse_db(const char *p, struct redis_addr *a, char *err, size_t errlen)
+{
+    long v;
+    if (*p && int_parse(p, 0, 1000000, &v) == -1) {
+        snprintf(err, errlen, "database must be a number from 0 to 1000000");
+        return -1;
+    }
+    a->db = *p ? (int)v : 0;
+    return 0;
+}
+
+/* The sentinels host[:port],host[:port]... of p[0..n), then /MASTERNAME[/db] in rest. */
+static int parse_sentinels(const char *p, size_t n, const char *rest, struct redis_addr *a, char *err, size_t errlen)
+{
+    const char *end = p + n;
+    if (n == 0) {
+        snprintf(err, errlen, "no sentinel: write redis-sentinel://host:port,host:port/MASTERNAME");
+        return -1;
+    }
+    while (p <= end) {
+        const char *comma = memchr(p, ',', (size_t)(end - p));
+        size_t sn = comma ? (size_t)(comma - p) : (size_t)(end - p);
+        char what[32];
+        snprintf(what, sizeof what, "sentinel %zu: ", a->nsentinels + 1);
+        if (a->nsentinels == 64) {
+            snprintf(err, errlen, "more than 64 sentinels");
+            return -1;
+        }
+        a->sentinels = xrealloc(a->sentinels, (a->nsentinels + 1) * sizeof *a->sentinels);
+        struct redis_node *node = &a->sentinels[a->nsentinels++];
+        node->host = NULL;
+        node->port = 26379;
+        if (parse_host_port(p, sn, &node->host, &node->port, what, err, errlen) == -1)
+            return -1;
+        if (!comma)
+            break;
+        p = comma + 1;
+    }
+    if (*rest != '/' || rest[1] == '\0' || rest[1] == '/') {
+        snprintf(err, errlen, "missing master name: write redis-sentinel://host:port,.../MASTERNAME[/db]");
+        return -1;
+    }
+    rest++;
+    size_t mn = strcspn(rest, "/");
+    for (size_t i = 0; i < mn; i++) {
+        if (!isalnum((unsigned char)rest[i]) && !strchr("-._:", rest[i])) {
+            snprintf(err, errlen, "bad master name (letters, digits, '-', '.', '_', ':')");
+            return -1;
+        }
+    }
+    a->sentinel_master = xstrndup(rest, mn);
+    rest += mn;
+    return *rest == '/' ? parse_db(rest + 1, a, err, errlen) : 0;
+}
+
 /* Messages never quote any part of the address: wherever the parse went wrong, the text in
  * question may be the password, misplaced. The line number says where to look. */
 int conf_parse_redis(const char *url, struct redis_addr *a, char *err, size_t errlen)
@@ -895,15 +1021,25 @@ int conf_parse_redis(const char *url, struct redis_addr *a, char *err, size_t er
             goto fail;
         return 0;
     }
+    bool sentinel = false;
+    const char *p;
     if (strncmp(url, "rediss://", 9) == 0) {
         a->tls = true;
-        url++;                      /* the rest reads as redis:// */
-    } else if (strncmp(url, "redis://", 8) != 0) {
-        snprintf(err, errlen, "address must start with redis://, rediss:// or unix://");
+        p = url + 9;
+    } else if (strncmp(url, "redis://", 8) == 0) {
+        p = url + 8;
+    } else if (strncmp(url, "redis-sentinel://", 17) == 0) {
+        sentinel = true;
+        p = url + 17;
+    } else if (strncmp(url, "rediss-sentinel://", 18) == 0) {
+        snprintf(err, errlen, "rediss-sentinel:// is not supported: sentinel works over plain TCP only");
+        goto fail;
+    } else {
+        snprintf(err, errlen, "address must start with redis://, rediss://, redis-sentinel:// or unix://");
         goto fail;
     }
-    const char *p = url + 8;
-    /* The last '@' ends the credentials: a host, port or db never holds one, a password may. */
+    /* The last '@' ends the credentials: a host, port, db or master name never holds one, a
+     * password may. */
     const char *at = strrchr(p, '@');
     if (at) {
         const char *colon = memchr(p, ':', (size_t)(at - p));
@@ -925,72 +1061,17 @@ int conf_parse_redis(const char *url, struct redis_addr *a, char *err, size_t er
         }
         p = at + 1;
     }
-
-    if (*p == '[') {
-        const char *close = strchr(p, ']');
-        unsigned char addr[sizeof(struct in6_addr)];
-        char host[INET6_ADDRSTRLEN];
-        size_t n = close ? (size_t)(close - p - 1) : 0;
-        if (!close || n == 0 || n >= sizeof host) {
-            snprintf(err, errlen, "bad IPv6 address: write it as [address]");
+    size_t n = strcspn(p, "/");
+    if (sentinel) {
+        if (parse_sentinels(p, n, p + n, a, err, errlen) == -1)
             goto fail;
-        }
-        memcpy(host, p + 1, n);
-        host[n] = '\0';
-        if (inet_pton(AF_INET6, host, addr) != 1) {
-            snprintf(err, errlen, "bad IPv6 address");
-            goto fail;
-        }
-        a->host = xstrdup(host);
-        p = close + 1;
-    } else {
-        size_t n = strcspn(p, ":/");
-        if (n == 0) {
-            snprintf(err, errlen, "missing host");
-            goto fail;
-        }
-        for (size_t i = 0; i < n; i++) {
-            if (!isalnum((unsigned char)p[i]) && !strchr("-._", p[i])) {
-                snprintf(err, errlen, "bad host name (letters, digits, '-', '.', '_'; IPv6 in brackets)");
-                goto fail;
-            }
-        }
-        if (n > 253) {
-            snprintf(err, errlen, "host name too long");
-            goto fail;
-        }
-        a->host = xstrndup(p, n);
-        p += n;
+        return 0;
     }
-
-    if (*p == ':') {
-        char port[8];
-        long v;
-        size_t n = strcspn(++p, "/");
-        if (n >= sizeof port) {
-            snprintf(err, errlen, "port must be a number from 1 to 65535");
-            goto fail;
-        }
-        memcpy(port, p, n);
-        port[n] = '\0';
-        if (int_parse(port, 1, 65535, &v) == -1) {
-            snprintf(err, errlen, "port must be a number from 1 to 65535");
-            goto fail;
-        }
-        a->port = (int)v;
-        p += n;
-    }
-    if (*p == '/') {
-        long v;
-        if (*++p && int_parse(p, 0, 1000000, &v) == -1) {
-            snprintf(err, errlen, "database must be a number from 0 to 1000000");
-            goto fail;
-        }
-        a->db = *p ? (int)v : 0;
-    } else if (*p) {
-        snprintf(err, errlen, "unexpected text after the host");
+    if (parse_host_port(p, n, &a->host, &a->port, "", err, errlen) == -1)
         goto fail;
-    }
+    p += n;
+    if (*p == '/' && parse_db(p + 1, a, err, errlen) == -1)
+        goto fail;
     return 0;
 
 fail:
@@ -1016,6 +1097,11 @@ void conf_redis_release(struct redis_addr *a)
     free(a->tls_cert);
     free(a->tls_key);
     free(a->tls_server_name);
+    free(a->sentinel_master);
+    for (size_t i = 0; i < a->nsentinels; i++)
+        free(a->sentinels[i].host);
+    free(a->sentinels);
+    free(a->sentinel_password_file);
     memset(a, 0, sizeof *a);
 }
 
@@ -1025,7 +1111,14 @@ const char *conf_redis_display(const struct redis_addr *a, char *buf, size_t len
         snprintf(buf, len, "unix://%s?db=%d", a->unix_path, a->db);
     else if (a->unix_path)
         snprintf(buf, len, "unix://%s", a->unix_path);
-    else if (!a->host)
+    else if (a->sentinel_master) {
+        size_t o = (size_t)snprintf(buf, len, "redis-sentinel://");
+        for (size_t i = 0; i < a->nsentinels && o < len; i++)
+            o += (size_t)snprintf(buf + o, len - o, strchr(a->sentinels[i].host, ':') ? "%s[%s]:%d" : "%s%s:%d",
+                                  i ? "," : "", a->sentinels[i].host, a->sentinels[i].port);
+        if (o < len)
+            snprintf(buf + o, len - o, "/%s/%d", a->sentinel_master, a->db);
+    } else if (!a->host)
         snprintf(buf, len, "(none)");
     else if (strchr(a->host, ':'))
         snprintf(buf, len, "%s://[%s]:%d/%d", a->tls ? "rediss" : "redis", a->host, a->port, a->db);
@@ -1438,7 +1531,10 @@ static void validate(struct loader *l)
         problem(l, tc, "redis_tls_cert needs redis_tls_key");
     else if (tk && !tc)
         problem(l, tk, "redis_tls_key needs redis_tls_cert");
-    if (!c->redis.tls && c->redis.host) {
+    int sp = l->fleet_keys[key_index(SEC_FLEET, "sentinel_password_file")];
+    if (sp && !c->redis.sentinel_master && (c->redis.host || c->redis.unix_path))
+        problem(l, sp, "sentinel_password_file needs redis = redis-sentinel://...");
+    if (!c->redis.tls && (c->redis.host || c->redis.sentinel_master)) {
         static const char *const tls_keys[] = { "redis_tls_ca", "redis_tls_cert", "redis_tls_key",
                                                 "redis_tls_server_name", "redis_tls_verify" };
         for (size_t i = 0; i < sizeof tls_keys / sizeof tls_keys[0]; i++) {
@@ -1583,13 +1679,23 @@ static bool str_same(const char *a, const char *b)
     return (a == NULL && b == NULL) || (a && b && strcmp(a, b) == 0);
 }
 
+static bool sentinels_same(const struct redis_addr *a, const struct redis_addr *b)
+{
+    for (size_t i = 0; i < a->nsentinels && i < b->nsentinels; i++)
+        if (!str_same(a->sentinels[i].host, b->sentinels[i].host) || a->sentinels[i].port != b->sentinels[i].port)
+            return false;
+    return true;
+}
+
 bool conf_redis_same(const struct redis_addr *a, const struct redis_addr *b)
 {
     return str_same(a->host, b->host) && a->port == b->port && str_same(a->unix_path, b->unix_path) &&
            str_same(a->user, b->user) && str_same(a->password, b->password) && a->db == b->db &&
            a->tls == b->tls && a->tls_verify == b->tls_verify && str_same(a->tls_ca, b->tls_ca) &&
            str_same(a->tls_cert, b->tls_cert) && str_same(a->tls_key, b->tls_key) &&
-           str_same(a->tls_server_name, b->tls_server_name);
+           str_same(a->tls_server_name, b->tls_server_name) && str_same(a->sentinel_master, b->sentinel_master) &&
+           a->nsentinels == b->nsentinels && str_same(a->sentinel_password_file, b->sentinel_password_file) &&
+           sentinels_same(a, b);
 }
 
 bool conf_pool_same(const struct pool_conf *a, const struct pool_conf *b)

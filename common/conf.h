@@ -20,8 +20,14 @@ enum log_format { LOG_FORMAT_TEXT, LOG_FORMAT_JSON };
 enum handler_kind { HANDLER_LOG, HANDLER_NOOP, HANDLER_HTTP, HANDLER_PLUGIN };
 enum http_method { HTTP_POST, HTTP_PUT, HTTP_PATCH };
 
-/* Where Redis is. Exactly one of host or unix_path is set. password (and user) are secrets:
- * never log them; conf_redis_display() gives a printable form without them. */
+/* A sentinel of redis-sentinel://. */
+struct redis_node {
+    char *host;
+    int port;
+};
+
+/* Where Redis is. Exactly one of host, unix_path or sentinel_master is set. password (and user)
+ * are secrets: never log them; conf_redis_display() gives a printable form without them. */
 struct redis_addr {
     char *host;
     int port;
@@ -35,6 +41,12 @@ struct redis_addr {
     char *tls_cert;      /* redis_tls_cert, redis_tls_key: our client certificate, or NULL */
     char *tls_key;
     char *tls_server_name; /* redis_tls_server_name: SNI and the name checked; NULL: the host */
+    /* redis-sentinel://: the sentinels are asked for the address of the master of this name;
+     * user, password and db are the data master's. */
+    char *sentinel_master;
+    struct redis_node *sentinels;
+    size_t nsentinels;
+    char *sentinel_password_file; /* [fleet] sentinel_password_file: AUTH to the sentinels */
 };
 
 /* A new key is also compared in conf_pool_same(): a reload restarts a pool whose settings changed. */
@@ -134,12 +146,14 @@ void conf_errors_release(struct conf_errors *errs);
  * counted in *nproblems (when not NULL). */
 struct conf *conf_load_or_report(const char *path, size_t *nproblems);
 
-/* Parse a Redis address: redis://[[user]:password@]host[:port][/db] or unix:///path[?db=N].
+/* Parse a Redis address: redis://[[user]:password@]host[:port][/db], unix:///path[?db=N] or
+ * redis-sentinel://[[user]:password@]host[:port],host[:port].../MASTERNAME[/db].
  * Fills a (free contents with conf_redis_release()); returns 0, or -1 with a message that
  * never contains the password in err. */
 int conf_parse_redis(const char *url, struct redis_addr *a, char *err, size_t errlen);
 void conf_redis_release(struct redis_addr *a);
-/* "redis://host:port/db" or "unix:///path", never the credentials. Writes into buf. */
+/* "redis://host:port/db", "unix:///path" or "redis-sentinel://h:p,h:p/name/db", never the
+ * credentials. Writes into buf. */
 const char *conf_redis_display(const struct redis_addr *a, char *buf, size_t len);
 
 /* Whether two pools would run the same way: every setting but workers (and the line). A

@@ -4,11 +4,24 @@
  * lookup of a host name: getaddrinfo has no non-blocking form; numeric addresses and unix
  * sockets never wait).
  *
- * A connection's life: WAIT (backoff) -> CONNECTING (non-blocking connect, each address in
- * turn) -> TLS (handshake, SSL_ERROR_WANT_READ/WRITE) -> UP. Any failure goes through
+ * A connection's life: WAIT (backoff) -> [SENTINEL] -> CONNECTING (non-blocking connect, each
+ * address in turn) -> TLS (handshake, SSL_ERROR_WANT_READ/WRITE) -> UP. Any failure goes through
  * conn_drop(), the one place that closes the socket, fails every queued command exactly once
- * and schedules the next attempt. Replies are built by our reply-object functions in an arena
- * that is reset once the reply's callback has returned. */
+ * and schedules the next attempt.
+ *
+ * With redis-sentinel:// the SENTINEL step comes first: a client of our own kind (plain,
+ * no_reconnect) on one sentinel at a time asks SENTINEL get-master-addr-by-name, and the
+ * answer becomes the address of CONNECTING. ROLE is the last connect-time command: a replica
+ * (sentinel's answer was stale) is no master of ours. Until ROLE has said "master", the owner's
+ * commands wait in `held`, unsent; a connection that fails before then goes back to asking,
+ * on the same sentinel connection, after a short pause, for as long as the connect timeout
+ * allows: a failover is a few seconds of "refused" and stale answers, ridden out inside one
+ * connect. READONLY on a connection that was a master ends it, and so does +switch-master on
+ * the watch (the sentinel that answered, kept and subscribed): the next connect asks again.
+ * The owner polls the data connection and the watch as one epoll descriptor.
+ *
+ * Replies are built by our reply-object functions in an arena that is reset once the reply's
+ * callback has returned. */
 #include "common/redis.h"
 #include "common/arena.h"
 #include "common/backoff.h"
@@ -32,6 +45,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <time.h>
@@ -45,8 +59,13 @@
  * no byte bound set, this caps what a hostile or broken server can make us allocate. */
 #define ARRAY_BYTES_MAX ((size_t)512 * 1024 * 1024)
 #define ARGV_MAX 64
+/* Asking one sentinel: at most this long (or the connect timeout, when shorter). */
+#define SENTINEL_ASK_MS 1000
+/* Between a master that failed us and asking the sentinel again: a failover is slow (seconds),
+ * asking in a tight loop would only burn CPU. */
+#define SENTINEL_PAUSE_MS 150
 
-enum state { ST_CLOSED, ST_WAIT, ST_CONNECTING, ST_TLS, ST_UP, ST_DETACHED };
+enum state { ST_CLOSED, ST_WAIT, ST_SENTINEL, ST_CONNECTING, ST_TLS, ST_UP, ST_DETACHED };
 
 struct cmd {
     redis_cb *cb;
@@ -84,6 +103,34 @@ struct redis {
     bool got_reply;                 /* on this connection */
     char error[320];
     enum redis_errkind error_kind;
+
+    /* redis-sentinel:// only (addr.sentinel_master set); addr.host and port are the answer. */
+    struct redis *sen;              /* our client on the sentinel being asked, during a round */
+    size_t sen_next;                /* the sentinel to ask next; a round starts with the last
+                                     * one that answered */
+    size_t sen_left;                /* sentinels not yet opened in this round */
+    size_t sen_node;                /* the one sen is connected to */
+    bool sen_asked;                 /* a question is out on sen */
+    int sen_answer;                 /* 1: sen_host/sen_port hold an answer; -1: it failed */
+    char sen_host[256];
+    int sen_port;
+    char *sen_password;             /* read from sentinel_password_file each round; wiped */
+    long long sen_retry_at;         /* ask again then (0: not pausing) */
+    long long resolve_deadline;     /* the round gives up then */
+    enum redis_errkind sen_kind;    /* of the last failure in the round */
+    char sen_why[320];              /* the last failure in the round */
+    struct buf held;                /* the owner's commands, formatted, until ROLE said master */
+    struct redis *watch;            /* the sentinel that answered, subscribed to +switch-master,
+                                     * while the data connection is ours */
+    /* Under sentinel the owner polls one descriptor for two connections (the data one, or the
+     * sentinel being asked, and the watch): an epoll set, level-triggered, of both. */
+    int epfd;
+    int ep_fd[2];                   /* what is registered: [0] data or sentinel, [1] watch */
+    bool switched;                  /* it said our master moved: drop the data connection */
+    char switch_why[256];
+    /* On a subscribed connection (watch): the replies no command asked for, the messages. */
+    redis_cb *push_cb;
+    void *push_arg;
 };
 
 static void conn_drop(struct redis *r, enum redis_errkind kind, const char *why);
@@ -263,7 +310,7 @@ const struct redis_reply *redis_reply_map_get(const struct redis_reply *v, const
 
 /* ---- the command queue ---- */
 
-static void queue_push(struct redis *r, redis_cb *cb, void *arg, long timeout_ms)
+static void queue_add(struct redis *r, struct cmd c)
 {
     if (r->qhead + r->qlen == r->qcap) {
         if (r->qhead > 0) {
@@ -274,7 +321,12 @@ static void queue_push(struct redis *r, redis_cb *cb, void *arg, long timeout_ms
             r->q = xrealloc(r->q, r->qcap * sizeof *r->q);
         }
     }
-    r->q[r->qhead + r->qlen++] = (struct cmd){ cb, arg, redis_now_ms() + timeout_ms, timeout_ms };
+    r->q[r->qhead + r->qlen++] = c;
+}
+
+static void queue_push(struct redis *r, redis_cb *cb, void *arg, long timeout_ms)
+{
+    queue_add(r, (struct cmd){ cb, arg, redis_now_ms() + timeout_ms, timeout_ms });
 }
 
 static struct cmd queue_pop(struct redis *r)
@@ -372,11 +424,23 @@ static void conn_close(struct redis *r)
     r->setup_left = 0;
 }
 
+static bool sentinel_retry(struct redis *r, enum redis_errkind kind, const char *why);
+static void sentinel_end(struct redis *r);
+static void sentinel_watch(struct redis *r);
+
 /* One place where a connection ends: close, remember why, schedule the next attempt, then
- * fail what was queued (callbacks last, with the client already in its new state). */
+ * fail what was queued (callbacks last, with the client already in its new state). Under
+ * sentinel, a master that fails us before it was ours is only a reason to ask again. */
 static void conn_drop(struct redis *r, enum redis_errkind kind, const char *why)
 {
+    if (sentinel_retry(r, kind, why))
+        return;
     conn_close(r);
+    sentinel_end(r);
+    redis_free(r->watch);
+    r->watch = NULL;
+    r->switched = false;
+    buf_reset(&r->held);
     r->gen++;
     snprintf(r->error, sizeof r->error, "%s", why);
     r->error_kind = kind;
@@ -489,13 +553,19 @@ fail:
     return -1;
 }
 
-static redis_cb auth_cb, select_cb, setname_cb;
+static redis_cb auth_cb, select_cb, setname_cb, role_cb;
 
-/* What each connection says first, pipelined ahead of anything the owner queued. */
+/* What each connection says first, pipelined ahead of anything the owner queued (the owner's
+ * commands, queued while we were resolving the master, move behind; their deadlines count
+ * from now). */
 static void queue_setup(struct redis *r)
 {
     const struct redis_addr *a = &r->addr;
     char db[16];
+    struct cmd *owner = r->q;
+    size_t head = r->qhead, nowner = r->qlen;
+    r->q = NULL;
+    r->qhead = r->qlen = r->qcap = 0;
     if (a->password) {
         const char *argv[3] = { "AUTH", a->user ? a->user : a->password, a->password };
         size_t len[3] = { 4, strlen(argv[1]), strlen(argv[2]) };
@@ -535,6 +605,19 @@ static void queue_setup(struct redis *r)
         queue_push(r, setname_cb, r, r->opts.connect_timeout_ms);
         r->setup_left++;
     }
+    if (a->sentinel_master) {
+        static const char role[] = "*1\r\n$4\r\nROLE\r\n";
+        out_add(r, role, sizeof role - 1);
+        queue_push(r, role_cb, r, r->opts.connect_timeout_ms);
+        r->setup_left++;
+    }
+    long long now = redis_now_ms();
+    for (size_t i = 0; i < nowner; i++) {
+        struct cmd c = owner[head + i];
+        c.deadline = now + c.timeout_ms;
+        queue_add(r, c);
+    }
+    free(owner);
 }
 
 /* The replies to the connect-time commands. A failed AUTH or SELECT ends the connection (the
@@ -572,6 +655,33 @@ static void select_cb(void *arg, const struct redis_reply *v)
 static void setname_cb(void *arg, const struct redis_reply *v)
 {
     setup_answered(arg, v);
+}
+
+/* The last connect-time command under sentinel. A replica is refused (the failure is one that
+ * sends us back to the sentinels); an error (an ACL without ROLE) is no proof either way: the
+ * sentinel's word stands, and READONLY would tell us later. */
+static void role_cb(void *arg, const struct redis_reply *v)
+{
+    struct redis *r = arg;
+    if (r->state != ST_UP)
+        return;
+    setup_answered(r, v);
+    if (v->type == REDIS_T_ARRAY && v->elements > 0 && v->element[0] && v->element[0]->type == REDIS_T_STRING &&
+        strcmp(v->element[0]->str, "master") != 0) {
+        char why[sizeof r->error];
+        snprintf(why, sizeof why, "sentinel named %s:%d as master '%s', but it is a %.20s", r->addr.host,
+                 r->addr.port, r->addr.sentinel_master, v->element[0]->str);
+        conn_drop(r, REDIS_E_IO, why);
+        return;
+    }
+    /* Ours: the owner's commands go now, behind what is still unwritten. */
+    long long now = redis_now_ms();
+    for (size_t i = 0; i < r->qlen; i++)
+        r->q[r->qhead + i].deadline = now + r->q[r->qhead + i].timeout_ms;
+    if (r->held.len)
+        out_add(r, r->held.p, r->held.len);
+    buf_reset(&r->held);
+    sentinel_watch(r);
 }
 
 static void conn_up(struct redis *r)
@@ -641,7 +751,19 @@ static void connect_next(struct redis *r)
     conn_drop(r, REDIS_E_IO, why);
 }
 
+static void sentinel_start(struct redis *r);
+static void data_start(struct redis *r);
+
 static void conn_start(struct redis *r)
+{
+    if (r->addr.sentinel_master)
+        sentinel_start(r);
+    else
+        data_start(r);
+}
+
+/* Connect to addr.host:port (or the unix socket): the data connection. */
+static void data_start(struct redis *r)
 {
     char why[sizeof r->error];
     reader_reset(r);
@@ -679,6 +801,296 @@ static void conn_start(struct redis *r)
     r->ai_next = r->ai;
     r->last_errno = ECONNREFUSED;
     connect_next(r);
+}
+
+/* ---- sentinel: who the master is ---- */
+
+/* A sentinel's answer to get-master-addr-by-name: [host, port]. The bytes come from the
+ * network: the host must be a plausible name or address, the port a port. */
+int redis_sentinel_addr(const struct redis_reply *v, char *host, size_t hostlen, int *port)
+{
+    if (v->type != REDIS_T_ARRAY || v->elements != 2 || !v->element[0] || !v->element[1] ||
+        v->element[0]->type != REDIS_T_STRING || v->element[1]->type != REDIS_T_STRING)
+        return -1;
+    const struct redis_reply *h = v->element[0], *p = v->element[1];
+    if (h->len == 0 || h->len >= hostlen || p->len == 0 || p->len > 5)
+        return -1;
+    for (size_t i = 0; i < h->len; i++)
+        if (!(h->str[i] >= '0' && h->str[i] <= '9') && !(h->str[i] >= 'a' && h->str[i] <= 'z') &&
+            !(h->str[i] >= 'A' && h->str[i] <= 'Z') && !strchr("-._:", h->str[i]))
+            return -1;
+    long n = 0;
+    for (size_t i = 0; i < p->len; i++) {
+        if (p->str[i] < '0' || p->str[i] > '9')
+            return -1;
+        n = n * 10 + (p->str[i] - '0');
+    }
+    if (n < 1 || n > 65535)
+        return -1;
+    memcpy(host, h->str, h->len);
+    host[h->len] = '\0';
+    *port = (int)n;
+    return 0;
+}
+
+static void sentinel_cb(void *arg, const struct redis_reply *v)
+{
+    struct redis *r = arg;
+    const struct redis_node *node = &r->addr.sentinels[r->sen_node];
+    r->sen_asked = false;
+    if (redis_sentinel_addr(v, r->sen_host, sizeof r->sen_host, &r->sen_port) == 0) {
+        r->sen_answer = 1;
+        return;
+    }
+    r->sen_answer = -1;
+    r->sen_kind = v->type == REDIS_T_ERROR ? v->err : REDIS_E_OTHER;
+    if (v->type == REDIS_T_NIL)
+        snprintf(r->sen_why, sizeof r->sen_why, "sentinel %s:%d does not know master '%s'", node->host, node->port,
+                 r->addr.sentinel_master);
+    else if (v->type == REDIS_T_ERROR)
+        snprintf(r->sen_why, sizeof r->sen_why, "sentinel %s:%d: %.200s", node->host, node->port, v->str);
+    else
+        snprintf(r->sen_why, sizeof r->sen_why, "sentinel %s:%d: unexpected answer to get-master-addr-by-name",
+                 node->host, node->port);
+}
+
+/* The end of a round, answered or not: the sentinel connection goes. */
+static void sentinel_end(struct redis *r)
+{
+    redis_free(r->sen);
+    r->sen = NULL;
+    r->sen_left = 0;
+    r->sen_asked = false;
+    r->sen_answer = 0;
+    r->sen_retry_at = 0;
+    if (r->sen_password) {
+        explicit_bzero(r->sen_password, strlen(r->sen_password));
+        free(r->sen_password);
+        r->sen_password = NULL;
+    }
+}
+
+/* The password of sentinel_password_file, read again each round (a fixed file is picked up);
+ * NULL with sen_why filled when it cannot be read. */
+static char *sentinel_password(struct redis *r)
+{
+    const char *path = r->addr.sentinel_password_file;
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        snprintf(r->sen_why, sizeof r->sen_why, "cannot read sentinel_password_file %s: %s", path, strerror(errno));
+        return NULL;
+    }
+    char buf[512];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    while (n > 0 && strchr("\r\n \t", buf[n - 1]))
+        buf[--n] = '\0';
+    char *pw = n ? xstrdup(buf) : NULL;
+    if (pw == NULL)
+        snprintf(r->sen_why, sizeof r->sen_why, "sentinel_password_file %s is empty", path);
+    explicit_bzero(buf, sizeof buf);
+    return pw;
+}
+
+static long sentinel_ask_ms(const struct redis *r)
+{
+    return r->opts.connect_timeout_ms < SENTINEL_ASK_MS ? r->opts.connect_timeout_ms : SENTINEL_ASK_MS;
+}
+
+/* The round failed: every sentinel was asked, or time ran out. */
+static void sentinel_fail(struct redis *r)
+{
+    char why[sizeof r->error];
+    enum redis_errkind kind = r->sen_kind == REDIS_E_AUTH ? REDIS_E_AUTH : REDIS_E_IO;
+    snprintf(why, sizeof why, "master '%.48s' through the sentinels: %.230s", r->addr.sentinel_master,
+             r->sen_why[0] ? r->sen_why : "no answer in time");
+    sentinel_end(r);                /* so that conn_drop does not take it for a retry */
+    conn_drop(r, kind, why);
+}
+
+/* Ask the sentinel we are connected to, or the next one that takes our question; the round
+ * fails when none is left. */
+static void sentinel_ask(struct redis *r)
+{
+    r->sen_retry_at = 0;
+    for (;;) {
+        if (r->sen == NULL) {
+            if (r->sen_left == 0) {
+                sentinel_fail(r);
+                return;
+            }
+            const struct redis_node *node = &r->addr.sentinels[r->sen_next];
+            r->sen_node = r->sen_next;
+            r->sen_next = (r->sen_next + 1) % r->addr.nsentinels;
+            r->sen_left--;
+            struct redis_addr sa = { .host = node->host, .port = node->port, .password = r->sen_password };
+            struct redis_opts o = { .connect_timeout_ms = sentinel_ask_ms(r), .no_reconnect = true };
+            r->sen = redis_open(&sa, &o);
+        }
+        r->sen_answer = 0;
+        if (redis_commandv(r->sen, sentinel_cb, r, sentinel_ask_ms(r), "SENTINEL", "get-master-addr-by-name",
+                           r->addr.sentinel_master, NULL) == 0) {
+            r->sen_asked = true;
+            return;
+        }
+        const struct redis_node *node = &r->addr.sentinels[r->sen_node];
+        snprintf(r->sen_why, sizeof r->sen_why, "sentinel %s:%d: %.200s", node->host, node->port, redis_error(r->sen));
+        r->sen_kind = redis_error_kind(r->sen);
+        redis_free(r->sen);
+        r->sen = NULL;
+    }
+}
+
+/* A round: ask the sentinels in turn, starting with the one that answered last time. */
+static void sentinel_start(struct redis *r)
+{
+    sentinel_end(r);
+    r->state = ST_SENTINEL;
+    r->sen_left = r->addr.nsentinels;
+    r->sen_why[0] = '\0';
+    r->sen_kind = REDIS_E_NONE;
+    r->resolve_deadline = redis_now_ms() + r->opts.connect_timeout_ms;
+    if (r->addr.sentinel_password_file && !(r->sen_password = sentinel_password(r))) {
+        char why[sizeof r->error];
+        snprintf(why, sizeof why, "%s", r->sen_why);
+        conn_drop(r, REDIS_E_IO, why);
+        return;
+    }
+    sentinel_ask(r);
+}
+
+/* ST_SENTINEL, after a poll: move the question on, and connect to the answer. */
+static void sentinel_run(struct redis *r, short revents, long long now)
+{
+    if (r->sen)
+        redis_run(r->sen, revents, now);
+    if (r->sen_answer == 1) {
+        r->sen_answer = 0;
+        r->sen_next = r->sen_node;
+        if (r->addr.host == NULL || strcmp(r->addr.host, r->sen_host) != 0 || r->addr.port != r->sen_port)
+            log_info("sentinel: master '%s' is at %s:%d", r->addr.sentinel_master, r->sen_host, r->sen_port);
+        free(r->addr.host);
+        r->addr.host = xstrdup(r->sen_host);
+        r->addr.port = r->sen_port;
+        data_start(r);              /* the sentinel connection stays, for a retry */
+        return;
+    }
+    bool sen_gone = r->sen && !r->sen_asked && redis_fd(r->sen) == -1;
+    if (r->sen_answer == -1 || sen_gone) {
+        /* This sentinel failed us: the next one, now. */
+        if (sen_gone && r->sen_answer == 0) {
+            snprintf(r->sen_why, sizeof r->sen_why, "sentinel connection: %.200s", redis_error(r->sen));
+            r->sen_kind = redis_error_kind(r->sen);
+        }
+        redis_free(r->sen);
+        r->sen = NULL;
+        sentinel_ask(r);
+        return;
+    }
+    if (r->sen_retry_at && now >= r->sen_retry_at)
+        sentinel_ask(r);
+    else if (r->sen == NULL && !r->sen_retry_at)
+        sentinel_ask(r);
+}
+
+/* A message on the watch: "+switch-master" "NAME OLDIP OLDPORT NEWIP NEWPORT". Our master
+ * moving elsewhere ends our connection to it, even when that connection still works (a master
+ * cut off from the sentinels, or frozen): whatever it accepts now is lost in the failover. */
+static void watch_cb(void *arg, const struct redis_reply *v)
+{
+    struct redis *r = arg;
+    if (v->type != REDIS_T_ARRAY || v->elements != 3 || !v->element[0] || !v->element[2] ||
+        v->element[0]->type != REDIS_T_STRING || strcmp(v->element[0]->str, "message") != 0 ||
+        v->element[2]->type != REDIS_T_STRING)
+        return;
+    char name[64], oldh[64], newh[64];
+    int oldp, newp;
+    if (sscanf(v->element[2]->str, "%63s %63s %d %63s %d", name, oldh, &oldp, newh, &newp) != 5 ||
+        strcmp(name, r->addr.sentinel_master) != 0)
+        return;
+    if (r->addr.host && strcmp(newh, r->addr.host) == 0 && newp == r->addr.port)
+        return;
+    r->switched = true;
+    snprintf(r->switch_why, sizeof r->switch_why, "sentinel announced +switch-master: '%s' moved to %s:%d",
+             name, newh, newp);
+}
+
+static void watch_subscribed_cb(void *arg, const struct redis_reply *v)
+{
+    (void)arg;
+    (void)v;                        /* an error leaves a watch that never speaks: harmless */
+}
+
+/* The data connection is ours: the sentinel that answered stays, subscribed to +switch-master. */
+static void sentinel_watch(struct redis *r)
+{
+    struct redis *w = r->sen;
+    r->sen = NULL;
+    sentinel_end(r);
+    redis_free(r->watch);
+    r->watch = NULL;
+    r->switched = false;
+    if (w && redis_fd(w) != -1 &&
+        redis_commandv(w, watch_subscribed_cb, r, r->opts.connect_timeout_ms, "SUBSCRIBE", "+switch-master",
+                       NULL) == 0) {
+        w->push_cb = watch_cb;
+        w->push_arg = r;
+        r->watch = w;
+        return;
+    }
+    redis_free(w);
+}
+
+/* The watch had something (revents from the epoll set), or the owner just runs us. */
+static void watch_run(struct redis *r, short revents, long long now)
+{
+    redis_run(r->watch, revents, now);
+    if (redis_fd(r->watch) == -1) {
+        /* The sentinel went away: the next connect subscribes anew; meanwhile a disconnect
+         * and READONLY still tell us. */
+        redis_free(r->watch);
+        r->watch = NULL;
+    }
+    if (r->switched) {
+        char why[sizeof r->switch_why];
+        snprintf(why, sizeof why, "%s", r->switch_why);
+        conn_drop(r, REDIS_E_IO, why);
+    }
+}
+
+/* conn_drop()'s question: is this failure one more reason to ask the sentinels again, within
+ * the round's time? Only for a connection that failed before it was ours (connect refused or
+ * timed out, a replica) and while a sentinel is at hand or left to ask; credentials and a bad
+ * db are the config's fault, and asking again would not help. */
+static bool sentinel_retry(struct redis *r, enum redis_errkind kind, const char *why)
+{
+    long long now = redis_now_ms();
+    if (!r->addr.sentinel_master || (r->state != ST_CONNECTING && r->state != ST_TLS && r->state != ST_UP) ||
+        (r->sen == NULL && r->sen_left == 0) || (kind != REDIS_E_IO && kind != REDIS_E_TIMEOUT) ||
+        now + SENTINEL_PAUSE_MS >= r->resolve_deadline)
+        return false;
+    /* The connect-time commands not yet answered lead the queue: they go with the socket; the
+     * owner's commands stay, unsent (held), for the next master. */
+    r->qhead += r->setup_left;
+    r->qlen -= r->setup_left;
+    if (r->qlen == 0)
+        r->qhead = 0;
+    conn_close(r);
+    r->gen++;                       /* a dispatch loop in progress stops */
+    snprintf(r->sen_why, sizeof r->sen_why, "%s", why);
+    r->sen_kind = kind;
+    r->state = ST_SENTINEL;
+    r->sen_retry_at = now + SENTINEL_PAUSE_MS;
+    if (r->sen && redis_fd(r->sen) == -1) {
+        redis_free(r->sen);
+        r->sen = NULL;
+    }
+    /* Without a sentinel connection there is nothing to poll while pausing (and an owner takes
+     * redis_fd() == -1 for the end): ask the next sentinel now. */
+    if (r->sen == NULL)
+        sentinel_ask(r);
+    return true;
 }
 
 /* ---- reading and writing ---- */
@@ -805,6 +1217,14 @@ static int dispatch(struct redis *r)
             break;
         r->raw = 0;
         const struct redis_reply *v = obj;
+        if (r->qlen == 0 && r->push_cb) {
+            r->push_cb(r->push_arg, v);
+            if (r->gen != gen)
+                return -1;
+            arena_reset(&r->arena);
+            n++;
+            continue;
+        }
         if (r->qlen == 0) {
             char why[sizeof r->error];
             snprintf(why, sizeof why, "protocol error: a reply to no command: %.200s",
@@ -815,10 +1235,19 @@ static int dispatch(struct redis *r)
         struct cmd c = queue_pop(r);
         r->got_reply = true;
         bool answered = v->type != REDIS_T_ERROR;
+        bool readonly = v->type == REDIS_T_ERROR && v->err == REDIS_E_READONLY;
         if (c.cb)
             c.cb(c.arg, v);
         if (r->gen != gen)
             return -1;
+        if (readonly && r->addr.sentinel_master) {
+            /* Our master was made a replica (a failover we did not see): not ours any more. */
+            char why[sizeof r->error];
+            snprintf(why, sizeof why, "master '%s' at %s:%d answered READONLY: asking the sentinels again",
+                     r->addr.sentinel_master, r->addr.host, r->addr.port);
+            conn_drop(r, REDIS_E_IO, why);
+            return -1;
+        }
         arena_reset(&r->arena);     /* v is gone */
         n++;
         if (r->setup_left == 0 && answered)
@@ -858,6 +1287,10 @@ static void read_all(struct redis *r)
 
 static void check_deadlines(struct redis *r, long long now)
 {
+    if (r->state == ST_SENTINEL && now >= r->resolve_deadline) {
+        sentinel_fail(r);
+        return;
+    }
     if ((r->state == ST_CONNECTING || r->state == ST_TLS) && now >= r->connect_deadline) {
         char why[sizeof r->error];
         /* A plain server takes a TLS hello for the start of a command and waits for the rest. */
@@ -869,7 +1302,9 @@ static void check_deadlines(struct redis *r, long long now)
     }
     if (r->state != ST_UP)
         return;
-    for (size_t i = 0; i < r->qlen; i++) {
+    /* The owner's commands held behind ROLE are not on the wire: their time starts later. */
+    size_t n = r->addr.sentinel_master && r->setup_left ? r->setup_left : r->qlen;
+    for (size_t i = 0; i < n; i++) {
         const struct cmd *c = &r->q[r->qhead + i];
         if (c->deadline <= now) {
             char why[sizeof r->error];
@@ -880,10 +1315,71 @@ static void check_deadlines(struct redis *r, long long now)
     }
 }
 
+/* The readiness of our descriptors in the epoll set: the owner's revents are the set's. */
+static void ep_revents(struct redis *r, short *revents, short *wrevents)
+{
+    struct epoll_event ev[2];
+    *revents = *wrevents = 0;
+    int n = epoll_wait(r->epfd, ev, 2, 0);
+    for (int i = 0; i < n; i++) {
+        short re = (short)((ev[i].events & EPOLLIN ? POLLIN : 0) | (ev[i].events & EPOLLOUT ? POLLOUT : 0) |
+                           (ev[i].events & EPOLLERR ? POLLERR : 0) | (ev[i].events & EPOLLHUP ? POLLHUP : 0));
+        if (ev[i].data.u32 == 1)
+            *wrevents = re;
+        else
+            *revents = re;
+    }
+}
+
+static int inner_fd(const struct redis *r);
+static short inner_events(const struct redis *r);
+
+/* Register what we want to hear of now. Always MOD (ADD when absent): a closed descriptor
+ * left the set by itself, and its number may be back as a new socket, even in the other slot. */
+static void ep_add(struct redis *r, int slot, int fd, short events)
+{
+    struct epoll_event ev = { .events = (events & POLLIN ? EPOLLIN : 0) | (events & POLLOUT ? EPOLLOUT : 0),
+                              .data.u32 = (uint32_t)slot };
+    if (epoll_ctl(r->epfd, EPOLL_CTL_MOD, fd, &ev) == -1 && errno == ENOENT &&
+        epoll_ctl(r->epfd, EPOLL_CTL_ADD, fd, &ev) == -1)
+        fatal("epoll_ctl");
+}
+
+static void ep_sync(struct redis *r)
+{
+    if (r->epfd < 0)
+        return;
+    int want[2] = { inner_fd(r), r->watch ? redis_fd(r->watch) : -1 };
+    for (int i = 0; i < 2; i++)
+        if (r->ep_fd[i] >= 0 && r->ep_fd[i] != want[0] && r->ep_fd[i] != want[1])
+            epoll_ctl(r->epfd, EPOLL_CTL_DEL, r->ep_fd[i], NULL);    /* closed already: ENOENT */
+    if (want[0] >= 0)
+        ep_add(r, 0, want[0], inner_events(r));
+    if (want[1] >= 0)
+        ep_add(r, 1, want[1], redis_events(r->watch));
+    r->ep_fd[0] = want[0];
+    r->ep_fd[1] = want[1];
+}
+
+static void run(struct redis *r, short revents, long long now, short wrevents);
+
 void redis_run(struct redis *r, short revents, long long now)
+{
+    short wrevents = 0;
+    if (r->epfd >= 0)
+        ep_revents(r, &revents, &wrevents);
+    run(r, revents, now, wrevents);
+    ep_sync(r);
+}
+
+static void run(struct redis *r, short revents, long long now, short wrevents)
 {
     if (r->state == ST_WAIT && now >= r->next_connect)
         conn_start(r);
+    if (r->state == ST_SENTINEL) {
+        sentinel_run(r, revents, now);
+        revents = 0;                /* they were the sentinel connection's */
+    }
     if (r->state == ST_CONNECTING && r->fd >= 0 && (revents & (POLLOUT | POLLERR | POLLHUP))) {
         int err = 0;
         socklen_t len = sizeof err;
@@ -906,6 +1402,8 @@ void redis_run(struct redis *r, short revents, long long now)
         tls_step(r);
         revents = 0;
     }
+    if (r->state == ST_UP && r->watch)
+        watch_run(r, wrevents, now);
     if (r->state == ST_UP) {
         flush_out(r);
         if (r->state == ST_UP && (revents & (POLLIN | POLLERR | POLLHUP)))
@@ -920,12 +1418,26 @@ void redis_run(struct redis *r, short revents, long long now)
 
 int redis_fd(const struct redis *r)
 {
-    return r->state == ST_CONNECTING || r->state == ST_TLS || r->state == ST_UP ? r->fd : -1;
+    int fd = inner_fd(r);
+    return fd >= 0 && r->epfd >= 0 ? r->epfd : fd;
 }
 
 short redis_events(const struct redis *r)
 {
+    return r->epfd >= 0 ? POLLIN : inner_events(r);
+}
+
+static int inner_fd(const struct redis *r)
+{
+    if (r->state == ST_SENTINEL)
+        return r->sen ? redis_fd(r->sen) : -1;
+    return r->state == ST_CONNECTING || r->state == ST_TLS || r->state == ST_UP ? r->fd : -1;
+}
+
+static short inner_events(const struct redis *r)
+{
     switch (r->state) {
+    case ST_SENTINEL: return r->sen ? redis_events(r->sen) : 0;
     case ST_CONNECTING: return POLLOUT;
     case ST_TLS: return r->tls_want ? r->tls_want : POLLIN;
     case ST_UP: return (short)(POLLIN | (r->out_off < r->out.len ? POLLOUT : 0));
@@ -941,9 +1453,17 @@ long redis_timeout_ms(const struct redis *r, long long now)
     else if (r->state == ST_CONNECTING || r->state == ST_TLS)
         due = r->connect_deadline;
     else if (r->state == ST_UP)
-        for (size_t i = 0; i < r->qlen; i++)
+        for (size_t i = 0; i < (r->addr.sentinel_master && r->setup_left ? r->setup_left : r->qlen); i++)
             if (due == -1 || r->q[r->qhead + i].deadline < due)
                 due = r->q[r->qhead + i].deadline;
+    if (r->state == ST_SENTINEL) {
+        due = r->resolve_deadline;
+        if (r->sen_retry_at && r->sen_retry_at < due)
+            due = r->sen_retry_at;
+        long t = r->sen ? redis_timeout_ms(r->sen, now) : -1;
+        if (t >= 0 && now + t < due)
+            due = now + t;
+    }
     if (due == -1)
         return -1;
     return due <= now ? 0 : (long)(due - now);
@@ -971,9 +1491,12 @@ static struct redis *client_new(const struct redis_opts *o)
     r->client_name = dup_or_null(r->opts.client_name);
     r->opts.client_name = r->client_name;
     r->fd = -1;
+    r->epfd = -1;
+    r->ep_fd[0] = r->ep_fd[1] = -1;
     r->rng = ((uint64_t)getpid() << 32 ^ (uint64_t)redis_now_ms()) | 1;
     struct buf empty = BUF_INIT;
     r->out = empty;
+    r->held = empty;
     return r;
 }
 
@@ -992,7 +1515,21 @@ struct redis *redis_open(const struct redis_addr *a, const struct redis_opts *o)
     r->addr.tls_cert = dup_or_null(a->tls_cert);
     r->addr.tls_key = dup_or_null(a->tls_key);
     r->addr.tls_server_name = dup_or_null(a->tls_server_name);
+    r->addr.sentinel_master = dup_or_null(a->sentinel_master);
+    r->addr.sentinel_password_file = dup_or_null(a->sentinel_password_file);
+    if (a->nsentinels) {
+        r->addr.nsentinels = a->nsentinels;
+        r->addr.sentinels = xcalloc(a->nsentinels, sizeof *r->addr.sentinels);
+        for (size_t i = 0; i < a->nsentinels; i++)
+            r->addr.sentinels[i] = (struct redis_node){ xstrdup(a->sentinels[i].host), a->sentinels[i].port };
+    }
+    if (r->addr.sentinel_master) {
+        r->epfd = epoll_create1(EPOLL_CLOEXEC);
+        if (r->epfd == -1)
+            fatal("epoll_create1");
+    }
     conn_start(r);
+    ep_sync(r);
     return r;
 }
 
@@ -1001,6 +1538,11 @@ void redis_free(struct redis *r)
     if (r == NULL)
         return;
     conn_close(r);
+    sentinel_end(r);
+    redis_free(r->watch);
+    buf_release(&r->held);
+    if (r->epfd >= 0)
+        close(r->epfd);
     if (r->reader)
         redisReaderFree(r->reader);
     arena_release(&r->arena);
@@ -1014,7 +1556,7 @@ void redis_free(struct redis *r)
 int redis_command(struct redis *r, int argc, const char **argv, const size_t *argvlen, redis_cb *cb, void *arg,
                   long timeout_ms)
 {
-    if (r->state != ST_CONNECTING && r->state != ST_TLS && r->state != ST_UP) {
+    if (r->state != ST_SENTINEL && r->state != ST_CONNECTING && r->state != ST_TLS && r->state != ST_UP) {
         if (r->error[0] == '\0')
             snprintf(r->error, sizeof r->error, "not connected");
         return -1;
@@ -1023,9 +1565,14 @@ int redis_command(struct redis *r, int argc, const char **argv, const size_t *ar
     int n = redisFormatCommandArgv(&cmd, argc, argv, argvlen);
     if (n < 0)
         fatal("out of memory");
-    out_add(r, cmd, (size_t)n);
+    /* Under sentinel, nothing of the owner's goes out before ROLE said "master". */
+    if (r->addr.sentinel_master && !redis_ready(r))
+        buf_add(&r->held, cmd, (size_t)n);
+    else
+        out_add(r, cmd, (size_t)n);
     redisFreeCommand(cmd);
     queue_push(r, cb, arg, timeout_ms);
+    ep_sync(r);                     /* POLLOUT, now that there is something to write */
     return 0;
 }
 

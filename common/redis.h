@@ -7,6 +7,12 @@
  * command then gets an error reply, exactly once, and the client reconnects after a capped,
  * jittered backoff. On every connect it sends AUTH, SELECT and CLIENT SETNAME first.
  *
+ * With redis-sentinel:// the client asks the sentinels for the master's address inside its
+ * connect, checks ROLE, and asks again on every reconnect, when the master answers READONLY
+ * and when the sentinel that answered publishes +switch-master (it stays subscribed): the
+ * connection is then dropped. redis_fd() is then an epoll descriptor over the connections
+ * (POLLIN is all it takes): ask redis_fd() anew before every poll, as always.
+ *
  * redis_call() is a blocking helper for the short-lived command-line tools, on the same code.
  *
  * Not thread-safe. A connection is never shared across fork(): open it after the fork. */
@@ -77,7 +83,8 @@ struct redis *redis_open(const struct redis_addr *a, const struct redis_opts *o)
 /* Close and free; queued commands are dropped without their callbacks. */
 void redis_free(struct redis *r);
 
-/* The descriptor to poll, or -1 when there is none (waiting to reconnect, or closed). */
+/* The descriptor to poll, or -1 when there is none (waiting to reconnect, or closed). It may
+ * change from one redis_run() to the next. */
 int redis_fd(const struct redis *r);
 /* POLLIN and/or POLLOUT, as the client wants them now. */
 short redis_events(const struct redis *r);
@@ -126,6 +133,11 @@ struct redis_reply *redis_reply_dup(const struct redis_reply *v);
 void redis_reply_free(struct redis_reply *v);
 /* The element of a [key, value, key, value...] array whose key is the string key, or NULL. */
 const struct redis_reply *redis_reply_map_get(const struct redis_reply *v, const char *key);
+
+/* A sentinel's answer to SENTINEL get-master-addr-by-name ([host, port], bytes from the
+ * network): 0 with host (NUL-terminated) and port filled, or -1 when it is not a plausible one
+ * (nil: the sentinel does not know the master). */
+int redis_sentinel_addr(const struct redis_reply *v, char *host, size_t hostlen, int *port);
 
 /* The kind of a server error reply, from its first word ("NOGROUP No such key..."). */
 enum redis_errkind redis_classify(const char *str, size_t len);

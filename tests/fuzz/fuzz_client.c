@@ -4,7 +4,9 @@
  * The first byte picks the read size (how the bytes are cut into feeds) and how many commands
  * are outstanding; the rest goes through hiredis's reader into our reply arena and out to the
  * callbacks, with a per-reply bound of 4 KiB. Whatever the input: every command outstanding
- * gets exactly one reply, no reply has a NULL element, and a rejected input ends the client. */
+ * gets exactly one reply, no reply has a NULL element, and a rejected input ends the client.
+ * Each reply is also read as a sentinel's answer (redis_sentinel_addr): a host it accepts is
+ * NUL-terminated within its buffer, a port is a port. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +36,10 @@ static void on_reply(void *arg, const struct redis_reply *v)
 {
     struct count *c = arg;
     walk(v, 0);
+    char host[64];
+    int port = 0;
+    if (redis_sentinel_addr(v, host, sizeof host, &port) == 0 && (strlen(host) >= sizeof host || port < 1 || port > 65535))
+        abort();
     c->replies++;
 }
 

@@ -389,6 +389,80 @@ static void test_redis_urls(void **state)
     conf_redis_release(&a);
 }
 
+/* redis-sentinel://: the sentinels in order, the master's name, the data master's credentials
+ * and db; the display never shows the credentials. */
+static void test_redis_sentinel_urls(void **state)
+{
+    (void)state;
+    struct redis_addr a;
+    char err[200], disp[300];
+
+    assert_int_equal(conf_parse_redis("redis-sentinel://u:p%40w@s1:26380,[::1],10.0.0.3:1/mymaster/2", &a, err,
+                                      sizeof err), 0);
+    assert_null(a.host);
+    assert_string_equal(a.user, "u");
+    assert_string_equal(a.password, "p@w");
+    assert_string_equal(a.sentinel_master, "mymaster");
+    assert_int_equal(a.db, 2);
+    assert_int_equal(a.nsentinels, 3);
+    assert_string_equal(a.sentinels[0].host, "s1");
+    assert_int_equal(a.sentinels[0].port, 26380);
+    assert_string_equal(a.sentinels[1].host, "::1");
+    assert_int_equal(a.sentinels[1].port, 26379);
+    assert_string_equal(a.sentinels[2].host, "10.0.0.3");
+    assert_int_equal(a.sentinels[2].port, 1);
+    assert_string_equal(conf_redis_display(&a, disp, sizeof disp),
+                        "redis-sentinel://s1:26380,[::1]:26379,10.0.0.3:1/mymaster/2");
+    conf_redis_release(&a);
+
+    assert_int_equal(conf_parse_redis("redis-sentinel://h/m", &a, err, sizeof err), 0);
+    assert_int_equal(a.nsentinels, 1);
+    assert_int_equal(a.db, 0);
+    assert_null(a.password);
+    assert_string_equal(conf_redis_display(&a, disp, sizeof disp), "redis-sentinel://h:26379/m/0");
+    conf_redis_release(&a);
+
+    static const struct {
+        const char *url, *why;
+    } bad[] = {
+        { "redis-sentinel://", "no sentinel" },
+        { "redis-sentinel:///m", "no sentinel" },
+        { "redis-sentinel://h", "missing master name" },
+        { "redis-sentinel://h/", "missing master name" },
+        { "redis-sentinel://h//1", "missing master name" },
+        { "redis-sentinel://h:0/m", "sentinel 1: port" },
+        { "redis-sentinel://h:1,h:65536/m", "sentinel 2: port" },
+        { "redis-sentinel://h,/m", "sentinel 2: missing host" },
+        { "redis-sentinel://h,[::zz]/m", "sentinel 2: bad IPv6" },
+        { "redis-sentinel://h/m/x", "database" },
+        { "redis-sentinel://h/m!/1", "bad master name" },
+        { "redis-sentinel://:Hunter2pw@h:Hunter2pw/m", "port" },
+        { "rediss-sentinel://h/m", "not supported" },
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        err[0] = '\0';
+        if (conf_parse_redis(bad[i].url, &a, err, sizeof err) != -1)
+            fail_msg("accepted %s", bad[i].url);
+        if (!strstr(err, bad[i].why))
+            fail_msg("%s: '%s' does not say '%s'", bad[i].url, err, bad[i].why);
+        assert_null(strstr(err, "Hunter2pw"));
+        assert_null(a.sentinels);       /* nothing left behind on error */
+        assert_null(a.password);
+    }
+
+    /* A config: the key sentinel_password_file goes with the URL, before or after it. */
+    struct loaded ld;
+    load(&ld, "[fleet]\nsentinel_password_file = /etc/hostname\nredis = redis-sentinel://a:1,b:2/m\n" POOL);
+    assert_non_null(ld.c);
+    assert_string_equal(ld.c->redis.sentinel_master, "m");
+    assert_string_equal(ld.c->redis.sentinel_password_file, "/etc/hostname");
+    unload(&ld);
+    load(&ld, "[fleet]\nredis = redis://h\nsentinel_password_file = /etc/hostname\n" POOL);
+    assert_null(ld.c);
+    expect_err(&ld, 3, "sentinel_password_file needs redis = redis-sentinel://");
+    unload(&ld);
+}
+
 static void test_redis_unix(void **state)
 {
     (void)state;
@@ -1359,6 +1433,7 @@ int main(void)
         cmocka_unit_test_setup(test_listen_bad, setup),
         cmocka_unit_test_setup(test_bools_and_words, setup),
         cmocka_unit_test_setup(test_redis_urls, setup),
+        cmocka_unit_test_setup(test_redis_sentinel_urls, setup),
         cmocka_unit_test_setup(test_redis_unix, setup),
         cmocka_unit_test_setup(test_redis_errors_hide_password, setup),
         cmocka_unit_test_setup(test_inline_comment_after_secret, setup),

@@ -228,6 +228,35 @@ static void a_reply_over_the_byte_bound_fails_its_command_as_toobig(void **state
     redis_free(r);
 }
 
+/* A sentinel's answer: [host, port] or nil; anything else from the network is refused. */
+static void sentinel_answers_are_checked_before_they_are_used(void **state)
+{
+    (void)state;
+    struct redis *r = redis_open_detached(0);
+    struct seen s = { 0 };
+    static const char in[] = "*2\r\n$9\r\n127.0.0.1\r\n$4\r\n6380\r\n"
+                             "*2\r\n$3\r\n::1\r\n$5\r\n65535\r\n"
+                             "*-1\r\n"
+                             "*2\r\n$5\r\nh ost\r\n$1\r\n1\r\n"
+                             "*2\r\n$1\r\nh\r\n$5\r\n65536\r\n"
+                             "*2\r\n$1\r\nh\r\n:6379\r\n"
+                             "*3\r\n$1\r\nh\r\n$1\r\n1\r\n$1\r\n1\r\n"
+                             "*2\r\n$20\r\naaaaaaaaaaaaaaaaaaaa\r\n$1\r\n1\r\n";
+    assert_int_equal(redis_feed_detached(r, in, sizeof in - 1, 8, keep, &s), 8);
+    char host[16];
+    int port = 0;
+    assert_int_equal(redis_sentinel_addr(s.r[0], host, sizeof host, &port), 0);
+    assert_string_equal(host, "127.0.0.1");
+    assert_int_equal(port, 6380);
+    assert_int_equal(redis_sentinel_addr(s.r[1], host, sizeof host, &port), 0);
+    assert_string_equal(host, "::1");
+    assert_int_equal(port, 65535);
+    for (int i = 2; i < 8; i++)         /* nil, a space, a port too big, an integer, 3, too long */
+        assert_int_equal(redis_sentinel_addr(s.r[i], host, sizeof host, &port), -1);
+    seen_release(&s);
+    redis_free(r);
+}
+
 static void garbage_and_unasked_replies_drop_the_connection(void **state)
 {
     (void)state;
@@ -383,6 +412,7 @@ int main(void)
         cmocka_unit_test(replies_of_every_type_reach_their_commands_in_order),
         cmocka_unit_test(a_reply_split_across_reads_is_dispatched_once_complete),
         cmocka_unit_test(a_reply_over_the_byte_bound_fails_its_command_as_toobig),
+        cmocka_unit_test(sentinel_answers_are_checked_before_they_are_used),
         cmocka_unit_test(garbage_and_unasked_replies_drop_the_connection),
         cmocka_unit_test(a_client_that_cannot_connect_refuses_commands_and_says_why),
         cmocka_unit_test(pipelined_replies_come_in_order_and_a_silent_server_times_out_every_command_once),
