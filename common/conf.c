@@ -110,7 +110,7 @@ struct key {
 static key_setter set_redis, set_listen, set_int, set_dur, set_bool, set_log_level,
     set_log_format, set_handler, set_method, set_name, set_field, set_url, set_content_type,
     set_header, set_file, set_backoff, set_percent, set_size, set_path, set_account, set_long,
-    set_group_start;
+    set_group_start, set_fields;
 
 #define F(field) offsetof(struct conf, field)
 #define P(field) offsetof(struct pool_conf, field)
@@ -175,6 +175,8 @@ static const struct key keys[] = {
     { SEC_POOL, "max_lag",           set_long,    P(max_lag),           0, 1000000000000L, 0 },
     { SEC_POOL, "max_pending_age",   set_dur,     P(max_pending_age_ms), 0, 365 * DAY, 0 },
     { SEC_POOL, "group_start",       set_group_start, P(group_start_latest), 0, 0, 0 },
+    { SEC_POOL, "created_field",     set_field,   P(created_field),     0, 0, 0 },
+    { SEC_POOL, "require_fields",    set_fields,  P(require_fields),    0, 0, 0 },
 };
 
 #define NKEYS (sizeof keys / sizeof keys[0])
@@ -499,6 +501,41 @@ static int set_field(const struct key *k, void *base, const char *v, char *err, 
     }
     set_str(k, base, v);
     return 0;
+}
+
+/* require_fields: field names or paths separated by spaces. */
+static int set_fields(const struct key *k, void *base, const char *v, char *err, size_t len)
+{
+    struct pool_conf *p = base;
+    (void)k;
+    char **names = NULL;
+    size_t n = 0;
+    for (const char *s = v + strspn(v, " \t"); *s; s += strspn(s, " \t")) {
+        size_t w = strcspn(s, " \t");
+        if (!valid_name(s, w)) {
+            snprintf(err, len, "'%.*s' is not a field name or path (1 to %d characters of A-Z a-z 0-9 _ . -)",
+                     (int)(w > 60 ? 60 : w), s, CONF_NAME_MAX);
+            goto fail;
+        }
+        names = xrealloc(names, (n + 1) * sizeof *names);
+        names[n++] = xstrndup(s, w);
+        s += w;
+    }
+    if (n == 0) {
+        snprintf(err, len, "must name at least one field");
+        goto fail;
+    }
+    for (size_t i = 0; i < p->nrequire_fields; i++)
+        free(p->require_fields[i]);
+    free(p->require_fields);
+    p->require_fields = names;
+    p->nrequire_fields = n;
+    return 0;
+fail:
+    for (size_t i = 0; i < n; i++)
+        free(names[i]);
+    free(names);
+    return -1;
 }
 
 /* A URL template. Placeholders are filled from message fields at delivery time, so where they
@@ -1459,6 +1496,10 @@ static void pool_release(struct pool_conf *p)
     free(p->tls_key);
     free(p->signing_secret_file);
     free(p->id_field);
+    free(p->created_field);
+    for (size_t i = 0; i < p->nrequire_fields; i++)
+        free(p->require_fields[i]);
+    free(p->require_fields);
     free(p->dlq);
 }
 
@@ -1513,11 +1554,16 @@ bool conf_redis_same(const struct redis_addr *a, const struct redis_addr *b)
 
 bool conf_pool_same(const struct pool_conf *a, const struct pool_conf *b)
 {
-    if (a->nheaders != b->nheaders)
+    if (a->nheaders != b->nheaders || a->nrequire_fields != b->nrequire_fields)
         return false;
     for (size_t i = 0; i < a->nheaders; i++)
         if (strcmp(a->headers[i], b->headers[i]) != 0)
             return false;
+    for (size_t i = 0; i < a->nrequire_fields; i++)
+        if (strcmp(a->require_fields[i], b->require_fields[i]) != 0)
+            return false;
+    if (!str_same(a->created_field, b->created_field))
+        return false;
     return str_same(a->name, b->name) && str_same(a->stream, b->stream) && str_same(a->group, b->group) &&
            a->batch == b->batch && a->block_ms == b->block_ms && a->handler == b->handler &&
            str_same(a->url, b->url) && a->method == b->method && str_same(a->body_field, b->body_field) &&

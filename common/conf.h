@@ -63,6 +63,12 @@ struct pool_conf {
     char *signing_secret_file;
     char *id_field;             /* NULL: the stream entry id is the message id */
 
+    /* message fields (each a field name or a path into a JSON field: child/fields.h) */
+    char *created_field;        /* when the message was made, for the age histogram; NULL:
+                                 * the entry id's time */
+    char **require_fields;      /* a message lacking any is dead-lettered bad_message */
+    size_t nrequire_fields;
+
     /* retries, dead letters, orphans, duplicates */
     int max_attempts;           /* deliveries before dead-lettering, 1..1000 */
     enum backoff_kind backoff;
