@@ -224,6 +224,11 @@ void batch_submit(struct child *c)
         long long added;
         if (route_admit(p, m, &added, why, sizeof why) == -1) {
             log_warnx("message %s is bad (%s): dead-lettering it", m->id.p, why);
+            /* counted as a handler's bad_message is: read, aged, handled in no time */
+            long long at = msg_id_ms(&m->id);
+            if (at > 0)
+                sb_observe(c->slot, SB_AGE_FIRST, arrived > at ? (double)(arrived - at) / 1000.0 : 0);
+            sb_observe(c->slot, SB_DUR_FIRST, 0);
             sb_add(c->slot, SB_FAILED, 1);
             sb_add(c->slot, SB_BAD_MESSAGE, 1);
             child_publish_error(c, "%s: bad_message: %s", m->id.p, why);
