@@ -885,7 +885,7 @@ static void test_handler_and_http_only_keys(void **state)
 {
     (void)state;
     expect_only(FLEET "[pool:p]\nstream = s\ngroup = g\nhandler = webhook\n", 6,
-                "handler: must be one of log, noop, http (got 'webhook')");
+                "handler: 'webhook' is neither a kind (log, noop, http) nor a [handler:NAME] section");
     struct loaded ld;
     load(&ld, FLEET "[pool:p]\nstream = s\ngroup = g\nurl = http://h/\nhandler = log\n"
                     "inflight = 4\nheader = A: b\nheader = C: d\n");
@@ -897,7 +897,7 @@ static void test_handler_and_http_only_keys(void **state)
     unload(&ld);
     /* A bad handler value is reported once, not again for every http key. */
     load(&ld, FLEET "[pool:p]\nstream = s\ngroup = g\nhandler = htp\nurl = http://h/\n");
-    expect_err(&ld, 6, "handler: must be one of");
+    expect_err(&ld, 6, "handler: 'htp' is neither a kind");
     expect_n(&ld, 1);
     unload(&ld);
 }
