@@ -8,6 +8,7 @@
  * Each turn of the loop is a list of named steps; what each message is at (in the handler,
  * ack due, retry due, dead-letter due) is in the ledger (c->ledger), and the steps that act on
  * it live in their own files (worker.h). */
+#include "child/route.h"
 #include "child/worker.h"
 #include "common/log.h"
 
@@ -465,7 +466,8 @@ static void setup(struct child *c, const struct conf *conf, const struct pool_co
     c->conf = conf;
     c->pool = pool;
     c->slot = slot;
-    c->ops = handler_for(pool->handler);
+    /* A routed pool's handler hands each message to one of its named handlers (route.c). */
+    c->ops = pool->routed ? &handler_route_ops : handler_for(pool->handler);
     c->index = index;
     c->master = master;
     ledger_init(&c->ledger);

@@ -5,6 +5,7 @@
 
 #include <stddef.h>
 
+#include "child/handler.h"
 #include "child/msg.h"
 #include "common/conf.h"
 
@@ -15,5 +16,14 @@
  * or -1 with a one-line reason naming the field or path in err: the message is bad. */
 int route_admit(const struct pool_conf *p, const struct msg *m, long long *created_ms, char *err,
                 size_t errlen);
+
+/* The handler of a routed pool (pool_conf.routed): it opens one handler per target (each
+ * [handler:NAME] the pool uses, with that target as its pool_conf) and hands each message to
+ * the one its type routes to (route_field's value: route.TYPE, else route.default), with the
+ * message's own ticket, so the outcome goes from that handler to the worker directly. A
+ * message with no route is dead-lettered no_route; one missing a path its target's keys name,
+ * bad_message. Counts each message handed over by route (SB_ROUTE_FIRST + i, SB_ROUTE_LAST for
+ * the default). */
+extern const struct handler_ops handler_route_ops;
 
 #endif
