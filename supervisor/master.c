@@ -567,6 +567,8 @@ static void reload(struct master *m, long long now)
         notify("READY=1");
         return;
     }
+    for (size_t i = 0; i < nc->nwarnings; i++)
+        log_warnx("reload: %s", nc->warnings[i]);
     struct conf *oc = m->conf;
     bool redis_changed = !conf_redis_same(&oc->redis, &nc->redis);
     /* What can fail is tried before anything changes: a reload either applies whole or not. */

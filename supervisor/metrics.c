@@ -407,6 +407,18 @@ void status_render(struct buf *out, const struct fleet_view *v)
                    p->inflight, p->circuit_open ? "true" : "false", p->rss_bytes);
         json_num_or_null(out, "circuit_open_since", p->circuit_open && p->circuit_since > 0,
                          p->circuit_since, false);
+        /* a routed pool: messages handed over per route, as /metrics counts them */
+        if (p->nroutes || p->route_default) {
+            buf_adds(out, ",\"routes\":{");
+            for (unsigned k = 0; k < p->nroutes + (p->route_default ? 1 : 0); k++) {
+                bool dflt = k == p->nroutes;
+                if (k)
+                    buf_addc(out, ',');
+                json_str(out, dflt ? "default" : p->route_type[k]);
+                buf_printf(out, ":%" PRIu64, p->c[dflt ? SB_ROUTE_LAST : SB_ROUTE_FIRST + (int)k]);
+            }
+            buf_addc(out, '}');
+        }
         buf_printf(out,
                    ",\"messages\":{\"read\":%" PRIu64 ",\"acked\":%" PRIu64 ",\"failed\":%" PRIu64
                    ",\"retried\":%" PRIu64 ",\"dead_lettered\":%" PRIu64 ",\"duplicate\":%" PRIu64

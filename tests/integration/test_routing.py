@@ -45,6 +45,9 @@ def test_each_type_goes_to_its_named_handler(redis_server, sink, fleet):
     wait_until(lambda: pending_count(r, "jobs", "jobs-group") == 0, what="all acked")
     fl.wait_for(lambda: routed(fl, "jobs") == {"send_email": 6, "send_sms": 4, "default": 5},
                 what="routed counts")
+    status, _, body = fl.http_get("/status.json")
+    (p,) = [p for p in json.loads(body)["pools"] if p["name"] == "jobs"]
+    assert status == 200 and p["routes"] == {"send_email": 6, "send_sms": 4, "default": 5}
     time.sleep(0.5)
     assert len(sink.snapshot()) == 10 and dlq_entries(r, "jobs") == []
 
