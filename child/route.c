@@ -45,6 +45,18 @@ static int check_url(const struct msg *m, const char *tmpl, char *err, size_t er
     return 0;
 }
 
+/* The paths the handler keys of p name (url, id_field, body_field). */
+static int admit_handler_paths(const struct pool_conf *p, const struct msg *m, char *err, size_t errlen)
+{
+    if (p->url && check_url(m, p->url, err, errlen) == -1)
+        return -1;
+    if (p->id_field && check_path(m, "id_field", p->id_field, strlen(p->id_field), err, errlen) == -1)
+        return -1;
+    if (p->body_field && check_path(m, "body_field", p->body_field, strlen(p->body_field), err, errlen) == -1)
+        return -1;
+    return 0;
+}
+
 int route_admit(const struct pool_conf *p, const struct msg *m, long long *created_ms, char *err,
                 size_t errlen)
 {
@@ -59,11 +71,7 @@ int route_admit(const struct pool_conf *p, const struct msg *m, long long *creat
         }
         fields_value_release(&v);
     }
-    if (p->url && check_url(m, p->url, err, errlen) == -1)
-        return -1;
-    if (p->id_field && check_path(m, "id_field", p->id_field, strlen(p->id_field), err, errlen) == -1)
-        return -1;
-    if (p->body_field && check_path(m, "body_field", p->body_field, strlen(p->body_field), err, errlen) == -1)
+    if (admit_handler_paths(p, m, err, errlen) == -1)
         return -1;
     if (p->route_field && check_path(m, "route_field", p->route_field, strlen(p->route_field), err, errlen) == -1)
         return -1;
@@ -174,9 +182,9 @@ static void route_submit(struct handler *h, const struct msg *m, struct ticket *
     }
     const struct route_conf *rc = (size_t)r < p->nroutes ? &p->routes[r] : &p->route_default;
     struct target *tg = &h->t[rc->target];
-    /* The paths its handler's keys name (url, id_field, body_field) must resolve too. */
-    long long created;
-    if (route_admit(tg->conf, m, &created, h->error, sizeof h->error) == -1) {
+    /* The paths its handler's keys name (url, id_field, body_field) must resolve too; the
+     * pool's own were checked before (route_admit()). */
+    if (admit_handler_paths(tg->conf, m, h->error, sizeof h->error) == -1) {
         dead(h, t, "bad_message");
         return;
     }

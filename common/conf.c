@@ -1521,10 +1521,9 @@ static void resolve_routes(struct loader *l, size_t i)
         }
         rc->target = (size_t)used[sec[r]] - 1;
     }
-    if (p->handler == HANDLER_HTTP) {
-        p->inflight = capacity < CONF_INFLIGHT_MAX ? (int)capacity : CONF_INFLIGHT_MAX;
+    p->inflight = capacity < CONF_INFLIGHT_MAX ? (int)capacity : CONF_INFLIGHT_MAX;
+    if (p->handler == HANDLER_HTTP)
         p->timeout_ms = timeout;
-    }
     free(used);
     free(sec);
 }

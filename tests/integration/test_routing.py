@@ -54,18 +54,22 @@ def test_each_type_goes_to_its_named_handler(redis_server, sink, fleet):
 
 def test_a_type_without_route_or_default_is_dead_lettered_no_route(redis_server, sink, fleet):
     r = redis_server.client()
-    fl = fleet({"handler:email": hook(sink, "/email"),
+    fl = fleet({"handler:email": hook(sink, "/email/{meta.id}"),
                 "pool:jobs": pool("jobs", route_field="meta.type", **{"route.send_email": "email"})})
-    (good,) = add_messages(r, "jobs", 1, fields={"meta": json.dumps({"type": "send_email"})})
+    (good,) = add_messages(r, "jobs", 1, fields={"meta": json.dumps({"type": "send_email", "id": "m1"})})
     (unknown,) = add_messages(r, "jobs", 1, fields={"meta": json.dumps({"type": "evil\r\n'x"})})
-    (no_meta,) = add_messages(r, "jobs", 1, fields={"meta": json.dumps({"id": 1})})
-    sink.wait_count(1, status=200)
-    fl.wait_for(lambda: len(dlq_entries(r, "jobs")) == 2, what="two dead letters")
+    (no_type,) = add_messages(r, "jobs", 1, fields={"meta": json.dumps({"id": 1})})
+    (no_id,) = add_messages(r, "jobs", 1, fields={"meta": json.dumps({"type": "send_email"})})
+    (q,) = sink.wait_count(1, status=200)
+    assert q.path == "/email/m1"
+    fl.wait_for(lambda: len(dlq_entries(r, "jobs")) == 3, what="three dead letters")
     dead = {e["dlq.id"]: e for _, e in dlq_entries(r, "jobs")}
     assert dead[unknown]["dlq.reason"] == "no_route"
     assert "\r" not in dead[unknown]["dlq.error"] and "\n" not in dead[unknown]["dlq.error"]
     # a path that does not resolve is a bad message, before any routing
-    assert dead[no_meta]["dlq.reason"] == "bad_message" and "meta.type" in dead[no_meta]["dlq.error"]
+    assert dead[no_type]["dlq.reason"] == "bad_message" and "meta.type" in dead[no_type]["dlq.error"]
+    # ... and so is one its route's handler names, before that handler sees it
+    assert dead[no_id]["dlq.reason"] == "bad_message" and "meta.id" in dead[no_id]["dlq.error"]
     wait_until(lambda: pending_count(r, "jobs", "jobs-group") == 0, what="nothing left pending")
     fl.wait_for(lambda: fl.metrics().value("streamfleet_messages_dead_lettered_total", pool="jobs",
                                            reason="no_route") == 1, what="no_route counted")
