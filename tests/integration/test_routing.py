@@ -5,7 +5,10 @@ binary."""
 import json
 import time
 
-from conftest import REPO, add_messages, pending_count, run_binary, wait_until, write_ini
+import pytest
+
+import chromium
+from conftest import SLOWNESS, add_messages, pending_count, run_binary, wait_until, write_ini
 
 
 def pool(stream, **extra):
@@ -134,3 +137,24 @@ def test_handler_sections_take_handler_keys_only(tmp_path, sink):
     assert res.returncode == 1, res.stderr
     assert f"{cfg}:{ma}: key 'max_attempts' belongs to a pool" in res.stderr, res.stderr
     assert f"{cfg}:{url}: key 'url' is a handler key" in res.stderr, res.stderr
+
+
+@pytest.mark.skipif(not chromium.available(), reason="chromium not installed")
+def test_status_page_shows_messages_per_route(redis_server, sink, fleet, tmp_path):
+    r = redis_server.client()
+    fl = fleet({"handler:email": hook(sink, "/email"),
+                "handler:rest": {"handler": "noop"},
+                "pool:jobs": pool("jobs", route_field="type", **{"route.send_email": "email",
+                                                                 "route.default": "rest"})})
+    add_messages(r, "jobs", 3, fields={"type": "send_email"})
+    add_messages(r, "jobs", 2, fields={"type": "other"})
+    fl.wait_for(lambda: routed(fl, "jobs") == {"send_email": 3, "default": 2}, what="routed counts")
+    b = chromium.Browser(tmp_path / "chromium-profile", width=1280, height=640)
+    try:
+        b.goto(f"http://127.0.0.1:{fl.port}/")
+        title = b.wait_for("(document.querySelector('tr[data-pool=jobs] th') || {}).title",
+                           timeout=20 * SLOWNESS, what="the routed pool's row")
+        assert title == "routed: send_email 3, default 2", title
+        assert not b.exceptions, b.exceptions
+    finally:
+        b.close()
