@@ -114,6 +114,10 @@ static const struct json *parse_cached(const struct str *f, char *why, size_t wh
         cache.text[f->len] = '\0';
         cache.len = f->len;
         cache.doc = json_parse(f->p, f->len, cache.err, sizeof cache.err);
+        /* jansson quotes the token it choked on: a byte of the message, headed for a log line */
+        for (char *e = cache.err; cache.doc == NULL && *e; e++)
+            if ((unsigned char)*e < 0x20 || *e == 0x7f)
+                *e = '?';
     }
     if (cache.doc == NULL)
         snprintf(why, whylen, "%s", cache.err);

@@ -22,6 +22,7 @@ static const struct str f[] = {
     S("meta.type"), S("literal wins"),
     S("bad"), S("{not json"),
     S("plain"), S("text"),
+    S("ctl"), S("{\"a\":\x01\r\n}"),
     S("a.b"), S("{\"c\":\"from a.b\"}"),
     S("a"), S("{\"b\":{\"c\":\"from a\"}}"),
 };
@@ -92,6 +93,10 @@ static void test_unresolved_paths_say_why(void **state)
     assert_null(get("meta.items.01"));
     assert_null(get("bad.x"));
     assert_non_null(strstr(err, "not JSON"));
+    assert_null(get("ctl.a"));
+    assert_non_null(strstr(err, "not JSON"));
+    for (const char *e = err; *e; e++)
+        assert_true((unsigned char)*e >= 0x20);     /* the token quoted is cleaned */
     assert_null(get("plain.x"));
     assert_non_null(strstr(err, "not JSON"));
     assert_null(get("nothing.x"));
