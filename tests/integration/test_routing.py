@@ -3,12 +3,14 @@ route_field, route.TYPE and route.default, handler = NAME for a whole pool, no_r
 letters, the routed counter per route, and what `-t` says. Real redis-server, real sink, real
 binary."""
 import json
+import signal
 import time
 
 import pytest
 
 import chromium
 from conftest import SLOWNESS, add_messages, pending_count, run_binary, wait_until, write_ini
+from supervisor_helpers import pool_children, rewrite_config
 
 
 def pool(stream, **extra):
@@ -158,3 +160,24 @@ def test_status_page_shows_messages_per_route(redis_server, sink, fleet, tmp_pat
         assert not b.exceptions, b.exceptions
     finally:
         b.close()
+
+
+def test_reload_with_a_changed_handler_section_restarts_the_pools_using_it(redis_server, sink, fleet):
+    r = redis_server.client()
+    fl = fleet({"handler:email": hook(sink, "/v1"),
+                "handler:rest": {"handler": "noop"},
+                "pool:jobs": pool("jobs", route_field="type", **{"route.send_email": "email"}),
+                "pool:other": pool("other", handler="rest")})
+    add_messages(r, "jobs", 1, fields={"type": "send_email"})
+    sink.wait_count(1, status=200)
+    jobs, other = pool_children(fl, "jobs"), pool_children(fl, "other")
+    assert len(jobs) == 1 and len(other) == 1
+    rewrite_config(fl, lambda c: c["handler:email"].update(url=sink.url + "/v2"))
+    fl.signal(signal.SIGHUP)
+    fl.wait_for(lambda: fl.metrics().value("streamfleet_reloads_total", result="ok") == 1, what="reloaded")
+    fl.wait_for(lambda: (lambda k: len(k) == 1 and k != jobs)(pool_children(fl, "jobs")),
+                what="a new generation for the pool using the changed section")
+    add_messages(r, "jobs", 1, fields={"type": "send_email"})
+    reqs = sink.wait_count(2, status=200)
+    assert sorted(q.path for q in reqs) == ["/v1", "/v2"]
+    assert pool_children(fl, "other") == other, "a pool whose handler did not change keeps its worker"
