@@ -137,7 +137,9 @@ static key_setter set_redis, set_listen, set_int, set_dur, set_bool, set_log_lev
 #define P(field) offsetof(struct pool_conf, field)
 
 /* Every key, one row each. A new key is one row here, a field in conf.h, and a default in
- * conf_defaults() or pool_defaults(); rules that span keys go in validate_pool(). */
+ * conf_defaults() or pool_defaults(); rules that span keys go in validate_pool() (a handler's:
+ * check_handler_keys(), which checks pools and [handler:NAME] sections alike). A SEC_POOL row
+ * without KEY_POOL is a handler key: [handler:NAME] takes it too, with no more work. */
 static const struct key keys[] = {
     { SEC_FLEET, "redis",         set_redis,      F(redis),            0, 0, 0 },
     { SEC_FLEET, "listen",        set_listen,     F(listen_host),      0, 0, 0 },
