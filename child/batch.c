@@ -5,6 +5,7 @@
  * to the handler. The handler's outcome for the ticket moves the record on: ACK_DUE (through
  * MARKER_DUE with dedupe), RETRY_DUE or DEAD_DUE. What is counted is counted here, from the
  * outcome: handlers count nothing. */
+#include "child/route.h"
 #include "child/worker.h"
 #include "common/log.h"
 
@@ -217,13 +218,31 @@ void batch_submit(struct child *c)
             idlist_add(&c->acks, m->id.p);
             continue;
         }
+        /* A message without what the config says it holds (require_fields, a path a key
+         * names, created_field's time) is bad before any handler sees it. */
+        char why[ERROR_TEXT_MAX];
+        long long added;
+        if (route_admit(p, m, &added, why, sizeof why) == -1) {
+            log_warnx("message %s is bad (%s): dead-lettering it", m->id.p, why);
+            /* counted as a handler's bad_message is: read, aged, handled in no time */
+            long long at = msg_id_ms(&m->id);
+            if (at > 0)
+                sb_observe(c->slot, SB_AGE_FIRST, arrived > at ? (double)(arrived - at) / 1000.0 : 0);
+            sb_observe(c->slot, SB_DUR_FIRST, 0);
+            sb_add(c->slot, SB_FAILED, 1);
+            sb_add(c->slot, SB_BAD_MESSAGE, 1);
+            child_publish_error(c, "%s: bad_message: %s", m->id.p, why);
+            retry_dead(c, m->id.p, "bad_message", m->attempt, why);
+            continue;
+        }
         struct ledger_rec *r = ledger_add(&c->ledger, m->id.p, LEDGER_IN_HANDLER);
         r->attempt = m->attempt;
         if (keys) {
             r->marker = keys[i];
             keys[i].p = NULL;
         }
-        long long added = msg_id_ms(&m->id);
+        if (added < 0)
+            added = msg_id_ms(&m->id);
         if (added > 0)
             sb_observe(c->slot, SB_AGE_FIRST, arrived > added ? (double)(arrived - added) / 1000.0 : 0);
         double t0 = now_s();

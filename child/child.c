@@ -8,6 +8,7 @@
  * Each turn of the loop is a list of named steps; what each message is at (in the handler,
  * ack due, retry due, dead-letter due) is in the ledger (c->ledger), and the steps that act on
  * it live in their own files (worker.h). */
+#include "child/route.h"
 #include "child/worker.h"
 #include "common/log.h"
 
@@ -128,17 +129,6 @@ static void detach_from_master(pid_t master)
     prctl(PR_SET_PDEATHSIG, SIGTERM);
     if (getppid() != master)
         _exit(0);
-}
-
-static const struct handler_ops *handler_for(enum handler_kind k)
-{
-    switch (k) {
-    case HANDLER_LOG: return &handler_log_ops;
-    case HANDLER_NOOP: return &handler_noop_ops;
-    case HANDLER_HTTP: return &handler_http_ops;
-    case HANDLER_PLUGIN: return &handler_plugin_ops;
-    }
-    return NULL;
 }
 
 /* ---- Redis trouble ----------------------------------------------------------------------- */
@@ -466,7 +456,8 @@ static void setup(struct child *c, const struct conf *conf, const struct pool_co
     c->conf = conf;
     c->pool = pool;
     c->slot = slot;
-    c->ops = handler_for(pool->handler);
+    /* A routed pool's handler hands each message to one of its named handlers (route.c). */
+    c->ops = pool->routed ? &handler_route_ops : handler_ops_for(pool->handler);
     c->index = index;
     c->master = master;
     ledger_init(&c->ledger);

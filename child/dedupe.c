@@ -3,6 +3,7 @@
  * died before its XACK) and is only acknowledged. A message that succeeds has its marker
  * written before its XACK goes out (its record goes MARKER_DUE, then ACK_DUE), so that a crash
  * between the two leaves the marker, never an unmarked ack. */
+#include "child/fields.h"
 #include "child/worker.h"
 #include "common/buf.h"
 #include "common/log.h"
@@ -10,22 +11,23 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* The id that identifies a message to the producer: id_field's value, else the entry id. */
-static struct str message_id(const struct child *c, const struct msg *m)
-{
-    const struct str *v = c->pool->id_field ? msg_get(m, c->pool->id_field) : NULL;
-    return v && v->len ? *v : m->id;
-}
-
-/* The done-marker key of m: stream:group:done:<message id>, with every byte of the id (a
- * NUL in id_field's value must not shorten it, or "abc\0zzz" would pass for "abc"). Caller
- * owns key.p. */
+/* The done-marker key of m: stream:group:done:<message id>, where the message id is
+ * id_field's value (a field or a path), else the entry id; with every byte of the id (a NUL
+ * in id_field's value must not shorten it, or "abc\0zzz" would pass for "abc"). An id_field
+ * path that does not resolve makes the message bad (route_admit()): its key is never used.
+ * Caller owns key.p. */
 static struct str marker_key(const struct child *c, const struct msg *m)
 {
-    struct str id = message_id(c, m);
+    const char *idf = c->pool->id_field;
+    struct fields_value v = { { NULL, 0 }, NULL };
+    char err[256];
+    struct str id = m->id;
+    if (idf && fields_get(m, idf, strlen(idf), &v, err, sizeof err) == 0 && v.v.len)
+        id = v.v;
     struct buf b = BUF_INIT;
     buf_printf(&b, "%s:%s:done:", c->pool->stream, c->pool->group);
     buf_add(&b, id.p, id.len);
+    fields_value_release(&v);
     return (struct str){ b.p, b.len };
 }
 

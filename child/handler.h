@@ -96,6 +96,9 @@ extern const struct handler_ops handler_noop_ops;
 extern const struct handler_ops handler_http_ops;
 extern const struct handler_ops handler_plugin_ops;
 
+/* The handler of kind k (child/route.c: an inline handler and a [handler:NAME] alike). */
+const struct handler_ops *handler_ops_for(enum handler_kind k);
+
 /* Report the outcome of the message of ticket t, exactly once (see the contract above). */
 void ticket_done(struct ticket *t, const struct outcome *o);
 /* Report news about no one message (text: may be NULL, copied). */

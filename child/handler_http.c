@@ -13,6 +13,7 @@
  * that one message the endpoint always fails (a poison message) cannot pass for an outage. */
 #include "child/classify.h"
 #include "child/deliver.h"
+#include "child/fields.h"
 #include "child/handler.h"
 #include "child/sign.h"
 #include "child/urltmpl.h"
@@ -439,21 +440,33 @@ static void http_submit(struct handler *h, const struct msg *m, struct ticket *t
         bad_message(h, t, "the message has no field '%.*s' for the url", (int)mlen, missing);
         goto drop;
     }
-    const struct str *id = p->id_field ? msg_get(m, p->id_field) : NULL;
+    /* id_field and body_field name a field or a path into a JSON field; a path that does not
+     * resolve never gets here (route_admit() made the message bad), a plain field may be
+     * missing. */
+    struct fields_value idv = { { NULL, 0 }, NULL }, bodyv = { { NULL, 0 }, NULL };
+    char why[256];
+    const struct str *id = NULL;
+    if (p->id_field && fields_get(m, p->id_field, strlen(p->id_field), &idv, why, sizeof why) == 0)
+        id = &idv.v;
     if (id && !usable_msg_id(id)) {
         bad_message(h, t, "field '%s' (id_field) must be 1 to %d bytes without control characters",
                     p->id_field, MSG_ID_MAX);
+        fields_value_release(&idv);
         goto drop;
     }
     if (id == NULL)
         id = &m->id;
     buf_add(&r->msg_id, id->p, id->len);
+    fields_value_release(&idv);
     r->ticket = t;
 
-    const struct str *body = p->body_field ? msg_get(m, p->body_field) : NULL;
+    const struct str *body = NULL;
+    if (p->body_field && fields_get(m, p->body_field, strlen(p->body_field), &bodyv, why, sizeof why) == 0)
+        body = &bodyv.v;
     if (body) {
         buf_add(&r->body, body->p, body->len);
         r->content_type = p->content_type;
+        fields_value_release(&bodyv);
     } else {
         json_fields(&r->body, m);
         /* Without body_field the JSON object is the configured body; with it, a message that

@@ -1,5 +1,6 @@
 /* urltmpl.c: URL template filling. See urltmpl.h. */
 #include "child/urltmpl.h"
+#include "child/fields.h"
 
 #include <stdbool.h>
 #include <string.h>
@@ -44,16 +45,6 @@ static void add_value(struct buf *out, const char *s, size_t n)
     urltmpl_escape(out, s, n);
 }
 
-static const struct str *field(const struct msg *m, const char *name, size_t n)
-{
-    for (size_t i = 0; i < m->nf; i++) {
-        const struct str *k = &m->f[2 * i];
-        if (k->len == n && memcmp(k->p, name, n) == 0)
-            return &m->f[2 * i + 1];
-    }
-    return NULL;
-}
-
 int urltmpl_fill(struct buf *out, const char *tmpl, const struct msg *m, const char **missing,
                  size_t *missing_len)
 {
@@ -75,13 +66,15 @@ int urltmpl_fill(struct buf *out, const char *tmpl, const struct msg *m, const c
         } else if (n == 2 && memcmp(name, "id", 2) == 0) {
             add_value(out, m->id.p, m->id.len);
         } else {
-            const struct str *v = field(m, name, n);
-            if (v == NULL) {
+            struct fields_value v;
+            char err[256];
+            if (fields_get(m, name, n, &v, err, sizeof err) == -1) {
                 *missing = name;
                 *missing_len = n;
                 return -1;
             }
-            add_value(out, v->p, v->len);
+            add_value(out, v.v.p, v.v.len);
+            fields_value_release(&v);
         }
         p = close + 1;
     }

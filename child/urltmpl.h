@@ -16,10 +16,11 @@
 void urltmpl_escape(struct buf *out, const char *s, size_t n);
 
 /* Fill tmpl into out (which is reset first). {stream} is m->stream, {id} the entry id, and any
- * other {name} the value of m's field name (the first, if repeated); each is percent-encoded,
+ * other {name} the value of m's field name (the first, if repeated), or of a path into a JSON
+ * field such as {meta.type} (child/fields.h); each is percent-encoded,
  * and a value made only of dots ("." or "..") has its dots encoded too, so that it cannot
  * become a dot-segment that libcurl would resolve. Text outside braces is copied as it is.
- * Returns 0, or -1 when m lacks a field the template names: *missing then points at the name
+ * Returns 0, or -1 when m lacks a field (or path) the template names: *missing then points at the name
  * inside tmpl and *missing_len is its length. */
 int urltmpl_fill(struct buf *out, const char *tmpl, const struct msg *m, const char **missing,
                  size_t *missing_len);

@@ -44,14 +44,16 @@
  * We accept one fewer, so a name inih would cut is always an error, never a merge. */
 #define NAME_MAX_INI 48
 
-#define KEYS_MAX 64             /* rows of the key table, at most */
+#define KEYS_MAX 96             /* rows of the key table, at most */
 
 #define SECOND (1000L)
 #define MINUTE (60 * SECOND)
 #define HOUR   (60 * MINUTE)
 #define DAY    (24 * HOUR)
 
-enum section { SEC_NONE, SEC_FLEET, SEC_POOL, SEC_SKIP };
+/* SEC_HANDLER: a [handler:NAME] section. It takes the rows of SEC_POOL that are not KEY_POOL
+ * (the handler keys), through the same setters into a struct pool_conf of its own. */
+enum section { SEC_NONE, SEC_FLEET, SEC_POOL, SEC_HANDLER, SEC_SKIP };
 
 /* One problem found while loading. line orders the report (0: about the whole file or the
  * environment); seq keeps problems of one line in the order they were found. */
@@ -62,6 +64,17 @@ struct problem {
 };
 
 struct key;
+
+/* A key = value line of a pool or handler section that was accepted, kept until the end of the
+ * load: a routed pool's targets are made by setting the pool's KEY_POOL lines and a handler
+ * section's lines again, through the same setters, into a fresh pool_conf. value may be a
+ * secret (a header): wiped before it is freed. */
+struct pair {
+    enum section sec;
+    size_t idx;                 /* c->pools or c->handlers */
+    const struct key *k;
+    char *value;
+};
 
 /* The state of one conf_load(). The reader and the handler share it: inih calls the reader for
  * line N, then the handler for line N (if it holds a pair), before it asks for line N+1, so
@@ -84,6 +97,11 @@ struct loader {
      * rejected (already reported, so later rules must not trust the field). */
     int fleet_keys[KEYS_MAX];
     int (*pool_keys)[KEYS_MAX];
+    size_t handler;             /* index into c->handlers when sec == SEC_HANDLER */
+    int (*handler_keys)[KEYS_MAX];      /* as pool_keys, for each [handler:NAME] */
+    bool *handler_used;
+    struct pair *pairs;
+    size_t npairs;
     struct problem *probs;
     size_t nprobs;
 };
@@ -97,6 +115,9 @@ typedef int key_setter(const struct key *k, void *base, const char *value, char 
 #define KEY_REQUIRED 0x1u       /* must appear in every section of its kind */
 #define KEY_HTTP     0x2u       /* only applies to handler = http */
 #define KEY_REPEAT   0x4u       /* may appear more than once */
+#define KEY_POOL     0x8u       /* a pool's own (reading, retries, supervision): not a handler
+                                 * key, so not in [handler:NAME]. Every other pool key is a
+                                 * handler key, accepted in [handler:NAME] too. */
 
 struct key {
     enum section sec;
@@ -110,13 +131,15 @@ struct key {
 static key_setter set_redis, set_listen, set_int, set_dur, set_bool, set_log_level,
     set_log_format, set_handler, set_method, set_name, set_field, set_url, set_content_type,
     set_header, set_file, set_backoff, set_percent, set_size, set_path, set_account, set_long,
-    set_group_start, set_plugin;
+    set_group_start, set_plugin, set_fields;
 
 #define F(field) offsetof(struct conf, field)
 #define P(field) offsetof(struct pool_conf, field)
 
 /* Every key, one row each. A new key is one row here, a field in conf.h, and a default in
- * conf_defaults() or pool_defaults(); rules that span keys go in validate_pool(). */
+ * conf_defaults() or pool_defaults(); rules that span keys go in validate_pool() (a handler's:
+ * check_handler_keys(), which checks pools and [handler:NAME] sections alike). A SEC_POOL row
+ * without KEY_POOL is a handler key: [handler:NAME] takes it too, with no more work. */
 static const struct key keys[] = {
     { SEC_FLEET, "redis",         set_redis,      F(redis),            0, 0, 0 },
     { SEC_FLEET, "listen",        set_listen,     F(listen_host),      0, 0, 0 },
@@ -138,11 +161,11 @@ static const struct key keys[] = {
     { SEC_FLEET, "redis_tls_verify", set_bool,    F(redis.tls_verify), 0, 0, 0 },
     { SEC_FLEET, "sentinel_password_file", set_file, F(redis.sentinel_password_file), 0, 0, 0 },
 
-    { SEC_POOL, "stream",   set_name,    P(stream),   0, 0, KEY_REQUIRED },
-    { SEC_POOL, "group",    set_name,    P(group),    0, 0, KEY_REQUIRED },
-    { SEC_POOL, "workers",  set_int,     P(workers),  1, CONF_WORKERS_MAX, 0 },
-    { SEC_POOL, "batch",    set_int,     P(batch),    1, CONF_BATCH_MAX, 0 },
-    { SEC_POOL, "block",    set_dur,     P(block_ms), 1, 30 * SECOND, 0 },
+    { SEC_POOL, "stream",   set_name,    P(stream),   0, 0, KEY_REQUIRED | KEY_POOL },
+    { SEC_POOL, "group",    set_name,    P(group),    0, 0, KEY_REQUIRED | KEY_POOL },
+    { SEC_POOL, "workers",  set_int,     P(workers),  1, CONF_WORKERS_MAX, KEY_POOL },
+    { SEC_POOL, "batch",    set_int,     P(batch),    1, CONF_BATCH_MAX, KEY_POOL },
+    { SEC_POOL, "block",    set_dur,     P(block_ms), 1, 30 * SECOND, KEY_POOL },
     { SEC_POOL, "handler",  set_handler, P(handler),  0, 0, KEY_REQUIRED },
 
     { SEC_POOL, "url",                 set_url,          P(url),                 0, 0, KEY_HTTP | KEY_REQUIRED },
@@ -163,22 +186,25 @@ static const struct key keys[] = {
     /* handler = plugin; its `plugin.KEY = value` lines are taken by on_pair() */
     { SEC_POOL, "plugin",              set_plugin,       P(plugin),              0, 0, 0 },
 
-    { SEC_POOL, "max_attempts",      set_int,     P(max_attempts),      1, 1000, 0 },
-    { SEC_POOL, "backoff",           set_backoff, P(backoff),           0, 0, 0 },
-    { SEC_POOL, "backoff_base",      set_dur,     P(backoff_base_ms),   1, DAY, 0 },
-    { SEC_POOL, "backoff_max",       set_dur,     P(backoff_max_ms),    1, DAY, 0 },
-    { SEC_POOL, "backoff_jitter",    set_percent, P(backoff_jitter_pct), 0, 100, 0 },
-    { SEC_POOL, "claim_idle",        set_dur,     P(claim_idle_ms),     1000, 7 * DAY, 0 },
-    { SEC_POOL, "dlq",               set_name,    P(dlq),               0, 0, 0 },
-    { SEC_POOL, "dedupe_ttl",        set_dur,     P(dedupe_ttl_ms),     0, 365 * DAY, 0 },
-    { SEC_POOL, "max_message_bytes", set_size,    P(max_message_bytes), 1024, 512L * 1024 * 1024, 0 },
-    { SEC_POOL, "heartbeat_timeout", set_dur,     P(heartbeat_timeout_ms), 1000, DAY, 0 },
-    { SEC_POOL, "max_messages",      set_long,    P(max_messages),      0, 1000000000L, 0 },
-    { SEC_POOL, "max_messages_jitter", set_long,  P(max_messages_jitter), 0, 1000000000L, 0 },
-    { SEC_POOL, "memory_limit",      set_size,    P(memory_limit),      0, 64L * 1024 * 1024 * 1024, 0 },
-    { SEC_POOL, "max_lag",           set_long,    P(max_lag),           0, 1000000000000L, 0 },
-    { SEC_POOL, "max_pending_age",   set_dur,     P(max_pending_age_ms), 0, 365 * DAY, 0 },
-    { SEC_POOL, "group_start",       set_group_start, P(group_start_latest), 0, 0, 0 },
+    { SEC_POOL, "max_attempts",      set_int,     P(max_attempts),      1, 1000, KEY_POOL },
+    { SEC_POOL, "backoff",           set_backoff, P(backoff),           0, 0, KEY_POOL },
+    { SEC_POOL, "backoff_base",      set_dur,     P(backoff_base_ms),   1, DAY, KEY_POOL },
+    { SEC_POOL, "backoff_max",       set_dur,     P(backoff_max_ms),    1, DAY, KEY_POOL },
+    { SEC_POOL, "backoff_jitter",    set_percent, P(backoff_jitter_pct), 0, 100, KEY_POOL },
+    { SEC_POOL, "claim_idle",        set_dur,     P(claim_idle_ms),     1000, 7 * DAY, KEY_POOL },
+    { SEC_POOL, "dlq",               set_name,    P(dlq),               0, 0, KEY_POOL },
+    { SEC_POOL, "dedupe_ttl",        set_dur,     P(dedupe_ttl_ms),     0, 365 * DAY, KEY_POOL },
+    { SEC_POOL, "max_message_bytes", set_size,    P(max_message_bytes), 1024, 512L * 1024 * 1024, KEY_POOL },
+    { SEC_POOL, "heartbeat_timeout", set_dur,     P(heartbeat_timeout_ms), 1000, DAY, KEY_POOL },
+    { SEC_POOL, "max_messages",      set_long,    P(max_messages),      0, 1000000000L, KEY_POOL },
+    { SEC_POOL, "max_messages_jitter", set_long,  P(max_messages_jitter), 0, 1000000000L, KEY_POOL },
+    { SEC_POOL, "memory_limit",      set_size,    P(memory_limit),      0, 64L * 1024 * 1024 * 1024, KEY_POOL },
+    { SEC_POOL, "max_lag",           set_long,    P(max_lag),           0, 1000000000000L, KEY_POOL },
+    { SEC_POOL, "max_pending_age",   set_dur,     P(max_pending_age_ms), 0, 365 * DAY, KEY_POOL },
+    { SEC_POOL, "group_start",       set_group_start, P(group_start_latest), 0, 0, KEY_POOL },
+    { SEC_POOL, "created_field",     set_field,   P(created_field),     0, 0, KEY_POOL },
+    { SEC_POOL, "require_fields",    set_fields,  P(require_fields),    0, 0, KEY_POOL },
+    { SEC_POOL, "route_field",       set_field,   P(route_field),       0, 0, KEY_POOL },
 };
 
 #define NKEYS (sizeof keys / sizeof keys[0])
@@ -452,15 +478,27 @@ static int set_log_format(const struct key *k, void *base, const char *v, char *
     return 0;
 }
 
+/* A kind, or (in a pool) the NAME of a [handler:NAME] section, resolved once every section is
+ * read (resolve_routes()). */
 static int set_handler(const struct key *k, void *base, const char *v, char *err, size_t len)
 {
     static const char *const words[] = { "log", "noop", "http", "plugin", NULL };
     static const enum handler_kind vals[] = { HANDLER_LOG, HANDLER_NOOP, HANDLER_HTTP, HANDLER_PLUGIN };
-    int i;
+    struct pool_conf *p = base;
     (void)k;
-    if (pick_word(words, v, &i, err, len) == -1)
+    free(p->handler_name);
+    p->handler_name = NULL;
+    for (int i = 0; words[i]; i++) {
+        if (strcmp(words[i], v) == 0) {
+            p->handler = vals[i];
+            return 0;
+        }
+    }
+    if (!valid_name(v, strlen(v))) {
+        snprintf(err, len, "must be log, noop, http, plugin, or the NAME of a [handler:NAME] section (got '%s')", v);
         return -1;
-    ((struct pool_conf *)base)->handler = vals[i];
+    }
+    p->handler_name = xstrdup(v);
     return 0;
 }
 
@@ -503,6 +541,41 @@ static int set_field(const struct key *k, void *base, const char *v, char *err, 
     }
     set_str(k, base, v);
     return 0;
+}
+
+/* require_fields: field names or paths separated by spaces. */
+static int set_fields(const struct key *k, void *base, const char *v, char *err, size_t len)
+{
+    struct pool_conf *p = base;
+    (void)k;
+    char **names = NULL;
+    size_t n = 0;
+    for (const char *s = v + strspn(v, " \t"); *s; s += strspn(s, " \t")) {
+        size_t w = strcspn(s, " \t");
+        if (!valid_name(s, w)) {
+            snprintf(err, len, "'%.*s' is not a field name or path (1 to %d characters of A-Z a-z 0-9 _ . -)",
+                     (int)(w > 60 ? 60 : w), s, CONF_NAME_MAX);
+            goto fail;
+        }
+        names = xrealloc(names, (n + 1) * sizeof *names);
+        names[n++] = xstrndup(s, w);
+        s += w;
+    }
+    if (n == 0) {
+        snprintf(err, len, "must name at least one field");
+        goto fail;
+    }
+    for (size_t i = 0; i < p->nrequire_fields; i++)
+        free(p->require_fields[i]);
+    free(p->require_fields);
+    p->require_fields = names;
+    p->nrequire_fields = n;
+    return 0;
+fail:
+    for (size_t i = 0; i < n; i++)
+        free(names[i]);
+    free(names);
+    return -1;
 }
 
 /* A URL template. Placeholders are filled from message fields at delivery time, so where they
@@ -689,7 +762,7 @@ static bool str_same(const char *a, const char *b);
  * for the plugin's init(). */
 static void plugin_param(struct loader *l, const char *key, const char *value)
 {
-    struct pool_conf *p = &l->c->pools[l->pool];
+    struct pool_conf *p = l->sec == SEC_POOL ? &l->c->pools[l->pool] : &l->c->handlers[l->handler];
     if (!valid_name(key, strlen(key))) {
         problem(l, l->lineno, "%s%s: the parameter name must be 1 to %d characters of A-Z a-z 0-9 _ . -",
                 PLUGIN_PREFIX, key, CONF_NAME_MAX);
@@ -704,13 +777,14 @@ static void plugin_param(struct loader *l, const char *key, const char *value)
 }
 
 /* The plugin keys go with handler = plugin, and it needs its file. */
-static void validate_plugin(struct loader *l, struct pool_conf *p, const int *seen, bool handler_ok)
+static void validate_plugin(struct loader *l, struct pool_conf *p, const int *seen, bool handler_ok,
+                            const char *where)
 {
     int line = seen[key_index(SEC_POOL, "plugin")];
     bool plugin = handler_ok && p->handler == HANDLER_PLUGIN;
     p->plugin_line = abs(line);
     if (plugin && !line)
-        problem(l, p->line, "[pool:%s] missing required key 'plugin' (handler = plugin)", p->name);
+        problem(l, p->line, "%s missing required key 'plugin' (handler = plugin)", where);
     if (handler_ok && !plugin && line)
         problem(l, abs(line), "key 'plugin' only applies to handler = plugin");
     if (handler_ok && !plugin && p->plugin_params_line)
@@ -1177,6 +1251,32 @@ static void pool_defaults(struct pool_conf *p, const char *name, size_t n, int l
     p->heartbeat_timeout_ms = MINUTE;
 }
 
+/* Enter [handler:NAME], NAME being name[0..n). */
+static int open_handler(struct loader *l, const char *name, size_t n)
+{
+    struct conf *c = l->c;
+    if (!valid_name(name, n)) {
+        problem(l, l->lineno, "invalid handler name '%.*s' (1 to %d characters of A-Z a-z 0-9 _ . -)",
+                (int)n, name, CONF_NAME_MAX);
+        return -1;
+    }
+    for (size_t i = 0; i < c->nhandlers; i++) {
+        if (strlen(c->handlers[i].name) == n && memcmp(c->handlers[i].name, name, n) == 0) {
+            problem(l, l->lineno, "duplicate [handler:%.*s], first at line %d", (int)n, name, c->handlers[i].line);
+            return -1;
+        }
+    }
+    c->handlers = xrealloc(c->handlers, (c->nhandlers + 1) * sizeof *c->handlers);
+    l->handler_keys = xrealloc(l->handler_keys, (c->nhandlers + 1) * sizeof *l->handler_keys);
+    l->handler_used = xrealloc(l->handler_used, (c->nhandlers + 1) * sizeof *l->handler_used);
+    pool_defaults(&c->handlers[c->nhandlers], name, n, l->lineno);
+    memset(l->handler_keys[c->nhandlers], 0, sizeof l->handler_keys[c->nhandlers]);
+    l->handler_used[c->nhandlers] = false;
+    l->handler = c->nhandlers++;
+    l->sec = SEC_HANDLER;
+    return 0;
+}
+
 /* Enter the section named s[0..n) (already known to fit inih). Returns -1 after reporting why
  * it cannot be entered; its keys are then skipped, not misfiled under the previous section. */
 static int open_section(struct loader *l, const char *s, size_t n)
@@ -1194,8 +1294,10 @@ static int open_section(struct loader *l, const char *s, size_t n)
         l->sec = SEC_FLEET;
         return 0;
     }
+    if (strncmp(l->section, "handler:", 8) == 0)
+        return open_handler(l, l->section + 8, n - 8);
     if (strncmp(l->section, "pool:", 5) != 0) {
-        problem(l, l->lineno, "unknown section [%s] (expected [fleet] or [pool:NAME])", l->section);
+        problem(l, l->lineno, "unknown section [%s] (expected [fleet], [pool:NAME] or [handler:NAME])", l->section);
         return -1;
     }
     const char *name = l->section + 5;
@@ -1339,6 +1441,44 @@ static int key_index(enum section sec, const char *name)
     return k ? (int)(k - keys) : -1;
 }
 
+/* route.TYPE = NAME, or route.default = NAME, in a pool. */
+static void set_route(struct loader *l, const char *type, const char *value)
+{
+    struct pool_conf *p = &l->c->pools[l->pool];
+    if (!valid_name(type, strlen(type))) {
+        problem(l, l->lineno, "route.%s: the type must be 1 to %d characters of A-Z a-z 0-9 _ . -",
+                type, CONF_NAME_MAX);
+        return;
+    }
+    if (!valid_name(value, strlen(value))) {
+        problem(l, l->lineno, "route.%s: must be the NAME of a [handler:NAME] section (got '%s')", type, value);
+        return;
+    }
+    struct route_conf *r = NULL;
+    if (strcmp(type, "default") == 0) {
+        r = &p->route_default;
+    } else {
+        for (size_t i = 0; i < p->nroutes; i++)
+            if (strcmp(p->routes[i].type, type) == 0)
+                r = &p->routes[i];
+        if (r == NULL) {
+            if (p->nroutes == CONF_ROUTES_MAX) {
+                problem(l, l->lineno, "route.%s: too many routes (at most %d per pool)", type, CONF_ROUTES_MAX);
+                return;
+            }
+            p->routes = xrealloc(p->routes, (p->nroutes + 1) * sizeof *p->routes);
+            r = &p->routes[p->nroutes++];
+            *r = (struct route_conf){ .type = xstrdup(type) };
+        }
+    }
+    if (r->handler) {
+        problem(l, l->lineno, "duplicate key 'route.%s', first at line %d", type, r->line);
+        return;
+    }
+    r->handler = xstrdup(value);
+    r->line = l->lineno;
+}
+
 static int on_pair(void *user, const char *section, const char *name, const char *value)
 {
     struct loader *l = user;
@@ -1352,28 +1492,46 @@ static int on_pair(void *user, const char *section, const char *name, const char
         problem(l, l->lineno, "internal error: inih read section [%s], we read [%s]", section, l->section);
         return 1;
     }
-    if (l->sec == SEC_POOL && strncmp(name, PLUGIN_PREFIX, strlen(PLUGIN_PREFIX)) == 0) {
+    if ((l->sec == SEC_POOL || l->sec == SEC_HANDLER) && strncmp(name, PLUGIN_PREFIX, strlen(PLUGIN_PREFIX)) == 0) {
         plugin_param(l, name + strlen(PLUGIN_PREFIX), value);
         return 1;
     }
-    const struct key *k = key_find(l->sec, name);
+    if (l->sec == SEC_POOL && strncmp(name, "route.", 6) == 0) {
+        set_route(l, name + 6, value);
+        return 1;
+    }
+    const struct key *k = key_find(l->sec == SEC_HANDLER ? SEC_POOL : l->sec, name);
     if (!k) {
         problem(l, l->lineno, "unknown key '%s' in [%s]", name, l->section);
         return 1;
     }
-    int *seen = l->sec == SEC_FLEET ? l->fleet_keys : l->pool_keys[l->pool];
+    if (l->sec == SEC_HANDLER && (k->flags & KEY_POOL)) {
+        problem(l, l->lineno, "key '%s' belongs to a pool, not to [%s] (it holds the handler's keys)",
+                name, l->section);
+        return 1;
+    }
+    int *seen = l->sec == SEC_FLEET  ? l->fleet_keys
+                : l->sec == SEC_POOL ? l->pool_keys[l->pool]
+                                     : l->handler_keys[l->handler];
     size_t ki = (size_t)(k - keys);
     if (seen[ki] && !(k->flags & KEY_REPEAT)) {
         problem(l, l->lineno, "duplicate key '%s', first at line %d", name, abs(seen[ki]));
         return 1;
     }
-    void *base = l->sec == SEC_FLEET ? (void *)l->c : (void *)&l->c->pools[l->pool];
+    void *base = l->sec == SEC_FLEET  ? (void *)l->c
+                 : l->sec == SEC_POOL ? (void *)&l->c->pools[l->pool]
+                                      : (void *)&l->c->handlers[l->handler];
     char err[400];
     if (k->set(k, base, value, err, sizeof err) == -1) {
         problem(l, l->lineno, "%s: %s", name, err);
         if (!seen[ki])
             seen[ki] = -l->lineno;
         return 1;
+    }
+    if (l->sec != SEC_FLEET) {
+        l->pairs = xrealloc(l->pairs, (l->npairs + 1) * sizeof *l->pairs);
+        l->pairs[l->npairs++] = (struct pair){ l->sec, l->sec == SEC_POOL ? l->pool : l->handler, k,
+                                               xstrdup(value) };
     }
     if (seen[ki] <= 0)
         seen[ki] = l->lineno;
@@ -1384,16 +1542,195 @@ static int on_pair(void *user, const char *section, const char *name, const char
 
 /* ---- rules that span keys ---- */
 
+/* The keys of a handler (a [handler:NAME], or a pool's inline handler): what is required, and
+ * what applies to http alone. where: "[pool:NAME]" or "[handler:NAME]". */
+static void check_handler_keys(struct loader *l, struct pool_conf *p, const int *seen, const char *where)
+{
+    int ih = key_index(SEC_POOL, "handler");
+    bool handler_ok = seen[ih] > 0 && p->handler_name == NULL;
+    bool http = handler_ok && p->handler == HANDLER_HTTP;
+    for (size_t k = 0; k < NKEYS; k++) {
+        if (keys[k].sec != SEC_POOL || (keys[k].flags & KEY_POOL))
+            continue;
+        bool http_only = keys[k].flags & KEY_HTTP;
+        if ((keys[k].flags & KEY_REQUIRED) && !seen[k] && (!http_only || http))
+            problem(l, p->line, "%s missing required key '%s'%s", where, keys[k].name,
+                    http_only ? " (handler = http)" : "");
+        if (http_only && seen[k] && handler_ok && !http)
+            problem(l, abs(seen[k]), "key '%s' only applies to handler = http", keys[k].name);
+    }
+    validate_plugin(l, p, seen, handler_ok, where);
+    if (!http)
+        return;
+    int cert = seen[key_index(SEC_POOL, "tls_cert")], key = seen[key_index(SEC_POOL, "tls_key")];
+    if (!cert != !key)
+        problem(l, abs(cert ? cert : key), "tls_cert and tls_key go together: %s is missing",
+                cert ? "tls_key" : "tls_cert");
+
+    int ct = seen[key_index(SEC_POOL, "connect_timeout")], to = seen[key_index(SEC_POOL, "timeout")];
+    if (ct >= 0 && to >= 0 && p->connect_timeout_ms > p->timeout_ms) {
+        char a[32], b[32];
+        problem(l, ct > to ? ct : to, "connect_timeout (%s) is longer than timeout (%s)",
+                dur_format(p->connect_timeout_ms, a, sizeof a), dur_format(p->timeout_ms, b, sizeof b));
+    }
+}
+
+/* A [handler:NAME]: its handler must be a kind, with that kind's keys. */
+static void validate_handler(struct loader *l, size_t i)
+{
+    struct pool_conf *h = &l->c->handlers[i];
+    const int *seen = l->handler_keys[i];
+    int ih = seen[key_index(SEC_POOL, "handler")];
+    char where[CONF_NAME_MAX + 16];
+    snprintf(where, sizeof where, "[handler:%s]", h->name);
+    if (ih > 0 && h->handler_name)
+        problem(l, ih, "[handler:%s] handler must be a kind (log, noop, http, plugin), not the name '%s'", h->name,
+                h->handler_name);
+    check_handler_keys(l, h, seen, where);
+}
+
+static int find_handler(const struct conf *c, const char *name)
+{
+    for (size_t i = 0; i < c->nhandlers; i++)
+        if (strcmp(c->handlers[i].name, name) == 0)
+            return (int)i;
+    return -1;
+}
+
+/* The config of pool i's target for [handler:h]: the pool's own keys (KEY_POOL) and the
+ * section's, set again through the same setters (so every key of the table works in both). */
+static void build_target(struct loader *l, size_t i, size_t h, struct pool_conf *t)
+{
+    const struct pool_conf *p = &l->c->pools[i];
+    pool_defaults(t, p->name, strlen(p->name), p->line);
+    char err[400];
+    for (size_t k = 0; k < l->npairs; k++) {
+        const struct pair *pr = &l->pairs[k];
+        if ((pr->sec == SEC_POOL && pr->idx == i && (pr->k->flags & KEY_POOL)) ||
+            (pr->sec == SEC_HANDLER && pr->idx == h))
+            pr->k->set(pr->k, t, pr->value, err, sizeof err);      /* accepted once already */
+    }
+    const struct pool_conf *hs = &l->c->handlers[h];   /* plugin.KEY lines are no table row */
+    for (size_t k = 0; k < 2 * hs->nplugin_params; k += 2) {
+        t->plugin_params = xrealloc(t->plugin_params, (2 * t->nplugin_params + 2) * sizeof *t->plugin_params);
+        t->plugin_params[2 * t->nplugin_params] = xstrdup(hs->plugin_params[k]);
+        t->plugin_params[2 * t->nplugin_params + 1] = xstrdup(hs->plugin_params[k + 1]);
+        t->nplugin_params++;
+    }
+    t->plugin_line = hs->plugin_line;
+    t->plugin_params_line = hs->plugin_params_line;
+}
+
+/* A routed pool (handler = NAME, or route.*): check its routes, make its targets, and sum them
+ * up into its own handler, inflight and timeout (see conf.h). */
+static void resolve_routes(struct loader *l, size_t i)
+{
+    struct conf *c = l->c;
+    struct pool_conf *p = &c->pools[i];
+    const int *seen = l->pool_keys[i];
+    int ih = seen[key_index(SEC_POOL, "handler")], irf = seen[key_index(SEC_POOL, "route_field")];
+    bool routes = p->nroutes > 0 || p->route_default.handler;
+    if (!routes && p->handler_name == NULL) {
+        if (irf)
+            problem(l, abs(irf), "route_field needs route.TYPE = NAME lines");
+        return;
+    }
+    if (routes && ih) {
+        problem(l, abs(ih), "handler and route.* exclude each other (route.default = NAME sends the rest to one handler)");
+        return;
+    }
+    if (!routes && find_handler(c, p->handler_name) < 0) {
+        /* most likely a kind mistyped: that one error, not one more per handler key */
+        problem(l, abs(ih), "handler: '%s' is neither a kind (log, noop, http, plugin) nor a [handler:NAME] section",
+                p->handler_name);
+        return;
+    }
+    p->routed = true;
+    if (!routes) {
+        p->route_default = (struct route_conf){ .handler = p->handler_name, .line = abs(ih) };
+        p->handler_name = NULL;
+    }
+    if (p->nroutes && !irf)
+        problem(l, p->routes[0].line, "route.%s needs route_field (the field or path holding the type)",
+                p->routes[0].type);
+    for (size_t k = 0; k < NKEYS; k++)
+        if (keys[k].sec == SEC_POOL && !(keys[k].flags & KEY_POOL) && seen[k] && k != (size_t)key_index(SEC_POOL, "handler"))
+            problem(l, abs(seen[k]), "key '%s' is a handler key: a pool with a named handler takes it from "
+                    "its [handler:NAME] section", keys[k].name);
+    if (p->plugin_params_line)
+        problem(l, p->plugin_params_line, "keys '%s*' are handler keys: a pool with a named handler takes "
+                "them from its [handler:NAME] section", PLUGIN_PREFIX);
+    /* targets: one per section named, in the order first named (routes, then the default) */
+    size_t nr = p->nroutes + 1;
+    int *sec = xcalloc(nr, sizeof *sec);
+    bool ok = true;
+    for (size_t r = 0; r < nr; r++) {
+        struct route_conf *rc = r < p->nroutes ? &p->routes[r] : &p->route_default;
+        if (rc->handler == NULL) {
+            sec[r] = -1;
+            continue;
+        }
+        sec[r] = find_handler(c, rc->handler);
+        if (sec[r] < 0) {
+            problem(l, rc->line, "route.%s: no [handler:%s] section", rc->type ? rc->type : "default",
+                    rc->handler);
+            ok = false;
+            continue;
+        }
+        l->handler_used[sec[r]] = true;
+        if (c->handlers[sec[r]].handler_name)
+            ok = false;                 /* reported by validate_handler() */
+    }
+    if (!ok) {
+        free(sec);
+        return;
+    }
+    int *used = xcalloc(c->nhandlers, sizeof *used);     /* target index + 1 of each section */
+    p->handler = HANDLER_LOG;
+    p->inflight = 0;
+    long capacity = 0, timeout = 0;
+    for (size_t r = 0; r < nr; r++) {
+        struct route_conf *rc = r < p->nroutes ? &p->routes[r] : &p->route_default;
+        if (sec[r] < 0)
+            continue;
+        if (!used[sec[r]]) {
+            p->targets = xrealloc(p->targets, (p->ntargets + 1) * sizeof *p->targets);
+            struct pool_conf *t = &p->targets[p->ntargets];
+            build_target(l, i, (size_t)sec[r], t);
+            used[sec[r]] = (int)++p->ntargets;
+            if (t->handler == HANDLER_HTTP) {
+                p->handler = HANDLER_HTTP;
+                capacity += t->inflight;
+                if (t->timeout_ms > timeout)
+                    timeout = t->timeout_ms;
+            } else {
+                capacity += p->batch;
+            }
+        }
+        rc->target = (size_t)used[sec[r]] - 1;
+    }
+    p->inflight = capacity < CONF_INFLIGHT_MAX ? (int)capacity : CONF_INFLIGHT_MAX;
+    if (p->handler == HANDLER_HTTP)
+        p->timeout_ms = timeout;
+    free(used);
+    free(sec);
+}
+
 static void validate_pool(struct loader *l, size_t i)
 {
     struct pool_conf *p = &l->c->pools[i];
     const int *seen = l->pool_keys[i];
     int ih = key_index(SEC_POOL, "handler");
-    bool handler_ok = seen[ih] > 0;
+    bool handler_ok = seen[ih] > 0 || p->routed;
     bool http = handler_ok && p->handler == HANDLER_HTTP;
+    if (!p->routed && p->handler_name == NULL) {
+        char where[CONF_NAME_MAX + 16];
+        snprintf(where, sizeof where, "[pool:%s]", p->name);
+        check_handler_keys(l, p, seen, where);
+    }
 
     for (size_t k = 0; k < NKEYS; k++) {
-        if (keys[k].sec != SEC_POOL)
+        if (keys[k].sec != SEC_POOL || !(keys[k].flags & KEY_POOL))
             continue;
         bool http_only = keys[k].flags & KEY_HTTP;
         if ((keys[k].flags & KEY_REQUIRED) && !seen[k] && (!http_only || http))
@@ -1402,7 +1739,6 @@ static void validate_pool(struct loader *l, size_t i)
         if (http_only && seen[k] && handler_ok && !http)
             problem(l, abs(seen[k]), "key '%s' only applies to handler = http", keys[k].name);
     }
-    validate_plugin(l, p, seen, handler_ok);
     /* A live worker's message must never look orphaned: claim_idle has to outlast the longest
      * a worker may legitimately hold one (a blocking read, or twice the HTTP timeout). A
      * failed message waiting for its retry (up to backoff_max) stays pending too: its worker
@@ -1447,20 +1783,6 @@ static void validate_pool(struct loader *l, size_t i)
     }
     if (p->dlq && p->stream && strcmp(p->dlq, p->stream) == 0)
         problem(l, p->line, "[pool:%s] dlq must not be the stream itself", p->name);
-    if (!http)
-        return;
-
-    int cert = seen[key_index(SEC_POOL, "tls_cert")], key = seen[key_index(SEC_POOL, "tls_key")];
-    if (!cert != !key)
-        problem(l, abs(cert ? cert : key), "tls_cert and tls_key go together: %s is missing",
-                cert ? "tls_key" : "tls_cert");
-
-    int ct = seen[key_index(SEC_POOL, "connect_timeout")], to = seen[key_index(SEC_POOL, "timeout")];
-    if (ct >= 0 && to >= 0 && p->connect_timeout_ms > p->timeout_ms) {
-        char a[32], b[32];
-        problem(l, ct > to ? ct : to, "connect_timeout (%s) is longer than timeout (%s)",
-                dur_format(p->connect_timeout_ms, a, sizeof a), dur_format(p->timeout_ms, b, sizeof b));
-    }
 }
 
 /* Two pools reading one stream as one group would be one consumer group with two configs:
@@ -1545,8 +1867,21 @@ static void validate(struct loader *l)
     }
     if (!l->pool_headers)
         problem(l, 1, "no [pool:NAME] section: nothing to run");
+    for (size_t i = 0; i < c->nhandlers; i++)
+        validate_handler(l, i);
+    for (size_t i = 0; i < c->npools; i++)
+        resolve_routes(l, i);
     for (size_t i = 0; i < c->npools; i++)
         validate_pool(l, i);
+    for (size_t i = 0; i < c->nhandlers; i++) {
+        if (l->handler_used[i])
+            continue;
+        struct buf b = BUF_INIT;
+        buf_printf(&b, "%s:%d: warning: [handler:%s] is used by no pool", l->path, c->handlers[i].line,
+                   c->handlers[i].name);
+        c->warnings = xrealloc(c->warnings, (c->nwarnings + 1) * sizeof *c->warnings);
+        c->warnings[c->nwarnings++] = b.p;
+    }
     check_slots(l);
     check_pairs_unique(l);
 }
@@ -1605,6 +1940,13 @@ out:
         explicit_bzero(l.raw, l.rawcap);
     free(l.raw);
     free(l.pool_keys);
+    free(l.handler_keys);
+    free(l.handler_used);
+    for (size_t i = 0; i < l.npairs; i++) {
+        explicit_bzero(l.pairs[i].value, strlen(l.pairs[i].value));
+        free(l.pairs[i].value);
+    }
+    free(l.pairs);
     if (l.nprobs) {
         qsort(l.probs, l.nprobs, sizeof *l.probs, problem_cmp);
         errs->msg = xrealloc(errs->msg, (errs->n + l.nprobs) * sizeof *errs->msg);
@@ -1635,8 +1977,23 @@ static void pool_release(struct pool_conf *p)
     free(p->tls_key);
     free(p->signing_secret_file);
     free(p->id_field);
+    free(p->created_field);
+    for (size_t i = 0; i < p->nrequire_fields; i++)
+        free(p->require_fields[i]);
+    free(p->require_fields);
     free(p->dlq);
     plugin_release(p);
+    free(p->handler_name);
+    free(p->route_field);
+    for (size_t i = 0; i < p->nroutes; i++) {
+        free(p->routes[i].type);
+        free(p->routes[i].handler);
+    }
+    free(p->routes);
+    free(p->route_default.handler);
+    for (size_t i = 0; i < p->ntargets; i++)
+        pool_release(&p->targets[i]);
+    free(p->targets);
 }
 
 void conf_free(struct conf *c)
@@ -1654,6 +2011,12 @@ void conf_free(struct conf *c)
     for (size_t i = 0; i < c->npools; i++)
         pool_release(&c->pools[i]);
     free(c->pools);
+    for (size_t i = 0; i < c->nhandlers; i++)
+        pool_release(&c->handlers[i]);
+    free(c->handlers);
+    for (size_t i = 0; i < c->nwarnings; i++)
+        free(c->warnings[i]);
+    free(c->warnings);
     free(c);
 }
 
@@ -1700,13 +2063,26 @@ bool conf_redis_same(const struct redis_addr *a, const struct redis_addr *b)
 
 bool conf_pool_same(const struct pool_conf *a, const struct pool_conf *b)
 {
-    if (a->nheaders != b->nheaders)
+    if (a->nheaders != b->nheaders || a->nrequire_fields != b->nrequire_fields)
         return false;
     for (size_t i = 0; i < a->nheaders; i++)
         if (strcmp(a->headers[i], b->headers[i]) != 0)
             return false;
     if (!plugin_same(a, b))
         return false;
+    for (size_t i = 0; i < a->nrequire_fields; i++)
+        if (strcmp(a->require_fields[i], b->require_fields[i]) != 0)
+            return false;
+    if (!str_same(a->created_field, b->created_field) || a->routed != b->routed ||
+        !str_same(a->route_field, b->route_field) || a->nroutes != b->nroutes ||
+        !str_same(a->route_default.handler, b->route_default.handler) || a->ntargets != b->ntargets)
+        return false;
+    for (size_t i = 0; i < a->nroutes; i++)
+        if (!str_same(a->routes[i].type, b->routes[i].type) || !str_same(a->routes[i].handler, b->routes[i].handler))
+            return false;
+    for (size_t i = 0; i < a->ntargets; i++)
+        if (!conf_pool_same(&a->targets[i], &b->targets[i]))
+            return false;
     return str_same(a->name, b->name) && str_same(a->stream, b->stream) && str_same(a->group, b->group) &&
            a->batch == b->batch && a->block_ms == b->block_ms && a->handler == b->handler &&
            str_same(a->url, b->url) && a->method == b->method && str_same(a->body_field, b->body_field) &&
@@ -1752,6 +2128,8 @@ struct conf *conf_load_or_report(const char *path, size_t *nproblems)
     struct conf *c = conf_load(path, &errs);
     for (size_t i = 0; i < errs.n; i++)
         fprintf(stderr, "%s\n", errs.msg[i]);
+    for (size_t i = 0; c && i < c->nwarnings; i++)
+        fprintf(stderr, "%s\n", c->warnings[i]);
     if (nproblems)
         *nproblems = errs.n;
     conf_errors_release(&errs);

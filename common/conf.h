@@ -14,6 +14,8 @@
 #define CONF_BATCH_MAX  10000
 #define CONF_INFLIGHT_MAX 1024
 #define CONF_HEADERS_MAX 32
+#define CONF_ROUTES_MAX 31     /* route.TYPE lines per pool (with route.default: a scoreboard
+                                * counter each, SB_NROUTES) */
 
 enum log_level { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR };
 enum log_format { LOG_FORMAT_TEXT, LOG_FORMAT_JSON };
@@ -49,6 +51,14 @@ struct redis_addr {
     char *sentinel_password_file; /* [fleet] sentinel_password_file: AUTH to the sentinels */
 };
 
+/* route.TYPE = NAME (or route.default = NAME, type NULL) of a pool. */
+struct route_conf {
+    char *type;
+    char *handler;              /* the [handler:NAME] section it names; NULL: not set */
+    int line;
+    size_t target;              /* its handler's config: pool_conf.targets[target] */
+};
+
 /* A new key is also compared in conf_pool_same(): a reload restarts a pool whose settings changed. */
 struct pool_conf {
     char *name;
@@ -82,6 +92,12 @@ struct pool_conf {
     size_t nplugin_params;      /* number of pairs, in the order of the file */
     int plugin_params_line;     /* line of the first of them; 0: none */
 
+    /* message fields (each a field name or a path into a JSON field: child/fields.h) */
+    char *created_field;        /* when the message was made, for the age histogram; NULL:
+                                 * the entry id's time */
+    char **require_fields;      /* a message lacking any is dead-lettered bad_message */
+    size_t nrequire_fields;
+
     /* retries, dead letters, orphans, duplicates */
     int max_attempts;           /* deliveries before dead-lettering, 1..1000 */
     enum backoff_kind backoff;
@@ -106,6 +122,21 @@ struct pool_conf {
     /* group_start: a group created for the first time starts after the entries already in
      * the stream ("$") instead of at its start ("0"). */
     bool group_start_latest;
+
+    /* Named handlers and routes. A routed pool (handler = NAME, or route.* keys) hands each
+     * message to one of its targets: a config per [handler:NAME] section it uses, made of the
+     * pool's own settings and that section's handler keys (a handler opens with its target as
+     * its pool_conf). Its own handler, inflight and timeout then sum up its targets: any http
+     * makes it http (inflight: their capacities added up; timeout: the longest), so the rules
+     * and the worker's capacity read as for an inline handler. */
+    bool routed;
+    char *handler_name;         /* handler = NAME */
+    char *route_field;          /* a field or path holding the message's type */
+    struct route_conf *routes;  /* route.TYPE, in file order */
+    size_t nroutes;
+    struct route_conf route_default;    /* route.default, or handler = NAME */
+    struct pool_conf *targets;
+    size_t ntargets;
 };
 
 struct conf {
@@ -127,6 +158,12 @@ struct conf {
     char *listen_token_file;    /* bearer token for the HTTP endpoint (but /livez) */
     struct pool_conf *pools;
     size_t npools;
+    /* [handler:NAME] sections, as parsed (name, line and handler keys; the rest at defaults) */
+    struct pool_conf *handlers;
+    size_t nhandlers;
+    /* "FILE:LINE: warning: ..." (an unused [handler:NAME]): the config works as it is */
+    char **warnings;
+    size_t nwarnings;
 };
 
 /* Problems found while loading, each already formatted as "FILE:LINE: message". */

@@ -1,9 +1,11 @@
 /* json.c: the one file that includes jansson.h (see json.h). A struct json * is a json_t *
  * under another name, so the rest of the program never sees the library's types. */
 #include "common/json.h"
+#include "common/log.h"
 
 #include <jansson.h>
 #include <stdio.h>
+#include <string.h>
 
 static const json_t *jt(const struct json *v)
 {
@@ -70,4 +72,49 @@ int json_bool(const struct json *o, const char *key)
 {
     const json_t *v = jt(json_get(o, key));
     return v && json_is_boolean(v) ? json_is_true(v) : -1;
+}
+
+enum json_kind json_kind(const struct json *v)
+{
+    if (v == NULL)
+        return JSON_K_NONE;
+    switch (json_typeof(jt(v))) {
+    case JSON_OBJECT: return JSON_K_OBJECT;
+    case JSON_ARRAY: return JSON_K_ARRAY;
+    case JSON_STRING: return JSON_K_STRING;
+    case JSON_INTEGER:
+    case JSON_REAL: return JSON_K_NUMBER;
+    case JSON_TRUE:
+    case JSON_FALSE: return JSON_K_BOOL;
+    case JSON_NULL: return JSON_K_NULL;
+    }
+    return JSON_K_NONE;
+}
+
+const struct json *json_getn(const struct json *o, const char *key, size_t n)
+{
+    if (o == NULL || !json_is_object(jt(o)))
+        return NULL;
+    /* jansson 2.14 has json_object_getn(); keys of parsed documents never hold a NUL (we
+     * parse without JSON_ALLOW_NUL), so a key with one cannot match anything. */
+    if (memchr(key, '\0', n))
+        return NULL;
+    return jw(json_object_getn(jt(o), key, n));
+}
+
+const char *json_strval(const struct json *v)
+{
+    return v && json_is_string(jt(v)) ? json_string_value(jt(v)) : NULL;
+}
+
+char *json_dump(const struct json *v)
+{
+    if (v == NULL)
+        return NULL;
+    /* JSON_ENCODE_ANY: a scalar too. 15 digits: %.17g (jansson's default) prints 0.1 as
+     * 0.10000000000000001, which is not what the producer wrote. */
+    char *s = json_dumps(jt(v), JSON_ENCODE_ANY | JSON_COMPACT | JSON_REAL_PRECISION(15));
+    if (s == NULL)
+        fatalx("out of memory writing a JSON value");
+    return s;
 }

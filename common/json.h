@@ -23,6 +23,20 @@ const struct json *json_get(const struct json *o, const char *key);
 size_t json_len(const struct json *a);
 const struct json *json_at(const struct json *a, size_t i);
 
+/* What value v is (JSON_K_NONE for NULL). */
+enum json_kind { JSON_K_NONE, JSON_K_OBJECT, JSON_K_ARRAY, JSON_K_STRING, JSON_K_NUMBER, JSON_K_BOOL,
+                 JSON_K_NULL };
+enum json_kind json_kind(const struct json *v);
+/* The member of object o whose key is key[0..n) (a key need not end in NUL); NULL when o is
+ * not an object or has no such member. */
+const struct json *json_getn(const struct json *o, const char *key, size_t n);
+/* v's text when v is a string (owned by the document), else NULL. */
+const char *json_strval(const struct json *v);
+/* v as compact JSON text: an object or array as a document, a number as JSON writes it (reals
+ * with 15 significant digits, so 0.1 stays "0.1"), true/false/null, a string quoted. Caller
+ * owns the result; free with free(). NULL only for v == NULL. */
+char *json_dump(const struct json *v);
+
 /* Member key of o as a number (integer or real): true and *out set, or false. */
 bool json_num(const struct json *o, const char *key, double *out);
 /* Member key of o as a string, owned by the document; NULL when absent or not a string. */

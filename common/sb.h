@@ -30,7 +30,7 @@ enum sb_counter {
     SB_DLQ_FAILURES,    /* dead-letter moves that failed (the entry stayed pending) */
     SB_GROUP_RECREATED, /* NOGROUP: the group was created again */
     SB_DLQ_FIRST,                         /* streamfleet_messages_dead_lettered_total{reason} */
-    SB_DLQ_LAST = SB_DLQ_FIRST + 11,
+    SB_DLQ_LAST = SB_DLQ_FIRST + 12,
     SB_HTTP_FIRST,                        /* streamfleet_http_requests_total{code} */
     SB_HTTP_LAST = SB_HTTP_FIRST + 31,
     SB_DUR_FIRST,                         /* streamfleet_handler_duration_seconds */
@@ -45,6 +45,8 @@ enum sb_counter {
     SB_AGE_LAST = SB_AGE_FIRST + 15,
     SB_AGE_COUNT,
     SB_AGE_SUM_US,
+    SB_ROUTE_FIRST,                       /* streamfleet_messages_routed_total{route}: the pool's */
+    SB_ROUTE_LAST = SB_ROUTE_FIRST + 31,  /* route.TYPE lines in order, route.default last */
     SB_NCOUNTERS
 };
 
@@ -60,6 +62,9 @@ extern const double sb_age_le[SB_NBUCKETS];
 extern const char *const sb_http_label[SB_NHTTP];
 /* The counter index for an HTTP status (0: a transport error). */
 int sb_http_index(long status);
+
+/* Routes of a pool: counter SB_ROUTE_FIRST + i for its route i, SB_ROUTE_LAST for its default. */
+#define SB_NROUTES (SB_ROUTE_LAST - SB_ROUTE_FIRST + 1)
 
 /* The label of streamfleet_messages_dead_lettered_total for counter SB_DLQ_FIRST + i. */
 #define SB_NDLQ (SB_DLQ_LAST - SB_DLQ_FIRST + 1)

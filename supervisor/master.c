@@ -125,6 +125,10 @@ static void build_view(struct master *m, struct fleet_view *v)
             pv->stream = ps->conf->stream;
             pv->group = ps->conf->group;
             pv->handler = handler_name(ps->conf->handler);
+            pv->nroutes = 0;
+            for (size_t r = 0; r < ps->conf->nroutes && r < SB_NROUTES - 1; r++)
+                pv->route_type[pv->nroutes++] = ps->conf->routes[r].type;
+            pv->route_default = ps->conf->route_default.handler != NULL;
             pv->max_lag = ps->conf->max_lag;
             pv->max_pending_age = (double)ps->conf->max_pending_age_ms / 1000.0;
         }
@@ -564,6 +568,8 @@ static void reload(struct master *m, long long now)
         notify("READY=1");
         return;
     }
+    for (size_t i = 0; i < nc->nwarnings; i++)
+        log_warnx("reload: %s", nc->warnings[i]);
     struct conf *oc = m->conf;
     bool redis_changed = !conf_redis_same(&oc->redis, &nc->redis);
     /* What can fail is tried before anything changes: a reload either applies whole or not. */

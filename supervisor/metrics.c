@@ -184,6 +184,22 @@ void metrics_render(struct buf *out, const struct fleet_view *v)
             buf_printf(out, "\",reason=\"%s\"} %" PRIu64 "\n", sb_dlq_label[k], v->pools[i].c[SB_DLQ_FIRST + k]);
         }
 
+    family(out, "streamfleet_messages_routed_total", "counter",
+           "Messages handed to a handler, by route (route_field's value, or default).");
+    for (unsigned i = 0; i < v->npools; i++) {
+        const struct pool_view *p = &v->pools[i];
+        for (unsigned k = 0; k < p->nroutes + 1; k++) {
+            bool dflt = k == p->nroutes;
+            if (dflt && !p->route_default)
+                break;
+            buf_adds(out, "streamfleet_messages_routed_total{pool=\"");
+            label(out, p->name);
+            buf_adds(out, "\",route=\"");
+            label(out, dflt ? "default" : p->route_type[k]);
+            buf_printf(out, "\"} %" PRIu64 "\n", p->c[dflt ? SB_ROUTE_LAST : SB_ROUTE_FIRST + (int)k]);
+        }
+    }
+
     family(out, "streamfleet_http_requests_total", "counter", "HTTP deliveries by status code (error: no response).");
     for (unsigned i = 0; i < v->npools; i++)
         for (int k = 0; k < SB_NHTTP; k++) {
@@ -391,6 +407,18 @@ void status_render(struct buf *out, const struct fleet_view *v)
                    p->inflight, p->circuit_open ? "true" : "false", p->rss_bytes);
         json_num_or_null(out, "circuit_open_since", p->circuit_open && p->circuit_since > 0,
                          p->circuit_since, false);
+        /* a routed pool: messages handed over per route, as /metrics counts them */
+        if (p->nroutes || p->route_default) {
+            buf_adds(out, ",\"routes\":{");
+            for (unsigned k = 0; k < p->nroutes + (p->route_default ? 1 : 0); k++) {
+                bool dflt = k == p->nroutes;
+                if (k)
+                    buf_addc(out, ',');
+                json_str(out, dflt ? "default" : p->route_type[k]);
+                buf_printf(out, ":%" PRIu64, p->c[dflt ? SB_ROUTE_LAST : SB_ROUTE_FIRST + (int)k]);
+            }
+            buf_addc(out, '}');
+        }
         buf_printf(out,
                    ",\"messages\":{\"read\":%" PRIu64 ",\"acked\":%" PRIu64 ",\"failed\":%" PRIu64
                    ",\"retried\":%" PRIu64 ",\"dead_lettered\":%" PRIu64 ",\"duplicate\":%" PRIu64

@@ -142,20 +142,27 @@ static size_t check_pools(const struct conf *c, const struct conf *old)
 {
     size_t failed = 0;
     for (size_t i = 0; i < c->npools; i++) {
-        const struct pool_conf *p = &c->pools[i];
-        if (p->handler != HANDLER_PLUGIN)
+        const struct pool_conf *pool = &c->pools[i];
+        const struct pool_conf *was = old ? conf_pool(old, pool->name) : NULL;
+        if (was && conf_pool_same(was, pool))
             continue;
-        const struct pool_conf *was = old ? conf_pool(old, p->name) : NULL;
-        if (was && conf_pool_same(was, p))
-            continue;
-        char why[600];
-        if (check_one(c, p, why, sizeof why) == 0)
-            continue;
-        if (old)
-            log_errorx("reload: %s:%d: [pool:%s] plugin %s: %s", c->path, p->plugin_line, p->name, p->plugin, why);
-        else
-            fprintf(stderr, "%s:%d: [pool:%s] plugin %s: %s\n", c->path, p->plugin_line, p->name, p->plugin, why);
-        failed++;
+        /* an inline handler, or each [handler:NAME] a routed pool uses */
+        size_t n = pool->routed ? pool->ntargets : 1;
+        for (size_t t = 0; t < n; t++) {
+            const struct pool_conf *p = pool->routed ? &pool->targets[t] : pool;
+            if (p->handler != HANDLER_PLUGIN)
+                continue;
+            char why[600];
+            if (check_one(c, p, why, sizeof why) == 0)
+                continue;
+            if (old)
+                log_errorx("reload: %s:%d: [pool:%s] plugin %s: %s", c->path, p->plugin_line, pool->name,
+                           p->plugin, why);
+            else
+                fprintf(stderr, "%s:%d: [pool:%s] plugin %s: %s\n", c->path, p->plugin_line, pool->name,
+                        p->plugin, why);
+            failed++;
+        }
     }
     return failed;
 }

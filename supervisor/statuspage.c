@@ -7,7 +7,8 @@
  * What must stay true, because tests/integration/test_statuspage.py reads the page:
  *   - #status (text and data-s: ok|degraded|down), #redis, #durable, #meta, #reason;
  *   - #pools tbody: one tr[data-pool=NAME] per pool, each cell with data-k (the status.json
- *     key) and data-v (the raw value; workers as running/starting/draining/expected);
+ *     key) and data-v (the raw value; workers as running/starting/draining/expected); a
+ *     routed pool's name cell has the messages per route as its title;
  *   - the chart: an inline <svg data-points=N> of the last 90 rate points, newest at the right;
  *   - #errors tbody: one row per last error, newest first (data-k time, pool, worker, error);
  *   - no URL of anything but status.json, and text of the fleet's only through textContent.
@@ -95,6 +96,7 @@ const char status_page_html[] =
 "  tr.dataset.pool = p.name;\n"
 "  var name = el('th', 'name', p.name, p.name);\n"
 "  name.scope = 'row';\n"
+"  if (p.routes) name.title = 'routed: ' + Object.keys(p.routes).map(function (k) { return k + ' ' + p.routes[k]; }).join(', ');\n"
 "  tr.append(name);\n"
 "  td = el('td', 'status', p.status, p.status);\n"
 "  td.className = 'l' + (p.status == 'ok' ? '' : ' bad');\n"

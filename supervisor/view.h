@@ -31,6 +31,11 @@ struct pool_view {
     bool short_too_long;            /* below its worker count for longer than the start-up grace */
     double restarts_per_min;        /* over the last 5 minutes */
     const char *stream, *group, *handler;
+    /* Routes (a routed pool): the label of SB_ROUTE_FIRST + i, and whether it has a default
+     * (SB_ROUTE_LAST, route="default"). Only these are shown, so the labels stay bounded. */
+    const char *route_type[SB_NROUTES];
+    unsigned nroutes;
+    bool route_default;
     uint64_t rss_bytes;             /* resident memory of its workers */
 
     /* From the master's Redis poll (redis_known false until the first one). */

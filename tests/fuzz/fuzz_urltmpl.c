@@ -1,4 +1,4 @@
-// links: child/urltmpl.c child/msg.c
+// links: child/urltmpl.c child/msg.c child/fields.c
 /* fuzz_urltmpl.c: URL template filling with a template and a message made of the input.
  *
  * The input is split at NUL bytes: template, stream, entry id, then field name and value

@@ -959,7 +959,7 @@ static void test_handler_and_http_only_keys(void **state)
 {
     (void)state;
     expect_only(FLEET "[pool:p]\nstream = s\ngroup = g\nhandler = webhook\n", 6,
-                "handler: must be one of log, noop, http");
+                "handler: 'webhook' is neither a kind (log, noop, http, plugin) nor a [handler:NAME] section");
     struct loaded ld;
     load(&ld, FLEET "[pool:p]\nstream = s\ngroup = g\nurl = http://h/\nhandler = log\n"
                     "inflight = 4\nheader = A: b\nheader = C: d\n");
@@ -971,7 +971,7 @@ static void test_handler_and_http_only_keys(void **state)
     unload(&ld);
     /* A bad handler value is reported once, not again for every http key. */
     load(&ld, FLEET "[pool:p]\nstream = s\ngroup = g\nhandler = htp\nurl = http://h/\n");
-    expect_err(&ld, 6, "handler: must be one of");
+    expect_err(&ld, 6, "handler: 'htp' is neither a kind");
     expect_n(&ld, 1);
     unload(&ld);
 }
@@ -1424,6 +1424,67 @@ static void test_errors_append(void **state)
     conf_free(NULL);
 }
 
+/* [handler:NAME] sections take the pool table's handler keys; a routed pool's targets are its
+ * own keys with a section's; its capacity and timeout sum them up. */
+static void test_handler_sections_and_routes(void **state)
+{
+    (void)state;
+    struct loaded ld;
+    load(&ld, FLEET                                                        /* lines 1-2 */
+         "[handler:email]\nhandler = http\nurl = http://h/mail/{meta.id}\ninflight = 8\ntimeout = 40s\n"
+         "header = X-A: 1\n"                                               /* 3-8 */
+         "[handler:audit]\nhandler = log\n"                                /* 9-10 */
+         "[handler:spare]\nhandler = noop\n"                               /* 11-12 */
+         "[pool:jobs]\nstream = s\ngroup = g\nbatch = 5\nmax_attempts = 3\nroute_field = meta.type\n"
+         "route.send_email = email\nroute.resend = email\nroute.default = audit\n"
+         "[pool:all]\nstream = s2\ngroup = g\nhandler = email\n");
+    expect_n(&ld, 0);
+    const struct pool_conf *p = &ld.c->pools[0];
+    assert_true(p->routed);
+    assert_int_equal(p->nroutes, 2);
+    assert_int_equal(p->ntargets, 2);
+    assert_int_equal(p->routes[0].target, 0);
+    assert_int_equal(p->routes[1].target, 0);
+    assert_int_equal(p->route_default.target, 1);
+    const struct pool_conf *t = &p->targets[0];
+    assert_int_equal(t->handler, HANDLER_HTTP);
+    assert_string_equal(t->url, "http://h/mail/{meta.id}");
+    assert_int_equal(t->nheaders, 1);
+    assert_int_equal(t->max_attempts, 3);          /* the pool's own key, set in the target too */
+    assert_string_equal(t->stream, "s");
+    assert_int_equal(p->targets[1].handler, HANDLER_LOG);
+    assert_int_equal(p->handler, HANDLER_HTTP);
+    assert_int_equal(p->inflight, 8 + 5);         /* http's inflight, log's batch */
+    assert_int_equal(p->timeout_ms, 40000);
+    const struct pool_conf *a = &ld.c->pools[1];
+    assert_true(a->routed);
+    assert_int_equal(a->ntargets, 1);
+    assert_string_equal(a->route_default.handler, "email");
+    /* spare is used by no pool: a warning, the config still loads */
+    assert_int_equal(ld.c->nwarnings, 1);
+    assert_non_null(strstr(ld.c->warnings[0], ":11: warning: [handler:spare] is used by no pool"));
+    /* a reload with a section changed restarts the pools using it */
+    struct loaded ld2;
+    load(&ld2, FLEET "[handler:email]\nhandler = http\nurl = http://h/other\n"
+         "[pool:all]\nstream = s2\ngroup = g\nhandler = email\n");
+    expect_n(&ld2, 0);
+    assert_false(conf_pool_same(&ld.c->pools[1], &ld2.c->pools[0]));
+    unload(&ld2);
+    unload(&ld);
+
+    load(&ld, FLEET "[handler:h]\nhandler = http\nurl = http://h/\nworkers = 2\n"      /* 3-6 */
+         "[handler:n]\nhandler = h\n"                                              /* 7-8 */
+         "[pool:p]\nstream = s\ngroup = g\nroute.x = h\nroute.y = nope\nurl = http://i/\n"  /* 9-14 */
+         "route.x = n\nroute.default = n\n");                                     /* 15-16 */
+    expect_err(&ld, 6, "key 'workers' belongs to a pool");
+    expect_err(&ld, 8, "handler must be a kind");
+    expect_err(&ld, 12, "route.x needs route_field");
+    expect_err(&ld, 13, "route.y: no [handler:nope] section");
+    expect_err(&ld, 14, "key 'url' is a handler key");
+    expect_err(&ld, 15, "duplicate key 'route.x', first at line 12");
+    unload(&ld);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1469,6 +1530,7 @@ int main(void)
         cmocka_unit_test_setup(test_backoff_base_must_not_exceed_backoff_max, setup),
         cmocka_unit_test_setup(test_dlq_defaults_to_stream_colon_dlq_and_is_never_the_stream, setup),
         cmocka_unit_test_setup(test_reliability_errors_all_at_once, setup),
+        cmocka_unit_test_setup(test_handler_sections_and_routes, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,4 +1,4 @@
-// links: child/urltmpl.c
+// links: child/urltmpl.c child/fields.c
 /* test_urltmpl.c: a message field can never move a delivery: every value that enters the URL
  * is percent-encoded, whatever it holds. */
 #include <stdarg.h>
