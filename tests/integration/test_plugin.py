@@ -407,3 +407,41 @@ def test_plugin_sees_the_message_binary_safe_and_its_parameters_in_order(tmp_pat
     assert dead["dlq.reason"] == "echo"
     assert dead["dlq.error"] == (f"echo|pe|{eid}|1|b=2;b=3;a=x = y;|"
                                  f"text:{len('héllo'.encode())}:0:1,bin:6:2:1,empty:0:0:1,")
+
+
+# --------------------------------------------------------------------------------------------
+# a plugin as a named handler ([handler:NAME]) behind routes
+# --------------------------------------------------------------------------------------------
+
+def test_plugin_in_a_handler_section_gets_its_parameters_behind_a_route(redis_server, fleet):
+    r = redis_server.client()
+    fl = fleet({"handler:plug": {"handler": "plugin", "plugin": str(example_plugin()),
+                                 "plugin.dead_if": "poison"},
+                "handler:rest": {"handler": "noop"},
+                "pool:a": {"stream": "pr", "group": "pr-group", "workers": 1, "batch": 20, "block": "200ms",
+                           "route_field": "type", "route.job": "plug", "route.default": "rest"}})
+    ids = add_messages(r, "pr", 30, fields=lambda i: {"type": "job" if i % 2 else "other", "n": str(i),
+                                                      **({"poison": f"bad {i}"} if i % 3 == 0 else {})})
+    # the plugin sees only the "job" messages; of those, the poisoned ones are its dead letters
+    poisoned = {ids[i] for i in range(30) if i % 2 and i % 3 == 0}
+    fl.wait_for(lambda: r.xlen("pr:dlq") == len(poisoned) and pending_count(r, "pr", "pr-group") == 0,
+                timeout=BIG_TIMEOUT, what="dead letters of the plugin route, nothing pending")
+    dead = dlq_entries(r, "pr")
+    assert set(dead) == poisoned
+    assert {f["dlq.reason"] for f in dead.values()} == {"ackall_dead"}
+    routed = {lbl["route"]: v for lbl, v in fl.metrics().series("streamfleet_messages_routed_total", pool="a")}
+    assert routed == {"job": 15, "default": 15}
+
+
+def test_check_reports_a_failing_plugin_of_a_handler_section_at_its_line(tmp_path):
+    so = build_plugin(tmp_path, "initfails", ACK + """
+     static int init(const struct sf_host *h, const struct sf_param *p, size_t n, void **st, char *e, size_t el)
+     { (void)h; (void)p; (void)n; (void)st; snprintf(e, el, "no database"); return -1; }
+     const struct sf_plugin streamfleet_plugin = { .abi = STREAMFLEET_PLUGIN_ABI, .init = init, .handle = handle };""")
+    cfg = write_ini(tmp_path / "t.ini", {"fleet": {"redis": "redis://127.0.0.1:1", "allow_root": "yes"},
+                                         "handler:plug": {"handler": "plugin", "plugin": str(so)},
+                                         "pool:a": {"stream": "s", "group": "g", "handler": "plug"}})
+    line = next(i for i, l in enumerate(cfg.read_text().splitlines(), 1) if l.startswith("plugin ="))
+    r = run_binary(["-t", "-c", str(cfg)], timeout=60, env=segv_kills())
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert any(l.startswith(f"{cfg}:{line}: ") and "no database" in l for l in r.stderr.splitlines()), r.stderr
