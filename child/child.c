@@ -136,6 +136,8 @@ static const struct handler_ops *handler_for(enum handler_kind k)
     case HANDLER_LOG: return &handler_log_ops;
     case HANDLER_NOOP: return &handler_noop_ops;
     case HANDLER_HTTP: return &handler_http_ops;
+    case HANDLER_EXEC: return &handler_exec_ops;
+    case HANDLER_SUBPROCESS: return &handler_subprocess_ops;
     }
     return NULL;
 }
@@ -472,7 +474,8 @@ static void setup(struct child *c, const struct conf *conf, const struct pool_co
     if (pool->max_messages)
         c->recycle_at = (unsigned long long)pool->max_messages +
                         (pool->max_messages_jitter ? (unsigned long long)rand() % (unsigned long long)(pool->max_messages_jitter + 1) : 0);
-    c->capacity = pool->handler == HANDLER_HTTP ? (unsigned)pool->inflight : (unsigned)pool->batch;
+    c->capacity = pool->handler == HANDLER_HTTP || pool->handler == HANDLER_EXEC ||
+                  pool->handler == HANDLER_SUBPROCESS ? (unsigned)pool->inflight : (unsigned)pool->batch;
     snprintf(c->claim_cursor, sizeof c->claim_cursor, "0-0");
     /* Spread the first orphan scans of a pool's workers over a few seconds. */
     c->next_claim_ms = child_now_ms() + 1000 + rand() % 4000;

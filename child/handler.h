@@ -94,6 +94,8 @@ struct handler_ops {
 extern const struct handler_ops handler_log_ops;
 extern const struct handler_ops handler_noop_ops;
 extern const struct handler_ops handler_http_ops;
+extern const struct handler_ops handler_exec_ops;
+extern const struct handler_ops handler_subprocess_ops;
 
 /* Report the outcome of the message of ticket t, exactly once (see the contract above). */
 void ticket_done(struct ticket *t, const struct outcome *o);

@@ -44,7 +44,6 @@ int argv_split(const char *s, char ***out, char *err, size_t errlen)
         const char *start = p;
         bool quoted = false;        /* an empty word ('') is still a word; a lone \<newline> is not */
         buf_reset(&w);
-        buf_grow(&w, 1);
         while (*p && !blank(*p)) {
             if (*p == '\'') {
                 const char *q = strchr(p + 1, '\'');
@@ -91,7 +90,7 @@ int argv_split(const char *s, char ***out, char *err, size_t errlen)
         if (w.len == 0 && !quoted)
             continue;
         argv = xrealloc(argv, (n + 2) * sizeof *argv);
-        argv[n++] = xstrdup(w.p);
+        argv[n++] = xstrndup(w.p ? w.p : "", w.len);
         argv[n] = NULL;
     }
     buf_release(&w);

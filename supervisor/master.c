@@ -75,7 +75,10 @@ static long long resident_bytes(void)
 
 static const char *handler_name(enum handler_kind k)
 {
-    return k == HANDLER_HTTP ? "http" : k == HANDLER_NOOP ? "noop" : "log";
+    static const char *const names[] = { [HANDLER_LOG] = "log", [HANDLER_NOOP] = "noop",
+                                         [HANDLER_HTTP] = "http", [HANDLER_EXEC] = "exec",
+                                         [HANDLER_SUBPROCESS] = "subprocess" };
+    return names[k];
 }
 
 /* Keep the last errors of a pool, newest first. */

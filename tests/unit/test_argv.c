@@ -51,6 +51,7 @@ static void test_quotes(void **state)
     assert_string_equal(split("echo \"a  b\" 'c  d'"), "echo|a  b|c  d");
     assert_string_equal(split("a'b'\"c\"d"), "abcd");
     assert_string_equal(split("x '' \"\""), "x||");
+    assert_string_equal(split("a \"\"\"\""), "a|");          /* found by fuzz_argv: one empty word */
     assert_string_equal(split("'$HOME' \"*\" '|'"), "$HOME|*||");
     assert_string_equal(split("'a\\b'"), "a\\b");              /* no escapes in '' */
     assert_string_equal(split("\"a\\\"b\\\\c\\$d\\`e\\nf\""), "a\"b\\c$d`e\\nf");
