@@ -47,11 +47,13 @@
 
 enum state { DOWN, RUNNING, STOPPING };
 
-/* A message sent to the process. ticket NULL: retried after its timeout, kept only so that
- * a late answer is not taken for an unknown id. */
+/* A message sent to the process. An entry expects an answer for its ticket, and one for
+ * each time it was retried after its timeout (late): a late answer is no unknown id. The
+ * answers to one id cannot be told apart, so the first to come is taken for the ticket. */
 struct sent {
     char id[64];
-    struct ticket *ticket;
+    struct ticket *ticket;          /* NULL: only late answers are expected */
+    unsigned late;
     long long sent_ms;
 };
 
@@ -99,12 +101,16 @@ static void forget(struct handler *h, struct sent *s)
     *s = h->sent[--h->nsent];
 }
 
+/* Report s's ticket; the entry stays while late answers are still expected. */
 static void done(struct handler *h, struct sent *s, enum disposition d, const char *reason,
                  const char *error, long retry_after_ms)
 {
     struct ticket *t = s->ticket;
     double seconds = (double)(child_now_ms() - s->sent_ms) / 1000.0;
-    forget(h, s);
+    s->ticket = NULL;
+    h->held--;
+    if (s->late == 0)
+        forget(h, s);
     struct outcome o = { .disp = d, .reason = reason, .retry_after_ms = retry_after_ms,
                          .error = error, .seconds = seconds };
     ticket_done(t, &o);
@@ -113,12 +119,13 @@ static void done(struct handler *h, struct sent *s, enum disposition d, const ch
 /* Every message the process holds goes back for a retry (it stopped, or broke the protocol). */
 static void retry_all(struct handler *h, const char *why)
 {
-    size_t i = 0;
-    while (i < h->nsent) {
-        if (h->sent[i].ticket)
-            done(h, &h->sent[i], DISP_RETRY, NULL, why, -1);
+    while (h->nsent) {
+        struct sent *s = &h->sent[h->nsent - 1];
+        s->late = 0;                /* a new process answers nothing of the old one's */
+        if (s->ticket)
+            done(h, s, DISP_RETRY, NULL, why, -1);
         else
-            forget(h, &h->sent[i]);
+            forget(h, s);
     }
 }
 
@@ -227,14 +234,16 @@ static void sub_submit(struct handler *h, const struct msg *m, struct ticket *t)
         ticket_done(t, &o);
         return;
     }
-    if (old)
-        forget(h, old);             /* a retried message that had timed out */
-    if (h->nsent == h->cap) {
-        h->cap = h->cap ? 2 * h->cap : 16;
-        h->sent = xrealloc(h->sent, h->cap * sizeof *h->sent);
+    struct sent *s = old;           /* a message retried after its timeout: late answers too */
+    if (s == NULL) {
+        if (h->nsent == h->cap) {
+            h->cap = h->cap ? 2 * h->cap : 16;
+            h->sent = xrealloc(h->sent, h->cap * sizeof *h->sent);
+        }
+        s = &h->sent[h->nsent++];
+        snprintf(s->id, sizeof s->id, "%.*s", (int)m->id.len, m->id.p);
+        s->late = 0;
     }
-    struct sent *s = &h->sent[h->nsent++];
-    snprintf(s->id, sizeof s->id, "%.*s", (int)m->id.len, m->id.p);
     s->ticket = t;
     s->sent_ms = child_now_ms();
     if (h->held++ == 0)
@@ -310,7 +319,8 @@ static int answer(struct handler *h, const char *line, size_t len)
     rc = 0;
     if (s->ticket == NULL) {
         log_debug("late answer for %s (retried after its timeout): ignored", s->id);
-        forget(h, s);
+        if (--s->late == 0)
+            forget(h, s);
         goto out;
     }
     char rbuf[33], ebuf[300];
@@ -338,7 +348,7 @@ static int read_answers(struct handler *h)
     size_t dropped = 0;
     int r = proc_read(h->p.out, &h->rbuf, LINE_MAX_BYTES + 1, false, &dropped);
     size_t start = 0;
-    for (;;) {
+    while (start < h->rbuf.len) {
         char *nl = memchr(h->rbuf.p + start, '\n', h->rbuf.len - start);
         if (nl == NULL)
             break;
@@ -353,8 +363,10 @@ static int read_answers(struct handler *h)
         if (h->state != RUNNING)
             return 0;
     }
-    memmove(h->rbuf.p, h->rbuf.p + start, h->rbuf.len - start);
-    h->rbuf.len -= start;
+    if (start) {
+        memmove(h->rbuf.p, h->rbuf.p + start, h->rbuf.len - start);
+        h->rbuf.len -= start;
+    }
     if (h->rbuf.len > LINE_MAX_BYTES || dropped) {
         snprintf(h->error, sizeof h->error, "an answer line longer than %d bytes", LINE_MAX_BYTES);
         return -1;
@@ -538,6 +550,7 @@ static void sub_run(struct handler *h, const struct pollfd *pfd, int n)
                     log_warnx("message %s: no answer within %ld ms: retried", s->id, h->pool->timeout_ms);
                     struct ticket *t = s->ticket;
                     s->ticket = NULL;       /* kept: a late answer is no protocol error */
+                    s->late++;
                     h->held--;
                     struct outcome o = { .disp = DISP_RETRY, .retry_after_ms = -1, .error = "timeout",
                                          .seconds = (double)(now - s->sent_ms) / 1000.0 };
