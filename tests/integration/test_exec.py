@@ -255,7 +255,7 @@ def test_command_that_is_not_executable_fails_the_config_check(tmp_path):
     assert res.returncode == 1, res.stderr
     for line in (8, 14, 20):
         assert f"{ini}:{line}:" in res.stderr, res.stderr
-    assert len([l for l in res.stderr.splitlines() if f"{ini}:" in l and "command" in l]) == 3
+    assert len([l for l in res.stderr.splitlines() if l.startswith(f"{ini}:") and ": command: " in l]) == 3
     # the same pools with commands that can run pass the check
     noexec.chmod(0o755)
     ini.write_text(ini.read_text().replace("no-such-program-anywhere", "true")
