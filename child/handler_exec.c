@@ -130,10 +130,17 @@ static void exec_submit(struct handler *h, const struct msg *m, struct ticket *t
     buf_printf(&e[3], "STREAMFLEET_ATTEMPT=%lld", m->attempt);
     char *extra[4] = { e[0].p, e[1].p, e[2].p, e[3].p };
     char **envp = proc_env(p, extra, 4);
-    int r = proc_spawn(&j->p, p->argv, envp, h->error, sizeof h->error);
+    int r = proc_spawn(&j->p, p->argv, envp, false, h->error, sizeof h->error);
     proc_env_free(envp);
     for (int i = 0; i < 4; i++)
         buf_release(&e[i]);
+    if (r == -1 && j->p.exec_errno) {
+        snprintf(h->error, sizeof h->error, "cannot execute %s: %s", p->argv[0], strerror(j->p.exec_errno));
+        log_warnx("message %s: %s: dead-lettered (exec_failed)", j->id, h->error);
+        job_free(j);
+        report(t, DISP_DEAD, "exec_failed", h->error, -1);
+        return;
+    }
     if (r == -1) {
         /* Out of processes or descriptors: the system's trouble, not the message's. */
         log_warnx("message %s: cannot start the command: %s", j->id, h->error);

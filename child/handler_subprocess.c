@@ -140,7 +140,7 @@ static void start(struct handler *h)
     buf_printf(&stream, "STREAMFLEET_STREAM=%s", h->pool->stream);
     char *extra[] = { pool.p, stream.p, slot };
     char **envp = proc_env(h->pool, extra, 3);
-    int r = proc_spawn(&h->p, h->pool->argv, envp, h->error, sizeof h->error);
+    int r = proc_spawn(&h->p, h->pool->argv, envp, true, h->error, sizeof h->error);
     proc_env_free(envp);
     buf_release(&pool);
     buf_release(&stream);

@@ -19,13 +19,17 @@ struct proc {
     int out;                    /* its stdout, */
     int err;                    /* its stderr, */
     int execfd;                 /* and the exec report: an errno when execve() failed */
+    int exec_errno;             /* proc_spawn() failed: the program cannot be executed (not tied) */
 };
 
-/* Start p->argv... : run argv (argv[0] looked up in our PATH) with exactly the environment
- * envp ("NAME=value", NULL-terminated). Returns 0, or -1 with the reason in err (fork or
- * pipe failed: try again later). A program that cannot be executed is only known once it
- * has exited: see proc_reap(). */
-int proc_spawn(struct proc *p, char *const argv[], char *const envp[], char *err, size_t errlen);
+/* Run argv (argv[0] looked up in our PATH) with exactly the environment envp ("NAME=value",
+ * NULL-terminated). tied: the process gets SIGTERM when we die (fork; for a long-lived
+ * process), else it is started faster (posix_spawn) and outlives a worker killed outright.
+ * Returns 0, or -1 with the reason in err: p->exec_errno set when the program cannot be
+ * executed (known at once when not tied; when tied, only once it has exited: proc_reap()),
+ * else a fork or pipe failure (try again later). */
+int proc_spawn(struct proc *p, char *const argv[], char *const envp[], bool tied, char *err,
+               size_t errlen);
 /* Send sig to its process group (what it started too). */
 void proc_kill(const struct proc *p, int sig);
 /* Once its pidfd is readable: collect its wait status into *status and, when execve()
