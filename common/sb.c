@@ -44,8 +44,8 @@ static_assert(1 + sizeof http_codes / sizeof http_codes[0] + 5 + 1 == SB_NHTTP,
               "labels, codes and counters must line up");
 
 const char *const sb_dlq_label[SB_NDLQ] = {
-    "max_attempts", "bad_message", "too_large", "http_400", "http_401", "http_403",
-    "http_404", "http_410", "http_413", "http_422", "http_other", "other",
+    "max_attempts", "bad_message", "too_large", "exec_rejected", "exec_failed", "http_400",
+    "http_401", "http_403", "http_404", "http_410", "http_413", "http_422", "http_other", "other",
 };
 
 int sb_dlq_index(const char *reason)

@@ -30,7 +30,7 @@ enum sb_counter {
     SB_DLQ_FAILURES,    /* dead-letter moves that failed (the entry stayed pending) */
     SB_GROUP_RECREATED, /* NOGROUP: the group was created again */
     SB_DLQ_FIRST,                         /* streamfleet_messages_dead_lettered_total{reason} */
-    SB_DLQ_LAST = SB_DLQ_FIRST + 11,
+    SB_DLQ_LAST = SB_DLQ_FIRST + 13,
     SB_HTTP_FIRST,                        /* streamfleet_http_requests_total{code} */
     SB_HTTP_LAST = SB_HTTP_FIRST + 31,
     SB_DUR_FIRST,                         /* streamfleet_handler_duration_seconds */

@@ -100,6 +100,9 @@ def test_exit_code_decides_ack_dead_letter_or_retry(redis_server, fleet, tmp_pat
     assert d[ids["other"]]["dlq.error"] == "exit 3"
     assert "signal 9" in d[ids["signal"]]["dlq.error"]
     assert int(d[ids["temp"]]["dlq.attempts"]) == 3
+    m = fl.metrics()
+    assert m.sum("streamfleet_messages_dead_lettered_total", reason="exec_rejected") == 1
+    assert m.sum("streamfleet_messages_dead_lettered_total", reason="max_attempts") == 3
 
 
 DUMP_HANDLER = """#!/usr/bin/python3
@@ -276,6 +279,7 @@ def test_program_gone_after_the_check_is_dead_lettered_exec_failed(redis_server,
         d = dlq(r, "gone")[eid]
         assert d["dlq.reason"] == "exec_failed"
         assert int(d["dlq.attempts"]) == 1, "not retried: every attempt would fail alike"
+    assert fl.metrics().sum("streamfleet_messages_dead_lettered_total", reason="exec_failed") == 3
 
 
 def test_shell_yes_runs_the_command_through_sh(redis_server, fleet, tmp_path):
