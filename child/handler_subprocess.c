@@ -17,7 +17,7 @@
  * its messages retried: one that exits at once cannot spin the worker. A message unanswered
  * after `timeout` is retried (a late answer for it is ignored); a process that answers
  * nothing for `timeout` while it holds messages is restarted. Its stderr goes to the log,
- * line by line (the worker's log lines carry pool and slot).
+ * line by line (the worker's log lines carry pool and slot), at most STDERR_LINES_PER_S.
  *
  * Memory: the process's resident memory counts with the worker's towards memory_limit (the
  * worker then finishes and is replaced, as when it grows itself). Draining (SIGTERM to the
@@ -40,6 +40,7 @@
 
 #define LINE_MAX_BYTES (1024 * 1024) /* the longest answer line */
 #define STDERR_LINE_MAX 4096        /* a longer stderr line is logged cut */
+#define STDERR_LINES_PER_S 100      /* stderr lines logged a second, at most */
 #define KILL_GRACE_MS 2000          /* from SIGTERM to SIGKILL */
 #define RESTART_MIN_MS 100
 #define RESTART_MAX_MS 10000
@@ -75,6 +76,8 @@ struct handler {
     size_t woff;
     struct buf rbuf, ebuf;          /* stdout and stderr up to their next newline */
     bool ebuf_cut;                  /* the stderr line in ebuf was too long: rest dropped */
+    long long err_window_ms;        /* stderr lines logged since then, and not logged */
+    unsigned err_lines, err_dropped;
 
     struct sent *sent;
     size_t nsent, cap;
@@ -179,11 +182,21 @@ static void stop(struct handler *h, const char *why)
     proc_close_fd(&h->p.out);       /* nothing it says now counts; its stderr still goes to the log */
 }
 
-/* Log what is left of stderr's last line. */
+/* Log the stderr line in ebuf: at most STDERR_LINES_PER_S a second, so that a process
+ * printing in a loop cannot fill the disk; the others are counted and the count logged. */
 static void flush_stderr(struct handler *h)
 {
-    if (h->ebuf.len)
+    long long now = child_now_ms();
+    if (now - h->err_window_ms >= 1000) {
+        if (h->err_dropped)
+            log_warnx("handler stderr: %u more lines not logged", h->err_dropped);
+        h->err_window_ms = now;
+        h->err_lines = h->err_dropped = 0;
+    }
+    if (h->ebuf.len && h->err_lines++ < STDERR_LINES_PER_S)
         log_warnx("handler stderr: %.*s%s", (int)h->ebuf.len, h->ebuf.p, h->ebuf_cut ? "..." : "");
+    else if (h->ebuf.len)
+        h->err_dropped++;
     buf_reset(&h->ebuf);
     h->ebuf_cut = false;
 }

@@ -171,6 +171,22 @@ for m in lines():
     assert "err" in line.split("handling")[0], "with the pool"
 
 
+def test_stderr_flood_is_rate_limited(redis_server, fleet, tmp_path):
+    h, out = handler(tmp_path, """
+for i in range(200000):
+    sys.stderr.write("noise %d\\n" % i)
+sys.stderr.flush()
+for m in lines():
+    answer(m["id"])
+""")
+    r = redis_server.client()
+    add_messages(r, "fl", 20)
+    fl = fleet({"pool:fl": sub_pool("fl", h)})
+    settle(fl, r, "fl", timeout=60 * SLOWNESS)
+    noise = [l for l in fl.log().splitlines() if "noise " in l]
+    assert 100 <= len(noise) <= 3000, f"{len(noise)} of 200,000 stderr lines logged"
+
+
 # --------------------------------------------------------------------------------------------
 # handlers that misbehave: restarted, nothing lost, no busy loop
 # --------------------------------------------------------------------------------------------
