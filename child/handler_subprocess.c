@@ -235,8 +235,19 @@ static void sub_submit(struct handler *h, const struct msg *m, struct ticket *t)
 {
     struct outcome o = { .disp = DISP_RETRY, .retry_after_ms = -1, .seconds = -1,
                          .error = "handler process not running" };
-    if (h->state != RUNNING || h->stdin_closed || m->id.len >= sizeof h->sent[0].id) {
-        /* accepting() said no: only a read already on the wire brings these. */
+    if (h->state != RUNNING || h->stdin_closed) {
+        /* accepting() said no: only a read already on the wire brings these. Not the
+         * message's fault: the attempt does not count. */
+        long long left = h->restart_ms - child_now_ms();
+        o.outage = true;
+        o.retry_after_ms = h->state == DOWN && left > RESTART_MIN_MS ? (long)left : RESTART_MIN_MS;
+        ticket_done(t, &o);
+        return;
+    }
+    if (m->id.len >= sizeof h->sent[0].id) {
+        o.disp = DISP_DEAD;
+        o.reason = "bad_message";
+        o.error = "entry id too long";
         ticket_done(t, &o);
         return;
     }

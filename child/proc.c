@@ -198,7 +198,9 @@ int proc_spawn(struct proc *p, char *const argv[], char *const envp[], bool tied
 
 void proc_kill(const struct proc *p, int sig)
 {
-    if (p->pid > 0 && kill(-p->pid, sig) == -1)
+    /* Once reaped, its pid may be another process's: only the group (kept alive by its
+     * members) may still be signalled. */
+    if (p->pid > 0 && kill(-p->pid, sig) == -1 && !p->reaped)
         kill(p->pid, sig);          /* not yet in its own group */
 }
 
@@ -212,6 +214,7 @@ int proc_reap(struct proc *p, int *status, int *exec_errno)
         /* ECHILD: someone reaped it for us; nothing more to know. */
         st = 0xff00;                /* as exit 255 */
     }
+    p->reaped = true;
     *status = st;
     *exec_errno = 0;
     int e;

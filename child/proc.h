@@ -20,6 +20,7 @@ struct proc {
     int err;                    /* its stderr, */
     int execfd;                 /* and the exec report: an errno when execve() failed */
     int exec_errno;             /* proc_spawn() failed: the program cannot be executed (not tied) */
+    bool reaped;                /* proc_reap() collected it */
 };
 
 /* Run argv (argv[0] looked up in our PATH) with exactly the environment envp ("NAME=value",
@@ -30,7 +31,8 @@ struct proc {
  * else a fork or pipe failure (try again later). */
 int proc_spawn(struct proc *p, char *const argv[], char *const envp[], bool tied, char *err,
                size_t errlen);
-/* Send sig to its process group (what it started too). */
+/* Send sig to its process group (what it started too); after proc_reap(), to what is left of
+ * the group only. */
 void proc_kill(const struct proc *p, int sig);
 /* Once its pidfd is readable: collect its wait status into *status and, when execve()
  * failed, that errno into *exec_errno (else 0). Returns 1 when reaped, 0 when it still runs. */
