@@ -20,7 +20,8 @@
  * line by line (the worker's log lines carry pool and slot), at most STDERR_LINES_PER_S.
  *
  * Memory: the process's resident memory counts with the worker's towards memory_limit (the
- * worker then finishes and is replaced, as when it grows itself). Draining (SIGTERM to the
+ * worker then finishes and is replaced, as when it grows itself), and in the pool's
+ * resident memory on /metrics (the slot's handler_rss_bytes). Draining (SIGTERM to the
  * worker) closes the process's stdin once every line went: it answers what it holds, and the
  * worker waits for that as for any message in flight (drain_timeout). */
 #include "child/handler.h"
@@ -219,6 +220,8 @@ static void exited(struct handler *h, int status, int exec_errno)
     proc_close(&h->p);
     h->p.pid = 0;
     h->state = DOWN;
+    atomic_store_explicit(&h->child->slot->handler_rss_bytes, 0, memory_order_relaxed);
+    h->next_memory_ms = 0;
     if (h->answered)
         h->restart_delay_ms = RESTART_MIN_MS;
     h->restart_ms = child_now_ms() + h->restart_delay_ms;
@@ -461,12 +464,18 @@ static long long rss_of(pid_t pid)
     return n == 2 ? rss * sysconf(_SC_PAGESIZE) : 0;
 }
 
+/* Publish the process's resident memory (the master adds it to the worker's, for /metrics),
+ * and enforce memory_limit on the two together: every second with a limit, else every 5 s. */
 static void check_memory(struct handler *h, long long now)
 {
-    if (!h->pool->memory_limit || h->state != RUNNING || now < h->next_memory_ms || child_stopping)
+    if (h->state != RUNNING || now < h->next_memory_ms)
         return;
-    h->next_memory_ms = now + MEMORY_CHECK_MS;
-    long long mine = rss_of(0), its = rss_of(h->p.pid);
+    h->next_memory_ms = now + (h->pool->memory_limit ? MEMORY_CHECK_MS : 5 * MEMORY_CHECK_MS);
+    long long its = rss_of(h->p.pid);
+    atomic_store_explicit(&h->child->slot->handler_rss_bytes, (uint64_t)its, memory_order_relaxed);
+    if (!h->pool->memory_limit || child_stopping)
+        return;
+    long long mine = rss_of(0);
     if (mine + its > h->pool->memory_limit) {
         log_warnx("resident memory %lld KiB (worker %lld + handler process %lld) exceeds memory_limit "
                   "%lld KiB: finishing, to be replaced", (mine + its) / 1024, mine / 1024, its / 1024,

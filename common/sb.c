@@ -142,6 +142,7 @@ uint64_t sb_get_circuit(const struct sb_slot *s, char *buf, size_t len)
 void sb_slot_reset(struct sb_slot *s)
 {
     atomic_store(&s->rss_bytes, 0);
+    atomic_store(&s->handler_rss_bytes, 0);
     atomic_store(&s->error_seq, 0);
     atomic_store(&s->error_unix_ms, 0);
     s->error[0] = '\0';

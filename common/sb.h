@@ -93,6 +93,7 @@ struct sb_slot {
     _Atomic uint32_t inflight;
     _Atomic uint32_t circuit_open;
     _Atomic uint64_t rss_bytes;          /* resident memory, refreshed every few seconds */
+    _Atomic uint64_t handler_rss_bytes;  /* that of its handler's own process (subprocess), 0: none */
     /* The last error, for the status page. The child makes seq odd while it writes and even
      * after; the master copies only when seq is even and unchanged across the copy (a dead
      * child leaves at worst an odd seq, never a lock). */

@@ -166,7 +166,8 @@ static void build_view(struct master *m, struct fleet_view *v)
             pv->group_not_created += gs == SB_GROUP_NOT_CREATED;
             pv->group_wrongtype += gs == SB_GROUP_WRONGTYPE;
         }
-        pv->rss_bytes += atomic_load_explicit(&slot->rss_bytes, memory_order_relaxed);
+        pv->rss_bytes += atomic_load_explicit(&slot->rss_bytes, memory_order_relaxed) +
+                         atomic_load_explicit(&slot->handler_rss_bytes, memory_order_relaxed);
         char text[sizeof slot->error];
         uint64_t when = sb_get_error(slot, text, sizeof text);
         if (when)

@@ -354,6 +354,19 @@ for m in lines():
                 what="the worker replaced for its handler's memory")
 
 
+def test_memory_of_the_process_shows_in_the_pools_resident_memory(redis_server, fleet, tmp_path):
+    h, out = handler(tmp_path, """
+hog = bytearray(150 << 20)
+for i in range(0, len(hog), 4096):
+    hog[i] = 1
+for m in lines():
+    answer(m["id"])
+""")
+    fl = fleet({"pool:memm": sub_pool("memm", h)})
+    fl.wait_for(lambda: fl.metrics().sum("streamfleet_workers_resident_memory_bytes", pool="memm")
+                > 150 << 20, timeout=30 * SLOWNESS, what="the handler's 150 MiB counted")
+
+
 # --------------------------------------------------------------------------------------------
 # the examples
 # --------------------------------------------------------------------------------------------
