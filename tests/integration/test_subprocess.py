@@ -212,8 +212,10 @@ def test_protocol_error_restarts_the_process_and_retries(redis_server, fleet, tm
     r = redis_server.client()
     add_messages(r, "pe", 30)
     fl = fleet({"pool:pe": sub_pool("pe", h, inflight=4)})
+    worker = fl.children()[0]
     settle(fl, r, "pe", timeout=60 * SLOWNESS)
     assert lives(out) == 2, "restarted once"
+    assert cpu_seconds(worker) < 5.0 * SLOWNESS, "no busy loop"
     first = int((out / "start.1").read_text())
     assert not os.path.exists(f"/proc/{first}") or open(f"/proc/{first}/stat").read().split()[2] == "Z"
 
@@ -229,8 +231,10 @@ for m in lines():
     r = redis_server.client()
     add_messages(r, "cl", 20)
     fl = fleet({"pool:cl": sub_pool("cl", h)})
+    worker = fl.children()[0]
     settle(fl, r, "cl", timeout=60 * SLOWNESS)
     assert lives(out) == 2
+    assert cpu_seconds(worker) < 5.0 * SLOWNESS, "no busy loop"
 
 
 def test_process_that_never_answers_is_restarted_and_its_messages_retried(redis_server, fleet, tmp_path):
@@ -308,7 +312,9 @@ for m in lines():
     r = redis_server.client()
     add_messages(r, "gc", 20)
     fl = fleet({"pool:gc": sub_pool("gc", h)})
+    worker = fl.children()[0]
     settle(fl, r, "gc", timeout=60 * SLOWNESS)
+    assert cpu_seconds(worker) < 5.0 * SLOWNESS, "no busy loop"
     assert lives(out) == 2
     gc = int((out / "grandchild").read_text())
     wait_until(lambda: not os.path.exists(f"/proc/{gc}") or open(f"/proc/{gc}/stat").read().split()[2] == "Z",
