@@ -27,7 +27,7 @@
 #include "child/handler.h"
 #include "child/msgjson.h"
 #include "child/proc.h"
-#include "child/worker.h"           /* child_stopping, and the memory exit */
+#include "child/worker.h"           /* child_stopping, the memory exit, the status page's error */
 #include "common/json.h"
 #include "common/log.h"
 
@@ -158,6 +158,7 @@ static void start(struct handler *h)
     long long now = child_now_ms();
     if (r == -1) {
         log_warnx("cannot start the handler process: %s; again in %ld ms", h->error, h->restart_delay_ms);
+        child_publish_error(h->child, "cannot start the handler process: %s", h->error);
         h->state = DOWN;
         h->restart_ms = now + h->restart_delay_ms;
         h->restart_delay_ms = h->restart_delay_ms * 2 > RESTART_MAX_MS ? RESTART_MAX_MS : h->restart_delay_ms * 2;
@@ -175,6 +176,7 @@ static void stop(struct handler *h, const char *why)
     if (h->state != RUNNING)
         return;
     log_warnx("handler process %d: %s: restarting it, %u messages retried", (int)h->p.pid, why, h->held);
+    child_publish_error(h->child, "handler process: %s", why);
     retry_all(h, why);
     h->state = STOPPING;
     h->term_ms = child_now_ms();
@@ -212,8 +214,10 @@ static void exited(struct handler *h, int status, int exec_errno)
         snprintf(h->error, sizeof h->error, "cannot execute %s: %s", h->pool->argv[0], strerror(exec_errno));
     else
         snprintf(h->error, sizeof h->error, "handler process exited (%s)", how);
-    if (h->state == RUNNING)
+    if (h->state == RUNNING) {
         log_warnx("handler process %d: %s, %u messages retried", (int)h->p.pid, h->error, h->held);
+        child_publish_error(h->child, "%s", h->error);
+    }
     retry_all(h, h->error);
     /* What it started (a grandchild holding our pipes) goes with it. */
     proc_kill(&h->p, SIGKILL);

@@ -95,6 +95,22 @@ static int spawn_tied(struct proc *p, char *const argv[], char *const envp[], ch
     if (pid == 0)
         exec_child(argv, envp, in[0], out[1], er[1], rep[1], parent);
     setpgid(pid, pid);              /* also here: a kill before the child's own call must reach */
+    /* Wait for exec's verdict (end of file when it worked: the report pipe closes on exec; an
+     * errno when it failed): a moment, once per long-lived process, and a program that cannot
+     * run is then known before any message is given to it. */
+    close(rep[1]);
+    rep[1] = -1;
+    int e;
+    ssize_t got;
+    while ((got = read(rep[0], &e, sizeof e)) == -1 && errno == EINTR)
+        ;
+    if (got == (ssize_t)sizeof e) {
+        p->exec_errno = e ? e : EINVAL;
+        snprintf(err, errlen, "cannot execute %s: %s", argv[0], strerror(p->exec_errno));
+        while (waitpid(pid, NULL, 0) == -1 && errno == EINTR)
+            ;
+        goto fail;
+    }
     p->pid = pid;
     p->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
     if (p->pidfd == -1) {
@@ -108,7 +124,6 @@ static int spawn_tied(struct proc *p, char *const argv[], char *const envp[], ch
     close(in[0]);
     close(out[1]);
     close(er[1]);
-    close(rep[1]);
     p->in = in[1];
     p->out = out[0];
     p->err = er[0];

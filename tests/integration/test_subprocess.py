@@ -298,6 +298,28 @@ def test_process_that_exits_at_once_is_restarted_with_backoff(redis_server, flee
     assert pending_count(r, "ex0", "ex0-group") == 0, "nothing taken while it is down"
 
 
+def test_program_gone_is_started_again_with_backoff_and_nothing_is_taken_meanwhile(
+        redis_server, fleet, tmp_path):
+    h, out = handler(tmp_path, """
+if life == 1:
+    time.sleep(1)
+    sys.exit(0)
+for m in lines():
+    answer(m["id"])
+""")
+    moved = tmp_path / "moved.py"
+    fl = fleet({"pool:gone": sub_pool("gone", h)})
+    h.rename(moved)                         # its first life ends in 1 s; the next cannot start
+    r = redis_server.client()
+    time.sleep(1.5)
+    add_messages(r, "gone", 10)
+    time.sleep(3)
+    assert r.xinfo_groups("gone")[0]["entries-read"] in (0, None), "nothing taken while it cannot run:\n" + fl.log()[-3000:]
+    assert pending_count(r, "gone", "gone-group") == 0
+    moved.rename(h)
+    settle(fl, r, "gone", timeout=60 * SLOWNESS, what="handled once it can run again")
+
+
 def test_grandchild_holding_the_pipes_does_not_stall_the_restart(redis_server, fleet, tmp_path):
     h, out = handler(tmp_path, """
 import subprocess
