@@ -11,10 +11,10 @@
  * its process group: what it started too); its message is retried with the error "timeout".
  * stdout and stderr are kept up to OUTPUT_CAP bytes each (the rest is read and dropped, so a
  * chatty process never stalls on a full pipe: stdout's first bytes, stderr's last, where its
- * last words are); the last non-empty line of stderr is the
- * error text of a retry or dead letter, and is logged. A program that cannot be executed
- * (found missing after the config was checked, or a shell's 126 and 127) is dead-lettered
- * with reason exec_failed: every attempt would fail alike. */
+ * last words are); the last non-empty line of stderr is the error text of a retry or dead
+ * letter, and is logged. A program that cannot be executed (found missing after the config
+ * was checked, or a shell's 126 and 127) is dead-lettered with reason exec_failed: every
+ * attempt would fail alike. */
 #include "child/handler.h"
 #include "child/msgjson.h"
 #include "child/proc.h"
@@ -48,7 +48,7 @@ struct job {
     long long term_ms;              /* when SIGTERM went (timeout); 0: not sent */
     bool killed;                    /* SIGKILL went */
     bool exited;
-    int status, exec_errno;
+    int status;
     int pfd_at, npfd;               /* where fds() put its descriptors this turn */
 };
 
@@ -198,11 +198,7 @@ static void finish(struct handler *h, struct job *j, long long now)
         log_debug("message %s: stdout: %zu bytes%s", j->id, j->out.len + j->out_dropped,
                   j->out_dropped ? " (cut at 64 KiB)" : "");
 
-    if (j->exec_errno) {
-        snprintf(h->error, sizeof h->error, "cannot execute %s: %s", p->argv[0], strerror(j->exec_errno));
-        log_warnx("message %s: %s: dead-lettered (exec_failed)", j->id, h->error);
-        report(j->ticket, DISP_DEAD, "exec_failed", h->error, seconds);
-    } else if (j->term_ms) {
+    if (j->term_ms) {
         log_warnx("message %s: still running after %ld ms (timeout): %s; retried%s%s", j->id,
                   p->timeout_ms, j->killed ? "killed" : "stopped", last ? ": " : "", last ? last : "");
         report(j->ticket, DISP_RETRY, NULL, "timeout", seconds);
@@ -288,7 +284,7 @@ static void exec_run(struct handler *h, const struct pollfd *pfd, int n)
         if (j->p.err >= 0 && revents_of(j, pfd, n, j->p.err))
             drain(&j->p.err, &j->err, true, &j->err_dropped);
         if (j->p.pidfd >= 0 && revents_of(j, pfd, n, j->p.pidfd))
-            j->exited = proc_reap(&j->p, &j->status, &j->exec_errno) == 1;
+            j->exited = proc_reap(&j->p, &j->status) == 1;
         if (!j->exited) {
             long long d = deadline(h, j);
             if (d >= 0 && now >= d) {

@@ -205,15 +205,12 @@ static void flush_stderr(struct handler *h)
 }
 
 /* The process has exited (reaped): retry what it held, start again later. */
-static void exited(struct handler *h, int status, int exec_errno)
+static void exited(struct handler *h, int status)
 {
     char how[64];
     proc_status_text(status, how, sizeof how);
     flush_stderr(h);
-    if (exec_errno)
-        snprintf(h->error, sizeof h->error, "cannot execute %s: %s", h->pool->argv[0], strerror(exec_errno));
-    else
-        snprintf(h->error, sizeof h->error, "handler process exited (%s)", how);
+    snprintf(h->error, sizeof h->error, "handler process exited (%s)", how);
     if (h->state == RUNNING) {
         log_warnx("handler process %d: %s, %u messages retried", (int)h->p.pid, h->error, h->held);
         child_publish_error(h->child, "%s", h->error);
@@ -565,14 +562,14 @@ static void sub_run(struct handler *h, const struct pollfd *pfd, int n)
     if (h->state != DOWN && h->p.err >= 0 && (ready(pfd, n, h->pfd_err) || h->pfd_err < 0))
         read_stderr(h);
     if (h->state != DOWN && h->p.pidfd >= 0) {
-        int status, exec_errno;
-        if ((ready(pfd, n, h->pfd_pid) || h->pfd_pid < 0) && proc_reap(&h->p, &status, &exec_errno) == 1) {
+        int status;
+        if ((ready(pfd, n, h->pfd_pid) || h->pfd_pid < 0) && proc_reap(&h->p, &status) == 1) {
             /* What it wrote before it went is still ours to read. */
             if (h->state == RUNNING && h->p.out >= 0 && read_answers(h) == -1)
                 log_warnx("handler process %d: %s", (int)h->p.pid, h->error);
             if (h->p.err >= 0)
                 read_stderr(h);
-            exited(h, status, exec_errno);
+            exited(h, status);
         }
     }
     if (h->state == RUNNING && h->held) {
@@ -633,8 +630,8 @@ static void sub_close(struct handler *h)
         proc_close_fd(&h->p.out);
         proc_close_fd(&h->p.err);
         for (int i = 0; i < 3 * KILL_GRACE_MS / 100; i++) {
-            int status, exec_errno;
-            if (proc_reap(&h->p, &status, &exec_errno) == 1)
+            int status;
+            if (proc_reap(&h->p, &status) == 1)
                 break;
             if (i == KILL_GRACE_MS / 100)
                 proc_kill(&h->p, SIGTERM);
@@ -657,7 +654,7 @@ static struct handler *sub_open(struct child *c, const struct pool_conf *p)
     struct handler *h = xcalloc(1, sizeof *h);
     h->child = c;
     h->pool = p;
-    h->p = (struct proc){ .pid = 0, .pidfd = -1, .in = -1, .out = -1, .err = -1, .execfd = -1 };
+    h->p = (struct proc){ .pid = 0, .pidfd = -1, .in = -1, .out = -1, .err = -1 };
     h->restart_delay_ms = RESTART_MIN_MS;
     start(h);
     return h;

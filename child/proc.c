@@ -5,11 +5,13 @@
  * fork in our measurement), reports a failed exec as its return value, and does the same
  * resets as below but for PR_SET_PDEATHSIG, which it cannot. For the long-lived process of
  * subprocess, fork() then execvpe(): the worker is single-threaded, so the child may run
- * anything until exec. Before exec it puts the pipes on 0, 1, 2, marks every other descriptor close-on-exec
- * (close_range CLOSE_RANGE_CLOEXEC: the exec report pipe stays usable until exec succeeds and
- * closes with it), sets every signal back to its default (an ignored signal would stay
- * ignored across exec: the worker ignores SIGPIPE and SIGHUP), starts its own process group,
- * and asks for SIGTERM should the worker die (PR_SET_PDEATHSIG). */
+ * anything until exec. Before exec it puts the pipes on 0, 1, 2, marks every other
+ * descriptor close-on-exec (close_range CLOSE_RANGE_CLOEXEC: the exec report pipe stays
+ * usable until exec succeeds and closes it), sets every signal back to its default (an
+ * ignored signal would stay ignored across exec: the worker ignores SIGPIPE and SIGHUP),
+ * starts its own process group, and asks for SIGTERM should the worker die
+ * (PR_SET_PDEATHSIG). Either way a program that cannot be executed is known when
+ * proc_spawn() returns. */
 #include "child/proc.h"
 #include "common/log.h"
 
@@ -37,7 +39,6 @@ void proc_close(struct proc *p)
     proc_close_fd(&p->in);
     proc_close_fd(&p->out);
     proc_close_fd(&p->err);
-    proc_close_fd(&p->execfd);
     proc_close_fd(&p->pidfd);
 }
 
@@ -80,7 +81,7 @@ fail:;
 static int spawn_tied(struct proc *p, char *const argv[], char *const envp[], char *err, size_t errlen)
 {
     int in[2] = { -1, -1 }, out[2] = { -1, -1 }, er[2] = { -1, -1 }, rep[2] = { -1, -1 };
-    *p = (struct proc){ .pid = 0, .pidfd = -1, .in = -1, .out = -1, .err = -1, .execfd = -1 };
+    *p = (struct proc){ .pid = 0, .pidfd = -1, .in = -1, .out = -1, .err = -1 };
     if (pipe2(in, O_CLOEXEC) == -1 || pipe2(out, O_CLOEXEC) == -1 || pipe2(er, O_CLOEXEC) == -1 ||
         pipe2(rep, O_CLOEXEC) == -1) {
         snprintf(err, errlen, "pipe: %s", strerror(errno));
@@ -127,11 +128,10 @@ static int spawn_tied(struct proc *p, char *const argv[], char *const envp[], ch
     p->in = in[1];
     p->out = out[0];
     p->err = er[0];
-    p->execfd = rep[0];
+    close(rep[0]);
     set_nonblock(p->in);
     set_nonblock(p->out);
     set_nonblock(p->err);
-    set_nonblock(p->execfd);
     return 0;
 fail:
     for (int i = 0; i < 2; i++) {
@@ -147,7 +147,7 @@ fail:
 static int spawn_fast(struct proc *p, char *const argv[], char *const envp[], char *err, size_t errlen)
 {
     int in[2] = { -1, -1 }, out[2] = { -1, -1 }, er[2] = { -1, -1 };
-    *p = (struct proc){ .pid = 0, .pidfd = -1, .in = -1, .out = -1, .err = -1, .execfd = -1 };
+    *p = (struct proc){ .pid = 0, .pidfd = -1, .in = -1, .out = -1, .err = -1 };
     if (pipe2(in, O_CLOEXEC) == -1 || pipe2(out, O_CLOEXEC) == -1 || pipe2(er, O_CLOEXEC) == -1) {
         snprintf(err, errlen, "pipe: %s", strerror(errno));
         goto fail;
@@ -219,23 +219,16 @@ void proc_kill(const struct proc *p, int sig)
         kill(p->pid, sig);          /* not yet in its own group */
 }
 
-int proc_reap(struct proc *p, int *status, int *exec_errno)
+int proc_reap(struct proc *p, int *status)
 {
     int st;
     pid_t r = waitpid(p->pid, &st, WNOHANG);
     if (r == 0)
         return 0;
-    if (r == -1) {
-        /* ECHILD: someone reaped it for us; nothing more to know. */
-        st = 0xff00;                /* as exit 255 */
-    }
+    if (r == -1)
+        st = 0xff00;                /* ECHILD: someone reaped it for us; say exit 255 */
     p->reaped = true;
     *status = st;
-    *exec_errno = 0;
-    int e;
-    if (p->execfd >= 0 && read(p->execfd, &e, sizeof e) == (ssize_t)sizeof e)
-        *exec_errno = e ? e : EINVAL;
-    proc_close_fd(&p->execfd);
     proc_close_fd(&p->pidfd);
     return 1;
 }

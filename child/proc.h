@@ -17,9 +17,8 @@ struct proc {
     int pidfd;                  /* readable once it has exited */
     int in;                     /* our ends, non-blocking, -1 once closed: its stdin, */
     int out;                    /* its stdout, */
-    int err;                    /* its stderr, */
-    int execfd;                 /* and the exec report: an errno when execve() failed */
-    int exec_errno;             /* proc_spawn() failed: the program cannot be executed (not tied) */
+    int err;                    /* and its stderr */
+    int exec_errno;             /* proc_spawn() failed because the program cannot be executed */
     bool reaped;                /* proc_reap() collected it */
 };
 
@@ -27,16 +26,15 @@ struct proc {
  * NULL-terminated). tied: the process gets SIGTERM when we die (fork; for a long-lived
  * process), else it is started faster (posix_spawn) and outlives a worker killed outright.
  * Returns 0, or -1 with the reason in err: p->exec_errno set when the program cannot be
- * executed (known at once when not tied; when tied, only once it has exited: proc_reap()),
- * else a fork or pipe failure (try again later). */
+ * executed, else a fork or pipe failure (try again later). */
 int proc_spawn(struct proc *p, char *const argv[], char *const envp[], bool tied, char *err,
                size_t errlen);
 /* Send sig to its process group (what it started too); after proc_reap(), to what is left of
  * the group only. */
 void proc_kill(const struct proc *p, int sig);
-/* Once its pidfd is readable: collect its wait status into *status and, when execve()
- * failed, that errno into *exec_errno (else 0). Returns 1 when reaped, 0 when it still runs. */
-int proc_reap(struct proc *p, int *status, int *exec_errno);
+/* Once its pidfd is readable: collect its wait status into *status. Returns 1 when reaped, 0
+ * when it still runs. */
+int proc_reap(struct proc *p, int *status);
 /* Close every descriptor still open (the process, if alive, sees EOF and EPIPE). */
 void proc_close(struct proc *p);
 /* Close one of our ends (p->in, p->out or p->err given by address). */
