@@ -156,6 +156,34 @@ for m in lines():
     assert got == {k: v.hex() for k, v in values.items()}
 
 
+def test_environment_is_only_ours_and_no_descriptor_is_inherited(redis_server, fleet, tmp_path):
+    h, out = handler(tmp_path, """
+env = dict(kv.split("=", 1) for kv in open("/proc/self/environ").read().split("\\0") if kv)
+fds = {}
+for fd in os.listdir("/proc/self/fd"):
+    try:
+        fds[fd] = os.readlink("/proc/self/fd/" + fd)
+    except FileNotFoundError:
+        pass
+json.dump({"env": env, "fds": fds}, open(os.path.join(OUT, "dump"), "w"))
+for m in lines():
+    answer(m["id"])
+""")
+    r = redis_server.client()
+    add_messages(r, "envs", 3)
+    fl = fleet({"pool:envs": sub_pool("envs", h, env="MODE=production", pass_env="SF_TEST_PASSED")},
+               env={"SF_TEST_PASSED": "yes", "SF_TEST_SECRET": "must not leak"})
+    settle(fl, r, "envs")
+    d = json.loads((out / "dump").read_text())
+    assert d["env"] == {"STREAMFLEET_POOL": "envs", "STREAMFLEET_STREAM": "envs",
+                        "STREAMFLEET_SLOT": "0", "MODE": "production", "SF_TEST_PASSED": "yes"}
+    # 0, 1, 2 and what Python itself opened (its script; the dump file is open while listing)
+    inherited = {fd: t for fd, t in d["fds"].items() if fd not in ("0", "1", "2")
+                 and not t.startswith(str(tmp_path))}
+    assert inherited == {}, inherited
+    assert all(d["fds"][fd].startswith("pipe:") for fd in ("0", "1", "2"))
+
+
 def test_stderr_lines_go_to_the_log(redis_server, fleet, tmp_path):
     h, out = handler(tmp_path, """
 for m in lines():
