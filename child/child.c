@@ -464,7 +464,8 @@ static void setup(struct child *c, const struct conf *conf, const struct pool_co
     if (pool->max_messages)
         c->recycle_at = (unsigned long long)pool->max_messages +
                         (pool->max_messages_jitter ? (unsigned long long)rand() % (unsigned long long)(pool->max_messages_jitter + 1) : 0);
-    c->capacity = pool->handler == HANDLER_HTTP ? (unsigned)pool->inflight : (unsigned)pool->batch;
+    c->capacity = pool->handler == HANDLER_HTTP || pool->handler == HANDLER_EXEC ||
+                  pool->handler == HANDLER_SUBPROCESS ? (unsigned)pool->inflight : (unsigned)pool->batch;
     snprintf(c->claim_cursor, sizeof c->claim_cursor, "0-0");
     /* Spread the first orphan scans of a pool's workers over a few seconds. */
     c->next_claim_ms = child_now_ms() + 1000 + rand() % 4000;

@@ -95,6 +95,8 @@ extern const struct handler_ops handler_log_ops;
 extern const struct handler_ops handler_noop_ops;
 extern const struct handler_ops handler_http_ops;
 extern const struct handler_ops handler_plugin_ops;
+extern const struct handler_ops handler_exec_ops;
+extern const struct handler_ops handler_subprocess_ops;
 
 /* The handler of kind k (child/route.c: an inline handler and a [handler:NAME] alike). */
 const struct handler_ops *handler_ops_for(enum handler_kind k);

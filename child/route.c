@@ -116,6 +116,8 @@ const struct handler_ops *handler_ops_for(enum handler_kind k)
     case HANDLER_LOG: return &handler_log_ops;
     case HANDLER_NOOP: return &handler_noop_ops;
     case HANDLER_HTTP: return &handler_http_ops;
+    case HANDLER_EXEC: return &handler_exec_ops;
+    case HANDLER_SUBPROCESS: return &handler_subprocess_ops;
     case HANDLER_PLUGIN: return &handler_plugin_ops;
     }
     return NULL;

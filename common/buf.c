@@ -92,6 +92,15 @@ static size_t utf8_len(const unsigned char *s, size_t n)
     return len;
 }
 
+bool buf_utf8_valid(const char *s, size_t n)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    for (size_t i = 0, len; i < n; i += len)
+        if ((len = utf8_len(u + i, n - i)) == 0)
+            return false;
+    return true;
+}
+
 void buf_add_json_str(struct buf *b, const char *s, size_t n)
 {
     const unsigned char *u = (const unsigned char *)s;

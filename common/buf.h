@@ -4,6 +4,7 @@
 #ifndef SF_BUF_H
 #define SF_BUF_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 struct buf {
@@ -24,5 +25,7 @@ void buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(print
 /* Append s[0..n) as the inside of a JSON string (quotes not included): escapes ", \ and
  * control characters, and bytes that are not valid UTF-8 as \u00XX. */
 void buf_add_json_str(struct buf *b, const char *s, size_t n);
+/* Whether s[0..n) is valid UTF-8 (no overlong forms, no surrogates; NUL bytes allowed). */
+bool buf_utf8_valid(const char *s, size_t n);
 
 #endif

@@ -21,6 +21,7 @@
  * " ;" (a password in the Redis URL can: percent-encode it, "%20;"). Multi-line continuation is
  * off: an indented line is an ordinary line. */
 #include "common/conf.h"
+#include "common/argv.h"
 #include "common/buf.h"
 #include "common/dur.h"
 #include "common/log.h"
@@ -118,6 +119,8 @@ typedef int key_setter(const struct key *k, void *base, const char *value, char 
 #define KEY_POOL     0x8u       /* a pool's own (reading, retries, supervision): not a handler
                                  * key, so not in [handler:NAME]. Every other pool key is a
                                  * handler key, accepted in [handler:NAME] too. */
+#define KEY_PROC     0x10u       /* only applies to handler = exec and subprocess (with KEY_HTTP:
+                                 * to those and http) */
 
 struct key {
     enum section sec;
@@ -131,7 +134,7 @@ struct key {
 static key_setter set_redis, set_listen, set_int, set_dur, set_bool, set_log_level,
     set_log_format, set_handler, set_method, set_name, set_field, set_url, set_content_type,
     set_header, set_file, set_backoff, set_percent, set_size, set_path, set_account, set_long,
-    set_group_start, set_plugin, set_fields;
+    set_group_start, set_plugin, set_fields, set_command, set_env, set_pass_env, set_stdin;
 
 #define F(field) offsetof(struct conf, field)
 #define P(field) offsetof(struct pool_conf, field)
@@ -170,12 +173,12 @@ static const struct key keys[] = {
 
     { SEC_POOL, "url",                 set_url,          P(url),                 0, 0, KEY_HTTP | KEY_REQUIRED },
     { SEC_POOL, "method",              set_method,       P(method),              0, 0, KEY_HTTP },
-    { SEC_POOL, "body_field",          set_field,        P(body_field),          0, 0, KEY_HTTP },
+    { SEC_POOL, "body_field",          set_field,        P(body_field),          0, 0, KEY_HTTP | KEY_PROC },
     { SEC_POOL, "content_type",        set_content_type, P(content_type),        0, 0, KEY_HTTP },
     { SEC_POOL, "header",              set_header,       P(headers),             0, 0, KEY_HTTP | KEY_REPEAT },
-    { SEC_POOL, "inflight",            set_int,          P(inflight),            1, CONF_INFLIGHT_MAX, KEY_HTTP },
+    { SEC_POOL, "inflight",            set_int,          P(inflight),            1, CONF_INFLIGHT_MAX, KEY_HTTP | KEY_PROC },
     { SEC_POOL, "connect_timeout",     set_dur,          P(connect_timeout_ms),  1, MINUTE, KEY_HTTP },
-    { SEC_POOL, "timeout",             set_dur,          P(timeout_ms),          1, HOUR, KEY_HTTP },
+    { SEC_POOL, "timeout",             set_dur,          P(timeout_ms),          1, HOUR, KEY_HTTP | KEY_PROC },
     { SEC_POOL, "tls_ca",              set_file,         P(tls_ca),              0, 0, KEY_HTTP },
     { SEC_POOL, "tls_cert",            set_file,         P(tls_cert),            0, 0, KEY_HTTP },
     { SEC_POOL, "tls_key",             set_file,         P(tls_key),             0, 0, KEY_HTTP },
@@ -185,6 +188,12 @@ static const struct key keys[] = {
 
     /* handler = plugin; its `plugin.KEY = value` lines are taken by on_pair() */
     { SEC_POOL, "plugin",              set_plugin,       P(plugin),              0, 0, 0 },
+
+    { SEC_POOL, "command",             set_command,      P(command),             0, 0, KEY_PROC | KEY_REQUIRED },
+    { SEC_POOL, "shell",               set_bool,         P(shell),               0, 0, KEY_PROC },
+    { SEC_POOL, "env",                 set_env,          P(env),                 0, 0, KEY_PROC | KEY_REPEAT },
+    { SEC_POOL, "pass_env",            set_pass_env,     P(pass_env),            0, 0, KEY_PROC },
+    { SEC_POOL, "stdin",               set_stdin,        P(stdin_body),          0, 0, KEY_PROC },
 
     { SEC_POOL, "max_attempts",      set_int,     P(max_attempts),      1, 1000, KEY_POOL },
     { SEC_POOL, "backoff",           set_backoff, P(backoff),           0, 0, KEY_POOL },
@@ -482,8 +491,9 @@ static int set_log_format(const struct key *k, void *base, const char *v, char *
  * read (resolve_routes()). */
 static int set_handler(const struct key *k, void *base, const char *v, char *err, size_t len)
 {
-    static const char *const words[] = { "log", "noop", "http", "plugin", NULL };
-    static const enum handler_kind vals[] = { HANDLER_LOG, HANDLER_NOOP, HANDLER_HTTP, HANDLER_PLUGIN };
+    static const char *const words[] = { "log", "noop", "http", "exec", "subprocess", "plugin", NULL };
+    static const enum handler_kind vals[] = { HANDLER_LOG, HANDLER_NOOP, HANDLER_HTTP, HANDLER_EXEC,
+                                              HANDLER_SUBPROCESS, HANDLER_PLUGIN };
     struct pool_conf *p = base;
     (void)k;
     free(p->handler_name);
@@ -495,7 +505,7 @@ static int set_handler(const struct key *k, void *base, const char *v, char *err
         }
     }
     if (!valid_name(v, strlen(v))) {
-        snprintf(err, len, "must be log, noop, http, plugin, or the NAME of a [handler:NAME] section (got '%s')", v);
+        snprintf(err, len, "must be log, noop, http, exec, subprocess, plugin, or the NAME of a [handler:NAME] section (got '%s')", v);
         return -1;
     }
     p->handler_name = xstrdup(v);
@@ -660,6 +670,118 @@ static int set_content_type(const struct key *k, void *base, const char *v, char
 static bool is_tchar(int c)
 {
     return isalnum(c) || (c && strchr("!#$%&'*+-.^_`|~", c));
+}
+
+/* ---- handler = exec and subprocess ---- */
+
+/* The command as written; it is split (or given to /bin/sh) and checked in validate_proc(),
+ * once shell is known. */
+static int set_command(const struct key *k, void *base, const char *v, char *err, size_t len)
+{
+    if (!*v || has_ctl(v)) {
+        snprintf(err, len, "must be a non-empty command without control characters");
+        return -1;
+    }
+    set_str(k, base, v);
+    return 0;
+}
+
+/* An environment variable name: what a shell accepts. */
+static bool env_name(const char *s, size_t n)
+{
+    if (n == 0 || isdigit((unsigned char)s[0]))
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!isalnum((unsigned char)s[i]) && s[i] != '_')
+            return false;
+    return true;
+}
+
+/* env = NAME=value (repeatable). The STREAMFLEET_ names are ours: the handler's contract. */
+static int set_env(const struct key *k, void *base, const char *v, char *err, size_t len)
+{
+    struct pool_conf *p = base;
+    (void)k;
+    const char *eq = strchr(v, '=');
+    if (eq == NULL || !env_name(v, (size_t)(eq - v)) || has_ctl(v)) {
+        snprintf(err, len, "must be NAME=value with a name of A-Z a-z 0-9 _ (got '%s')", v);
+        return -1;
+    }
+    if (strncmp(v, "STREAMFLEET_", 12) == 0) {
+        snprintf(err, len, "%.*s is set by streamfleet for each message", (int)(eq - v), v);
+        return -1;
+    }
+    for (size_t i = 0; i < p->nenv; i++) {
+        if (strncmp(p->env[i], v, (size_t)(eq - v) + 1) == 0) {
+            snprintf(err, len, "%.*s is set twice", (int)(eq - v), v);
+            return -1;
+        }
+    }
+    p->env = xrealloc(p->env, (p->nenv + 1) * sizeof *p->env);
+    p->env[p->nenv++] = xstrdup(v);
+    return 0;
+}
+
+/* pass_env = NAME NAME ...: names whose values the handler gets from the worker's environment. */
+static int set_pass_env(const struct key *k, void *base, const char *v, char *err, size_t len)
+{
+    struct pool_conf *p = base;
+    (void)k;
+    for (const char *s = v; *s;) {
+        size_t n = strcspn(s, " \t");
+        if (n == 0) {
+            s++;
+            continue;
+        }
+        if (!env_name(s, n) || strncmp(s, "STREAMFLEET_", 12) == 0) {
+            snprintf(err, len, "'%.*s' is not a variable name a handler can be given", (int)n, s);
+            return -1;
+        }
+        p->pass_env = xrealloc(p->pass_env, (p->npass_env + 1) * sizeof *p->pass_env);
+        p->pass_env[p->npass_env++] = xstrndup(s, n);
+        s += n;
+    }
+    if (p->npass_env == 0) {
+        snprintf(err, len, "must name at least one variable");
+        return -1;
+    }
+    return 0;
+}
+
+static int set_stdin(const struct key *k, void *base, const char *v, char *err, size_t len)
+{
+    static const char *const words[] = { "json", "body", NULL };
+    int i;
+    (void)k;
+    if (pick_word(words, v, &i, err, len) == -1)
+        return -1;
+    ((struct pool_conf *)base)->stdin_body = i == 1;
+    return 0;
+}
+
+/* Whether name can be executed: a path (with a slash) to an executable file, or a name found
+ * in PATH, as execvp() will look for it. */
+static bool executable(const char *name)
+{
+    struct stat st;
+    if (strchr(name, '/'))
+        return stat(name, &st) == 0 && S_ISREG(st.st_mode) && access(name, X_OK) == 0;
+    const char *path = getenv("PATH");
+    if (path == NULL)
+        path = "/usr/local/bin:/usr/bin:/bin";
+    bool found = false;
+    struct buf b = BUF_INIT;
+    for (const char *d = path; !found;) {
+        size_t n = strcspn(d, ":");
+        buf_reset(&b);
+        buf_printf(&b, "%.*s/%s", (int)n, n ? d : ".", name);
+        found = stat(b.p, &st) == 0 && S_ISREG(st.st_mode) && access(b.p, X_OK) == 0;
+        if (d[n] == '\0')
+            break;
+        d += n + 1;
+    }
+    buf_release(&b);
+    return found;
 }
 
 /* "Name: value", stored normalised as "Name: value". The value is never repeated in a message:
@@ -1542,6 +1664,40 @@ static int on_pair(void *user, const char *section, const char *name, const char
 
 /* ---- rules that span keys ---- */
 
+/* handler = exec and subprocess: what runs, and whether it can (a command that cannot be
+ * executed fails `streamfleet -t`, not every message). */
+static void validate_proc(struct loader *l, struct pool_conf *p, const int *seen)
+{
+    int cl = abs(seen[key_index(SEC_POOL, "command")]);
+    if (p->command == NULL)
+        return;                         /* missing: reported by the caller */
+    char err[256];
+    if (p->shell) {
+        p->argv = xcalloc(4, sizeof *p->argv);
+        p->argv[0] = xstrdup("/bin/sh");
+        p->argv[1] = xstrdup("-c");
+        p->argv[2] = xstrdup(p->command);
+    } else {
+        int n = argv_split(p->command, &p->argv, err, sizeof err);
+        if (n == -1) {
+            problem(l, cl, "command: %s", err);
+            return;
+        }
+        if (n == 0) {
+            problem(l, cl, "command: no program named");
+            return;
+        }
+    }
+    if (!executable(p->argv[0]))
+        problem(l, cl, "command: '%s' %s", p->argv[0],
+                strchr(p->argv[0], '/') ? "is not an executable file" : "is not found in PATH");
+    int si = seen[key_index(SEC_POOL, "stdin")];
+    if (si > 0 && p->handler == HANDLER_SUBPROCESS)
+        problem(l, si, "stdin = body only applies to handler = exec (a subprocess reads JSON lines)");
+    else if (p->stdin_body && p->body_field == NULL)
+        problem(l, abs(si), "stdin = body needs body_field (the field whose value is the input)");
+}
+
 /* The keys of a handler (a [handler:NAME], or a pool's inline handler): what is required, and
  * what applies to http alone. where: "[pool:NAME]" or "[handler:NAME]". */
 static void check_handler_keys(struct loader *l, struct pool_conf *p, const int *seen, const char *where)
@@ -1549,17 +1705,24 @@ static void check_handler_keys(struct loader *l, struct pool_conf *p, const int 
     int ih = key_index(SEC_POOL, "handler");
     bool handler_ok = seen[ih] > 0 && p->handler_name == NULL;
     bool http = handler_ok && p->handler == HANDLER_HTTP;
+    bool proc = handler_ok && (p->handler == HANDLER_EXEC || p->handler == HANDLER_SUBPROCESS);
+    unsigned kind = http ? KEY_HTTP : proc ? KEY_PROC : 0;
     for (size_t k = 0; k < NKEYS; k++) {
         if (keys[k].sec != SEC_POOL || (keys[k].flags & KEY_POOL))
             continue;
-        bool http_only = keys[k].flags & KEY_HTTP;
-        if ((keys[k].flags & KEY_REQUIRED) && !seen[k] && (!http_only || http))
-            problem(l, p->line, "%s missing required key '%s'%s", where, keys[k].name,
-                    http_only ? " (handler = http)" : "");
-        if (http_only && seen[k] && handler_ok && !http)
-            problem(l, abs(seen[k]), "key '%s' only applies to handler = http", keys[k].name);
+        unsigned only = keys[k].flags & (KEY_HTTP | KEY_PROC);
+        const char *which = only == KEY_HTTP ? "handler = http"
+                          : only == KEY_PROC ? "handler = exec or subprocess"
+                                             : "handler = http, exec or subprocess";
+        if ((keys[k].flags & KEY_REQUIRED) && !seen[k] && (!only || (only & kind)))
+            problem(l, p->line, "%s missing required key '%s'%s%s%s", where, keys[k].name,
+                    only ? " (" : "", only ? which : "", only ? ")" : "");
+        if (only && seen[k] && handler_ok && !(only & kind))
+            problem(l, abs(seen[k]), "key '%s' only applies to %s", keys[k].name, which);
     }
     validate_plugin(l, p, seen, handler_ok, where);
+    if (proc)
+        validate_proc(l, p, seen);
     if (!http)
         return;
     int cert = seen[key_index(SEC_POOL, "tls_cert")], key = seen[key_index(SEC_POOL, "tls_key")];
@@ -1584,7 +1747,7 @@ static void validate_handler(struct loader *l, size_t i)
     char where[CONF_NAME_MAX + 16];
     snprintf(where, sizeof where, "[handler:%s]", h->name);
     if (ih > 0 && h->handler_name)
-        problem(l, ih, "[handler:%s] handler must be a kind (log, noop, http, plugin), not the name '%s'", h->name,
+        problem(l, ih, "[handler:%s] handler must be a kind (log, noop, http, exec, subprocess, plugin), not the name '%s'", h->name,
                 h->handler_name);
     check_handler_keys(l, h, seen, where);
 }
@@ -1641,7 +1804,7 @@ static void resolve_routes(struct loader *l, size_t i)
     }
     if (!routes && find_handler(c, p->handler_name) < 0) {
         /* most likely a kind mistyped: that one error, not one more per handler key */
-        problem(l, abs(ih), "handler: '%s' is neither a kind (log, noop, http, plugin) nor a [handler:NAME] section",
+        problem(l, abs(ih), "handler: '%s' is neither a kind (log, noop, http, exec, subprocess, plugin) nor a [handler:NAME] section",
                 p->handler_name);
         return;
     }
@@ -1698,8 +1861,13 @@ static void resolve_routes(struct loader *l, size_t i)
             struct pool_conf *t = &p->targets[p->ntargets];
             build_target(l, i, (size_t)sec[r], t);
             used[sec[r]] = (int)++p->ntargets;
-            if (t->handler == HANDLER_HTTP) {
-                p->handler = HANDLER_HTTP;
+            if (t->handler == HANDLER_HTTP || t->handler == HANDLER_EXEC || t->handler == HANDLER_SUBPROCESS) {
+                /* the routed pool takes the most demanding kind for its own rules: a process
+                 * (kill grace) over http over the others */
+                if (t->handler != HANDLER_HTTP)
+                    p->handler = HANDLER_EXEC;
+                else if (p->handler != HANDLER_EXEC)
+                    p->handler = HANDLER_HTTP;
                 capacity += t->inflight;
                 if (t->timeout_ms > timeout)
                     timeout = t->timeout_ms;
@@ -1710,7 +1878,7 @@ static void resolve_routes(struct loader *l, size_t i)
         rc->target = (size_t)used[sec[r]] - 1;
     }
     p->inflight = capacity < CONF_INFLIGHT_MAX ? (int)capacity : CONF_INFLIGHT_MAX;
-    if (p->handler == HANDLER_HTTP)
+    if (p->handler == HANDLER_HTTP || p->handler == HANDLER_EXEC)
         p->timeout_ms = timeout;
     free(used);
     free(sec);
@@ -1723,6 +1891,8 @@ static void validate_pool(struct loader *l, size_t i)
     int ih = key_index(SEC_POOL, "handler");
     bool handler_ok = seen[ih] > 0 || p->routed;
     bool http = handler_ok && p->handler == HANDLER_HTTP;
+    bool proc = handler_ok && (p->handler == HANDLER_EXEC || p->handler == HANDLER_SUBPROCESS);
+    unsigned kind = http ? KEY_HTTP : proc ? KEY_PROC : 0;
     if (!p->routed && p->handler_name == NULL) {
         char where[CONF_NAME_MAX + 16];
         snprintf(where, sizeof where, "[pool:%s]", p->name);
@@ -1732,20 +1902,23 @@ static void validate_pool(struct loader *l, size_t i)
     for (size_t k = 0; k < NKEYS; k++) {
         if (keys[k].sec != SEC_POOL || !(keys[k].flags & KEY_POOL))
             continue;
-        bool http_only = keys[k].flags & KEY_HTTP;
-        if ((keys[k].flags & KEY_REQUIRED) && !seen[k] && (!http_only || http))
-            problem(l, p->line, "[pool:%s] missing required key '%s'%s", p->name, keys[k].name,
-                    http_only ? " (handler = http)" : "");
-        if (http_only && seen[k] && handler_ok && !http)
-            problem(l, abs(seen[k]), "key '%s' only applies to handler = http", keys[k].name);
+        unsigned only = keys[k].flags & (KEY_HTTP | KEY_PROC);
+        const char *which = only == KEY_HTTP ? "handler = http"
+                          : only == KEY_PROC ? "handler = exec or subprocess"
+                                             : "handler = http, exec or subprocess";
+        if ((keys[k].flags & KEY_REQUIRED) && !seen[k] && (!only || (only & kind)))
+            problem(l, p->line, "[pool:%s] missing required key '%s'%s%s%s", p->name, keys[k].name,
+                    only ? " (" : "", only ? which : "", only ? ")" : "");
+        if (only && seen[k] && handler_ok && !(only & kind))
+            problem(l, abs(seen[k]), "key '%s' only applies to %s", keys[k].name, which);
     }
     /* A live worker's message must never look orphaned: claim_idle has to outlast the longest
      * a worker may legitimately hold one (a blocking read, or twice the HTTP timeout). A
      * failed message waiting for its retry (up to backoff_max) stays pending too: its worker
      * resets its idle time every claim_idle/3, between requests, so a blocking read may delay
      * that by block (and a loop turn): claim_idle/3 + block + 500ms must stay below it. */
-    long hold = http ? 2 * p->timeout_ms : p->block_ms + 5 * SECOND;
-    const char *why = http ? "twice the timeout" : "block + 5s";
+    long hold = http ? 2 * p->timeout_ms : proc ? 2 * p->timeout_ms + 2 * SECOND : p->block_ms + 5 * SECOND;
+    const char *why = http ? "twice the timeout" : proc ? "twice the timeout + 2s (the kill grace)" : "block + 5s";
     long touch = 3 * (p->block_ms + 500) / 2;
     if (touch > hold) {
         hold = touch;
@@ -1994,6 +2167,14 @@ static void pool_release(struct pool_conf *p)
     for (size_t i = 0; i < p->ntargets; i++)
         pool_release(&p->targets[i]);
     free(p->targets);
+    free(p->command);
+    argv_free(p->argv);
+    for (size_t i = 0; i < p->nenv; i++)
+        free(p->env[i]);
+    free(p->env);
+    for (size_t i = 0; i < p->npass_env; i++)
+        free(p->pass_env[i]);
+    free(p->pass_env);
 }
 
 void conf_free(struct conf *c)
@@ -2061,9 +2242,24 @@ bool conf_redis_same(const struct redis_addr *a, const struct redis_addr *b)
            sentinels_same(a, b);
 }
 
+/* Two lists of strings, element by element. */
+static bool strs_same(char *const *a, size_t na, char *const *b, size_t nb)
+{
+    if (na != nb)
+        return false;
+    for (size_t i = 0; i < na; i++)
+        if (strcmp(a[i], b[i]) != 0)
+            return false;
+    return true;
+}
+
 bool conf_pool_same(const struct pool_conf *a, const struct pool_conf *b)
 {
     if (a->nheaders != b->nheaders || a->nrequire_fields != b->nrequire_fields)
+        return false;
+    if (!str_same(a->command, b->command) || a->shell != b->shell || a->stdin_body != b->stdin_body ||
+        !strs_same(a->env, a->nenv, b->env, b->nenv) ||
+        !strs_same(a->pass_env, a->npass_env, b->pass_env, b->npass_env))
         return false;
     for (size_t i = 0; i < a->nheaders; i++)
         if (strcmp(a->headers[i], b->headers[i]) != 0)

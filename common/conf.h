@@ -19,7 +19,7 @@
 
 enum log_level { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR };
 enum log_format { LOG_FORMAT_TEXT, LOG_FORMAT_JSON };
-enum handler_kind { HANDLER_LOG, HANDLER_NOOP, HANDLER_HTTP, HANDLER_PLUGIN };
+enum handler_kind { HANDLER_LOG, HANDLER_NOOP, HANDLER_HTTP, HANDLER_EXEC, HANDLER_SUBPROCESS, HANDLER_PLUGIN };
 enum http_method { HTTP_POST, HTTP_PUT, HTTP_PATCH };
 
 /* A sentinel of redis-sentinel://. */
@@ -84,6 +84,16 @@ struct pool_conf {
     bool tls_verify;
     char *signing_secret_file;
     char *id_field;             /* NULL: the stream entry id is the message id */
+
+    /* handler = exec, subprocess (with inflight, timeout and body_field above) */
+    char *command;              /* as written */
+    char **argv;                /* what is executed: command split (argv.h), or /bin/sh -c command */
+    bool shell;                 /* shell = yes: argv is /bin/sh -c command */
+    char **env;                 /* "NAME=value", repeatable key `env` */
+    size_t nenv;
+    char **pass_env;            /* names copied from the worker's environment */
+    size_t npass_env;
+    bool stdin_body;            /* exec's stdin = body: the raw body_field, not the JSON object */
 
     /* handler = plugin */
     char *plugin;               /* absolute path of the shared object */

@@ -44,8 +44,9 @@ static_assert(1 + sizeof http_codes / sizeof http_codes[0] + 5 + 1 == SB_NHTTP,
               "labels, codes and counters must line up");
 
 const char *const sb_dlq_label[SB_NDLQ] = {
-    "max_attempts", "bad_message", "too_large", "no_route", "http_400", "http_401", "http_403",
-    "http_404", "http_410", "http_413", "http_422", "http_other", "other",
+    "max_attempts", "bad_message", "too_large", "no_route", "exec_rejected", "exec_failed",
+    "http_400", "http_401", "http_403", "http_404", "http_410", "http_413", "http_422", "http_other",
+    "other",
 };
 
 int sb_dlq_index(const char *reason)
@@ -142,6 +143,7 @@ uint64_t sb_get_circuit(const struct sb_slot *s, char *buf, size_t len)
 void sb_slot_reset(struct sb_slot *s)
 {
     atomic_store(&s->rss_bytes, 0);
+    atomic_store(&s->handler_rss_bytes, 0);
     atomic_store(&s->error_seq, 0);
     atomic_store(&s->error_unix_ms, 0);
     s->error[0] = '\0';

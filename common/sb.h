@@ -30,7 +30,7 @@ enum sb_counter {
     SB_DLQ_FAILURES,    /* dead-letter moves that failed (the entry stayed pending) */
     SB_GROUP_RECREATED, /* NOGROUP: the group was created again */
     SB_DLQ_FIRST,                         /* streamfleet_messages_dead_lettered_total{reason} */
-    SB_DLQ_LAST = SB_DLQ_FIRST + 12,
+    SB_DLQ_LAST = SB_DLQ_FIRST + 14,
     SB_HTTP_FIRST,                        /* streamfleet_http_requests_total{code} */
     SB_HTTP_LAST = SB_HTTP_FIRST + 31,
     SB_DUR_FIRST,                         /* streamfleet_handler_duration_seconds */
@@ -98,6 +98,7 @@ struct sb_slot {
     _Atomic uint32_t inflight;
     _Atomic uint32_t circuit_open;
     _Atomic uint64_t rss_bytes;          /* resident memory, refreshed every few seconds */
+    _Atomic uint64_t handler_rss_bytes;  /* that of its handler's own process (subprocess), 0: none */
     /* The last error, for the status page. The child makes seq odd while it writes and even
      * after; the master copies only when seq is even and unchanged across the copy (a dead
      * child leaves at worst an odd seq, never a lock). */

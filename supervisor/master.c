@@ -76,7 +76,11 @@ static long long resident_bytes(void)
 
 static const char *handler_name(enum handler_kind k)
 {
-    return k == HANDLER_HTTP ? "http" : k == HANDLER_NOOP ? "noop" : k == HANDLER_PLUGIN ? "plugin" : "log";
+    static const char *const names[] = { [HANDLER_LOG] = "log", [HANDLER_NOOP] = "noop",
+                                         [HANDLER_HTTP] = "http", [HANDLER_EXEC] = "exec",
+                                         [HANDLER_SUBPROCESS] = "subprocess",
+                                         [HANDLER_PLUGIN] = "plugin" };
+    return names[k];
 }
 
 /* Keep the last errors of a pool, newest first. */
@@ -168,7 +172,8 @@ static void build_view(struct master *m, struct fleet_view *v)
             pv->group_not_created += gs == SB_GROUP_NOT_CREATED;
             pv->group_wrongtype += gs == SB_GROUP_WRONGTYPE;
         }
-        pv->rss_bytes += atomic_load_explicit(&slot->rss_bytes, memory_order_relaxed);
+        pv->rss_bytes += atomic_load_explicit(&slot->rss_bytes, memory_order_relaxed) +
+                         atomic_load_explicit(&slot->handler_rss_bytes, memory_order_relaxed);
         char text[sizeof slot->error];
         uint64_t when = sb_get_error(slot, text, sizeof text);
         if (when)

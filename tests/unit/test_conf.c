@@ -959,19 +959,76 @@ static void test_handler_and_http_only_keys(void **state)
 {
     (void)state;
     expect_only(FLEET "[pool:p]\nstream = s\ngroup = g\nhandler = webhook\n", 6,
-                "handler: 'webhook' is neither a kind (log, noop, http, plugin) nor a [handler:NAME] section");
+                "handler: 'webhook' is neither a kind (log, noop, http, exec, subprocess, plugin) nor a [handler:NAME] section");
     struct loaded ld;
     load(&ld, FLEET "[pool:p]\nstream = s\ngroup = g\nurl = http://h/\nhandler = log\n"
                     "inflight = 4\nheader = A: b\nheader = C: d\n");
     assert_null(ld.c);
     expect_err(&ld, 6, "key 'url' only applies to handler = http");
-    expect_err(&ld, 8, "key 'inflight' only applies to handler = http");
+    expect_err(&ld, 8, "key 'inflight' only applies to handler = http, exec or subprocess");
     expect_err(&ld, 9, "key 'header' only applies to handler = http");
     expect_n(&ld, 3);
     unload(&ld);
     /* A bad handler value is reported once, not again for every http key. */
     load(&ld, FLEET "[pool:p]\nstream = s\ngroup = g\nhandler = htp\nurl = http://h/\n");
     expect_err(&ld, 6, "handler: 'htp' is neither a kind");
+    expect_n(&ld, 1);
+    unload(&ld);
+}
+
+/* handler = exec and subprocess: the command is split and checked when the config loads. */
+static void test_exec_keys(void **state)
+{
+    (void)state;
+    struct loaded ld;
+    load(&ld, FLEET "[pool:p]\nstream = s\ngroup = g\nhandler = exec\n"
+                    "command = /bin/echo 'a b' c\\ d\nenv = MODE=prod\nenv = X=1=2\n"
+                    "pass_env = HOME  LANG\ninflight = 8\ntimeout = 5s\n");
+    assert_non_null(ld.c);
+    const struct pool_conf *p = &ld.c->pools[0];
+    assert_int_equal(p->handler, HANDLER_EXEC);
+    assert_string_equal(p->argv[0], "/bin/echo");
+    assert_string_equal(p->argv[1], "a b");
+    assert_string_equal(p->argv[2], "c d");
+    assert_null(p->argv[3]);
+    assert_int_equal(p->nenv, 2);
+    assert_string_equal(p->env[1], "X=1=2");
+    assert_int_equal(p->npass_env, 2);
+    assert_string_equal(p->pass_env[1], "LANG");
+    assert_int_equal(p->inflight, 8);
+    unload(&ld);
+
+    load(&ld, FLEET "[pool:p]\nstream = s\ngroup = g\nhandler = subprocess\n"
+                    "command = exit 3 | cat\nshell = yes\n");
+    assert_non_null(ld.c);
+    assert_string_equal(ld.c->pools[0].argv[0], "/bin/sh");
+    assert_string_equal(ld.c->pools[0].argv[2], "exit 3 | cat");
+    unload(&ld);
+
+    load(&ld, FLEET "[pool:p]\nstream = s\ngroup = g\nhandler = exec\n"     /* lines 3-6 */
+                    "command = /bin/echo $HOME\n"                          /* 7 */
+                    "env = STREAMFLEET_ID=x\n"                             /* 8 */
+                    "env = 1X=y\n"                                         /* 9 */
+                    "pass_env = A-B\n"                                     /* 10 */
+                    "stdin = body\n"                                       /* 11 */
+                    "url = http://h/\n"                                    /* 12 */
+                    "[pool:q]\nstream = t\ngroup = g\nhandler = log\n"     /* 13-16 */
+                    "command = /bin/true\n"                                /* 17 */
+                    "[pool:r]\nstream = u\ngroup = g\nhandler = subprocess\n"); /* 18-21 */
+    assert_null(ld.c);
+    expect_err(&ld, 7, "command: '$' at offset 10");
+    expect_err(&ld, 8, "env: STREAMFLEET_ID is set by streamfleet");
+    expect_err(&ld, 9, "env: must be NAME=value");
+    expect_err(&ld, 10, "pass_env: 'A-B' is not a variable name");
+    expect_err(&ld, 12, "key 'url' only applies to handler = http");
+    expect_err(&ld, 17, "key 'command' only applies to handler = exec or subprocess");
+    expect_err(&ld, 18, "missing required key 'command' (handler = exec or subprocess)");
+    unload(&ld);
+
+    load(&ld, FLEET "[pool:p]\nstream = s\ngroup = g\nhandler = exec\n"
+                    "command = /bin/true\nstdin = body\n");
+    assert_null(ld.c);
+    expect_err(&ld, 8, "stdin = body needs body_field");
     expect_n(&ld, 1);
     unload(&ld);
 }
@@ -1515,6 +1572,7 @@ int main(void)
         cmocka_unit_test_setup(test_missing_required, setup),
         cmocka_unit_test_setup(test_numbers_out_of_range, setup),
         cmocka_unit_test_setup(test_handler_and_http_only_keys, setup),
+        cmocka_unit_test_setup(test_exec_keys, setup),
         cmocka_unit_test_setup(test_url_rules, setup),
         cmocka_unit_test_setup(test_headers, setup),
         cmocka_unit_test_setup(test_tls_and_files, setup),
