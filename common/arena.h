@@ -21,13 +21,14 @@ struct arena {
 void *arena_alloc(struct arena *a, size_t n);
 /* A NUL-terminated copy of s[0..n) in the arena. */
 char *arena_strndup(struct arena *a, const char *s, size_t n);
-/* Forget every allocation. The first chunk is kept when it is no bigger than ARENA_KEEP, so a
- * steady stream of small replies allocates nothing; a big reply's memory goes back at once. */
+/* Forget every allocation. The largest chunk no bigger than ARENA_KEEP is kept, so a steady
+ * stream of replies up to that size soon allocates nothing (a worker at batch 500 holds some
+ * 512 KiB this way); a bigger reply's memory goes back at once. */
 void arena_reset(struct arena *a);
 /* Free everything; the arena can be used again. */
 void arena_release(struct arena *a);
 
 #define ARENA_CHUNK 4096
-#define ARENA_KEEP (64 * 1024)
+#define ARENA_KEEP (1024 * 1024)
 
 #endif

@@ -57,6 +57,28 @@ static void arena_gives_a_big_chunk_back_at_reset(void **state)
     arena_release(&b);
 }
 
+/* A worker reads replies of about one size, batch after batch: after a few resets the arena
+ * must hold one chunk big enough for a whole reply and stop going to malloc (and, for chunks
+ * of 128 KiB and more, to fresh mmaps and their page faults). */
+static void arena_stops_allocating_for_replies_of_a_steady_size(void **state)
+{
+    (void)state;
+    struct arena a = ARENA_INIT;
+    size_t sizes[] = { 300 * 1024, 40 * 1024 };     /* batch 500 and batch 64 of 200-byte entries */
+    for (size_t k = 0; k < 2; k++) {
+        for (int round = 0; round < 4; round++) {
+            for (size_t got = 0; got < sizes[k]; got += 48)
+                arena_alloc(&a, 40);
+            if (round == 3)
+                assert_int_equal(a.chunks, 1);      /* the whole reply in the chunk kept */
+            arena_reset(&a);
+            assert_int_equal(a.used, 0);
+            assert_int_equal(a.chunks, 1);
+        }
+    }
+    arena_release(&a);
+}
+
 /* ---- classification ---- */
 
 static void server_errors_are_classified_by_their_first_word(void **state)
@@ -379,6 +401,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(arena_hands_out_aligned_zeroed_memory_and_resets_in_one_step),
         cmocka_unit_test(arena_gives_a_big_chunk_back_at_reset),
+        cmocka_unit_test(arena_stops_allocating_for_replies_of_a_steady_size),
         cmocka_unit_test(server_errors_are_classified_by_their_first_word),
         cmocka_unit_test(replies_of_every_type_reach_their_commands_in_order),
         cmocka_unit_test(a_reply_split_across_reads_is_dispatched_once_complete),
