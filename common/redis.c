@@ -40,7 +40,10 @@
 #define DEFAULT_CONNECT_MS 2000
 #define DEFAULT_BACKOFF_MIN_MS 250
 #define DEFAULT_BACKOFF_MAX_MS 5000
-#define READ_CHUNK 16384
+/* One read takes up to 64 KiB, so a reply of a batch of 100 entries comes in one system call
+ * (hiredis 0.14 reads 16 KiB at a time). A TLS read returns one record: 16 KiB at most. */
+#define READ_CHUNK 65536
+#define TLS_RECORD_MAX 16384
 /* An array header asks us to allocate its element pointers before any element arrives: with
  * no byte bound set, this caps what a hostile or broken server can make us allocate. */
 #define ARRAY_BYTES_MAX ((size_t)512 * 1024 * 1024)
@@ -852,6 +855,13 @@ static void read_all(struct redis *r)
         if (redisReaderFeed(r->reader, chunk, (size_t)n) != REDIS_OK)
             fatal("out of memory");
         if (dispatch(r) == -1)
+            return;
+        /* A short read emptied the socket: the next read would only meet EAGAIN (a system
+         * call a batch, a tenth of a worker's calls at batch 10). poll() is level-triggered,
+         * so bytes that arrive meanwhile wake the owner's loop. Over TLS a read returns one
+         * record (16 KiB at most), so only a short record with nothing left decrypted in
+         * OpenSSL (no read-ahead is set) tells the same. */
+        if (r->ssl == NULL ? (size_t)n < sizeof chunk : n < TLS_RECORD_MAX && SSL_pending(r->ssl) == 0)
             return;
     }
 }
