@@ -1,8 +1,8 @@
 /* redis.c: our Redis client. hiredis 0.14 gives us two pure pieces, the command formatter
- * (redisFormatCommandArgv) and the reply parser (redisReader); the socket, TLS (OpenSSL),
- * pipelining, deadlines and reconnects are ours, so nothing here ever blocks (but the name
- * lookup of a host name: getaddrinfo has no non-blocking form; numeric addresses and unix
- * sockets never wait).
+ * (redisFormatCommandArgv, and its sds form on the hot path) and the reply parser
+ * (redisReader); the socket, TLS (OpenSSL), pipelining, deadlines and reconnects are ours, so
+ * nothing here ever blocks (but the name lookup of a host name: getaddrinfo has no
+ * non-blocking form; numeric addresses and unix sockets never wait).
  *
  * A connection's life: WAIT (backoff) -> CONNECTING (non-blocking connect, each address in
  * turn) -> TLS (handshake, SSL_ERROR_WANT_READ/WRITE) -> UP. Any failure goes through
@@ -449,6 +449,11 @@ static int tls_setup(struct redis *r)
     SSL_CTX_set_min_proto_version(r->ctx, TLS1_2_VERSION);
     SSL_CTX_set_mode(r->ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     SSL_CTX_set_options(r->ctx, SSL_OP_IGNORE_UNEXPECTED_EOF);
+    /* Read ahead: a read takes what the socket holds (up to a 64 KiB buffer), not a record's
+     * header and then its body in two system calls. Bytes so buffered are invisible to
+     * poll(): read_all() and redis_run() read on while SSL_has_pending() says so. */
+    SSL_CTX_set_read_ahead(r->ctx, 1);
+    SSL_CTX_set_default_read_buffer_len(r->ctx, READ_CHUNK);
     if (a->tls_verify) {
         SSL_CTX_set_verify(r->ctx, SSL_VERIFY_PEER, NULL);
         int ok = a->tls_ca ? SSL_CTX_load_verify_locations(r->ctx, a->tls_ca, NULL)
@@ -859,9 +864,9 @@ static void read_all(struct redis *r)
         /* A short read emptied the socket: the next read would only meet EAGAIN (a system
          * call a batch, a tenth of a worker's calls at batch 10). poll() is level-triggered,
          * so bytes that arrive meanwhile wake the owner's loop. Over TLS a read returns one
-         * record (16 KiB at most), so only a short record with nothing left decrypted in
-         * OpenSSL (no read-ahead is set) tells the same. */
-        if (r->ssl == NULL ? (size_t)n < sizeof chunk : n < TLS_RECORD_MAX && SSL_pending(r->ssl) == 0)
+         * record (16 KiB at most), so only a short record with nothing more in OpenSSL's
+         * read-ahead buffer (which poll() cannot see) tells the same. */
+        if (r->ssl == NULL ? (size_t)n < sizeof chunk : n < TLS_RECORD_MAX && !SSL_has_pending(r->ssl))
             return;
     }
 }
@@ -920,8 +925,9 @@ void redis_run(struct redis *r, short revents, long long now)
         flush_out(r);
         if (r->state == ST_UP && (revents & (POLLIN | POLLERR | POLLHUP)))
             read_all(r);
-        /* A TLS record can arrive with the handshake's last flight: read once anyway. */
-        if (r->state == ST_UP && r->ssl && SSL_pending(r->ssl) > 0)
+        /* A TLS record can arrive with the handshake's last flight, and read-ahead may hold
+         * bytes poll() cannot see: read them anyway. */
+        if (r->state == ST_UP && r->ssl && SSL_has_pending(r->ssl))
             read_all(r);
         flush_out(r);
     }
@@ -1029,12 +1035,16 @@ int redis_command(struct redis *r, int argc, const char **argv, const size_t *ar
             snprintf(r->error, sizeof r->error, "not connected");
         return -1;
     }
-    char *cmd = NULL;
-    int n = redisFormatCommandArgv(&cmd, argc, argv, argvlen);
+    /* hiredis 0.14's redisFormatCommandArgv() writes each "$LEN" with sprintf(): at batch 10
+     * that was a fifth of a noop worker's instructions (some 2,000 a message, XACK's ids).
+     * Its sds form writes them with its own integer conversion, as hiredis's own
+     * redisAppendCommandArgv() does; the bytes are the same. */
+    sds cmd = NULL;
+    int n = redisFormatSdsCommandArgv(&cmd, argc, argv, argvlen);
     if (n < 0)
         fatal("out of memory");
     out_add(r, cmd, (size_t)n);
-    redisFreeCommand(cmd);
+    sdsfree(cmd);
     queue_push(r, cb, arg, timeout_ms);
     return 0;
 }
