@@ -1,8 +1,8 @@
 /* redis.c: our Redis client. hiredis 0.14 gives us two pure pieces, the command formatter
- * (redisFormatCommandArgv) and the reply parser (redisReader); the socket, TLS (OpenSSL),
- * pipelining, deadlines and reconnects are ours, so nothing here ever blocks (but the name
- * lookup of a host name: getaddrinfo has no non-blocking form; numeric addresses and unix
- * sockets never wait).
+ * (redisFormatCommandArgv, and its sds form for the owner's commands) and the reply parser
+ * (redisReader); the socket, TLS (OpenSSL), pipelining, deadlines and reconnects are ours, so
+ * nothing here ever blocks (but the name lookup of a host name: getaddrinfo has no
+ * non-blocking form; numeric addresses and unix sockets never wait).
  *
  * A connection's life: WAIT (backoff) -> [SENTINEL] -> CONNECTING (non-blocking connect, each
  * address in turn) -> TLS (handshake, SSL_ERROR_WANT_READ/WRITE) -> UP. Any failure goes through
@@ -54,7 +54,10 @@
 #define DEFAULT_CONNECT_MS 2000
 #define DEFAULT_BACKOFF_MIN_MS 250
 #define DEFAULT_BACKOFF_MAX_MS 5000
-#define READ_CHUNK 16384
+/* One read takes up to 64 KiB, so a reply of a batch of 100 entries comes in one system call
+ * (hiredis 0.14 reads 16 KiB at a time). A TLS read returns one record: 16 KiB at most. */
+#define READ_CHUNK 65536
+#define TLS_RECORD_MAX 16384
 /* An array header asks us to allocate its element pointers before any element arrives: with
  * no byte bound set, this caps what a hostile or broken server can make us allocate. */
 #define ARRAY_BYTES_MAX ((size_t)512 * 1024 * 1024)
@@ -510,6 +513,11 @@ static int tls_setup(struct redis *r)
     SSL_CTX_set_min_proto_version(r->ctx, TLS1_2_VERSION);
     SSL_CTX_set_mode(r->ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     SSL_CTX_set_options(r->ctx, SSL_OP_IGNORE_UNEXPECTED_EOF);
+    /* Read ahead: a read takes what the socket holds (up to a 64 KiB buffer), not a record's
+     * header and then its body in two system calls. Bytes so buffered are invisible to
+     * poll(): read_all() and redis_run() read on while SSL_has_pending() says so. */
+    SSL_CTX_set_read_ahead(r->ctx, 1);
+    SSL_CTX_set_default_read_buffer_len(r->ctx, READ_CHUNK);
     if (a->tls_verify) {
         SSL_CTX_set_verify(r->ctx, SSL_VERIFY_PEER, NULL);
         int ok = a->tls_ca ? SSL_CTX_load_verify_locations(r->ctx, a->tls_ca, NULL)
@@ -1282,6 +1290,13 @@ static void read_all(struct redis *r)
             fatal("out of memory");
         if (dispatch(r) == -1)
             return;
+        /* A short read emptied the socket: the next read would only meet EAGAIN (a system
+         * call a batch, a tenth of a worker's calls at batch 10). poll() is level-triggered,
+         * so bytes that arrive meanwhile wake the owner's loop. Over TLS a read returns one
+         * record (16 KiB at most), so only a short record with nothing more in OpenSSL's
+         * read-ahead buffer (which poll() cannot see) tells the same. */
+        if (r->ssl == NULL ? (size_t)n < sizeof chunk : n < TLS_RECORD_MAX && !SSL_has_pending(r->ssl))
+            return;
     }
 }
 
@@ -1408,8 +1423,9 @@ static void run(struct redis *r, short revents, long long now, short wrevents)
         flush_out(r);
         if (r->state == ST_UP && (revents & (POLLIN | POLLERR | POLLHUP)))
             read_all(r);
-        /* A TLS record can arrive with the handshake's last flight: read once anyway. */
-        if (r->state == ST_UP && r->ssl && SSL_pending(r->ssl) > 0)
+        /* A TLS record can arrive with the handshake's last flight, and read-ahead may hold
+         * bytes poll() cannot see: read them anyway. */
+        if (r->state == ST_UP && r->ssl && SSL_has_pending(r->ssl))
             read_all(r);
         flush_out(r);
     }
@@ -1561,8 +1577,10 @@ int redis_command(struct redis *r, int argc, const char **argv, const size_t *ar
             snprintf(r->error, sizeof r->error, "not connected");
         return -1;
     }
-    char *cmd = NULL;
-    int n = redisFormatCommandArgv(&cmd, argc, argv, argvlen);
+    /* hiredis 0.14's redisFormatCommandArgv() writes each "$LEN" with sprintf(); its sds form,
+     * which hiredis's own redisAppendCommandArgv() uses, writes the same bytes cheaper. */
+    sds cmd = NULL;
+    int n = redisFormatSdsCommandArgv(&cmd, argc, argv, argvlen);
     if (n < 0)
         fatal("out of memory");
     /* Under sentinel, nothing of the owner's goes out before ROLE said "master". */
@@ -1570,7 +1588,7 @@ int redis_command(struct redis *r, int argc, const char **argv, const size_t *ar
         buf_add(&r->held, cmd, (size_t)n);
     else
         out_add(r, cmd, (size_t)n);
-    redisFreeCommand(cmd);
+    sdsfree(cmd);
     queue_push(r, cb, arg, timeout_ms);
     ep_sync(r);                     /* POLLOUT, now that there is something to write */
     return 0;

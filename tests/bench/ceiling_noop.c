@@ -2,7 +2,7 @@
  * ceiling that streamfleet's noop handler is measured against.
  *
  *   ceiling_noop -p PORT -s STREAM -g GROUP -c CONSUMER -b BATCH [-w MS] [-k MS]
- *                [-L FILE [-n COUNT] [-T SECONDS]]
+ *                [-L FILE [-n COUNT] [-T SECONDS]] [-P]
  *
  * The loop: XREADGROUP COUNT BATCH; then XACK of that whole batch and the next XREADGROUP,
  * written together (one round trip for both). The first read blocks up to -w ms (10000), for
@@ -14,7 +14,9 @@
  * field `t` (CLOCK_REALTIME ns at XADD, see producer.c) the time from `t` to the arrival of its
  * batch here is written to FILE, one nanosecond figure per line.
  *
- * Prints `handled N seconds S` (S: from the first message to the last acknowledgement). */
+ * Prints `handled N seconds S` (S: from the first message to the last acknowledgement). -P: then
+ * wait until stdin is closed before exiting, so the caller can read this process's CPU time
+ * (/proc/PID/stat) after the run. */
 #include <hiredis/hiredis.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,7 +41,7 @@ static long long real_ns(void)
 static void usage(void)
 {
     fprintf(stderr, "usage: ceiling_noop [-h HOST] -p PORT -s STREAM -g GROUP -c CONSUMER -b BATCH "
-                    "[-w MS] [-k MS] [-L FILE [-n COUNT] [-T SECONDS]]\n");
+                    "[-w MS] [-k MS] [-L FILE [-n COUNT] [-T SECONDS]] [-P]\n");
     exit(2);
 }
 
@@ -65,10 +67,10 @@ int main(int argc, char **argv)
 {
     const char *host = "127.0.0.1", *stream = NULL, *group = NULL, *consumer = NULL;
     const char *latfile = NULL;
-    int port = 0, opt;
+    int port = 0, opt, hold = 0;
     long batch = 0, first_block = 10000, block = -1, limit = -1;
     double timeout_s = 120;
-    while ((opt = getopt(argc, argv, "h:p:s:g:c:b:w:k:n:L:T:")) != -1) {
+    while ((opt = getopt(argc, argv, "h:p:s:g:c:b:w:k:n:L:T:P")) != -1) {
         switch (opt) {
         case 'h': host = optarg; break;
         case 'p': port = atoi(optarg); break;
@@ -81,6 +83,7 @@ int main(int argc, char **argv)
         case 'n': limit = atol(optarg); break;
         case 'L': latfile = optarg; break;
         case 'T': timeout_s = atof(optarg); break;
+        case 'P': hold = 1; break;
         default: usage();
         }
     }
@@ -202,6 +205,12 @@ int main(int argc, char **argv)
     }
     double secs = t_last > t_first ? (double)(t_last - t_first) / 1e9 : 0;
     printf("handled %lld seconds %.6f\n", handled, secs);
+    fflush(stdout);
+    if (hold) {
+        char c;
+        while (read(0, &c, 1) > 0)
+            ;
+    }
     free(lat);
     return limit >= 0 && handled < limit ? 1 : 0;
 }

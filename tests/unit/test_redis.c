@@ -57,6 +57,28 @@ static void arena_gives_a_big_chunk_back_at_reset(void **state)
     arena_release(&b);
 }
 
+/* A worker reads replies of about one size, batch after batch: after a few resets the arena
+ * must hold one chunk big enough for a whole reply and stop going to malloc (and, for chunks
+ * of 128 KiB and more, to fresh mmaps and their page faults). */
+static void arena_stops_allocating_for_replies_of_a_steady_size(void **state)
+{
+    (void)state;
+    struct arena a = ARENA_INIT;
+    size_t sizes[] = { 300 * 1024, 40 * 1024 };     /* batch 500 and batch 64 of 200-byte entries */
+    for (size_t k = 0; k < 2; k++) {
+        for (int round = 0; round < 4; round++) {
+            for (size_t got = 0; got < sizes[k]; got += 48)
+                arena_alloc(&a, 40);
+            if (round == 3)
+                assert_int_equal(a.chunks, 1);      /* the whole reply in the chunk kept */
+            arena_reset(&a);
+            assert_int_equal(a.used, 0);
+            assert_int_equal(a.chunks, 1);
+        }
+    }
+    arena_release(&a);
+}
+
 /* ---- classification ---- */
 
 static void server_errors_are_classified_by_their_first_word(void **state)
@@ -380,6 +402,67 @@ static void pipelined_replies_come_in_order_and_a_silent_server_times_out_every_
     unlink(path);
 }
 
+/* The formatter on the hot path (hiredis's sds form) writes the same binary-safe RESP as any:
+ * empty, NUL-holding and CRLF-holding arguments, and many of them (an XACK of a batch). A
+ * reply that arrives in two writes, the client reading in between (a short read ends its
+ * turn), is dispatched once, when its second half comes. */
+static void commands_go_out_as_exact_resp_and_a_reply_in_two_writes_is_dispatched_once(void **state)
+{
+    (void)state;
+    char path[64];
+    snprintf(path, sizeof path, "/tmp/sf-test-redis-fmt-%d.sock", (int)getpid());
+    int lfd = listen_unix(path);
+    struct redis_addr a = { 0 };
+    a.unix_path = path;
+    struct redis_opts o = { .backoff_min_ms = 300, .backoff_max_ms = 300 };
+    struct redis *r = redis_open(&a, &o);
+    const char *argv[40] = { "XACK", "", "a\0b", "\r\n" };
+    size_t len[40] = { 4, 0, 3, 2 };
+    char ids[36][24];
+    for (int i = 4; i < 40; i++) {
+        len[i] = (size_t)snprintf(ids[i - 4], sizeof ids[0], "%d-%d", 1700000000 + i, i);
+        argv[i] = ids[i - 4];
+    }
+    struct tally t = { 0 };
+    assert_int_equal(redis_command(r, 40, argv, len, count, &t, 2000), 0);
+    char want[2048];
+    size_t w = (size_t)snprintf(want, sizeof want, "*40\r\n");
+    for (int i = 0; i < 40; i++) {
+        w += (size_t)snprintf(want + w, sizeof want - w, "$%zu\r\n", len[i]);
+        memcpy(want + w, argv[i], len[i]);
+        w += len[i];
+        memcpy(want + w, "\r\n", 2);
+        w += 2;
+    }
+    int sfd = accept(lfd, NULL, NULL);
+    assert_true(sfd >= 0);
+    char in[2048];
+    size_t got = 0;
+    long long end = redis_now_ms() + 2000;
+    while (got < w && redis_now_ms() < end) {
+        drive(r, 20, NULL);
+        struct pollfd sp = { .fd = sfd, .events = POLLIN };
+        if (poll(&sp, 1, 0) == 1) {
+            ssize_t n = read(sfd, in + got, sizeof in - got);
+            assert_true(n > 0);
+            got += (size_t)n;
+        }
+    }
+    assert_int_equal(got, w);
+    assert_memory_equal(in, want, w);
+    assert_int_equal(write(sfd, ":3", 2), 2);
+    drive(r, 100, NULL);
+    assert_int_equal(t.calls, 0);
+    assert_int_equal(write(sfd, "9\r\n", 3), 3);
+    drive(r, 100, &t.calls);
+    assert_int_equal(t.calls, 1);
+    assert_int_equal(t.kinds[REDIS_E_NONE], 1);
+    close(sfd);
+    redis_free(r);
+    close(lfd);
+    unlink(path);
+}
+
 /* ---- the address ---- */
 
 static void rediss_urls_parse_like_redis_urls_with_tls(void **state)
@@ -408,6 +491,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(arena_hands_out_aligned_zeroed_memory_and_resets_in_one_step),
         cmocka_unit_test(arena_gives_a_big_chunk_back_at_reset),
+        cmocka_unit_test(arena_stops_allocating_for_replies_of_a_steady_size),
         cmocka_unit_test(server_errors_are_classified_by_their_first_word),
         cmocka_unit_test(replies_of_every_type_reach_their_commands_in_order),
         cmocka_unit_test(a_reply_split_across_reads_is_dispatched_once_complete),
@@ -416,6 +500,7 @@ int main(void)
         cmocka_unit_test(garbage_and_unasked_replies_drop_the_connection),
         cmocka_unit_test(a_client_that_cannot_connect_refuses_commands_and_says_why),
         cmocka_unit_test(pipelined_replies_come_in_order_and_a_silent_server_times_out_every_command_once),
+        cmocka_unit_test(commands_go_out_as_exact_resp_and_a_reply_in_two_writes_is_dispatched_once),
         cmocka_unit_test(rediss_urls_parse_like_redis_urls_with_tls),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
