@@ -10,7 +10,7 @@ import time
 from conftest import SLOWNESS, TIMEOUT, add_messages, pending_count
 from reliability_helpers import dlq_entries, http_pool, metric, one_child, restarts
 
-N = 40
+N = 32               # two waves of 2 workers x inflight 8
 STOP_S = 12.0          # longer than heartbeat_timeout (4 s)
 SETTLE_S = 5.0         # the issue's number: everything settles this long after SIGCONT
 
@@ -39,7 +39,7 @@ def test_redis_frozen_12s_longer_than_heartbeat_no_worker_killed_settles_after(
     pool = http_pool(sink, "nb", path="/in", workers=2, batch=8, inflight=8, block="500ms", timeout="5s",
                      heartbeat_timeout="4s", body_field="payload", id_field="mid",
                      dedupe_ttl="1h", backoff_base="1s", backoff_max="2s", backoff_jitter="0%",
-                     max_attempts=5)
+                     max_attempts=5, claim_idle="60s")
     fl = fleet({"pool:nb": pool})
     kids = one_child(fl, 2)
     restarts0 = restarts(fl, "nb") or 0
@@ -47,12 +47,15 @@ def test_redis_frozen_12s_longer_than_heartbeat_no_worker_killed_settles_after(
     dead = {ids[i] for i in range(N) if kind(i) == "dead"}
     flaky = {i for i in range(N) if kind(i) == "flaky"}
 
-    # Freeze once every kind of work is under way: a retry scheduled, a dead letter, requests
-    # on the wire.
+    # Freeze once every kind of work is under way (a retry scheduled, a dead letter, markers)
+    # with both workers at their inflight limit: the first wave answered, the second on the
+    # wire. No read is outstanding then, so what a worker does next on Redis is what its
+    # deliveries' outcomes ask for (markers, acks, dead-letter moves, retry claims), while
+    # Redis is frozen.
     def under_way():
         reqs = sink.snapshot()
         return (any(q.status == 500 for q in reqs) and any(q.status == 422 for q in reqs)
-                and sum(1 for q in reqs if q.status == 200) >= 4)
+                and len(reqs) >= 16)
     fl.wait_for(under_way, what="deliveries, retries and dead letters under way")
     redis_server.kill(signal.SIGSTOP)
     t_stop = time.monotonic()
@@ -69,8 +72,8 @@ def test_redis_frozen_12s_longer_than_heartbeat_no_worker_killed_settles_after(
         redis_server.kill(signal.SIGCONT)
     t_cont = time.monotonic()
     assert not killed, f"workers replaced while redis was frozen: {kids} -> {killed}"
-    # What was on the wire when Redis froze was answered and taken in during the stop.
-    assert answered_in_stop >= 1, "no delivery in flight completed while redis was frozen"
+    # What was on the wire when Redis froze was answered during the stop.
+    assert answered_in_stop >= 4, f"{answered_in_stop} deliveries completed while redis was frozen"
 
     def settled():
         if pending_count(r, "nb", "nb-group") != 0:
