@@ -339,6 +339,7 @@ static void acked(struct stream *s, void *arg, const struct redis_reply *v)
 static void request(struct child *c)
 {
     unsigned busy = child_inflight(c);
+    c->claim_yield = false;
     if (dedupe_write_markers(c) == -1) {
         child_redis_error(c);
         return;

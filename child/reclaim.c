@@ -90,7 +90,8 @@ static void claimed_orphans(struct stream *s, void *arg, const struct redis_repl
         sb_add(c->slot, SB_VANISHED, s->deleted);
         log_warnx("%zu pending entries of dead consumers had no data any more (trimmed or deleted)", s->deleted);
     }
-    /* Back at the start of the pending list: wait. Otherwise go on next turn. */
+    /* Back at the start of the pending list: wait. Otherwise go on after the next request. */
+    c->claim_yield = strcmp(c->claim_cursor, "0-0") != 0;
     if (strcmp(c->claim_cursor, "0-0") == 0) {
         long every = p->claim_idle_ms / 4;
         if (every < 1000)
@@ -128,7 +129,7 @@ void reclaim_run(struct child *c, long long now)
         prune_consumers(c, now);
         return;
     }
-    if (now < c->next_claim_ms || child_stopping || !child_accepting(c) ||
+    if (now < c->next_claim_ms || c->claim_yield || child_stopping || !child_accepting(c) ||
         child_inflight(c) >= c->capacity || !stream_connected(&c->st))
         return;
     claim_orphans(c);

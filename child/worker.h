@@ -65,6 +65,7 @@ struct child {
     char probe_after[STREAM_ID_MAX];/* it is our first pending entry after this id */
     long long read_deadline_ms;
     char claim_cursor[STREAM_ID_MAX];
+    bool claim_yield;               /* an orphan scan goes on: let a request go first */
     long long next_claim_ms;        /* next XAUTOCLAIM pass for orphans */
     long long next_touch_ms;        /* next idle reset of the entries waiting for a retry */
     long long next_prune_ms;        /* next removal of long-dead consumers (slot 0 only) */
