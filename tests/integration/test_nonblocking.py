@@ -10,7 +10,7 @@ import time
 from conftest import SLOWNESS, TIMEOUT, add_messages, pending_count
 from reliability_helpers import dlq_entries, http_pool, metric, one_child, restarts
 
-N = 32               # two waves of 2 workers x inflight 8
+N = 32                 # two waves of 2 workers x inflight 8
 STOP_S = 12.0          # longer than heartbeat_timeout (4 s)
 SETTLE_S = 5.0         # the number: everything settles this long after SIGCONT
 
@@ -36,6 +36,8 @@ def test_redis_frozen_12s_longer_than_heartbeat_no_worker_killed_settles_after(
         if kind(i) == "flaky":
             sink.rule(500, body_contains=payload(i).encode(), times=1)
     r = redis_server.client()
+    # claim_idle above the freeze: a freeze longer than claim_idle makes every pending entry
+    # look orphaned afterwards (each worker would take over the other's), a matter of its own.
     pool = http_pool(sink, "nb", path="/in", workers=2, batch=8, inflight=8, block="500ms", timeout="5s",
                      heartbeat_timeout="4s", body_field="payload", id_field="mid",
                      dedupe_ttl="1h", backoff_base="1s", backoff_max="2s", backoff_jitter="0%",
