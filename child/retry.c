@@ -209,14 +209,20 @@ void retry_claim_due(struct child *c, long long now)
     claim_send(c, k);
 }
 
+/* A dead-letter move on the wire: the entry it moves. */
+struct move {
+    struct child *c;
+    char id[STREAM_ID_MAX];
+};
+
 /* A dead-letter move's reply. */
 static void moved(struct stream *s, void *arg, const struct redis_reply *v)
 {
-    struct child *c = ((struct claim *)arg)->c;
+    struct move *mv = arg;
+    struct child *c = mv->c;
     char id[STREAM_ID_MAX];
-    snprintf(id, sizeof id, "%s", ((struct claim *)arg)->ids.id[0]);
-    idlist_release(&((struct claim *)arg)->ids);
-    free(arg);
+    memcpy(id, mv->id, sizeof id);
+    free(mv);
     struct ledger_rec *r = ledger_get(&c->ledger, id);
     if (r && r->state != LEDGER_DEAD_DUE)
         r = NULL;
@@ -255,13 +261,12 @@ void retry_move_dead(struct child *c, long long now)
     long long unix_now = child_unix_ms();
     struct ledger_rec *r;
     while ((r = ledger_first_due(&c->ledger, LEDGER_DEAD_DUE, now))) {
-        struct claim *k = xcalloc(1, sizeof *k);
-        k->c = c;
-        idlist_add(&k->ids, r->id);
+        struct move *mv = xcalloc(1, sizeof *mv);
+        mv->c = c;
+        snprintf(mv->id, sizeof mv->id, "%s", r->id);
         if (stream_dead_letter(&c->st, c->pool->dlq, r->id, r->reason, r->attempt, r->error ? r->error : "",
-                               unix_now, moved, k) == -1) {
-            idlist_release(&k->ids);
-            free(k);
+                               unix_now, moved, mv) == -1) {
+            free(mv);
             sb_add(c->slot, SB_DLQ_FAILURES, 1);
             log_warnx("cannot move message %s to %s, it stays pending: %s", r->id, c->pool->dlq, c->st.errstr);
             ledger_schedule(&c->ledger, r, LEDGER_DEAD_DUE, now);
