@@ -53,8 +53,8 @@ static void set_err(struct stream *s, enum stream_error e, const char *what, con
     snprintf(s->errstr, sizeof s->errstr, "%s: %s", what, detail);
 }
 
-/* Deadline of a command: as long as the longest BLOCK and then some, as the socket timeout of
- * hiredis's context was. A frozen Redis is found by it and the connection dropped. */
+/* Deadline of a command: as long as the longest BLOCK and then some. A frozen Redis is found
+ * by it and the connection dropped; nothing waits for it meanwhile. */
 static long command_ms(const struct stream *s)
 {
     return (s->block_ms > 0 ? s->block_ms : 0) + 5000;

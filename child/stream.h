@@ -79,7 +79,8 @@ struct stream {
     bool acks_sent;
     uint64_t acked;             /* XACK's count for the acks sent with the request */
     int read_state;             /* the read's outcome, set by its reply: 1 done, -1 failed */
-    bool connecting;            /* in stream_connect(): a failure is the connection's */
+    bool connecting;            /* until the group's reply after stream_connect(): a failure
+                                 * is the connection's */
     size_t read_limit;          /* more than this for one read: SERR_OVERSIZE */
     size_t entry_limit;         /* the bound of one entry in a read (0: from max_message_bytes) */
     struct idlist lost;         /* ids a claim found held by another consumer (not claimed) */
