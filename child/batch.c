@@ -1,5 +1,7 @@
 /* batch.c: a message's way through the handler. A batch from Redis (a read, a claim of due
- * retries, orphans taken over) is sorted: entries waiting for a retry or a dead-letter move are
+ * retries, orphans taken over) is taken in by stages, each a command whose reply the loop
+ * waits for without blocking (the delivery counters of re-read entries, the done-markers with
+ * dedupe), then sorted: entries waiting for a retry or a dead-letter move are
  * left to their schedule, messages over their attempts or too large go to the dead letters,
  * duplicates are acknowledged; the rest get a ledger record (IN_HANDLER) and a ticket, and go
  * to the handler. The handler's outcome for the ticket moves the record on: ACK_DUE (through
@@ -125,21 +127,6 @@ void ticket_done(struct ticket *t, const struct outcome *o)
 
 /* ---- batches ----------------------------------------------------------------------------- */
 
-void batch_fetch_attempts(struct child *c)
-{
-    struct stream *st = &c->st;
-    if (st->n == 0)
-        return;
-    long long *counts = xcalloc(st->n, sizeof *counts);
-    /* Rows between the batch's entries that are not in it: deleted ones, our others. */
-    size_t limit = st->n + st->vanished.n + ledger_count(&c->ledger, LEDGER_RETRY_DUE) +
-                   ledger_count(&c->ledger, LEDGER_DEAD_DUE) + child_inflight(c) + 16;
-    if (stream_delivery_counts(st, st->msgs, st->n, limit, counts) == 0)
-        for (size_t i = 0; i < st->n; i++)
-            st->msgs[i].attempt = counts[i] > 0 ? counts[i] : 1;
-    free(counts);
-}
-
 void batch_handle(struct child *c)
 {
     struct stream *st = &c->st;
@@ -160,10 +147,11 @@ void batch_handle(struct child *c)
             snprintf(c->from, sizeof c->from, ">");
         } else {
             snprintf(c->from, sizeof c->from, "%s", st->last_id);
-            batch_fetch_attempts(c);
+            batch_intake(c, true);
+            return;
         }
     }
-    batch_submit(c);
+    batch_intake(c, false);
 }
 
 static size_t msg_bytes(const struct msg *m)
@@ -174,12 +162,21 @@ static size_t msg_bytes(const struct msg *m)
     return n;
 }
 
-void batch_submit(struct child *c)
+/* Re-reading our pending list counted a delivery of an entry that only waits for its retry:
+ * its counter was set back. */
+static void count_set(struct stream *s, void *arg, const struct redis_reply *v)
+{
+    (void)s;
+    if (v == NULL)
+        child_redis_trouble(arg);
+}
+
+/* Hand the batch over. keys, dup: each message's done-marker key and whether it exists (with
+ * dedupe; taken over). */
+static void submit(struct child *c, struct str *keys, bool *dup)
 {
     struct stream *st = &c->st;
     const struct pool_conf *p = c->pool;
-    struct str *keys = NULL;
-    bool *dup = p->dedupe_ttl_ms > 0 && st->n ? dedupe_find(c, &keys) : NULL;
     long long arrived = child_unix_ms();
     for (size_t i = 0; i < st->n; i++) {
         const struct msg *m = &st->msgs[i];
@@ -190,7 +187,7 @@ void batch_submit(struct child *c)
                  * for its retry: set its counter back, so that reconnects do not use up
                  * attempts. */
                 if (r->state == LEDGER_RETRY_DUE && r->attempt > 0 &&
-                    stream_set_count(st, m->id.p, r->attempt) == -1)
+                    stream_set_count(st, m->id.p, r->attempt, count_set, c) == -1)
                     child_log_redis_error(c);
                 continue;
             }
@@ -258,4 +255,70 @@ void batch_submit(struct child *c)
     free(dup);
     stream_batch_release(st);
     atomic_store_explicit(&c->slot->inflight, child_inflight(c), memory_order_relaxed);
+}
+
+/* The done-markers' reply (MGET): on a Redis error nothing is skipped, handling twice is
+ * better than not at all. */
+static void seen_reply(struct stream *s, void *arg, const struct redis_reply *v)
+{
+    struct child *c = arg;
+    struct str *keys = c->intake_keys;
+    c->intake_keys = NULL;
+    if (s->n != c->intake_n) {
+        /* The connection was dropped: the batch went with it (its entries stay pending). */
+        for (size_t i = 0; i < c->intake_n; i++)
+            free((char *)keys[i].p);
+        free(keys);
+        return;
+    }
+    bool *dup = xcalloc(s->n ? s->n : 1, sizeof *dup);
+    if (v)
+        stream_parse_seen(v, s->n, dup);
+    else
+        child_redis_trouble(c);
+    submit(c, keys, dup);
+}
+
+/* The second stage: with dedupe, look the batch's done-markers up. */
+static void intake_seen(struct child *c)
+{
+    struct stream *st = &c->st;
+    if (c->pool->dedupe_ttl_ms <= 0 || st->n == 0) {
+        submit(c, NULL, NULL);
+        return;
+    }
+    struct str *keys = xcalloc(st->n, sizeof *keys);
+    for (size_t i = 0; i < st->n; i++)
+        keys[i] = dedupe_marker_key(c, &st->msgs[i]);
+    if (stream_seen(st, keys, st->n, seen_reply, c) == 0) {
+        c->intake_keys = keys;
+        c->intake_n = st->n;
+        return;
+    }
+    child_log_redis_error(c);
+    submit(c, keys, xcalloc(st->n, sizeof(bool)));
+}
+
+/* The delivery counters' reply (XPENDING): each entry's attempt (left as read on an error). */
+static void counts_reply(struct stream *s, void *arg, const struct redis_reply *v)
+{
+    struct child *c = arg;
+    (void)s;
+    if (v == NULL)
+        child_redis_trouble(c);
+    intake_seen(c);
+}
+
+void batch_intake(struct child *c, bool counts)
+{
+    struct stream *st = &c->st;
+    if (counts && st->n > 0) {
+        /* Rows between the batch's entries that are not in it: deleted ones, our others. */
+        size_t limit = st->n + st->vanished.n + ledger_count(&c->ledger, LEDGER_RETRY_DUE) +
+                       ledger_count(&c->ledger, LEDGER_DEAD_DUE) + child_inflight(c) + 16;
+        if (stream_delivery_counts(st, limit, counts_reply, c) == 0)
+            return;
+        child_log_redis_error(c);
+    }
+    intake_seen(c);
 }

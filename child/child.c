@@ -1,9 +1,14 @@
 /* child.c: a worker process: the setup after fork() and the consume loop.
  *
- * One poll() loop waits on the Redis connection (a read request is sent, then waited for) and
- * on the handler's descriptors. A signal interrupts poll(), so a drain starts at once even
- * while XREADGROUP blocks in Redis; the loop then waits at most `block` for that last reply,
- * hands what it brought to the handler, waits for what is in flight, acknowledges, exits.
+ * One poll() loop waits on the Redis connection and on the handler's descriptors, and never
+ * on Redis alone: every command (the read, acks, claims, dead-letter moves, markers...) is
+ * queued with a deadline and its reply handled by a callback when the loop has seen it come,
+ * so curl's transfers and the heartbeat go on however slow or frozen Redis is. A frozen Redis
+ * is found by a command's deadline: the connection is dropped, what it carried is due again,
+ * and the loop reconnects with backoff, connecting without blocking too. A signal interrupts
+ * poll(), so a drain starts at once even while XREADGROUP blocks in Redis; the loop then waits
+ * at most `block` for that last reply, hands what it brought to the handler, waits for what
+ * is in flight, acknowledges, exits.
  *
  * Each turn of the loop is a list of named steps; what each message is at (in the handler,
  * ack due, retry due, dead-letter due) is in the ledger (c->ledger), and the steps that act on
@@ -150,8 +155,54 @@ void child_log_redis_error(struct child *c)
     c->error_repeats = 0;
 }
 
+void child_redis_failed(struct child *c)
+{
+    if (c->redis_failed || !stream_connected(&c->st))
+        return;
+    c->redis_failed = true;
+    c->fail_err = c->st.err != SERR_NONE ? c->st.err : SERR_IO;
+    snprintf(c->fail_errstr, sizeof c->fail_errstr, "%s", c->st.errstr);
+}
+
+void child_redis_trouble(struct child *c)
+{
+    if (stream_closed(&c->st) || c->st.err == SERR_IO)
+        child_redis_failed(c);
+    else
+        child_log_redis_error(c);
+}
+
+bool child_redis_idle(struct child *c)
+{
+    return stream_connected(&c->st) && c->ready && !c->reading && !c->redis_failed &&
+           stream_outstanding(&c->st) == 0;
+}
+
+/* The lost group's re-creation answered. */
+static void group_recreated(struct stream *s, void *arg, const struct redis_reply *v)
+{
+    struct child *c = arg;
+    (void)s;
+    if (v == NULL) {
+        /* Redis at maxmemory cannot create it, or the key became something else: wait with
+         * backoff like any other failure (logged once, then once a minute). */
+        child_redis_failed(c);
+        return;
+    }
+    if (c->st.group_created)
+        group_report_recreated(c, "");
+    else
+        log_warnx("group %s of stream %s was missing and another worker re-created it: going on "
+                  "after entry %s", c->pool->group, c->pool->stream, c->st.group_at);
+    group_set_state(c, SB_GROUP_OK);
+    group_reconcile_held(c);
+    child_start_pending_phase(c);
+    c->ready = true;
+}
+
 int child_redis_error(struct child *c)
 {
+    c->redis_failed = false;
     sb_add(c->slot, SB_REDIS_ERRORS, 1);
     child_log_redis_error(c);
     /* Nothing can be read while these last: /health says why (the key of another type is our
@@ -167,27 +218,14 @@ int child_redis_error(struct child *c)
     case SERR_NOGROUP:
         /* The stream or group is gone (deleted, or Redis came back from an old snapshot):
          * re-create it after the last entry the fleet is known to have had delivered. */
-        if (!stream_connected(&c->st))
+        if (!stream_connected(&c->st) || stream_closed(&c->st))
             break;
         group_set_resume(c);
-        if (stream_create_group(&c->st, true) == 0) {
-            if (c->st.group_created)
-                group_report_recreated(c, "");
-            else
-                log_warnx("group %s of stream %s was missing and another worker re-created it: going on "
-                          "after entry %s", c->pool->group, c->pool->stream, c->st.group_at);
-            group_set_state(c, SB_GROUP_OK);
-            group_reconcile_held(c);
-            child_start_pending_phase(c);
+        /* Nothing is read until its reply is in (group_recreated()). */
+        if (stream_create_group(&c->st, true, group_recreated, c) == 0) {
+            c->ready = false;
             return 0;
         }
-        /* Redis at maxmemory cannot create it, or the key became something else: wait with
-         * backoff like any other failure (logged once, then once a minute). */
-        child_log_redis_error(c);
-        if (c->st.err == SERR_WRONGTYPE)
-            group_set_state(c, SB_GROUP_WRONGTYPE);
-        else if (c->st.err == SERR_OOM)
-            group_set_state(c, SB_GROUP_NOT_CREATED);
         break;
     default:
         break;
@@ -195,6 +233,8 @@ int child_redis_error(struct child *c)
     /* Everything else waits with capped, jittered backoff, on a fresh connection. */
     stream_disconnect(&c->st);
     c->reading = false;
+    c->ready = false;
+    c->redis_failed = false;        /* what the drop failed was due to it */
     c->reconnect_ms = c->reconnect_ms ? c->reconnect_ms * 2 : RECONNECT_MIN_MS;
     if (c->reconnect_ms > RECONNECT_MAX_MS)
         c->reconnect_ms = RECONNECT_MAX_MS;
@@ -213,15 +253,15 @@ void child_start_pending_phase(struct child *c)
 
 /* ---- the steps of a turn ----------------------------------------------------------------- */
 
-/* Connect (again). skip_pending: a fresh child's first connection leaves the pending entries
- * of the generation it replaces alone. */
-static void connect_redis(struct child *c, bool *skip_pending)
+/* The connection is up and the group made sure of: what was held is reconciled, our pending
+ * list is read first. */
+static void connected(struct stream *s, void *arg, const struct redis_reply *v)
 {
+    struct child *c = arg;
     const struct pool_conf *pool = c->pool;
-    group_set_resume(c);
-    if (stream_connect(&c->st) == -1) {
-        if (child_redis_error(c) == -1)
-            exit(CHILD_EXIT_CONFIG);
+    (void)s;
+    if (v == NULL) {
+        child_redis_failed(c);
         return;
     }
     if (c->st.group_created && (c->connected_once || c->st.resume[0]))
@@ -246,11 +286,22 @@ static void connect_redis(struct child *c, bool *skip_pending)
     /* What an earlier read delivered to us before the connection broke is in our pending
      * list: read it first, as at start. */
     child_start_pending_phase(c);
-    if (*skip_pending) {
+    if (c->skip_pending) {
         c->pending_phase = false;
         snprintf(c->from, sizeof c->from, ">");
     }
-    *skip_pending = false;
+    c->skip_pending = false;
+    c->ready = true;
+}
+
+/* Connect (again), without waiting: connected() goes on when the group's reply is in. */
+static void connect_redis(struct child *c)
+{
+    group_set_resume(c);
+    c->ready = false;
+    c->redis_failed = false;
+    if (stream_connect(&c->st, connected, c) == -1 && child_redis_error(c) == -1)
+        exit(CHILD_EXIT_CONFIG);
 }
 
 /* The acks queued are on their way: their records are done. */
@@ -264,10 +315,22 @@ static void acks_sent(struct child *c)
     c->acks.n = 0;
 }
 
+/* XACK's reply, for acks sent alone. */
+static void acked(struct stream *s, void *arg, const struct redis_reply *v)
+{
+    struct child *c = arg;
+    (void)s;
+    if (v && v->type == REDIS_T_INTEGER)
+        sb_add(c->slot, SB_ACKED, (uint64_t)v->integer);
+    else if (v == NULL)
+        child_redis_failed(c);
+}
+
 /* Send the next request if there is room for more work; else just acknowledge. */
 static void request(struct child *c)
 {
     unsigned busy = child_inflight(c);
+    c->claim_yield = false;
     if (dedupe_write_markers(c) == -1) {
         child_redis_error(c);
         return;
@@ -297,17 +360,19 @@ static void request(struct child *c)
         c->read_count = count;
         c->read_deadline_ms = child_now_ms() + (block > 0 ? block : 0) + READ_MARGIN_MS;
     } else if (c->acks.n) {
-        uint64_t acked;
-        if (stream_ack(&c->st, &c->acks, &acked) == -1) {
+        /* On their way like the acks of a read: lost with the connection, they are still
+         * pending, and come back through the pending-list read. */
+        if (stream_ack(&c->st, &c->acks, acked, c) == -1) {
             child_redis_error(c);
             return;
         }
-        sb_add(c->slot, SB_ACKED, acked);
         acks_sent(c);
     }
 }
 
-/* Everything that talks to Redis between two reads, in order. */
+/* Everything that talks to Redis between two reads, in order. A step that sent something
+ * ends the turn's steps: the next ones run when its replies are in (they may depend on them,
+ * and a claim's or a read's batch is taken in one at a time). */
 static void redis_steps(struct child *c, long long now)
 {
     /* Before any retry or dead-letter move: they need their entries pending as ours. */
@@ -315,22 +380,24 @@ static void redis_steps(struct child *c, long long now)
         child_redis_error(c);
     if (c->adopt_upto[0] && child_inflight(c) == 0 && c->nadopt == 0)
         c->adopt_upto[0] = '\0';
-    if (stream_connected(&c->st) && !c->reading && c->probe_due)
+    if (child_redis_idle(c) && c->probe_due)
         oversize_probe(c);
-    if (stream_connected(&c->st) && !c->reading && ledger_count(&c->ledger, LEDGER_DEAD_DUE))
+    if (child_redis_idle(c) && ledger_count(&c->ledger, LEDGER_DEAD_DUE))
         retry_move_dead(c, now);
-    if (stream_connected(&c->st) && !c->reading)
+    if (child_redis_idle(c))
         reclaim_run(c, now);
-    if (stream_connected(&c->st) && !c->reading)
+    if (child_redis_idle(c))
         retry_claim_due(c, now);
-    if (stream_connected(&c->st) && !c->reading)
+    if (child_redis_idle(c))
         request(c);
 }
 
-/* The read's reply is (partly) in. */
+/* What the read's reply brought so far (stream_run() took it in). */
 static void read_reply(struct child *c)
 {
     int r = stream_recv(&c->st);
+    if (r == 0)
+        return;
     /* XACK's reply comes at once, before a blocking read's: count it now. */
     if (c->st.acked) {
         sb_add(c->slot, SB_ACKED, c->st.acked);
@@ -367,17 +434,21 @@ static int wait_set(struct child *c, long long now, struct pollfd *pfd, long *ti
 {
     int n = 0;
     *timeout = HEARTBEAT_MS;
-    if (c->reading) {
-        pfd[n++] = (struct pollfd){ .fd = stream_fd(&c->st), .events = stream_events(&c->st) };
-        if (c->read_deadline_ms - now < *timeout)
-            *timeout = c->read_deadline_ms > now ? (long)(c->read_deadline_ms - now) : 0;
+    if (stream_connected(&c->st) && stream_fd(&c->st) >= 0) {
+        /* Always: a reply, a deadline, or the server closing the connection. */
+        pfd[n++] = (struct pollfd){ .fd = stream_fd(&c->st), .events = stream_events(&c->st) | POLLIN };
+        long due = stream_timeout_ms(&c->st);
+        if (due >= 0 && due < *timeout)
+            *timeout = due;
     }
+    if (c->reading && c->read_deadline_ms - now < *timeout)
+        *timeout = c->read_deadline_ms > now ? (long)(c->read_deadline_ms - now) : 0;
     else if (!stream_connected(&c->st) && c->next_connect_ms - now < *timeout)
         *timeout = c->next_connect_ms > now ? (long)(c->next_connect_ms - now) : 0;
     /* Wake for a due retry or dead-letter move only when one could be acted on: not while
      * disconnected (the reconnect timer rules), reading (the read's BLOCK is bounded by it)
      * or holding off (circuit open, no room) — else a due entry would spin the loop. */
-    if (stream_connected(&c->st) && !c->reading) {
+    if (child_redis_idle(c)) {
         long rt = retry_due_in(c, now, !child_stopping && child_accepting(c) &&
                                child_inflight(c) < c->capacity, true);
         if (rt >= 0 && rt < *timeout)
@@ -387,6 +458,17 @@ static int wait_set(struct child *c, long long now, struct pollfd *pfd, long *ti
     if (c->ops->fds)
         n += c->ops->fds(c->h, pfd + n, POLL_MAX - n, timeout);
     return n;
+}
+
+/* A completion failed: now, outside of the client's callbacks, decide what it means. */
+static void redis_trouble(struct child *c)
+{
+    if (!c->redis_failed)
+        return;
+    c->st.err = c->fail_err;
+    snprintf(c->st.errstr, sizeof c->st.errstr, "%s", c->fail_errstr);
+    if (child_redis_error(c) == -1)
+        exit(CHILD_EXIT_CONFIG);
 }
 
 /* Resident memory in bytes, from /proc/self/statm, or 0 when unknown. */
@@ -435,7 +517,7 @@ static bool finished(struct child *c, long long now)
         /* No master to wait for us or to kill us: do not wait out a blocking read, and
          * give what is in flight a short while. What is left stays pending in Redis. */
         c->orphan_deadline_ms = now + 1500;
-        if (c->reading) {
+        if (c->reading || stream_outstanding(&c->st)) {
             c->reading = false;
             stream_disconnect(&c->st);
         }
@@ -444,7 +526,7 @@ static bool finished(struct child *c, long long now)
         log_warnx("master gone: exiting with %u messages in flight (they stay pending)", child_inflight(c));
         return true;
     }
-    return child_stopping && !c->reading && child_inflight(c) == 0 &&
+    return child_stopping && !c->reading && child_inflight(c) == 0 && stream_outstanding(&c->st) == 0 &&
            ((c->acks.n == 0 && c->marks.n == 0 && ledger_count(&c->ledger, LEDGER_DEAD_DUE) == 0) ||
             !stream_connected(&c->st));
 }
@@ -519,7 +601,7 @@ _Noreturn void child_main(const struct conf *conf, const struct pool_conf *pool,
     setup(&c, conf, pool, index, slot, master);
     /* The generation we replace still holds its pending entries under our name: a fresh
      * child leaves them alone on its first connection (not after a reconnect). */
-    bool skip_pending = fresh;
+    c.skip_pending = fresh;
 
     struct pollfd pfd[POLL_MAX];
     for (;;) {
@@ -534,11 +616,12 @@ _Noreturn void child_main(const struct conf *conf, const struct pool_conf *pool,
         if (finished(&c, now))
             break;
         if (!stream_connected(&c.st) && now >= c.next_connect_ms)
-            connect_redis(&c, &skip_pending);
+            connect_redis(&c);
         if (c.reading && now >= c.read_deadline_ms)
             read_timed_out(&c);
-        if (stream_connected(&c.st) && !c.reading)
+        if (child_redis_idle(&c))
             redis_steps(&c, now);
+        redis_trouble(&c);
 
         long timeout;
         int first_handler;
@@ -548,8 +631,18 @@ _Noreturn void child_main(const struct conf *conf, const struct pool_conf *pool,
                 fatal("poll");
             continue;
         }
-        if (c.reading && pfd[0].revents)
-            read_reply(&c);
+        if (stream_connected(&c.st)) {
+            stream_run(&c.st, first_handler > 0 ? pfd[0].revents : 0);
+            if (c.reading)
+                read_reply(&c);
+            if (stream_connected(&c.st) && stream_closed(&c.st) && !c.redis_failed) {
+                /* Dropped with nothing of ours on the wire to tell (the server closed it). */
+                c.st.err = SERR_IO;
+                snprintf(c.st.errstr, sizeof c.st.errstr, "connection lost");
+                child_redis_failed(&c);
+            }
+            redis_trouble(&c);
+        }
         if (c.ops->run)
             c.ops->run(c.h, pfd + first_handler, n - first_handler);
         atomic_store_explicit(&slot->inflight, child_inflight(&c), memory_order_relaxed);

@@ -9,14 +9,13 @@
 #include "common/log.h"
 
 #include <stdlib.h>
-#include <string.h>
 
 /* The done-marker key of m: stream:group:done:<message id>, where the message id is
  * id_field's value (a field or a path), else the entry id; with every byte of the id (a NUL
  * in id_field's value must not shorten it, or "abc\0zzz" would pass for "abc"). An id_field
  * path that does not resolve makes the message bad (route_admit()): its key is never used.
  * Caller owns key.p. */
-static struct str marker_key(const struct child *c, const struct msg *m)
+struct str dedupe_marker_key(const struct child *c, const struct msg *m)
 {
     const char *idf = c->pool->id_field;
     struct fields_value v = { { NULL, 0 }, NULL };
@@ -31,49 +30,32 @@ static struct str marker_key(const struct child *c, const struct msg *m)
     return (struct str){ b.p, b.len };
 }
 
-/* On a Redis error nothing is skipped: handling twice is better than not at all. */
-bool *dedupe_find(struct child *c, struct str **keysp)
+/* A marker's reply. One that could not be written is dropped (at worst a duplicate later,
+ * never a loss): its XACK went after it all the same. */
+static void marked(struct stream *s, void *arg, const struct redis_reply *v)
 {
-    struct stream *st = &c->st;
-    struct str *keys = xcalloc(st->n, sizeof *keys);
-    bool *seen = xcalloc(st->n, sizeof *seen);
-    for (size_t i = 0; i < st->n; i++)
-        keys[i] = marker_key(c, &st->msgs[i]);
-    if (stream_seen(st, keys, st->n, seen) == -1) {
-        child_log_redis_error(c);
-        for (size_t i = 0; i < st->n; i++)
-            seen[i] = false;
-    }
-    *keysp = keys;
-    return seen;
+    (void)s;
+    if (v == NULL)
+        child_redis_trouble(arg);
 }
 
-/* A marker that cannot be written is dropped (at worst a duplicate later, never a loss): its
- * XACK is queued all the same. */
+/* The SETs are queued before the XACKs of the same messages, on the one connection: Redis runs
+ * them in that order, so a crash between the two leaves the marker, never an unmarked ack. */
 int dedupe_write_markers(struct child *c)
 {
     if (c->marks.n == 0)
         return 0;
-    struct str *keys = xcalloc(c->marks.n, sizeof *keys);
-    size_t n = 0;
-    for (size_t i = 0; i < c->marks.n; i++) {
-        struct ledger_rec *r = ledger_get(&c->ledger, c->marks.id[i]);
-        if (r && r->state == LEDGER_MARKER_DUE && r->marker.p)
-            keys[n++] = r->marker;
-    }
-    int rc = n ? stream_mark_done(&c->st, keys, n, c->pool->dedupe_ttl_ms) : 0;
-    free(keys);
     for (size_t i = 0; i < c->marks.n; i++) {
         struct ledger_rec *r = ledger_get(&c->ledger, c->marks.id[i]);
         if (r == NULL || r->state != LEDGER_MARKER_DUE)
             continue;
+        if (r->marker.p && stream_connected(&c->st))
+            stream_mark_done(&c->st, &r->marker, c->pool->dedupe_ttl_ms, marked, c);
         free((char *)r->marker.p);
         r->marker = (struct str){ NULL, 0 };
         ledger_set_state(&c->ledger, r, LEDGER_ACK_DUE);
         idlist_add(&c->acks, r->id);
     }
     c->marks.n = 0;
-    if (rc == -1 && stream_connected(&c->st))
-        child_log_redis_error(c);
     return stream_connected(&c->st) ? 0 : -1;
 }

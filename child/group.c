@@ -105,25 +105,53 @@ void group_reconcile_held(struct child *c)
                   "the group restarted: they are delivered again from there", dropped, at);
 }
 
+struct adoption {
+    struct child *c;
+    char id[STREAM_ID_MAX];
+};
+
+/* An adoption's reply. One that failed is marked again, for the next connection. */
+static void adopted(struct stream *s, void *arg, const struct redis_reply *v)
+{
+    struct adoption *a = arg;
+    struct child *c = a->c;
+    (void)s;
+    if (v == NULL) {
+        struct ledger_rec *r = ledger_get(&c->ledger, a->id);
+        if (r && (r->state == LEDGER_RETRY_DUE || r->state == LEDGER_DEAD_DUE))
+            group_mark_adopt(c, r);
+        child_redis_failed(c);
+    } else if (v->type == REDIS_T_ARRAY && v->elements == 1) {
+        c->adopted++;
+    }
+    free(a);
+    if (--c->adopting == 0 && c->adopted) {
+        log_warnx("put %zu messages this worker holds back into the pending list of the re-created group",
+                  c->adopted);
+        c->adopted = 0;
+    }
+}
+
 /* Put the records marked by group_reconcile_held() and batch.c back into our pending list,
- * with their delivery count (the attempt each has had). */
+ * with their delivery count (the attempt each has had): queued, pipelined. */
 int group_adopt_held(struct child *c)
 {
-    size_t adopted = 0, pos = 0;
+    size_t pos = 0;
     struct ledger_rec *r;
     while (c->nadopt > 0 && (r = ledger_next(&c->ledger, &pos)) != NULL) {
         if (!r->adopt)
             continue;
-        bool back = false;
-        if (stream_adopt(&c->st, r->id, r->attempt > 0 ? r->attempt : 1, &back) == -1)
+        struct adoption *a = xcalloc(1, sizeof *a);
+        a->c = c;
+        snprintf(a->id, sizeof a->id, "%s", r->id);
+        if (stream_adopt(&c->st, r->id, r->attempt > 0 ? r->attempt : 1, adopted, a) == -1) {
+            free(a);
             return -1;
-        adopted += back;
+        }
+        c->adopting++;
         r->adopt = false;
         c->nadopt--;
     }
     c->nadopt = 0;      /* none is left marked: the walk saw every record */
-    if (adopted)
-        log_warnx("put %zu messages this worker holds back into the pending list of the re-created group",
-                  adopted);
     return 0;
 }

@@ -20,14 +20,16 @@ void oversize_note(struct child *c)
     snprintf(c->probe_after, sizeof c->probe_after, "%s", c->from);
 }
 
-/* An entry of many small fields takes more room in RESP than its bytes: the bound for it. */
-void oversize_probe(struct child *c)
+/* The probe's reply. An entry of many small fields takes more room in RESP than its bytes:
+ * the bound for it. */
+static void probed(struct stream *s, void *arg, const struct redis_reply *v)
 {
+    struct child *c = arg;
     char id[STREAM_ID_MAX];
     long long count = 0, bytes = 0, values = 0;
-    int r = stream_probe_pending(&c->st, c->probe_after, id, &count, &bytes, &values);
+    int r = v ? stream_parse_probe(s, v, id, &count, &bytes, &values) : -1;
     if (r == -1) {
-        child_redis_error(c);      /* probe_due stays: tried again once connected */
+        child_redis_failed(c);      /* probe_due stays: tried again once connected */
         return;
     }
     c->probe_due = false;
@@ -44,5 +46,12 @@ void oversize_probe(struct child *c)
     /* RESP frames each name and value in at most 25 bytes; never below the usual bound. */
     size_t need = (size_t)bytes + 32 * (size_t)values + 65536;
     size_t usual = (size_t)c->pool->max_message_bytes * 2 + 65536;
-    c->st.entry_limit = need > usual ? need : usual;
+    s->entry_limit = need > usual ? need : usual;
+}
+
+/* Size in Redis the entry that outgrew a read alone. */
+void oversize_probe(struct child *c)
+{
+    if (stream_probe_pending(&c->st, c->probe_after, probed, c) == -1)
+        child_redis_error(c);      /* probe_due stays: tried again once connected */
 }

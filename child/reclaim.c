@@ -5,6 +5,7 @@
 #include "child/worker.h"
 #include "common/log.h"
 
+#include <stdio.h>
 #include <string.h>
 
 /* Drop the retries whose entries another consumer holds now (c->st.lost, from a touch): they
@@ -23,6 +24,15 @@ static void forget_lost(struct child *c)
     c->st.lost.n = 0;
 }
 
+static void touched(struct stream *s, void *arg, const struct redis_reply *v)
+{
+    (void)s;
+    if (v == NULL)
+        child_redis_trouble(arg);
+    else
+        forget_lost(arg);
+}
+
 /* Entries waiting here (for a retry, or for a dead-letter move that failed) are ours: reset
  * their idle time so that no orphan scan, ours included, takes them. Every claim_idle / 3, a
  * walk of the ledger: the only place that needs every waiting id at once. Returns -1 when
@@ -35,77 +45,92 @@ static int touch_waiting(struct child *c, long long now)
     while ((r = ledger_next(&c->ledger, &pos)) != NULL)
         if (r->state == LEDGER_RETRY_DUE || r->state == LEDGER_DEAD_DUE)
             idlist_add(&ids, r->id);
-    int rc = stream_touch(&c->st, &ids);
-    if (rc == 0)
-        forget_lost(c);
+    int rc = stream_touch(&c->st, &ids, touched, c);
     idlist_release(&ids);
     c->next_touch_ms = now + c->pool->claim_idle_ms / 3;
     if (rc == -1) {
         /* A lost connection goes the way of every other: counted, backoff, reconnect. */
-        if (!stream_connected(&c->st)) {
-            child_redis_error(c);
-            return -1;
-        }
-        child_log_redis_error(c);
+        child_redis_error(c);
+        return -1;
     }
     return 0;
+}
+
+static void pruned(struct stream *s, void *arg, const struct redis_reply *v)
+{
+    struct child *c = arg;
+    (void)s;
+    long idle = c->pool->claim_idle_ms * 4 > 3600000 ? c->pool->claim_idle_ms * 4 : 3600000;
+    if (v && v->type == REDIS_T_INTEGER && v->integer > 0)
+        log_info("removed %lld consumers of group %s idle for over %ld s with nothing pending",
+                 v->integer, c->pool->group, idle / 1000);
+    else if (v == NULL)
+        child_redis_trouble(c);
 }
 
 static void prune_consumers(struct child *c, long long now)
 {
     const struct pool_conf *p = c->pool;
-    long long removed = 0;
     long idle = p->claim_idle_ms * 4 > 3600000 ? p->claim_idle_ms * 4 : 3600000;
-    if (stream_prune_consumers(&c->st, idle, &removed) == 0 && removed > 0)
-        log_info("removed %lld consumers of group %s idle for over %ld s with nothing pending",
-                 removed, p->group, idle / 1000);
     c->next_prune_ms = now + 600000;
+    if (stream_prune_consumers(&c->st, idle, pruned, c) == -1)
+        child_redis_error(c);
 }
 
-static void claim_orphans(struct child *c, long long now)
+static void claimed_orphans(struct stream *s, void *arg, const struct redis_reply *v)
 {
+    struct child *c = arg;
     const struct pool_conf *p = c->pool;
-    int room = (int)(c->capacity - child_inflight(c));
-    size_t deleted = 0;
-    if (stream_autoclaim(&c->st, p->claim_idle_ms, c->claim_cursor, room, &deleted) == -1) {
-        child_redis_error(c);
+    if (v == NULL) {
+        child_redis_failed(c);
         return;
     }
-    if (deleted) {
-        sb_add(c->slot, SB_VANISHED, deleted);
-        log_warnx("%zu pending entries of dead consumers had no data any more (trimmed or deleted)", deleted);
+    snprintf(c->claim_cursor, sizeof c->claim_cursor, "%s", s->cursor);
+    if (s->deleted) {
+        sb_add(c->slot, SB_VANISHED, s->deleted);
+        log_warnx("%zu pending entries of dead consumers had no data any more (trimmed or deleted)", s->deleted);
     }
-    if (c->st.n) {
-        sb_add(c->slot, SB_RECLAIMED, c->st.n);
-        log_info("took over %zu messages of dead consumers (idle over %ld ms)", c->st.n, p->claim_idle_ms);
-        batch_fetch_attempts(c);
-        batch_submit(c);
-    } else {
-        stream_batch_release(&c->st);
-    }
-    /* Back at the start of the pending list: wait. Otherwise go on next turn. */
+    /* Back at the start of the pending list: wait. Otherwise go on after the next request. */
+    c->claim_yield = strcmp(c->claim_cursor, "0-0") != 0;
     if (strcmp(c->claim_cursor, "0-0") == 0) {
         long every = p->claim_idle_ms / 4;
         if (every < 1000)
             every = 1000;
         if (every > 60000)
             every = 60000;
-        c->next_claim_ms = now + every;
+        c->next_claim_ms = child_now_ms() + every;
+    }
+    if (s->n) {
+        sb_add(c->slot, SB_RECLAIMED, s->n);
+        log_info("took over %zu messages of dead consumers (idle over %ld ms)", s->n, p->claim_idle_ms);
+        batch_intake(c, true);
+    } else {
+        stream_batch_release(s);
     }
 }
 
+static void claim_orphans(struct child *c)
+{
+    const struct pool_conf *p = c->pool;
+    int room = (int)(c->capacity - child_inflight(c));
+    if (stream_autoclaim(&c->st, p->claim_idle_ms, c->claim_cursor, room, claimed_orphans, c) == -1)
+        child_redis_error(c);
+}
+
+/* One command a turn at most (each step's reply may change what the next one does). */
 void reclaim_run(struct child *c, long long now)
 {
     if (now >= c->next_touch_ms &&
-        (ledger_count(&c->ledger, LEDGER_RETRY_DUE) || ledger_count(&c->ledger, LEDGER_DEAD_DUE)) &&
-        touch_waiting(c, now) == -1)
+        (ledger_count(&c->ledger, LEDGER_RETRY_DUE) || ledger_count(&c->ledger, LEDGER_DEAD_DUE))) {
+        touch_waiting(c, now);
         return;
-    if (!stream_connected(&c->st))
-        return;
-    if (c->index == 0 && now >= c->next_prune_ms)
+    }
+    if (c->index == 0 && now >= c->next_prune_ms) {
         prune_consumers(c, now);
-    if (now < c->next_claim_ms || child_stopping || !child_accepting(c) ||
+        return;
+    }
+    if (now < c->next_claim_ms || c->claim_yield || child_stopping || !child_accepting(c) ||
         child_inflight(c) >= c->capacity || !stream_connected(&c->st))
         return;
-    claim_orphans(c, now);
+    claim_orphans(c);
 }

@@ -1,8 +1,11 @@
 /* retry.c: messages that failed. A transient failure stays in our pending list (never acked
  * before it succeeded or was dead-lettered) as a RETRY_DUE record, and is taken again with
  * XCLAIM when its delay is over; a permanent one, or one out of attempts, is a DEAD_DUE record
- * until it is moved to the dead-letter stream. Both are done between requests, never while a
- * read is on the wire: the connection carries one conversation at a time. */
+ * until it is moved to the dead-letter stream. Both are queued between requests, never while a
+ * read is on the wire, and their replies move the records on: a record whose command is on the
+ * wire is out of its schedule (a claim's are IN_HANDLER, a move's is due far away), so it is
+ * never sent twice, and a command that failed puts it back on its schedule, so it is never
+ * lost. */
 #include "child/worker.h"
 #include "common/backoff.h"
 #include "common/log.h"
@@ -12,6 +15,15 @@
 #include <string.h>
 
 #define DLQ_RETRY_MS 5000      /* a dead-letter move that failed is tried again after this */
+#define SENT_MS (24LL * 3600 * 1000) /* a record whose command is on the wire is due no sooner */
+
+/* A claim on the wire: the entries it asked for, and for an outage retry its attempt. */
+struct claim {
+    struct child *c;
+    struct idlist ids;
+    bool outage;
+    long long attempt;
+};
 
 static double rnd(void)
 {
@@ -99,34 +111,70 @@ static void retry_again(struct child *c, const char *id, long long attempt, bool
     ledger_schedule(&c->ledger, r, LEDGER_RETRY_DUE, child_now_ms());
 }
 
-/* The endpoint was down when r failed: that attempt does not count. Claim it alone, keeping
- * its delivery counter where it was, and hand it over. Returns 0 or -1 (Redis failed). */
-static int claim_outage(struct child *c, struct ledger_rec *r)
+/* The claim's reply: the entries still ours are handed over again, those another consumer
+ * holds now are its own, and a failed claim puts every one back on its schedule, due at once
+ * (still pending for us, or, should the group be gone, to be adopted by the new one). */
+static void claimed(struct stream *s, void *arg, const struct redis_reply *v)
 {
-    char id[STREAM_ID_MAX];
-    memcpy(id, r->id, sizeof id);
-    long long attempt = r->attempt;
-    ledger_del(&c->ledger, id);
-    struct idlist one = { 0 };
-    idlist_add(&one, id);
-    int rc = stream_claim(&c->st, &one, attempt);
-    idlist_release(&one);
-    if (rc == -1) {
-        retry_again(c, id, attempt, true);
-        child_redis_error(c);
-        return -1;
+    struct claim *k = arg;
+    struct child *c = k->c;
+    if (v == NULL) {
+        for (size_t i = 0; i < k->ids.n; i++) {
+            struct ledger_rec *r = ledger_get(&c->ledger, k->ids.id[i]);
+            retry_again(c, k->ids.id[i], k->outage ? k->attempt : r ? r->attempt : 1, k->outage);
+        }
+        child_redis_failed(c);
+    } else if (k->outage) {
+        /* The endpoint was down: that attempt does not count, the counter stayed. */
+        if (s->lost.n) {
+            log_info("message %s waiting for a retry is held by another consumer now: leaving it",
+                     s->lost.id[0]);
+        } else if (s->n == 0) {
+            log_warnx("a message waiting for a retry was deleted from the stream meanwhile");
+            sb_add(c->slot, SB_VANISHED, 1);
+        }
+        for (size_t i = 0; i < s->n; i++)
+            s->msgs[i].attempt = k->attempt;
+        batch_intake(c, false);
+    } else {
+        /* XCLAIM counted a delivery: this is the next attempt. */
+        for (size_t i = 0; i < s->n; i++) {
+            struct ledger_rec *r = ledger_get(&c->ledger, s->msgs[i].id.p);
+            s->msgs[i].attempt = r ? r->attempt + 1 : 2;
+        }
+        for (size_t i = 0; i < k->ids.n; i++) {
+            struct ledger_rec *r = ledger_get(&c->ledger, k->ids.id[i]);
+            if (r && r->state == LEDGER_IN_HANDLER)
+                ledger_drop(&c->ledger, r);
+        }
+        /* Entries another consumer took over meanwhile are its now: not a failure, not
+         * vanished, simply no longer ours to retry. */
+        for (size_t i = 0; i < s->lost.n; i++)
+            log_info("message %s waiting for a retry is held by another consumer now: leaving it",
+                     s->lost.id[i]);
+        if (s->n + s->lost.n < k->ids.n) {
+            log_warnx("%zu messages waiting for a retry were deleted from the stream meanwhile",
+                      k->ids.n - s->n - s->lost.n);
+            sb_add(c->slot, SB_VANISHED, k->ids.n - s->n - s->lost.n);
+        }
+        batch_intake(c, false);
     }
-    if (c->st.lost.n) {
-        log_info("message %s waiting for a retry is held by another consumer now: leaving it",
-                 c->st.lost.id[0]);
-    } else if (c->st.n == 0) {
-        log_warnx("a message waiting for a retry was deleted from the stream meanwhile");
-        sb_add(c->slot, SB_VANISHED, 1);
+    idlist_release(&k->ids);
+    free(k);
+}
+
+/* Send the claim of k's entries (their records are out of the schedule). */
+static void claim_send(struct child *c, struct claim *k)
+{
+    if (stream_claim(&c->st, &k->ids, k->outage ? k->attempt : -1, claimed, k) == 0)
+        return;
+    for (size_t i = 0; i < k->ids.n; i++) {
+        struct ledger_rec *r = ledger_get(&c->ledger, k->ids.id[i]);
+        retry_again(c, k->ids.id[i], k->outage ? k->attempt : r ? r->attempt : 1, k->outage);
     }
-    for (size_t k = 0; k < c->st.n; k++)
-        c->st.msgs[k].attempt = attempt;
-    batch_submit(c);
-    return 0;
+    idlist_release(&k->ids);
+    free(k);
+    child_redis_error(c);
 }
 
 void retry_claim_due(struct child *c, long long now)
@@ -136,85 +184,96 @@ void retry_claim_due(struct child *c, long long now)
         busy >= c->capacity)
         return;
     /* The due ones are taken off the schedule (IN_HANDLER: on their way back to the handler)
-     * and keep their attempt for when the claim's reply is in. */
-    struct idlist due = { 0 };
+     * and keep their attempt for when the claim's reply is in. One claim at a time: its reply
+     * is the batch taken in next. An outage retry is claimed alone, keeping its counter. */
+    struct claim *k = xcalloc(1, sizeof *k);
+    k->c = c;
     struct ledger_rec *r;
-    while (busy + due.n < c->capacity && (r = ledger_first_due(&c->ledger, LEDGER_RETRY_DUE, now))) {
+    while (busy + k->ids.n < c->capacity && (r = ledger_first_due(&c->ledger, LEDGER_RETRY_DUE, now))) {
         if (r->outage) {
-            if (claim_outage(c, r) == -1)
+            if (k->ids.n > 0)
                 break;
-            busy = child_inflight(c);
-            continue;
+            k->outage = true;
+            k->attempt = r->attempt;
+            idlist_add(&k->ids, r->id);
+            ledger_drop(&c->ledger, r);
+            break;
         }
-        idlist_add(&due, r->id);
+        idlist_add(&k->ids, r->id);
         ledger_set_state(&c->ledger, r, LEDGER_IN_HANDLER);
     }
-    if (due.n > 0 && !stream_connected(&c->st)) {
-        for (size_t i = 0; i < due.n; i++) {
-            r = ledger_get(&c->ledger, due.id[i]);
-            retry_again(c, due.id[i], r ? r->attempt : 1, false);
-        }
-    } else if (due.n > 0) {
-        if (stream_claim(&c->st, &due, -1) == -1) {
-            for (size_t i = 0; i < due.n; i++) {
-                r = ledger_get(&c->ledger, due.id[i]);
-                retry_again(c, due.id[i], r ? r->attempt : 1, false);
-            }
-            child_redis_error(c);
-        } else {
-            /* XCLAIM counted a delivery: this is the next attempt. */
-            struct stream *st = &c->st;
-            for (size_t i = 0; i < st->n; i++) {
-                r = ledger_get(&c->ledger, st->msgs[i].id.p);
-                st->msgs[i].attempt = r ? r->attempt + 1 : 2;
-            }
-            for (size_t i = 0; i < due.n; i++)
-                ledger_del(&c->ledger, due.id[i]);
-            /* Entries another consumer took over meanwhile are its now: not a failure, not
-             * vanished, simply no longer ours to retry. */
-            for (size_t i = 0; i < st->lost.n; i++)
-                log_info("message %s waiting for a retry is held by another consumer now: leaving it",
-                         st->lost.id[i]);
-            if (st->n + st->lost.n < due.n) {
-                log_warnx("%zu messages waiting for a retry were deleted from the stream meanwhile",
-                          due.n - st->n - st->lost.n);
-                sb_add(c->slot, SB_VANISHED, due.n - st->n - st->lost.n);
-            }
-            batch_submit(c);
-        }
+    if (k->ids.n == 0) {
+        free(k);
+        return;
     }
-    idlist_release(&due);
+    claim_send(c, k);
+}
+
+/* A dead-letter move on the wire: the entry it moves. */
+struct move {
+    struct child *c;
+    char id[STREAM_ID_MAX];
+};
+
+/* A dead-letter move's reply. */
+static void moved(struct stream *s, void *arg, const struct redis_reply *v)
+{
+    struct move *mv = arg;
+    struct child *c = mv->c;
+    char id[STREAM_ID_MAX];
+    memcpy(id, mv->id, sizeof id);
+    free(mv);
+    struct ledger_rec *r = ledger_get(&c->ledger, id);
+    if (r && r->state != LEDGER_DEAD_DUE)
+        r = NULL;
+    if (v == NULL) {
+        sb_add(c->slot, SB_DLQ_FAILURES, 1);
+        log_warnx("cannot move message %s to %s, it stays pending: %s", id, c->pool->dlq, s->errstr);
+        /* Lost with the connection: again as soon as it is back; refused: a while later. */
+        bool lost = stream_closed(s) || s->err == SERR_IO;
+        if (r)
+            ledger_schedule(&c->ledger, r, LEDGER_DEAD_DUE, child_now_ms() + (lost ? 0 : DLQ_RETRY_MS));
+        if (lost)
+            child_redis_failed(c);
+        return;
+    }
+    long long rc = v->integer;
+    if (rc == 1) {
+        sb_add(c->slot, SB_DEAD_LETTERED, 1);
+        if (r)
+            sb_add(c->slot, sb_dlq_index(r->reason), 1);
+        log_info("message %s moved to %s (%s)", id, c->pool->dlq, r ? r->reason : "?");
+    } else if (rc == -1) {
+        sb_add(c->slot, SB_VANISHED, 1);
+        log_warnx("message %s to dead-letter has no data any more: acknowledged", id);
+    } else {
+        log_info("message %s is no longer ours: not dead-lettered by us", id);
+    }
+    if (r) {
+        if (r->adopt)
+            c->nadopt--;
+        ledger_drop(&c->ledger, r);
+    }
 }
 
 void retry_move_dead(struct child *c, long long now)
 {
     long long unix_now = child_unix_ms();
     struct ledger_rec *r;
-    while (stream_connected(&c->st) && (r = ledger_first_due(&c->ledger, LEDGER_DEAD_DUE, now))) {
-        int rc = stream_dead_letter(&c->st, c->pool->dlq, r->id, r->reason, r->attempt,
-                                    r->error ? r->error : "", unix_now);
-        if (rc == -2) {
+    while ((r = ledger_first_due(&c->ledger, LEDGER_DEAD_DUE, now))) {
+        struct move *mv = xcalloc(1, sizeof *mv);
+        mv->c = c;
+        snprintf(mv->id, sizeof mv->id, "%s", r->id);
+        if (stream_dead_letter(&c->st, c->pool->dlq, r->id, r->reason, r->attempt, r->error ? r->error : "",
+                               unix_now, moved, mv) == -1) {
+            free(mv);
             sb_add(c->slot, SB_DLQ_FAILURES, 1);
             log_warnx("cannot move message %s to %s, it stays pending: %s", r->id, c->pool->dlq, c->st.errstr);
-            ledger_schedule(&c->ledger, r, LEDGER_DEAD_DUE, now + DLQ_RETRY_MS);
-            if (!stream_connected(&c->st)) {
-                child_redis_error(c);
-                return;
-            }
-            continue;
+            ledger_schedule(&c->ledger, r, LEDGER_DEAD_DUE, now);
+            child_redis_error(c);
+            return;
         }
-        if (rc == 1) {
-            sb_add(c->slot, SB_DEAD_LETTERED, 1);
-            sb_add(c->slot, sb_dlq_index(r->reason), 1);
-            log_info("message %s moved to %s (%s)", r->id, c->pool->dlq, r->reason);
-        } else if (rc == -1) {
-            sb_add(c->slot, SB_VANISHED, 1);
-            log_warnx("message %s to dead-letter has no data any more: acknowledged", r->id);
-        } else {
-            log_info("message %s is no longer ours: not dead-lettered by us", r->id);
-        }
-        if (r->adopt)
-            c->nadopt--;
-        ledger_drop(&c->ledger, r);
+        /* On the wire: out of the schedule until its reply (moved()). */
+        ledger_schedule(&c->ledger, r, LEDGER_DEAD_DUE, now + SENT_MS);
     }
 }

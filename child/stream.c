@@ -1,8 +1,8 @@
 /* stream.c: a child's Redis commands, on our client (common/redis.c): one connection, opened
  * by stream_connect() and never reconnected in place (no_reconnect): the child schedules
- * reconnects itself, with its backoff. The synchronous commands wait in redis_call() with a
- * deadline, so a frozen Redis is found by the deadline; the read is queued with
- * redis_command() and its replies come by callback into the batch, while the child polls. */
+ * reconnects itself, with its backoff. Each command is built here and queued with a deadline
+ * (a frozen Redis is found by it, never waited for); its reply is parsed here and handed to
+ * the caller's callback while the child's loop polls. Nothing here blocks. */
 #include "child/stream.h"
 #include "common/log.h"
 #include "common/redis.h"
@@ -53,8 +53,8 @@ static void set_err(struct stream *s, enum stream_error e, const char *what, con
     snprintf(s->errstr, sizeof s->errstr, "%s: %s", what, detail);
 }
 
-/* Deadline of a command: as long as the longest BLOCK and then some, as the socket timeout of
- * hiredis's context was. A frozen Redis is found by it and the connection dropped. */
+/* Deadline of a command: as long as the longest BLOCK and then some. A frozen Redis is found
+ * by it and the connection dropped; nothing waits for it meanwhile. */
 static long command_ms(const struct stream *s)
 {
     return (s->block_ms > 0 ? s->block_ms : 0) + 5000;
@@ -108,13 +108,6 @@ static void drop(struct stream *s)
     s->expect = 0;
 }
 
-/* The client closes a connection that failed (no_reconnect): then it is of no more use. */
-static void drop_if_closed(struct stream *s)
-{
-    if (s->rc && redis_fd(s->rc) == -1)
-        drop(s);
-}
-
 /* A deep copy of v into the batch's arena: a reply handed to a callback lives only as long as
  * the callback, and the batch's messages point into it until stream_batch_release(). */
 static struct redis_reply *copy_reply(struct arena *a, const struct redis_reply *v)
@@ -132,50 +125,147 @@ static struct redis_reply *copy_reply(struct arena *a, const struct redis_reply 
     return d;
 }
 
-/* Run one command and wait for its reply, at most command_ms(). Returns the reply (caller
- * frees with redis_reply_free()) or NULL with s->err. A connection that failed or missed the
- * deadline is closed by the client: it is dropped here. */
-static struct redis_reply *command(struct stream *s, const char *what, int argc, const char **argv,
-                                   const size_t *argvlen)
+/* ---- commands on the wire -------------------------------------------------------------- */
+
+/* A command of ours on the wire, until its reply (or its failure) has been handled. Listed in
+ * s->ops so that a connection we drop ourselves (redis_free() calls nobody back) still ends
+ * each one: every command's completion runs exactly once, whatever happens to the connection. */
+struct stream_op {
+    struct stream *s;
+    struct stream_op *prev, *next;
+    const char *what;
+    /* The reply, or NULL when the command failed (s->err, s->errstr say why). */
+    void (*on_reply)(struct stream_op *op, const struct redis_reply *v);
+    /* For on_reply = op_done: turn a reply into s's state first (-1: malformed, s->err). */
+    int (*parse)(struct stream *s, const struct redis_reply *v);
+    stream_done *cb;
+    void *arg;
+    struct dead_move *move;     /* the dead-letter move this command is a step of */
+};
+
+static void op_unlink(struct stream_op *op)
+{
+    struct stream *s = op->s;
+    if (op->prev)
+        op->prev->next = op->next;
+    else
+        s->ops = op->next;
+    if (op->next)
+        op->next->prev = op->prev;
+    else
+        s->ops_tail = op->prev;
+    op->prev = op->next = NULL;
+}
+
+/* The client's callback for every command of ours. */
+static void op_cb(void *arg, const struct redis_reply *v)
+{
+    struct stream_op *op = arg;
+    struct stream *s = op->s;
+    op_unlink(op);
+    if (v->type == REDIS_T_ERROR) {
+        set_err(s, error_kind(v), op->what, v->str);
+        /* A connection that never came up says why itself ("tls: server certificate verify
+         * failed...", "redis refused our credentials..."), not as the command's failure. */
+        if (s->connecting && s->rc && redis_fd(s->rc) == -1 && redis_error(s->rc)[0])
+            snprintf(s->errstr, sizeof s->errstr, "%s", redis_error(s->rc));
+        op->on_reply(op, NULL);
+    } else {
+        op->on_reply(op, v);
+    }
+    free(op);
+}
+
+/* The usual completion: parse, then the caller's callback. */
+static void op_done(struct stream_op *op, const struct redis_reply *v)
+{
+    if (v && op->parse && op->parse(op->s, v) == -1)
+        v = NULL;
+    op->cb(op->s, op->arg, v);
+}
+
+/* Queue a command; its completion comes through on_reply (op_done: parse, then cb). Returns
+ * the op, or NULL with s->err when there is no connection (nothing will be called). Nothing
+ * is written here: the loop's poll() asks for POLLOUT, and no callback runs inside a step. */
+static struct stream_op *op_send(struct stream *s, const char *what, int argc, const char **argv,
+                                 const size_t *len, void (*on_reply)(struct stream_op *, const struct redis_reply *),
+                                 int (*parse)(struct stream *, const struct redis_reply *), stream_done *cb,
+                                 void *arg)
 {
     s->err = SERR_NONE;
     if (s->rc == NULL) {
         set_err(s, SERR_IO, what, "not connected");
         return NULL;
     }
+    struct stream_op *op = xcalloc(1, sizeof *op);
+    op->s = s;
+    op->what = what;
+    op->on_reply = on_reply ? on_reply : op_done;
+    op->parse = parse;
+    op->cb = cb;
+    op->arg = arg;
     /* Only a read is bounded (stream_send_read): a claimed or probed entry may be large. */
     redis_set_max_reply_bytes(s->rc, 0);
-    struct redis_reply *r = redis_call(s->rc, argc, argv, argvlen, command_ms(s));
-    if (r->type == REDIS_T_ERROR) {
-        set_err(s, error_kind(r), what, r->str);
-        /* A connection that never came up says why itself ("tls: server certificate verify
-         * failed...", "redis refused our credentials..."), not as the command's failure. */
-        if (s->connecting && redis_fd(s->rc) == -1 && redis_error(s->rc)[0])
-            snprintf(s->errstr, sizeof s->errstr, "%s", redis_error(s->rc));
-        redis_reply_free(r);
-        drop_if_closed(s);
+    if (redis_command(s->rc, argc, argv, len, op_cb, op, command_ms(s)) == -1) {
+        set_err(s, SERR_IO, what, redis_error(s->rc)[0] ? redis_error(s->rc) : "not connected");
+        free(op);
         return NULL;
     }
-    return r;
+    op->prev = s->ops_tail;
+    if (s->ops_tail)
+        s->ops_tail->next = op;
+    else
+        s->ops = op;
+    s->ops_tail = op;
+    return op;
 }
 
-int stream_connect(struct stream *s)
+/* The same with C strings. */
+static struct stream_op *op_sendv(struct stream *s, const char *what, int argc, const char **argv,
+                                  int (*parse)(struct stream *, const struct redis_reply *), stream_done *cb,
+                                  void *arg)
 {
-    /* One connection, never reconnected by the client: the child decides when to try again
-     * (with its backoff), and rebuilds what it holds on the new connection. The client sends
-     * AUTH and SELECT first, then our first command: the creation of the group. */
-    struct redis_opts o = { .connect_timeout_ms = CONNECT_MS, .no_reconnect = true,
-                            .client_name = "streamfleet-worker" };
-    stream_disconnect(s);
-    s->rc = redis_open(s->addr, &o);
-    s->connecting = true;
-    int rc = stream_create_group(s, false);
-    s->connecting = false;
-    if (rc == -1) {
-        stream_disconnect(s);
-        return -1;
+    size_t len[16];
+    for (int i = 0; i < argc; i++)
+        len[i] = strlen(argv[i]);
+    return op_send(s, what, argc, argv, len, NULL, parse, cb, arg);
+}
+
+/* End every command still listed as failed: the connection is gone. */
+static void fail_ops(struct stream *s)
+{
+    while (s->ops) {
+        struct stream_op *op = s->ops;
+        op_unlink(op);
+        set_err(s, SERR_IO, op->what, "connection closed");
+        op->on_reply(op, NULL);
+        free(op);
     }
-    return 0;
+}
+
+void stream_run(struct stream *s, short revents)
+{
+    if (s->rc == NULL)
+        return;
+    redis_run(s->rc, revents, redis_now_ms());
+}
+
+long stream_timeout_ms(const struct stream *s)
+{
+    return s->rc ? redis_timeout_ms(s->rc, redis_now_ms()) : -1;
+}
+
+bool stream_closed(const struct stream *s)
+{
+    return s->rc && redis_fd(s->rc) == -1;
+}
+
+size_t stream_outstanding(const struct stream *s)
+{
+    size_t n = 0;
+    for (const struct stream_op *op = s->ops; op; op = op->next)
+        n++;
+    return n;
 }
 
 /* Make sure the group exists, atomically. KEYS: stream. ARGV: group; where to re-create a
@@ -244,31 +334,62 @@ static const char group_lua[] =
     "redis.call('XGROUP', 'CREATE', KEYS[1], ARGV[1], start, 'MKSTREAM')\n"
     "return {1, last_delivered() or start}\n";
 
-int stream_create_group(struct stream *s, bool forward)
+static int parse_group(struct stream *s, const struct redis_reply *r)
 {
-    const char *first = s->start_latest ? "$" : "0";
-    const char *argv[8] = { "EVAL", group_lua, "1", s->key, s->group, s->resume, first, forward ? "1" : "0" };
-    size_t len[8];
-    for (int i = 0; i < 8; i++)
-        len[i] = strlen(argv[i]);
-    s->group_created = false;
-    struct redis_reply *r = command(s, "create group", 8, argv, len);
-    if (r == NULL) {
-        /* At maxmemory Redis refuses XGROUP CREATE (a write). The group is missing (the script
-         * looked first), so nothing can be read: an error like any other, retried with backoff. */
-        if (s->err == SERR_REPLY && strstr(s->errstr, "OOM "))
-            s->err = SERR_OOM;
-        return -1;
-    }
     if (r->type != REDIS_T_ARRAY || r->elements != 2 || r->element[0]->type != REDIS_T_INTEGER ||
         r->element[1]->type != REDIS_T_STRING) {
         set_err(s, SERR_REPLY, "create group", "unexpected reply");
-        redis_reply_free(r);
         return -1;
     }
     s->group_created = r->element[0]->integer == 1;
     snprintf(s->group_at, sizeof s->group_at, "%s", r->element[1]->str);
-    redis_reply_free(r);
+    return 0;
+}
+
+/* The group's reply: at maxmemory Redis refuses XGROUP CREATE (a write). The group is missing
+ * (the script looked first), so nothing can be read: an error like any other, retried with
+ * backoff, but one /health names. */
+static void group_reply(struct stream_op *op, const struct redis_reply *v)
+{
+    struct stream *s = op->s;
+    if (v == NULL && s->err == SERR_REPLY && strstr(s->errstr, "OOM "))
+        s->err = SERR_OOM;
+    s->connecting = false;
+    op_done(op, v);
+}
+
+static struct stream_op *create_group(struct stream *s, bool forward, stream_done *cb, void *arg)
+{
+    const char *first = s->start_latest ? "$" : "0";
+    const char *argv[8] = { "EVAL", group_lua, "1", s->key, s->group, s->resume, first, forward ? "1" : "0" };
+    s->group_created = false;
+    struct stream_op *op = op_sendv(s, "create group", 8, argv, parse_group, cb, arg);
+    if (op)
+        op->on_reply = group_reply;
+    return op;
+}
+
+int stream_create_group(struct stream *s, bool forward, stream_done *cb, void *arg)
+{
+    return create_group(s, forward, cb, arg) ? 0 : -1;
+}
+
+int stream_connect(struct stream *s, stream_done *cb, void *arg)
+{
+    /* One connection, never reconnected by the client: the child decides when to try again
+     * (with its backoff), and rebuilds what it holds on the new connection. The client sends
+     * AUTH and SELECT first, then our first command: the creation of the group, whose reply
+     * says the connection is ready. Nothing here waits: the loop drives the connection. */
+    struct redis_opts o = { .connect_timeout_ms = CONNECT_MS, .no_reconnect = true,
+                            .client_name = "streamfleet-worker" };
+    stream_disconnect(s);
+    s->rc = redis_open(s->addr, &o);
+    s->connecting = true;
+    if (create_group(s, false, cb, arg) == NULL) {
+        s->connecting = false;
+        stream_disconnect(s);
+        return -1;
+    }
     return 0;
 }
 
@@ -278,6 +399,9 @@ void stream_disconnect(struct stream *s)
     arena_release(&s->arena);
     if (s->rc)
         drop(s);
+    s->connecting = false;
+    /* After the drop: a completion that sends again finds no connection. */
+    fail_ops(s);
 }
 
 bool stream_connected(const struct stream *s)
@@ -627,8 +751,10 @@ static const char claim_own_lua[] =
     "end\n"
     "return {out, lost}\n";
 
-static struct redis_reply *claim_own(struct stream *s, const char *what, const struct idlist *ids,
-                             long long retrycount, bool justid)
+static struct stream_op *claim_own(struct stream *s, const char *what, const struct idlist *ids,
+                                   long long retrycount, bool justid,
+                                   int (*parse)(struct stream *, const struct redis_reply *), stream_done *cb,
+                                   void *arg)
 {
     char rc[24];
     snprintf(rc, sizeof rc, "%lld", retrycount < 0 ? -1 : retrycount);
@@ -647,27 +773,29 @@ static struct redis_reply *claim_own(struct stream *s, const char *what, const s
         argv[8 + i] = ids->id[i];
     for (size_t i = 0; i < argc; i++)
         len[i] = strlen(argv[i]);
-    struct redis_reply *r = command(s, what, (int)argc, argv, len);
+    struct stream_op *op = op_send(s, what, (int)argc, argv, len, NULL, parse, cb, arg);
     free(argv);
     free(len);
-    return r;
+    return op;
 }
 
-int stream_claim(struct stream *s, const struct idlist *ids, long long retrycount)
+/* A claim's reply becomes the batch, in the batch's arena like a read's: one way to own and
+ * release a batch. */
+static int parse_claim(struct stream *s, const struct redis_reply *v)
 {
     stream_batch_release(s);
     s->lost.n = 0;
-    struct redis_reply *r = claim_own(s, "xclaim", ids, retrycount, false);
-    if (r == NULL)
-        return -1;
-    /* Into the batch's arena, like a read's reply: one way to own and release a batch. */
-    s->reply = copy_reply(&s->arena, r);
-    redis_reply_free(r);
+    s->reply = copy_reply(&s->arena, v);
     if (stream_parse_claim(s, s->reply) == -1) {
         stream_batch_release(s);
         return -1;
     }
     return 0;
+}
+
+int stream_claim(struct stream *s, const struct idlist *ids, long long retrycount, stream_done *cb, void *arg)
+{
+    return claim_own(s, "xclaim", ids, retrycount, false, parse_claim, cb, arg) ? 0 : -1;
 }
 
 int stream_recv(struct stream *s)
@@ -679,7 +807,6 @@ int stream_recv(struct stream *s)
     /* The replies go to read_ack_cb() and read_cb() as they complete. Called when poll()
      * saw the descriptor ready: reading finds nothing harmlessly (EAGAIN) when it was only
      * writable, so POLLIN always. */
-    redis_run(s->rc, POLLIN, redis_now_ms());
     if (s->read_state == 1) {
         s->read_state = 0;
         return 1;
@@ -703,50 +830,35 @@ void stream_batch_release(struct stream *s)
     s->vanished.n = 0;
 }
 
-int stream_ack(struct stream *s, const struct idlist *ids, uint64_t *acked)
+int stream_ack(struct stream *s, const struct idlist *ids, stream_done *cb, void *arg)
 {
-    if (ids->n == 0) {
-        *acked = 0;
-        return 0;
-    }
     const char **argv;
     size_t *len;
     int argc = ack_argv(s, ids, &argv, &len);
-    struct redis_reply *r = command(s, "xack", argc, argv, len);
+    struct stream_op *op = op_send(s, "xack", argc, argv, len, NULL, NULL, cb, arg);
     free(argv);
     free(len);
-    if (r == NULL)
-        return -1;
-    int rc = 0;
-    if (r->type == REDIS_T_INTEGER) {
-        *acked = (uint64_t)r->integer;
-    } else {
-        set_reply_err(s, "xack", r);
-        rc = -1;
-    }
-    redis_reply_free(r);
-    return rc;
+    return op ? 0 : -1;
 }
 
-int stream_delivery_counts(struct stream *s, const struct msg *msgs, size_t n, size_t limit,
-                           long long *counts)
+/* XPENDING's rows become the attempts of the batch's entries (1 for those not listed). */
+static int parse_counts(struct stream *s, const struct redis_reply *v)
 {
-    for (size_t i = 0; i < n; i++)
-        counts[i] = 0;
-    if (n == 0)
-        return 0;
+    long long *counts = xcalloc(s->n ? s->n : 1, sizeof *counts);
+    stream_parse_pending(v, s->msgs, s->n, counts);
+    for (size_t i = 0; i < s->n; i++)
+        s->msgs[i].attempt = counts[i] > 0 ? counts[i] : 1;
+    free(counts);
+    return 0;
+}
+
+int stream_delivery_counts(struct stream *s, size_t limit, stream_done *cb, void *arg)
+{
+    size_t n = s->n;
     char cnt[24];
     snprintf(cnt, sizeof cnt, "%zu", limit > n ? limit : n);
-    const char *argv[7] = { "XPENDING", s->key, s->group, msgs[0].id.p, msgs[n - 1].id.p, cnt, s->consumer };
-    size_t len[7];
-    for (int i = 0; i < 7; i++)
-        len[i] = strlen(argv[i]);
-    struct redis_reply *r = command(s, "xpending", 7, argv, len);
-    if (r == NULL)
-        return -1;
-    stream_parse_pending(r, msgs, n, counts);
-    redis_reply_free(r);
-    return 0;
+    const char *argv[7] = { "XPENDING", s->key, s->group, s->msgs[0].id.p, s->msgs[n - 1].id.p, cnt, s->consumer };
+    return op_sendv(s, "xpending", 7, argv, parse_counts, cb, arg) ? 0 : -1;
 }
 
 /* Lua 5.1 in Redis 7.0 passes at most about 8,000 values to a C function (LUAI_MAXCSTACK):
@@ -812,82 +924,85 @@ static const char dead_letter_check_lua[] =
     "redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])\n"
     "return 1\n";
 
-/* Keep a reply of a pipeline (a copy in *arg), for the caller to look at once the last
- * command of the pipeline has answered: replies come in order. */
-static void keep_cb(void *arg, const struct redis_reply *v)
+/* A dead-letter move on its way: the script, and for an entry with many fields the XRANGE and
+ * the MULTI/EXEC after it. Each command of it holds a reference; the caller's callback runs
+ * once, with the move's outcome. */
+struct dead_move {
+    stream_done *cb;
+    void *arg;
+    unsigned refs;
+    bool finished;
+    bool quiet;                     /* being started: a failure is returned, not called back */
+    int round;
+    char *dlq, *id, *reason, *att, *error, *when;
+    struct redis_reply *queued[3];  /* MULTI's, XADD's and the check's immediate replies */
+    int nqueued;
+};
+
+static void move_put(struct dead_move *m)
 {
-    *(struct redis_reply **)arg = redis_reply_dup(v);
+    if (--m->refs)
+        return;
+    for (int i = 0; i < 3; i++)
+        redis_reply_free(m->queued[i]);
+    free(m->dlq);
+    free(m->id);
+    free(m->reason);
+    free(m->att);
+    free(m->error);
+    free(m->when);
+    free(m);
 }
 
-/* The move of an entry with more fields than Lua can pass on: the worker reads the entry,
- * then sends MULTI; XADD dlq * <fields, by argv: binary-safe> <dlq.*>; EVAL check; EXEC. */
-static int dead_letter_many(struct stream *s, const char *dlq, const char *id, const char *const extra[12])
+/* The outcome, once: rc 1 moved, 0 not ours, -1 its data was gone; -2 failed (s->err). */
+static void move_finish(struct stream *s, struct dead_move *m, int rc)
 {
-    const char *rargv[4] = { "XRANGE", s->key, id, id };
-    size_t rlen[4] = { 6, strlen(s->key), strlen(id), strlen(id) };
-    struct redis_reply *e = command(s, "dead-letter xrange", 4, rargv, rlen);
-    if (e == NULL)
-        return -2;
+    if (m->finished)
+        return;
+    m->finished = true;
+    if (m->quiet)
+        return;
+    if (rc == -2) {
+        m->cb(s, m->arg, NULL);
+        return;
+    }
+    struct redis_reply out = { .type = REDIS_T_INTEGER, .integer = rc };
+    m->cb(s, m->arg, &out);
+}
+
+static struct stream_op *move_send(struct stream *s, struct dead_move *m, const char *what, int argc,
+                                   const char **argv, const size_t *len,
+                                   void (*on_reply)(struct stream_op *, const struct redis_reply *))
+{
+    struct stream_op *op = op_send(s, what, argc, argv, len, on_reply, NULL, NULL, NULL);
+    if (op) {
+        op->move = m;
+        m->refs++;
+    }
+    return op;
+}
+
+static void move_script(struct stream *s, struct dead_move *m);
+
+/* MULTI's, XADD's and the check's immediate replies, kept for EXEC's. */
+static void move_keep(struct stream_op *op, const struct redis_reply *v)
+{
+    struct dead_move *m = op->move;
+    if (m->nqueued < 3)
+        m->queued[m->nqueued++] = v ? redis_reply_dup(v) : NULL;
+    move_put(m);
+}
+
+static void move_exec(struct stream_op *op, const struct redis_reply *x)
+{
+    struct stream *s = op->s;
+    struct dead_move *m = op->move;
     int rc = -2;
-    const char **argv = NULL;
-    size_t *len = NULL;
-    if (e->type != REDIS_T_ARRAY || e->elements == 0 || e->element[0]->type != REDIS_T_ARRAY ||
-        e->element[0]->elements != 2 || e->element[0]->element[1]->type != REDIS_T_ARRAY) {
-        rc = -5;        /* gone meanwhile (or odd): the script path decides */
-        goto out;
-    }
-    const struct redis_reply *kv = e->element[0]->element[1];
-    size_t argc = 3 + kv->elements + 12;
-    argv = xmalloc(argc * sizeof *argv);
-    len = xmalloc(argc * sizeof *len);
-    argv[0] = "XADD";
-    len[0] = 4;
-    argv[1] = dlq;
-    len[1] = strlen(dlq);
-    argv[2] = "*";
-    len[2] = 1;
-    size_t k = 3;
-    for (size_t i = 0; i < kv->elements; i++, k++) {
-        const struct redis_reply *v = kv->element[i];
-        argv[k] = v->type == REDIS_T_STRING ? v->str : "";
-        len[k] = v->type == REDIS_T_STRING ? v->len : 0;
-    }
-    for (size_t i = 0; i < 12; i++, k++) {
-        argv[k] = extra[i];
-        len[k] = strlen(extra[i]);
-    }
-    const char *margv[1] = { "MULTI" };
-    size_t mlen[1] = { 5 };
-    const char *xargv[1] = { "EXEC" };
-    size_t xlen[1] = { 4 };
-    const char *cargv[9] = { "EVAL", dead_letter_check_lua, "2", s->key, dlq, s->group, id, s->consumer,
-                             extra[11] };
-    size_t clen[9];
-    for (int i = 0; i < 9; i++)
-        clen[i] = strlen(cargv[i]);
-    /* MULTI's +OK, two +QUEUED (or errors: EXEC then aborts), EXEC's [xadd, eval]: one round
-     * trip, EXEC's reply waited for last. A connection that fails gives each its error. */
-    struct redis_reply *queued[3] = { NULL, NULL, NULL };
-    redis_set_max_reply_bytes(s->rc, 0);
-    long timeout = command_ms(s);
-    if (redis_command(s->rc, 1, margv, mlen, keep_cb, &queued[0], timeout) == -1 ||
-        redis_command(s->rc, (int)k, argv, len, keep_cb, &queued[1], timeout) == -1 ||
-        redis_command(s->rc, 9, cargv, clen, keep_cb, &queued[2], timeout) == -1) {
-        set_err(s, SERR_IO, "dead-letter", redis_error(s->rc)[0] ? redis_error(s->rc) : "not connected");
-        drop(s);
-        for (int i = 0; i < 3; i++)
-            redis_reply_free(queued[i]);
-        goto out;
-    }
-    struct redis_reply *x = redis_call(s->rc, 1, xargv, xlen, timeout);
-    for (int i = 0; i < 3; i++)
-        if (queued[i] == NULL)      /* not answered: never so while EXEC's reply came after */
-            queued[i] = redis_reply_dup(x);
     if (x) {
         const struct redis_reply *why = NULL;   /* the first error, for s->errstr */
-        for (int i = 0; i < 3 && why == NULL; i++)
-            if (queued[i]->type == REDIS_T_ERROR)
-                why = queued[i];
+        for (int i = 0; i < m->nqueued && why == NULL; i++)
+            if (m->queued[i] && m->queued[i]->type == REDIS_T_ERROR)
+                why = m->queued[i];
         if (x->type == REDIS_T_ARRAY && x->elements == 2 && x->element[1]->type == REDIS_T_INTEGER) {
             rc = (int)x->element[1]->integer;
             if (rc == -3) {         /* the XADD failed: say why */
@@ -896,115 +1011,188 @@ static int dead_letter_many(struct stream *s, const char *dlq, const char *id, c
             }
         } else if (x->type == REDIS_T_ARRAY && x->elements == 2 && x->element[1]->type == REDIS_T_ERROR) {
             why = x->element[1];
-        } else if (x->type == REDIS_T_ERROR && why == NULL) {
-            why = x;
         }
         if (rc == -2)
             set_err(s, why ? error_kind(why) : SERR_REPLY, "dead-letter", why ? why->str : "unexpected reply");
-        redis_reply_free(x);
     }
-    for (int i = 0; i < 3; i++)
-        redis_reply_free(queued[i]);
-    drop_if_closed(s);
-out:
-    free(argv);
-    free(len);
-    redis_reply_free(e);
-    return rc;
+    move_finish(s, m, rc);
+    move_put(m);
+}
+
+/* The move of an entry with more fields than Lua can pass on: the worker has read the entry
+ * (e), and sends MULTI; XADD dlq * <fields, by argv: binary-safe> <dlq.*>; EVAL check; EXEC
+ * in one round trip. */
+static void move_xrange(struct stream_op *op, const struct redis_reply *e)
+{
+    struct stream *s = op->s;
+    struct dead_move *m = op->move;
+    if (e == NULL) {
+        move_finish(s, m, -2);
+    } else if (e->type != REDIS_T_ARRAY || e->elements == 0 || e->element[0]->type != REDIS_T_ARRAY ||
+               e->element[0]->elements != 2 || e->element[0]->element[1]->type != REDIS_T_ARRAY) {
+        /* Gone meanwhile (or odd): the script decides, once more. */
+        if (m->round++ < 1)
+            move_script(s, m);
+        else
+            move_finish(s, m, 0);
+    } else {
+        const char *const extra[12] = { "dlq.stream", s->key, "dlq.id", m->id, "dlq.reason", m->reason,
+                                         "dlq.attempts", m->att, "dlq.error", m->error, "dlq.time", m->when };
+        const struct redis_reply *kv = e->element[0]->element[1];
+        size_t argc = 3 + kv->elements + 12;
+        const char **argv = xmalloc(argc * sizeof *argv);
+        size_t *len = xmalloc(argc * sizeof *len);
+        argv[0] = "XADD";
+        len[0] = 4;
+        argv[1] = m->dlq;
+        len[1] = strlen(m->dlq);
+        argv[2] = "*";
+        len[2] = 1;
+        size_t k = 3;
+        for (size_t i = 0; i < kv->elements; i++, k++) {
+            const struct redis_reply *v = kv->element[i];
+            argv[k] = v->type == REDIS_T_STRING ? v->str : "";
+            len[k] = v->type == REDIS_T_STRING ? v->len : 0;
+        }
+        for (size_t i = 0; i < 12; i++, k++) {
+            argv[k] = extra[i];
+            len[k] = strlen(extra[i]);
+        }
+        const char *margv[1] = { "MULTI" };
+        size_t mlen[1] = { 5 };
+        const char *xargv[1] = { "EXEC" };
+        size_t xlen[1] = { 4 };
+        const char *cargv[9] = { "EVAL", dead_letter_check_lua, "2", s->key, m->dlq, s->group, m->id,
+                                 s->consumer, m->when };
+        size_t clen[9];
+        for (int i = 0; i < 9; i++)
+            clen[i] = strlen(cargv[i]);
+        if (move_send(s, m, "dead-letter multi", 1, margv, mlen, move_keep) == NULL ||
+            move_send(s, m, "dead-letter xadd", (int)k, argv, len, move_keep) == NULL ||
+            move_send(s, m, "dead-letter check", 9, cargv, clen, move_keep) == NULL ||
+            move_send(s, m, "dead-letter exec", 1, xargv, xlen, move_exec) == NULL)
+            move_finish(s, m, -2);
+        free(argv);
+        free(len);
+    }
+    move_put(m);
+}
+
+static void move_script_reply(struct stream_op *op, const struct redis_reply *v)
+{
+    struct stream *s = op->s;
+    struct dead_move *m = op->move;
+    if (v == NULL) {
+        move_finish(s, m, -2);
+    } else if (v->type != REDIS_T_INTEGER) {
+        set_err(s, SERR_REPLY, "dead-letter", "unexpected reply");
+        move_finish(s, m, -2);
+    } else if (v->integer == -4) {
+        const char *argv[4] = { "XRANGE", s->key, m->id, m->id };
+        size_t len[4] = { 6, strlen(s->key), strlen(m->id), strlen(m->id) };
+        if (move_send(s, m, "dead-letter xrange", 4, argv, len, move_xrange) == NULL)
+            move_finish(s, m, -2);
+    } else {
+        move_finish(s, m, (int)v->integer);
+    }
+    move_put(m);
+}
+
+static void move_script(struct stream *s, struct dead_move *m)
+{
+    char most[24];
+    snprintf(most, sizeof most, "%d", DEAD_LETTER_LUA_VALUES);
+    const char *argv[13] = { "EVAL", dead_letter_lua, "2", s->key, m->dlq, s->group, m->id, s->consumer,
+                             m->reason, m->att, m->error, m->when, most };
+    size_t len[13];
+    for (int i = 0; i < 13; i++)
+        len[i] = strlen(argv[i]);
+    if (move_send(s, m, "dead-letter", 13, argv, len, move_script_reply) == NULL)
+        move_finish(s, m, -2);
 }
 
 int stream_dead_letter(struct stream *s, const char *dlq, const char *id, const char *reason,
-                       long long attempts, const char *error, long long now_unix_ms)
+                       long long attempts, const char *error, long long now_unix_ms, stream_done *cb,
+                       void *arg)
 {
-    char att[24], when[24], most[24];
+    if (s->rc == NULL) {
+        set_err(s, SERR_IO, "dead-letter", "not connected");
+        return -1;
+    }
+    struct dead_move *m = xcalloc(1, sizeof *m);
+    char att[24], when[24];
     snprintf(att, sizeof att, "%lld", attempts);
     snprintf(when, sizeof when, "%lld", now_unix_ms);
-    snprintf(most, sizeof most, "%d", DEAD_LETTER_LUA_VALUES);
-    /* Twice at most: an entry with many fields deleted between the two paths comes back to
-     * the script, which acknowledges it. */
-    for (int round = 0; round < 2; round++) {
-        const char *argv[13] = { "EVAL", dead_letter_lua, "2", s->key, dlq, s->group, id, s->consumer,
-                                 reason, att, error ? error : "", when, most };
-        size_t len[13];
-        for (int i = 0; i < 13; i++)
-            len[i] = strlen(argv[i]);
-        struct redis_reply *r = command(s, "dead-letter", 13, argv, len);
-        if (r == NULL)
-            return -2;
-        int rc = r->type == REDIS_T_INTEGER ? (int)r->integer : -2;
-        redis_reply_free(r);
-        if (rc != -4)
-            return rc;
-        const char *const extra[12] = { "dlq.stream", s->key, "dlq.id", id, "dlq.reason", reason,
-                                         "dlq.attempts", att, "dlq.error", error ? error : "",
-                                         "dlq.time", when };
-        rc = dead_letter_many(s, dlq, id, extra);
-        if (rc != -5)
-            return rc;
-    }
-    return 0;
+    m->cb = cb;
+    m->arg = arg;
+    m->refs = 1;
+    m->dlq = xstrdup(dlq);
+    m->id = xstrdup(id);
+    m->reason = xstrdup(reason);
+    m->att = xstrdup(att);
+    m->error = xstrdup(error ? error : "");
+    m->when = xstrdup(when);
+    /* A send that fails at once ends the move at once: the caller hears of it by the return
+     * value only. */
+    m->quiet = true;
+    move_script(s, m);
+    m->quiet = false;
+    int rc = m->finished ? -1 : 0;
+    move_put(m);
+    return rc;
 }
 
-int stream_autoclaim(struct stream *s, long min_idle_ms, char cursor[STREAM_ID_MAX], int count,
-                     size_t *deleted)
+static int parse_autoclaim(struct stream *s, const struct redis_reply *v)
 {
     stream_batch_release(s);
-    *deleted = 0;
-    char idle[24], cnt[16];
-    snprintf(idle, sizeof idle, "%ld", min_idle_ms);
-    snprintf(cnt, sizeof cnt, "%d", count);
-    const char *argv[8] = { "XAUTOCLAIM", s->key, s->group, s->consumer, idle, cursor, "COUNT", cnt };
-    size_t len[8];
-    for (int i = 0; i < 8; i++)
-        len[i] = strlen(argv[i]);
-    struct redis_reply *r = command(s, "xautoclaim", 8, argv, len);
-    if (r == NULL)
-        return -1;
-    /* Into the batch's arena, like a read's reply: one way to own and release a batch. */
-    s->reply = copy_reply(&s->arena, r);
-    redis_reply_free(r);
-    if (stream_parse_autoclaim(s, s->reply, cursor, deleted) == -1) {
+    s->reply = copy_reply(&s->arena, v);
+    if (stream_parse_autoclaim(s, s->reply, s->cursor, &s->deleted) == -1) {
         stream_batch_release(s);
         return -1;
     }
     return 0;
 }
 
-int stream_set_count(struct stream *s, const char *id, long long count)
+int stream_autoclaim(struct stream *s, long min_idle_ms, const char *cursor, int count, stream_done *cb,
+                     void *arg)
+{
+    stream_batch_release(s);
+    s->deleted = 0;
+    snprintf(s->cursor, sizeof s->cursor, "%s", cursor);
+    char idle[24], cnt[16];
+    snprintf(idle, sizeof idle, "%ld", min_idle_ms);
+    snprintf(cnt, sizeof cnt, "%d", count);
+    const char *argv[8] = { "XAUTOCLAIM", s->key, s->group, s->consumer, idle, s->cursor, "COUNT", cnt };
+    return op_sendv(s, "xautoclaim", 8, argv, parse_autoclaim, cb, arg) ? 0 : -1;
+}
+
+int stream_set_count(struct stream *s, const char *id, long long count, stream_done *cb, void *arg)
 {
     struct idlist one = { 0 };
     idlist_add(&one, id);
-    struct redis_reply *r = claim_own(s, "xclaim retrycount", &one, count, true);
+    struct stream_op *op = claim_own(s, "xclaim retrycount", &one, count, true, NULL, cb, arg);
     idlist_release(&one);
-    if (r == NULL)
-        return -1;
-    redis_reply_free(r);
-    return 0;
+    return op ? 0 : -1;
 }
 
-int stream_touch(struct stream *s, const struct idlist *ids)
+/* Only the ids another consumer holds are of use from a touch (s->msgs is not touched). */
+static int parse_touch(struct stream *s, const struct redis_reply *r)
 {
     s->lost.n = 0;
-    if (ids->n == 0)
-        return 0;
-    struct redis_reply *r = claim_own(s, "xclaim justid", ids, -1, true);
-    if (r == NULL)
-        return -1;
-    /* Only the ids another consumer holds are of use here (s->msgs is not touched). */
     if (r->type == REDIS_T_ARRAY && r->elements == 2 && r->element[1]->type == REDIS_T_ARRAY)
         for (size_t i = 0; i < r->element[1]->elements; i++)
             if (r->element[1]->element[i]->type == REDIS_T_STRING)
                 idlist_add(&s->lost, r->element[1]->element[i]->str);
-    redis_reply_free(r);
     return 0;
 }
 
-int stream_seen(struct stream *s, const struct str *keys, size_t n, bool *seen)
+int stream_touch(struct stream *s, const struct idlist *ids, stream_done *cb, void *arg)
 {
-    for (size_t i = 0; i < n; i++)
-        seen[i] = false;
-    if (n == 0)
-        return 0;
+    return claim_own(s, "xclaim justid", ids, -1, true, parse_touch, cb, arg) ? 0 : -1;
+}
+
+int stream_seen(struct stream *s, const struct str *keys, size_t n, stream_done *cb, void *arg)
+{
     const char **argv = xmalloc((n + 1) * sizeof *argv);
     size_t *len = xmalloc((n + 1) * sizeof *len);
     argv[0] = "MGET";
@@ -1013,58 +1201,27 @@ int stream_seen(struct stream *s, const struct str *keys, size_t n, bool *seen)
         argv[1 + i] = keys[i].p;
         len[1 + i] = keys[i].len;
     }
-    struct redis_reply *r = command(s, "mget", (int)n + 1, argv, len);
+    struct stream_op *op = op_send(s, "mget", (int)n + 1, argv, len, NULL, NULL, cb, arg);
     free(argv);
     free(len);
-    if (r == NULL)
-        return -1;
-    for (size_t i = 0; r->type == REDIS_T_ARRAY && i < r->elements && i < n; i++)
+    return op ? 0 : -1;
+}
+
+void stream_parse_seen(const struct redis_reply *r, size_t n, bool *seen)
+{
+    for (size_t i = 0; i < n; i++)
+        seen[i] = false;
+    for (size_t i = 0; r && r->type == REDIS_T_ARRAY && i < r->elements && i < n; i++)
         seen[i] = r->element[i]->type != REDIS_T_NIL;
-    redis_reply_free(r);
-    return 0;
 }
 
-/* The replies to a pipeline of SETs: the first error is kept in s. */
-static void mark_done_cb(void *arg, const struct redis_reply *v)
+int stream_mark_done(struct stream *s, const struct str *key, long ttl_ms, stream_done *cb, void *arg)
 {
-    struct stream *s = arg;
-    if (v->type == REDIS_T_ERROR && s->err == SERR_NONE)
-        set_err(s, error_kind(v), "set done-marker", v->str);
-}
-
-int stream_mark_done(struct stream *s, const struct str *keys, size_t n, long ttl_ms)
-{
-    s->err = SERR_NONE;
-    if (n == 0)
-        return 0;
-    if (s->rc == NULL) {
-        set_err(s, SERR_IO, "set done-marker", "not connected");
-        return -1;
-    }
     char ttl[24];
     snprintf(ttl, sizeof ttl, "%ld", ttl_ms);
-    /* Pipelined: all but the last by callback, the last waited for (replies come in order,
-     * so the others have answered by then, or failed with the connection). */
-    redis_set_max_reply_bytes(s->rc, 0);
-    for (size_t i = 0; i + 1 < n; i++) {
-        const char *argv[5] = { "SET", keys[i].p, "1", "PX", ttl };
-        size_t len[5] = { 3, keys[i].len, 1, 2, strlen(ttl) };
-        if (redis_command(s->rc, 5, argv, len, mark_done_cb, s, command_ms(s)) == -1) {
-            set_err(s, SERR_IO, "set done-marker", redis_error(s->rc)[0] ? redis_error(s->rc) : "not connected");
-            stream_disconnect(s);
-            return -1;
-        }
-    }
-    const char *argv[5] = { "SET", keys[n - 1].p, "1", "PX", ttl };
-    size_t len[5] = { 3, keys[n - 1].len, 1, 2, strlen(ttl) };
-    struct redis_reply *r = redis_call(s->rc, 5, argv, len, command_ms(s));
-    mark_done_cb(s, r);
-    redis_reply_free(r);
-    if (s->rc && redis_fd(s->rc) == -1) {
-        stream_disconnect(s);
-        return -1;
-    }
-    return s->err == SERR_NONE ? 0 : -1;
+    const char *argv[5] = { "SET", key->p, "1", "PX", ttl };
+    size_t len[5] = { 3, key->len, 1, 2, strlen(ttl) };
+    return op_send(s, "set done-marker", 5, argv, len, NULL, NULL, cb, arg) ? 0 : -1;
 }
 
 /* Our first pending entry after ARGV[2] ('-' or '(id'), sized without sending it: [id,
@@ -1080,8 +1237,7 @@ static const char probe_lua[] =
     "for _, v in ipairs(e[1][2]) do n = n + #v end\n"
     "return {id, p[1][4], n, #e[1][2]}\n";
 
-int stream_probe_pending(struct stream *s, const char *after, char id[STREAM_ID_MAX],
-                         long long *count, long long *bytes, long long *values)
+int stream_probe_pending(struct stream *s, const char *after, stream_done *cb, void *arg)
 {
     char start[STREAM_ID_MAX + 1];
     if (strcmp(after, "0") == 0)
@@ -1089,13 +1245,12 @@ int stream_probe_pending(struct stream *s, const char *after, char id[STREAM_ID_
     else
         snprintf(start, sizeof start, "(%s", after);
     const char *argv[7] = { "EVAL", probe_lua, "1", s->key, s->group, start, s->consumer };
-    size_t len[7];
-    for (int i = 0; i < 7; i++)
-        len[i] = strlen(argv[i]);
-    struct redis_reply *r = command(s, "probe pending entry", 7, argv, len);
-    if (r == NULL)
-        return -1;
-    int rc = 0;
+    return op_sendv(s, "probe pending entry", 7, argv, NULL, cb, arg) ? 0 : -1;
+}
+
+int stream_parse_probe(struct stream *s, const struct redis_reply *r, char id[STREAM_ID_MAX], long long *count,
+                       long long *bytes, long long *values)
+{
     if (r->type == REDIS_T_ARRAY && r->elements == 4 && r->element[0]->type == REDIS_T_STRING &&
         r->element[1]->type == REDIS_T_INTEGER && r->element[2]->type == REDIS_T_INTEGER &&
         r->element[3]->type == REDIS_T_INTEGER) {
@@ -1103,13 +1258,13 @@ int stream_probe_pending(struct stream *s, const char *after, char id[STREAM_ID_
         *count = r->element[1]->integer;
         *bytes = r->element[2]->integer;
         *values = r->element[3]->integer;
-        rc = 1;
-    } else if (r->type != REDIS_T_ARRAY || r->elements != 0) {
-        set_err(s, SERR_REPLY, "probe pending entry", "unexpected reply shape");
-        rc = -1;
+        return 1;
     }
-    redis_reply_free(r);
-    return rc;
+    if (r->type != REDIS_T_ARRAY || r->elements != 0) {
+        set_err(s, SERR_REPLY, "probe pending entry", "unexpected reply shape");
+        return -1;
+    }
+    return 0;
 }
 
 /* Delete consumers of the group that hold nothing and have been idle for long, atomically:
@@ -1131,23 +1286,15 @@ static const char prune_lua[] =
     "end\n"
     "return n\n";
 
-int stream_prune_consumers(struct stream *s, long idle_ms, long long *removed)
+int stream_prune_consumers(struct stream *s, long idle_ms, stream_done *cb, void *arg)
 {
     char idle[24];
     snprintf(idle, sizeof idle, "%ld", idle_ms);
     const char *argv[7] = { "EVAL", prune_lua, "1", s->key, s->group, idle, s->consumer };
-    size_t len[7];
-    for (int i = 0; i < 7; i++)
-        len[i] = strlen(argv[i]);
-    struct redis_reply *r = command(s, "prune consumers", 7, argv, len);
-    if (r == NULL)
-        return -1;
-    *removed = r->type == REDIS_T_INTEGER ? r->integer : 0;
-    redis_reply_free(r);
-    return 0;
+    return op_sendv(s, "prune consumers", 7, argv, NULL, cb, arg) ? 0 : -1;
 }
 
-int stream_adopt(struct stream *s, const char *id, long long count, bool *adopted)
+int stream_adopt(struct stream *s, const char *id, long long count, stream_done *cb, void *arg)
 {
     /* An idle time no entry reaches: an entry in someone's pending list is left alone, only
      * one in nobody's is created (FORCE), with its delivery count, as ours. */
@@ -1155,13 +1302,5 @@ int stream_adopt(struct stream *s, const char *id, long long count, bool *adopte
     snprintf(cnt, sizeof cnt, "%lld", count > 0 ? count : 1);
     const char *argv[10] = { "XCLAIM", s->key, s->group, s->consumer, "4000000000000000", id,
                              "FORCE", "JUSTID", "RETRYCOUNT", cnt };
-    size_t len[10];
-    for (int i = 0; i < 10; i++)
-        len[i] = strlen(argv[i]);
-    struct redis_reply *r = command(s, "xclaim force", 10, argv, len);
-    if (r == NULL)
-        return -1;
-    *adopted = r->type == REDIS_T_ARRAY && r->elements == 1;
-    redis_reply_free(r);
-    return 0;
+    return op_sendv(s, "xclaim force", 10, argv, NULL, cb, arg) ? 0 : -1;
 }

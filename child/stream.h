@@ -2,9 +2,11 @@
  * (common/redis.c, the only file that includes hiredis; TLS on rediss://). A child reads its
  * pool's stream through the consumer group with XREADGROUP and acknowledges with XACK; an
  * XACK of the previous batch and the XREADGROUP of the next share a round trip (pipelined).
- * The read is sent, then waited for with poll() on stream_fd()/stream_events() by the
- * caller, so that a signal or a handler's descriptors are never starved by a blocking read.
- * The other commands wait for their reply, each within a deadline. */
+ * Every command is queued, never waited for: the caller polls stream_fd()/stream_events()
+ * within stream_timeout_ms() and calls stream_run(); the read's outcome is then taken with
+ * stream_recv(), every other command's comes to the callback given when it was sent
+ * (stream_done), exactly once, also when the connection is dropped. So a signal, a handler's
+ * descriptors or the heartbeat are never held up by Redis. */
 #ifndef SF_STREAM_H
 #define SF_STREAM_H
 
@@ -39,6 +41,13 @@ enum stream_error {
 
 struct redis;
 struct redis_reply;
+struct stream;
+struct stream_op;
+
+/* The completion of a command: v is its reply (valid during the call only; already parsed into
+ * s where the function says so), or NULL when it failed (s->err, s->errstr say why: an error
+ * reply, a deadline missed, the connection lost or dropped). */
+typedef void stream_done(struct stream *s, void *arg, const struct redis_reply *v);
 
 struct stream {
     const struct redis_addr *addr;
@@ -70,20 +79,35 @@ struct stream {
     bool acks_sent;
     uint64_t acked;             /* XACK's count for the acks sent with the request */
     int read_state;             /* the read's outcome, set by its reply: 1 done, -1 failed */
-    bool connecting;            /* in stream_connect(): a failure is the connection's */
+    bool connecting;            /* until the group's reply after stream_connect(): a failure
+                                 * is the connection's */
     size_t read_limit;          /* more than this for one read: SERR_OVERSIZE */
     size_t entry_limit;         /* the bound of one entry in a read (0: from max_message_bytes) */
     struct idlist lost;         /* ids a claim found held by another consumer (not claimed) */
+    char cursor[STREAM_ID_MAX]; /* XAUTOCLAIM's next cursor ("0-0": scanned to the end) */
+    size_t deleted;             /* entries XAUTOCLAIM found without data */
+    struct stream_op *ops, *ops_tail; /* commands on the wire (the read excepted) */
 };
 
 /* Fill s for the pool's stream and group under consumer name consumer. No I/O. */
 void stream_init(struct stream *s, const struct redis_addr *addr, const struct pool_conf *p,
                  const char *consumer);
-/* Connect (TLS for rediss://), AUTH, SELECT, and make sure the group exists
- * (stream_create_group()). Returns 0 or -1 with s->err, s->errstr. */
-int stream_connect(struct stream *s);
+/* Start connecting (TLS for rediss://; the client sends AUTH, SELECT, SETNAME first) and queue
+ * the creation of the group (stream_create_group()): cb says when the connection is ready.
+ * Returns 0, or -1 with s->err, s->errstr (cb is not called). */
+int stream_connect(struct stream *s, stream_done *cb, void *arg);
+/* Drop the connection; every command still on the wire completes now, failed. */
 void stream_disconnect(struct stream *s);
 bool stream_connected(const struct stream *s);
+/* The connection failed (a deadline, an I/O error): stream_disconnect() it. */
+bool stream_closed(const struct stream *s);
+/* Do what the connection can do without blocking (revents: of stream_fd(), or 0): write,
+ * read, dispatch replies to their callbacks, fire deadlines. */
+void stream_run(struct stream *s, short revents);
+/* Milliseconds until stream_run() is due without I/O (a deadline), or -1. */
+long stream_timeout_ms(const struct stream *s);
+/* Commands on the wire (the read excepted). */
+size_t stream_outstanding(const struct stream *s);
 /* The descriptor to poll while a read is outstanding, and the events to poll it for (POLLIN,
  * and POLLOUT while part of the request is still to be written); -1 and 0 when not connected.
  * Call stream_recv() when it is ready. */
@@ -94,15 +118,15 @@ short stream_events(const struct stream *s);
  * entry when that is older), or, with no such knowledge, at the start of the stream ("0") or
  * after its end ("$", group_start = latest). With forward, an existing group behind s->resume
  * (re-created by another worker after the same loss) is moved up to it, never back. Sets
- * s->group_created and s->group_at. Returns 0, or -1 with s->err (SERR_OOM: Redis at
- * maxmemory cannot create the missing group; SERR_WRONGTYPE: the key is no stream). */
-int stream_create_group(struct stream *s, bool forward);
+ * s->group_created and s->group_at before cb. A failure: s->err (SERR_OOM: Redis at maxmemory
+ * cannot create the missing group; SERR_WRONGTYPE: the key is no stream). Returns 0 or -1. */
+int stream_create_group(struct stream *s, bool forward, stream_done *cb, void *arg);
 /* Put entry id back into our pending list, with delivery count count, unless it is in some
  * consumer's pending list already (XCLAIM FORCE JUSTID with an unreachable idle time): after
  * the group was re-created, the entries this worker still holds (in flight, waiting for a
- * retry or a dead-letter move) are pending nowhere. *adopted: it was put back. Returns 0 or
- * -1 with s->err. An entry deleted from the stream is not put back. */
-int stream_adopt(struct stream *s, const char *id, long long count, bool *adopted);
+ * retry or a dead-letter move) are pending nowhere. The reply is an array of one id when it
+ * was put back. Returns 0 or -1 with s->err. An entry deleted from the stream is not put back. */
+int stream_adopt(struct stream *s, const char *id, long long count, stream_done *cb, void *arg);
 
 /* Send XACK of acks (when any) and XREADGROUP COUNT count [BLOCK block_ms] from id `from`
  * ("0" or an id: this consumer's pending entries after it; ">": new entries). block_ms < 0:
@@ -111,63 +135,69 @@ int stream_adopt(struct stream *s, const char *id, long long count, bool *adopte
  * rather than hold it, and fails with SERR_OVERSIZE. Returns 0 or -1. */
 int stream_send_read(struct stream *s, const struct idlist *acks, const char *from, int count,
                      long block_ms);
-/* Read what has arrived for the request. Returns 1 when the batch is complete (s->msgs[0..n),
- * s->acked), 0 when more must be waited for, -1 on error (s->err; an error reply to XACK or
- * XREADGROUP is an error too). */
+/* What stream_run() has received for the request. Returns 1 when the batch is complete
+ * (s->msgs[0..n), s->acked), 0 when more must be waited for, -1 on error (s->err; an error
+ * reply to XACK or XREADGROUP is an error too). */
 int stream_recv(struct stream *s);
 void stream_batch_release(struct stream *s);
 
 /* Take entries ids of our own pending list again for another attempt (XCLAIM to ourselves,
  * which counts a delivery, or with retrycount >= 0 sets the count to it), atomically only
  * those still pending for us: the ids another consumer holds now (or nobody) are left alone
- * and listed in s->lost. Fills s->msgs like a read; entries whose data is gone are dropped
- * from the pending list by Redis 7 and appear in neither. Returns 0 or -1. */
-int stream_claim(struct stream *s, const struct idlist *ids, long long retrycount);
+ * and listed in s->lost. Fills s->msgs like a read (before cb); entries whose data is gone are
+ * dropped from the pending list by Redis 7 and appear in neither. Returns 0 or -1. */
+int stream_claim(struct stream *s, const struct idlist *ids, long long retrycount, stream_done *cb, void *arg);
 
 /* Move entry id to the dead-letter stream dlq with its original fields plus dlq.stream,
  * dlq.id, dlq.reason, dlq.attempts, dlq.error, dlq.time, and acknowledge it, atomically (a Lua
- * script; an entry with too many fields for Lua goes through MULTI/EXEC). Returns 1 when moved, 0 when the entry is no longer pending for us (someone else
- * has it now: nothing done), -1 when its data was gone (acknowledged, nothing to keep), -2 on
- * error (s->err; the entry stays pending). */
+ * script; an entry with too many fields for Lua goes through MULTI/EXEC). cb gets an integer:
+ * 1 when moved, 0 when the entry is no longer pending for us (someone else has it now:
+ * nothing done), -1 when its data was gone (acknowledged, nothing to keep); or NULL on error
+ * (s->err; the entry stays pending). Returns 0, or -1 when it could not be sent (no cb). */
 int stream_dead_letter(struct stream *s, const char *dlq, const char *id, const char *reason,
-                       long long attempts, const char *error, long long now_unix_ms);
+                       long long attempts, const char *error, long long now_unix_ms, stream_done *cb,
+                       void *arg);
 
-/* XAUTOCLAIM to us up to count entries idle for at least min_idle_ms, from cursor (updated:
- * "0-0" when the whole pending list was scanned). Fills s->msgs like a read; *deleted counts
- * entries whose data was gone (Redis dropped them from the pending list). Returns 0 or -1. */
-int stream_autoclaim(struct stream *s, long min_idle_ms, char cursor[STREAM_ID_MAX], int count,
-                     size_t *deleted);
+/* XAUTOCLAIM to us up to count entries idle for at least min_idle_ms, from cursor. Before cb:
+ * s->msgs filled like a read, s->cursor the next cursor ("0-0" when the whole pending list was
+ * scanned), s->deleted the entries whose data was gone (Redis dropped them from the pending
+ * list). Returns 0 or -1. */
+int stream_autoclaim(struct stream *s, long min_idle_ms, const char *cursor, int count, stream_done *cb,
+                     void *arg);
 
 /* Set the delivery counter of our pending entry id to count (XCLAIM RETRYCOUNT JUSTID: it
  * counts no delivery itself), if it is still ours. */
-int stream_set_count(struct stream *s, const char *id, long long count);
+int stream_set_count(struct stream *s, const char *id, long long count, stream_done *cb, void *arg);
 
 /* Reset the idle time of our pending entries ids (XCLAIM JUSTID to ourselves, which does not
  * count a delivery), so that entries waiting for a retry are not reclaimed as orphans. Entries
- * another consumer holds now are left alone (listed in s->lost). */
-int stream_touch(struct stream *s, const struct idlist *ids);
+ * another consumer holds now are left alone (listed in s->lost before cb). */
+int stream_touch(struct stream *s, const struct idlist *ids, stream_done *cb, void *arg);
 
-/* XACK ids now, waiting for the reply. Returns 0 (*acked: how many were pending) or -1. */
-int stream_ack(struct stream *s, const struct idlist *ids, uint64_t *acked);
+/* XACK ids (not empty); cb gets how many were pending (an integer). */
+int stream_ack(struct stream *s, const struct idlist *ids, stream_done *cb, void *arg);
 
-/* The delivery counts of pending entries msgs[0..n) (in id order) of this consumer, from
- * XPENDING over their id range, looking at up to limit entries (our other pending entries may
- * lie between them); entries not found get 0. Returns 0 or -1. */
-int stream_delivery_counts(struct stream *s, const struct msg *msgs, size_t n, size_t limit,
-                           long long *counts);
+/* The delivery counts of the batch's entries s->msgs[0..n) (n > 0, in id order) of this
+ * consumer, from XPENDING over their id range, looking at up to limit entries (our other
+ * pending entries may lie between them): before cb, each entry's attempt is its count (1 when
+ * not found). Returns 0 or -1. */
+int stream_delivery_counts(struct stream *s, size_t limit, stream_done *cb, void *arg);
 
-/* Which of keys[0..n) exist (MGET): the done-markers of handled message ids. Keys are
- * binary (message ids may hold any byte). */
-int stream_seen(struct stream *s, const struct str *keys, size_t n, bool *seen);
-/* SET each of keys[0..n) with a time to live (pipelined). Returns 0 or -1. */
-int stream_mark_done(struct stream *s, const struct str *keys, size_t n, long ttl_ms);
+/* Which of keys[0..n) (n > 0) exist (MGET): the done-markers of handled message ids. Keys are
+ * binary (message ids may hold any byte). stream_parse_seen() reads the reply. */
+int stream_seen(struct stream *s, const struct str *keys, size_t n, stream_done *cb, void *arg);
+void stream_parse_seen(const struct redis_reply *r, size_t n, bool *seen);
+/* SET key with a time to live. Returns 0 or -1. */
+int stream_mark_done(struct stream *s, const struct str *key, long ttl_ms, stream_done *cb, void *arg);
 
 /* After a read failed with SERR_OVERSIZE: our first pending entry after id `after` ("0": the
- * first one), sized in Redis without reading it (a script). Returns 1 with *id, its delivery
- * count, its bytes (field names and values; -1 when its data is gone) and its number of
- * names and values; 0 when there is none; -1 on error. */
-int stream_probe_pending(struct stream *s, const char *after, char id[STREAM_ID_MAX],
-                         long long *count, long long *bytes, long long *values);
+ * first one), sized in Redis without reading it (a script). Returns 0 or -1. */
+int stream_probe_pending(struct stream *s, const char *after, stream_done *cb, void *arg);
+/* Its reply: 1 with *id, its delivery count, its bytes (field names and values; -1 when its
+ * data is gone) and its number of names and values; 0 when there is none; -1 (s->err) when
+ * the reply is malformed. */
+int stream_parse_probe(struct stream *s, const struct redis_reply *r, char id[STREAM_ID_MAX], long long *count,
+                       long long *bytes, long long *values);
 /* Reply parsers, pure (exposed for the fuzz target). An XREADGROUP reply, an XCLAIM reply (a
  * list of entries) and an XAUTOCLAIM reply fill s->msgs (pointing into r, which the caller
  * keeps while it uses them); a malformed reply is an error (-1, s->err), never a crash. */
@@ -188,7 +218,7 @@ void stream_match_counts(const struct msg *msgs, size_t n, const struct str *ids
                          const long long *cnt, size_t m, long long *counts);
 
 /* Remove the group's consumers that hold no pending entry and were idle for idle_ms or more
- * (never ourselves), atomically. */
-int stream_prune_consumers(struct stream *s, long idle_ms, long long *removed);
+ * (never ourselves), atomically. cb gets how many (an integer). */
+int stream_prune_consumers(struct stream *s, long idle_ms, stream_done *cb, void *arg);
 
 #endif

@@ -15,6 +15,7 @@
 #include "child/handler.h"
 #include "child/ledger.h"
 #include "child/stream.h"
+#include "common/redis.h"          /* the replies handed to completions */
 #include "common/sb.h"
 
 static_assert(LEDGER_ID_MAX == STREAM_ID_MAX, "the ledger keys entry ids");
@@ -47,6 +48,15 @@ struct child {
     bool circuit_open;              /* the handler said so (child_event) */
     bool pending_phase;             /* still reading our own pending entries (ID 0 and on) */
     bool connected_once;
+    bool ready;                     /* the group was made sure of on this connection */
+    bool skip_pending;              /* the connection being made skips our pending list */
+    bool redis_failed;              /* a command's completion failed: handle it in the loop */
+    enum stream_error fail_err;     /* ... with this error */
+    char fail_errstr[256];
+    struct str *intake_keys;        /* the done-marker keys of the batch in intake (dedupe) */
+    size_t intake_n;                /* ... one per message of it */
+    size_t adopting;                /* adoptions on the wire */
+    size_t adopted;                 /* of which put back */
     char from[STREAM_ID_MAX];
     bool reading;                   /* a read request is on the wire */
     int read_count;                 /* the COUNT of that read */
@@ -55,6 +65,7 @@ struct child {
     char probe_after[STREAM_ID_MAX];/* it is our first pending entry after this id */
     long long read_deadline_ms;
     char claim_cursor[STREAM_ID_MAX];
+    bool claim_yield;               /* an orphan scan goes on: let a request go first */
     long long next_claim_ms;        /* next XAUTOCLAIM pass for orphans */
     long long next_touch_ms;        /* next idle reset of the entries waiting for a retry */
     long long next_prune_ms;        /* next removal of long-dead consumers (slot 0 only) */
@@ -88,20 +99,30 @@ void child_publish_error(struct child *c, const char *fmt, ...) __attribute__((f
 /* Log the Redis problem in c->st once, then again only every minute while it lasts. */
 void child_log_redis_error(struct child *c);
 /* Decide what the failed Redis call in c->st means (reconnect with backoff, re-create the
- * group). Returns -1 when the child must exit. */
+ * group). Returns -1 when the child must exit. Not from a command's completion (it may drop
+ * the connection): there, child_redis_failed(). */
 int child_redis_error(struct child *c);
+/* From a command's completion: the failure in c->st is handled by the loop, once it is back
+ * (the first one counts; none once the connection is gone). */
+void child_redis_failed(struct child *c);
+/* A completion's failure that need not cost the connection (an error reply): log it; a lost
+ * connection goes the way of child_redis_failed(). */
+void child_redis_trouble(struct child *c);
+/* Connected, the group made sure of, nothing on the wire: a step may talk to Redis. */
+bool child_redis_idle(struct child *c);
 /* Read our pending list from the start. */
 void child_start_pending_phase(struct child *c);
 
 /* batch.c */
 /* A read's batch arrived in c->st: acknowledge what vanished, go on in the pending list,
- * hand the messages over. */
+ * hand the messages over (batch_intake()). */
 void batch_handle(struct child *c);
-/* Hand every message of the batch in c->st to the handler (but those waiting for a retry or a
- * dead-letter move, over their attempts, too large, or already handled), then free it. */
-void batch_submit(struct child *c);
-/* Attempts of the batch's entries from Redis's delivery counters. */
-void batch_fetch_attempts(struct child *c);
+/* Take in the batch in c->st, in stages whose replies the loop waits for without blocking:
+ * with counts, the attempts of its entries from Redis's delivery counters; with dedupe_ttl,
+ * which were handled already (their done-markers); then hand every message to the handler
+ * (but those waiting for a retry or a dead-letter move, over their attempts, too large, or
+ * already handled), and free the batch. */
+void batch_intake(struct child *c, bool counts);
 
 /* retry.c */
 /* A failed outcome o of record r: retry due after backoff, or dead-letter due. */
@@ -119,10 +140,10 @@ long retry_due_in(struct child *c, long long now, bool retries, bool dead);
 bool retry_scheduled(struct child *c, const char *id);
 
 /* dedupe.c */
-/* With dedupe_ttl: which messages of the batch in c->st were already handled; *keys gets
- * each one's done-marker key (caller owns both arrays and the keys). */
-bool *dedupe_find(struct child *c, struct str **keys);
-/* Write the done-markers due, then queue their XACKs. Returns -1 when the connection is lost. */
+/* The done-marker key of message m (caller owns key.p). */
+struct str dedupe_marker_key(const struct child *c, const struct msg *m);
+/* Queue the done-markers due, then their XACKs (which go after them on the connection).
+ * Returns -1 when there is no connection. */
 int dedupe_write_markers(struct child *c);
 
 /* reclaim.c */
@@ -148,7 +169,7 @@ void group_set_state(struct child *c, enum sb_group_state state);
 void group_report_recreated(struct child *c, const char *when);
 /* The group exists again: what we hold must be pending in it, as ours. */
 void group_reconcile_held(struct child *c);
-/* Put the records marked adopt back into our pending list. Returns 0 or -1. */
+/* Put the records marked adopt back into our pending list (queued). Returns 0 or -1. */
 int group_adopt_held(struct child *c);
 /* Record r (failed, held) was in flight when the group was re-created: put it back too. */
 void group_mark_adopt(struct child *c, struct ledger_rec *r);
