@@ -11,14 +11,8 @@
 
 int group_id_cmp(const char *a, const char *b)
 {
-    char *end;
-    unsigned long long am = strtoull(a, &end, 10);
-    unsigned long long as = *end == '-' ? strtoull(end + 1, NULL, 10) : 0;
-    unsigned long long bm = strtoull(b, &end, 10);
-    unsigned long long bs = *end == '-' ? strtoull(end + 1, NULL, 10) : 0;
-    if (am != bm)
-        return am < bm ? -1 : 1;
-    return as < bs ? -1 : as > bs;
+    struct str x = { a, strlen(a) }, y = { b, strlen(b) };
+    return stream_id_cmp(&x, &y);
 }
 
 void group_set_state(struct child *c, enum sb_group_state state)

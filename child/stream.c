@@ -651,6 +651,8 @@ int stream_parse_autoclaim(struct stream *s, const struct redis_reply *r, char c
 }
 
 /* An entry id "ms-seq" as two numbers. Returns 0, or -1 when text is not one. */
+/* An entry id: "MS-SEQ", or "MS" alone (sequence 0, as Redis reads it: a group created at
+ * "0" reports last-delivered-id "0-0", but our own resume point may be written "0"). */
 static int parse_id(const struct str *id, unsigned long long *ms, unsigned long long *seq)
 {
     unsigned long long v[2] = { 0, 0 };
@@ -665,7 +667,9 @@ static int parse_id(const struct str *id, unsigned long long *ms, unsigned long 
         if (i == start)
             return -1;
         if (part == 0) {
-            if (i >= id->len || id->p[i] != '-')
+            if (i == id->len)
+                break;          /* "MS" */
+            if (id->p[i] != '-')
                 return -1;
             i++;
         }

@@ -209,7 +209,8 @@ int stream_parse_autoclaim(struct stream *s, const struct redis_reply *r, char c
 void stream_parse_pending(const struct redis_reply *r, const struct msg *msgs, size_t n,
                           long long *counts);
 
-/* Entry ids in numeric order: <0, 0, >0. Text that is not an id sorts after every id. */
+/* Entry ids ("MS-SEQ", or "MS" for MS-0) in numeric order: <0, 0, >0. Text that is not an id
+ * sorts after every id. */
 int stream_id_cmp(const struct str *a, const struct str *b);
 /* Match pending rows (ids[0..m), their delivery counts cnt[0..m)) to msgs[0..n), both in id
  * order: counts[i] is the count of msgs[i], or 0 when no row is for it. Rows that are not in

@@ -112,6 +112,14 @@ static void test_id_order(void **state)
     assert_true(stream_id_cmp(&d, &junk) < 0);
     struct str one = S("1-0");
     assert_true(stream_id_cmp(&one, &nul) != 0);
+    /* "MS" alone is MS-0: a group started at "0" compares equal to "0-0", before "0-1" */
+    struct str zero = S("0"), zero0 = S("0-0"), zero1 = S("0-1"), ten = S("10");
+    assert_int_equal(stream_id_cmp(&zero, &zero0), 0);
+    assert_true(stream_id_cmp(&zero, &zero1) < 0);
+    assert_int_equal(stream_id_cmp(&ten, &b), 0);
+    struct str dash = S("1-"), lead = S("-1");
+    assert_true(stream_id_cmp(&dash, &one) > 0);    /* not ids: after every id */
+    assert_true(stream_id_cmp(&lead, &one) > 0);
 }
 
 int main(void)
