@@ -1112,20 +1112,38 @@ static const char *plain_hint(const struct redis *r)
     return r->addr.tls ? " before any reply" : " before any reply (does the server speak TLS on this port? then use rediss://)";
 }
 
+/* A recv()/send() that returned < 0: -1 (errno EAGAIN) when it is only "not now", else the
+ * connection is dropped with the reason and -2. */
+static ssize_t sock_failed(struct redis *r, const char *what, const char *hint)
+{
+    if (errno == EAGAIN || errno == EINTR)
+        return -1;
+    char why[sizeof r->error];
+    snprintf(why, sizeof why, "%s: %s%s", what, strerror(errno), hint);
+    conn_drop(r, REDIS_E_IO, why);
+    return -2;
+}
+
+/* The same for an SSL_read()/SSL_write() whose SSL_get_error() is e. */
+static ssize_t tls_failed(struct redis *r, const char *what, int e)
+{
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+        errno = EAGAIN;
+        return -1;
+    }
+    char why[sizeof r->error];
+    tls_reason(r, what, e, why, sizeof why);
+    conn_drop(r, REDIS_E_IO, why);
+    return -2;
+}
+
 /* >0 bytes, 0 at end of stream, -1 with errno EAGAIN when nothing more now, -2 on an error
  * (the connection has been dropped). */
 static ssize_t conn_read(struct redis *r, char *p, size_t n)
 {
     if (r->ssl == NULL) {
         ssize_t got = recv(r->fd, p, n, 0);
-        if (got >= 0)
-            return got;
-        if (errno == EAGAIN || errno == EINTR)
-            return -1;
-        char why[sizeof r->error];
-        snprintf(why, sizeof why, "read: %s%s", strerror(errno), plain_hint(r));
-        conn_drop(r, REDIS_E_IO, why);
-        return -2;
+        return got >= 0 ? got : sock_failed(r, "read", plain_hint(r));
     }
     ERR_clear_error();
     errno = 0;
@@ -1133,16 +1151,7 @@ static ssize_t conn_read(struct redis *r, char *p, size_t n)
     if (got > 0)
         return got;
     int e = SSL_get_error(r->ssl, got);
-    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
-        errno = EAGAIN;
-        return -1;
-    }
-    if (e == SSL_ERROR_ZERO_RETURN)
-        return 0;
-    char why[sizeof r->error];
-    tls_reason(r, "read", e, why, sizeof why);
-    conn_drop(r, REDIS_E_IO, why);
-    return -2;
+    return e == SSL_ERROR_ZERO_RETURN ? 0 : tls_failed(r, "read", e);
 }
 
 static ssize_t conn_write(struct redis *r, const char *p, size_t n)
@@ -1150,14 +1159,7 @@ static ssize_t conn_write(struct redis *r, const char *p, size_t n)
     if (r->ssl == NULL) {
         /* MSG_NOSIGNAL: a server gone away must not kill us with SIGPIPE. */
         ssize_t put = send(r->fd, p, n, MSG_NOSIGNAL);
-        if (put >= 0)
-            return put;
-        if (errno == EAGAIN || errno == EINTR)
-            return -1;
-        char why[sizeof r->error];
-        snprintf(why, sizeof why, "write: %s", strerror(errno));
-        conn_drop(r, REDIS_E_IO, why);
-        return -2;
+        return put >= 0 ? put : sock_failed(r, "write", "");
     }
     ERR_clear_error();
     errno = 0;
@@ -1165,11 +1167,6 @@ static ssize_t conn_write(struct redis *r, const char *p, size_t n)
     if (put > 0)
         return put;
     int e = SSL_get_error(r->ssl, put);
-    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
-        errno = EAGAIN;
-        return -1;
-    }
-    char why[sizeof r->error];
     if (e == SSL_ERROR_SYSCALL) {
         /* TLS 1.3: a server that refuses our certificate (or its absence) says so in an
          * alert after our handshake has finished, and closes; our first write then meets a
@@ -1177,15 +1174,10 @@ static ssize_t conn_write(struct redis *r, const char *p, size_t n)
         char scratch[256];
         ERR_clear_error();
         int got = SSL_read(r->ssl, scratch, sizeof scratch);
-        if (got <= 0 && SSL_get_error(r->ssl, got) == SSL_ERROR_SSL) {
-            tls_reason(r, "refused", SSL_ERROR_SSL, why, sizeof why);
-            conn_drop(r, REDIS_E_IO, why);
-            return -2;
-        }
+        if (got <= 0 && SSL_get_error(r->ssl, got) == SSL_ERROR_SSL)
+            return tls_failed(r, "refused", SSL_ERROR_SSL);
     }
-    tls_reason(r, "write", e, why, sizeof why);
-    conn_drop(r, REDIS_E_IO, why);
-    return -2;
+    return tls_failed(r, "write", e);
 }
 
 static void flush_out(struct redis *r)
