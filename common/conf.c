@@ -1783,6 +1783,16 @@ static void build_target(struct loader *l, size_t i, size_t h, struct pool_conf 
     }
     t->plugin_line = hs->plugin_line;
     t->plugin_params_line = hs->plugin_params_line;
+    /* What runs (exec, subprocess) is made from command and shell by validate_proc(), which
+     * checked the section: no setter makes it, so take the section's. */
+    if (hs->argv) {
+        size_t n = 0;
+        while (hs->argv[n])
+            n++;
+        t->argv = xcalloc(n + 1, sizeof *t->argv);
+        for (size_t k = 0; k < n; k++)
+            t->argv[k] = xstrdup(hs->argv[k]);
+    }
 }
 
 /* A routed pool (handler = NAME, or route.*): check its routes, make its targets, and sum them

@@ -7,14 +7,14 @@ written by each test, plugins compiled with gcc). A handler tags what it did wit
 ("v1", "v2"...), so each test asserts which code handled a message, and which worker pids ran."""
 import os
 import shutil
-import stat
+import signal
 import subprocess
 import time
 
 import pytest
 
 from conftest import REPO, SLOWNESS, add_messages, pending_count, run_binary, write_ini
-from supervisor_helpers import pool, pool_children
+from supervisor_helpers import pool, pool_children, rewrite_config, send_signal
 
 METRIC = "streamfleet_watch_restarts_total"
 
@@ -146,6 +146,77 @@ def test_a_burst_of_writes_replaces_the_workers_once(tmp_path, redis_server, fle
     assert handled_by(fl, r, tmp_path, "wb", "v6") == "v6"
     time.sleep(2 * SLOWNESS)
     assert watch_restarts(fl) == 1, "replaced once for the whole burst"
+
+
+def test_a_reload_watches_again(tmp_path, redis_server, fleet):
+    """watch turned on by a reload, and the command moved to another script: the new script is
+    watched, the old one no longer."""
+    r = redis_server.client()
+    s = str(tmp_path / "seen")
+    old, new = tmp_path / "old.py", tmp_path / "new.py"
+    write_script(old, SUB.format(version="old1", seen=s))
+    write_script(new, SUB.format(version="new1", seen=s))
+    fl = fleet({"pool:w": sub_pool("wr", old)})
+    assert handled_by(fl, r, tmp_path, "wr", "old1") == "old1"
+
+    def edit(sections):
+        sections["pool:w"].update(watch="yes", command=f"/usr/bin/python3 {new}")
+    before = set(pool_children(fl, "w"))
+    rewrite_config(fl, edit)
+    send_signal(fl, signal.SIGHUP)
+    gen = fl.wait_for(lambda: new_workers(fl, before), timeout=15 * SLOWNESS, what="the reload's workers")
+    assert handled_by(fl, r, tmp_path, "wr", "new1") == "new1"
+    assert watch_restarts(fl) == 0, "a reload is not a watch restart"
+
+    write_script(old, SUB.format(version="old2", seen=s))
+    time.sleep(2 * SLOWNESS)
+    assert set(pool_children(fl, "w")) == gen and watch_restarts(fl) == 0, "the old script is not watched"
+    replace_script(new, SUB.format(version="new2", seen=s))
+    fl.wait_for(lambda: new_workers(fl, gen), timeout=15 * SLOWNESS, what="workers for new.py's change")
+    assert handled_by(fl, r, tmp_path, "wr", "new2") == "new2"
+    assert watch_restarts(fl) == 1
+
+
+def test_routed_pool_watches_its_handler_sections_and_shell_words(tmp_path, redis_server, fleet):
+    """A routed pool whose [handler:NAME] runs `shell = yes`: the script named in the shell
+    command is watched."""
+    r = redis_server.client()
+    s = str(tmp_path / "seen")
+    h = tmp_path / "h.py"
+    write_script(h, SUB.format(version="v1", seen=s))
+    fl = fleet({
+        "handler:py": {"handler": "subprocess", "shell": "yes", "command": f"cd / && exec /usr/bin/python3 '{h}'"},
+        "pool:w": pool("wt", block="200ms", handler="py", watch="yes"),
+    })
+    assert handled_by(fl, r, tmp_path, "wt", "v1") == "v1"
+    before = set(pool_children(fl, "w"))
+    replace_script(h, SUB.format(version="v2", seen=s))
+    fl.wait_for(lambda: new_workers(fl, before), timeout=15 * SLOWNESS, what="new workers")
+    assert handled_by(fl, r, tmp_path, "wt", "v2") == "v2"
+    assert watch_restarts(fl) == 1
+
+
+def test_handler_sections_of_exec_and_subprocess_run_their_command(tmp_path, redis_server, fleet):
+    """(Found while writing the test above: a routed pool's exec and subprocess targets were
+    given no argv, and their workers crashed in exec.) route.TYPE to an exec section and to a
+    subprocess section: each handles its messages."""
+    r = redis_server.client()
+    s = tmp_path / "seen"
+    sub, ex = tmp_path / "sub.py", tmp_path / "ex.sh"
+    write_script(sub, SUB.format(version="sub", seen=str(s)))
+    write_script(ex, EXEC.format(version="exec", seen=s))
+    routed = pool("wx", block="200ms", route_field="kind", **{"route.a": "sub", "route.b": "ex"})
+    del routed["handler"]                       # routes instead
+    fl = fleet({
+        "handler:sub": {"handler": "subprocess", "command": f"/usr/bin/python3 {sub}"},
+        "handler:ex": {"handler": "exec", "command": str(ex)},
+        "pool:w": routed,
+    })
+    a = add_messages(r, "wx", 3, fields={"kind": "a"})
+    b = add_messages(r, "wx", 3, fields={"kind": "b"})
+    fl.wait_for(lambda: len(seen(tmp_path)) == 6, what="six messages handled")
+    assert seen(tmp_path) == {**{i: "sub" for i in a}, **{i: "exec" for i in b}}
+    fl.wait_for(lambda: pending_count(r, "wx", "wx-group") == 0, what="nothing pending")
 
 
 # --------------------------------------------------------------------------------------------
