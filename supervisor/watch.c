@@ -30,7 +30,7 @@ struct watched {
 struct watch_pool {
     char *name;
     long long due_ms;           /* 0: no change waiting */
-    const char *changed;        /* the path that changed last (a watched.path) */
+    char *changed;              /* the path that changed last, for the log; NULL: none */
 };
 
 struct watch {
@@ -69,8 +69,10 @@ void watch_free(struct watch *w)
     if (w == NULL)
         return;
     forget(w);
-    for (size_t i = 0; i < w->npools; i++)
+    for (size_t i = 0; i < w->npools; i++) {
         free(w->pools[i].name);
+        free(w->pools[i].changed);
+    }
     free(w->pools);
     if (w->fd >= 0)
         close(w->fd);
@@ -187,10 +189,10 @@ void watch_set(struct watch *w, const struct conf *c)
     for (size_t i = 0; i < w->npools; i++) {
         const struct pool_conf *pc = conf_pool(c, w->pools[i].name);
         if (pc && pc->watch) {
-            w->pools[kept] = w->pools[i];
-            w->pools[kept++].changed = "";
+            w->pools[kept++] = w->pools[i];
         } else {
             free(w->pools[i].name);
+            free(w->pools[i].changed);
         }
     }
     w->npools = kept;
@@ -207,7 +209,7 @@ void watch_set(struct watch *w, const struct conf *c)
             k++;
         if (k == w->npools) {
             w->pools = xrealloc(w->pools, (w->npools + 1) * sizeof *w->pools);
-            w->pools[w->npools++] = (struct watch_pool){ .name = xstrdup(pc->name), .changed = "" };
+            w->pools[w->npools++] = (struct watch_pool){ .name = xstrdup(pc->name) };
         }
         size_t before = w->nfiles;
         if (pc->routed)
@@ -223,7 +225,8 @@ void watch_set(struct watch *w, const struct conf *c)
 static void make_due(struct watch *w, size_t pool, const char *path, long long now)
 {
     w->pools[pool].due_ms = now + WATCH_SETTLE_MS;
-    w->pools[pool].changed = path;
+    free(w->pools[pool].changed);
+    w->pools[pool].changed = xstrdup(path);
 }
 
 void watch_read(struct watch *w, long long now)
@@ -280,7 +283,7 @@ const char *watch_next_due(struct watch *w, long long now, const char **file)
     for (size_t i = 0; i < w->npools; i++) {
         if (w->pools[i].due_ms != 0 && w->pools[i].due_ms <= now) {
             w->pools[i].due_ms = 0;
-            *file = w->pools[i].changed;
+            *file = w->pools[i].changed ? w->pools[i].changed : "?";
             return w->pools[i].name;
         }
     }

@@ -33,7 +33,8 @@ void watch_read(struct watch *w, long long now);
 long watch_timeout_ms(const struct watch *w, long long now);
 
 /* The name of a pool whose change is due (it is then no longer waiting), with *file the
- * path that changed last; or NULL. Both strings stay valid until the next watch_set(). */
+ * path that changed last; or NULL. Both strings stay valid until the next watch_set() or
+ * watch_read(). */
 const char *watch_next_due(struct watch *w, long long now, const char **file);
 
 #endif

@@ -343,3 +343,13 @@ def test_watch_is_a_pool_key_not_a_handler_key(tmp_path):
     })
     r = run_binary(["-t", "-c", str(cfg)])
     assert r.returncode == 0, r.stderr
+
+    # a handler with no file of its own: nothing to watch, said at -t
+    write_ini(cfg, {
+        "fleet": {"redis": "redis://127.0.0.1:1", "allow_root": "yes"},
+        "pool:w": {"stream": "s", "group": "g", "handler": "log", "watch": "yes"},
+    })
+    r = run_binary(["-t", "-c", str(cfg)])
+    assert r.returncode != 0
+    line = cfg.read_text().splitlines().index("watch = yes") + 1
+    assert any(l.startswith(f"{cfg}:{line}: ") for l in r.stderr.splitlines()), r.stderr
