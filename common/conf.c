@@ -214,6 +214,7 @@ static const struct key keys[] = {
     { SEC_POOL, "created_field",     set_field,   P(created_field),     0, 0, KEY_POOL },
     { SEC_POOL, "require_fields",    set_fields,  P(require_fields),    0, 0, KEY_POOL },
     { SEC_POOL, "route_field",       set_field,   P(route_field),       0, 0, KEY_POOL },
+    { SEC_POOL, "watch",             set_bool,    P(watch),             0, 0, KEY_POOL },
 };
 
 #define NKEYS (sizeof keys / sizeof keys[0])
@@ -1782,6 +1783,16 @@ static void build_target(struct loader *l, size_t i, size_t h, struct pool_conf 
     }
     t->plugin_line = hs->plugin_line;
     t->plugin_params_line = hs->plugin_params_line;
+    /* What runs (exec, subprocess) is made from command and shell by validate_proc(), which
+     * checked the section: no setter makes it, so take the section's. */
+    if (hs->argv) {
+        size_t n = 0;
+        while (hs->argv[n])
+            n++;
+        t->argv = xcalloc(n + 1, sizeof *t->argv);
+        for (size_t k = 0; k < n; k++)
+            t->argv[k] = xstrdup(hs->argv[k]);
+    }
 }
 
 /* A routed pool (handler = NAME, or route.*): check its routes, make its targets, and sum them
@@ -1948,6 +1959,11 @@ static void validate_pool(struct loader *l, size_t i)
     }
     if (p->dlq && p->stream && strcmp(p->dlq, p->stream) == 0)
         problem(l, p->line, "[pool:%s] dlq must not be the stream itself", p->name);
+    /* A routed pool watches the files of those of its handlers that have one. */
+    if (p->watch && handler_ok && !p->routed && p->handler != HANDLER_EXEC && p->handler != HANDLER_SUBPROCESS &&
+        p->handler != HANDLER_PLUGIN)
+        problem(l, abs(seen[key_index(SEC_POOL, "watch")]),
+                "watch = yes only applies to handler = exec, subprocess or plugin (their files are watched)");
 }
 
 /* Two pools reading one stream as one group would be one consumer group with two configs:
@@ -2287,7 +2303,7 @@ bool conf_pool_same(const struct pool_conf *a, const struct pool_conf *b)
            a->max_messages == b->max_messages && a->max_messages_jitter == b->max_messages_jitter &&
            a->memory_limit == b->memory_limit && a->max_lag == b->max_lag &&
            a->max_pending_age_ms == b->max_pending_age_ms &&
-           a->group_start_latest == b->group_start_latest;
+           a->group_start_latest == b->group_start_latest && a->watch == b->watch;
 }
 
 char *conf_read_token(const char *path, char *err, size_t errlen)

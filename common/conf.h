@@ -133,6 +133,10 @@ struct pool_conf {
      * the stream ("$") instead of at its start ("0"). */
     bool group_start_latest;
 
+    /* watch = yes (for development): the master replaces the pool's workers when the file of
+     * its command (exec, subprocess) or plugin changes (supervisor/watch.c). */
+    bool watch;
+
     /* Named handlers and routes. A routed pool (handler = NAME, or route.* keys) hands each
      * message to one of its targets: a config per [handler:NAME] section it uses, made of the
      * pool's own settings and that section's handler keys (a handler opens with its target as

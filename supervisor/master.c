@@ -7,7 +7,10 @@
  *   SIGQUIT          fast stop: workers are killed; what they held stays pending in Redis
  *   SIGHUP           reload the config (see reload())
  *   SIGTTIN/SIGTTOU  one more / one fewer worker in every pool, until the next reload
- *   SIGUSR1          reopen the log file */
+ *   SIGUSR1          reopen the log file
+ *
+ * A pool with watch = yes also gets new workers when a file of its handlers changes
+ * (replace_watched()). */
 #include "supervisor/master.h"
 #include "common/log.h"
 #include "supervisor/httpd.h"
@@ -15,6 +18,7 @@
 #include "supervisor/plugincheck.h"
 #include "supervisor/redismon.h"
 #include "supervisor/view.h"
+#include "supervisor/watch.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -135,6 +139,7 @@ static void build_view(struct master *m, struct fleet_view *v)
             pv->route_default = ps->conf->route_default.handler != NULL;
             pv->max_lag = ps->conf->max_lag;
             pv->max_pending_age = (double)ps->conf->max_pending_age_ms / 1000.0;
+            pv->watch = ps->conf->watch;
         }
         long long now = master_now_ms();
         unsigned recent = 0;
@@ -201,6 +206,7 @@ static void build_view(struct master *m, struct fleet_view *v)
         for (unsigned k = 0; k < h->n; k++)
             pv->history[k] = h->rate[(h->head + HISTORY_POINTS - h->n + k) % HISTORY_POINTS];
         pv->rate = h->n ? pv->history[h->n - 1] : 0;
+        pv->watch_restarts = h->watch_restarts;
     }
 }
 
@@ -654,10 +660,45 @@ static void reload(struct master *m, long long now)
     m->conf = nc;
     drop_idle_drained(m);
     collect(m);
+    watch_set(m->watch, nc);
     m->reloads_ok++;
     log_info("reload: done (%u pools added, %u removed, %u restarted with new settings, %u rescaled)", started,
              removed, replaced, scaled);
     notify("READY=1");
+}
+
+/* watch = yes: a file of the handlers of pool name changed. Its workers are replaced as a
+ * reload replaces a changed pool (a new generation started, the old one drained), with the
+ * config as it is: nothing is re-read. What a reload would refuse is refused here too, and the
+ * running workers stay: a plugin that no longer loads (the same forked check), or too few
+ * free scoreboard slots for the new generation beside the old. */
+static void replace_watched(struct master *m, const char *name, const char *file, long long now)
+{
+    struct pool_state *ps = NULL;
+    for (size_t i = 0; i < m->npools && ps == NULL; i++)
+        if (!m->pools[i]->removed && strcmp(m->pools[i]->name, name) == 0)
+            ps = m->pools[i];
+    if (ps == NULL || !ps->conf->watch || m->draining)
+        return;
+    size_t free_slots = slots_free(m);
+    if ((size_t)ps->workers > free_slots) {
+        log_errorx("watch: %s changed: pool %s keeps its workers: the new ones need %d scoreboard slots "
+                   "beside the draining ones, %zu are free", file, name, ps->workers, free_slots);
+        return;
+    }
+    if (plugincheck_pool(ps->owner, ps->conf) > 0) {
+        log_errorx("watch: %s changed: pool %s keeps its workers: the plugin as it is now does not load",
+                   file, name);
+        return;
+    }
+    log_info("watch: %s changed: pool %s: starting a new generation of %d workers", file, name, ps->workers);
+    struct pool_state *next = pool_new(m, ps->owner, ps->conf, now);
+    next->workers = ps->workers;        /* as SIGTTIN/SIGTTOU left it */
+    next->fresh = true;
+    pool_start(m, next, now);
+    pool_retire(m, ps, now);
+    drop_idle_drained(m);
+    history_of(m, name)->watch_restarts++;
 }
 
 /* SIGTTIN (+1) and SIGTTOU (-1): every pool, never below one worker. */
@@ -822,6 +863,8 @@ int master_run(struct master *m, struct conf *conf)
              strchr(conf->listen_host, ':') ? "]" : "", conf->listen_port);
     for (size_t i = 0; i < m->npools; i++)
         pool_start(m, m->pools[i], now);
+    m->watch = watch_open();
+    watch_set(m->watch, conf);
     notify("READY=1");
 
     for (;;) {
@@ -838,16 +881,19 @@ int master_run(struct master *m, struct conf *conf)
         timeout = min_timeout(timeout, httpd_timeout_ms(m->httpd));
         timeout = min_timeout(timeout, redismon_timeout_ms(m->mon, now));
         timeout = min_timeout(timeout, procs_timeout_ms(m, now));
+        timeout = min_timeout(timeout, watch_timeout_ms(m->watch, now));
         timeout = min_timeout(timeout, m->next_check_ms > now ? (long)(m->next_check_ms - now) : 0);
         if (m->draining && !m->fast_stop)
             timeout = min_timeout(timeout, m->drain_deadline_ms > now ? (long)(m->drain_deadline_ms - now) : 0);
 
-        struct pollfd pfd[3] = {
+        struct pollfd pfd[4] = {
             { .fd = m->sigfd, .events = POLLIN },
             { .fd = httpd_fd(m->httpd), .events = POLLIN },
         };
         int n = 2;
         n += redismon_fds(m->mon, &pfd[2]);
+        int wi = n;                     /* the inotify descriptor: -1 (ignored by poll) when unused */
+        pfd[n++] = (struct pollfd){ .fd = watch_fd(m->watch), .events = POLLIN };
         if (poll(pfd, (nfds_t)n, (int)timeout) == -1 && errno != EINTR)
             fatal("poll");
 
@@ -855,7 +901,12 @@ int master_run(struct master *m, struct conf *conf)
         if (pfd[0].revents)
             handle_signals(m, now);
         httpd_run(m->httpd);
-        redismon_run(m->mon, n > 2 ? pfd[2].revents : 0, now);
+        redismon_run(m->mon, wi > 2 ? pfd[2].revents : 0, now);
+        if (pfd[wi].revents)
+            watch_read(m->watch, now);
+        const char *changed, *file;
+        while ((changed = watch_next_due(m->watch, now, &file)) != NULL)
+            replace_watched(m, changed, file, now);
         procs_reap(m, now);
         procs_respawn_due(m, now);
         if (now >= m->next_check_ms) {
@@ -871,6 +922,7 @@ int master_run(struct master *m, struct conf *conf)
     log_info("all workers stopped: exiting");
     httpd_close(m->httpd);
     redismon_free(m->mon);
+    watch_free(m->watch);
     procs_release(m);
     for (size_t i = 0; i < m->npools; i++) {
         free(m->pools[i]->name);

@@ -42,6 +42,7 @@ struct history {
     float rate[HISTORY_POINTS];     /* a ring; head is the next to write */
     unsigned head, n;
     long long short_since_ms;       /* below its worker count since then; 0: it is not */
+    uint64_t watch_restarts;        /* generations started because a watched file changed */
 };
 
 /* One child: index is the SLOT of its consumer name HOST:POOL:SLOT. */
@@ -62,6 +63,7 @@ struct proc {
 
 struct httpd;
 struct redismon;
+struct watch;
 
 struct master {
     struct conf *conf;              /* the config in force */
@@ -76,6 +78,7 @@ struct master {
     int sigfd;
     struct httpd *httpd;
     struct redismon *mon;
+    struct watch *watch;            /* watch = yes pools' files (supervisor/watch.h) */
     double start_time;
     bool draining;
     bool fast_stop;

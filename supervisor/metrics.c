@@ -121,6 +121,15 @@ void metrics_render(struct buf *out, const struct fleet_view *v)
             label(out, v->pools[i].name);
             buf_printf(out, "\",reason=\"%s\"} %" PRIu64 "\n", restart_reason_name[k], v->pools[i].restarts_by[k]);
         }
+    /* Only pools that watch (or did): a fleet without watch = yes shows a bare family. */
+    family(out, "streamfleet_watch_restarts_total", "counter",
+           "New generations of workers started because a watched handler file changed (watch = yes).");
+    for (unsigned i = 0; i < v->npools; i++)
+        if (v->pools[i].watch || v->pools[i].watch_restarts) {
+            buf_adds(out, "streamfleet_watch_restarts_total{pool=\"");
+            label(out, v->pools[i].name);
+            buf_printf(out, "\"} %" PRIu64 "\n", v->pools[i].watch_restarts);
+        }
     family(out, "streamfleet_reloads_total", "counter", "Configuration reloads (SIGHUP), by result.");
     buf_printf(out, "streamfleet_reloads_total{result=\"ok\"} %" PRIu64 "\n", v->reloads_ok);
     buf_printf(out, "streamfleet_reloads_total{result=\"failed\"} %" PRIu64 "\n", v->reloads_failed);

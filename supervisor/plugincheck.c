@@ -136,6 +136,30 @@ static int check_one(const struct conf *c, const struct pool_conf *p, char *why,
     return 0;
 }
 
+/* Check each plugin of pool (inline, or of the [handler:NAME] sections it routes to); report
+ * each failure on stderr (doing NULL), or in the log after "DOING: ". */
+static size_t check_pool(const struct conf *c, const struct pool_conf *pool, const char *doing)
+{
+    size_t failed = 0;
+    size_t n = pool->routed ? pool->ntargets : 1;
+    for (size_t t = 0; t < n; t++) {
+        const struct pool_conf *p = pool->routed ? &pool->targets[t] : pool;
+        if (p->handler != HANDLER_PLUGIN)
+            continue;
+        char why[600];
+        if (check_one(c, p, why, sizeof why) == 0)
+            continue;
+        if (doing)
+            log_errorx("%s: %s:%d: [pool:%s] plugin %s: %s", doing, c->path, p->plugin_line, pool->name,
+                       p->plugin, why);
+        else
+            fprintf(stderr, "%s:%d: [pool:%s] plugin %s: %s\n", c->path, p->plugin_line, pool->name,
+                    p->plugin, why);
+        failed++;
+    }
+    return failed;
+}
+
 /* Check the plugin pools of c (those new or changed since old, when old is given); report
  * each failure on stderr, or in the log for a reload. */
 static size_t check_pools(const struct conf *c, const struct conf *old)
@@ -146,23 +170,7 @@ static size_t check_pools(const struct conf *c, const struct conf *old)
         const struct pool_conf *was = old ? conf_pool(old, pool->name) : NULL;
         if (was && conf_pool_same(was, pool))
             continue;
-        /* an inline handler, or each [handler:NAME] a routed pool uses */
-        size_t n = pool->routed ? pool->ntargets : 1;
-        for (size_t t = 0; t < n; t++) {
-            const struct pool_conf *p = pool->routed ? &pool->targets[t] : pool;
-            if (p->handler != HANDLER_PLUGIN)
-                continue;
-            char why[600];
-            if (check_one(c, p, why, sizeof why) == 0)
-                continue;
-            if (old)
-                log_errorx("reload: %s:%d: [pool:%s] plugin %s: %s", c->path, p->plugin_line, pool->name,
-                           p->plugin, why);
-            else
-                fprintf(stderr, "%s:%d: [pool:%s] plugin %s: %s\n", c->path, p->plugin_line, pool->name,
-                        p->plugin, why);
-            failed++;
-        }
+        failed += check_pool(c, pool, old ? "reload" : NULL);
     }
     return failed;
 }
@@ -175,4 +183,9 @@ size_t plugincheck_conf(const struct conf *c)
 size_t plugincheck_reload(const struct conf *old, const struct conf *c)
 {
     return check_pools(c, old);
+}
+
+size_t plugincheck_pool(const struct conf *c, const struct pool_conf *pool)
+{
+    return check_pool(c, pool, "watch");
 }

@@ -16,5 +16,8 @@ size_t plugincheck_conf(const struct conf *c);
  * settings changed, and log each failure (log_errorx, "reload: FILE:LINE: ..."). The master
  * waits for the checkers (each at most 10 s). Returns the number of failures. */
 size_t plugincheck_reload(const struct conf *old, const struct conf *c);
+/* For watch = yes: check, the same way, the plugins of pool (of c) as they are on disk now,
+ * and log each failure (log_errorx, "watch: FILE:LINE: ..."). Returns the number of failures. */
+size_t plugincheck_pool(const struct conf *c, const struct pool_conf *pool);
 
 #endif

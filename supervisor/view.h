@@ -37,6 +37,8 @@ struct pool_view {
     unsigned nroutes;
     bool route_default;
     uint64_t rss_bytes;             /* resident memory of its workers */
+    bool watch;                     /* watch = yes */
+    uint64_t watch_restarts;        /* new generations started because a watched file changed */
 
     /* From the master's Redis poll (redis_known false until the first one). */
     bool redis_known;
