@@ -112,7 +112,8 @@ static void detach_from_master(pid_t master)
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
     sa.sa_handler = SIG_IGN;
-    /* hiredis 0.14 writes without MSG_NOSIGNAL: a dropped connection must not kill us. */
+    /* A handler process that closed its stdin (a pipe we write to), or libcurl on a socket the
+     * peer closed, must not kill the worker: the write fails with EPIPE instead. */
     sigaction(SIGPIPE, &sa, NULL);
     /* Signals meant for the master that a terminal or a careless kill sends to the group. */
     sigaction(SIGHUP, &sa, NULL);
