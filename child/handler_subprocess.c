@@ -518,9 +518,11 @@ static int sub_fds(struct handler *h, struct pollfd *pfd, int max, long *timeout
         proc_close_fd(&h->p.in);
     }
     if (h->state != DOWN && max >= 4) {
-        if (h->p.in >= 0 && h->woff < h->wbuf.len) {
+        /* stdin is watched even with nothing to write: POLLERR says the process closed its
+         * end, which would otherwise show only at the next write, or after timeout. */
+        if (h->p.in >= 0) {
             h->pfd_in = n;
-            pfd[n++] = (struct pollfd){ .fd = h->p.in, .events = POLLOUT };
+            pfd[n++] = (struct pollfd){ .fd = h->p.in, .events = h->woff < h->wbuf.len ? POLLOUT : 0 };
         }
         if (h->p.out >= 0) {
             h->pfd_out = n;
@@ -554,6 +556,10 @@ static bool ready(const struct pollfd *pfd, int n, int at)
 static void sub_run(struct handler *h, const struct pollfd *pfd, int n)
 {
     long long now = child_now_ms();
+    /* Its stdin closed while it lives on (an exit is the pidfd's to tell, with its status). */
+    if (h->state == RUNNING && h->pfd_in >= 0 && h->pfd_in < n && (pfd[h->pfd_in].revents & (POLLERR | POLLHUP)) &&
+        !ready(pfd, n, h->pfd_pid))
+        stop(h, "it closed its stdin");
     if (h->state == RUNNING && h->woff < h->wbuf.len)
         write_lines(h);
     if (h->state != DOWN && h->p.out >= 0 && (ready(pfd, n, h->pfd_out) || h->pfd_out < 0) &&

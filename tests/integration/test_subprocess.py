@@ -260,8 +260,13 @@ for m in lines():
     add_messages(r, "cl", 20)
     fl = fleet({"pool:cl": sub_pool("cl", h)})
     worker = fl.children()[0]
+    t0 = time.monotonic()
     settle(fl, r, "cl", timeout=60 * SLOWNESS)
+    took = time.monotonic() - t0
     assert lives(out) == 2
+    # seen when it happens (POLLERR on the pipe), not at the default 30 s timeout
+    assert took < 15 * SLOWNESS, f"took {took:.1f} s: the closed stdin was noticed only by the timeout"
+
     assert cpu_seconds(worker) < 5.0 * SLOWNESS, "no busy loop"
 
 
