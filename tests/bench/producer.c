@@ -1,7 +1,8 @@
 /* producer.c: fills a stream for scripts/bench.
  *
- *   producer -p PORT -s STREAM -n COUNT [-g GROUP] [-z BYTES] [-P DEPTH]
- *       preload: COUNT entries (fields `type` and a BYTES-long `payload`, 200 by default),
+ *   producer -p PORT -s STREAM -n COUNT [-g GROUP] [-z BYTES] [-P DEPTH] [-f NAME=VALUE]
+ *       preload: COUNT entries (fields `type` and a BYTES-long `payload`, 200 by default,
+ *       and with -f one more field, e.g. the `to` that examples/handlers/handler.py wants),
  *       DEPTH XADDs per round trip (1000); with -g, then create GROUP at ID 0.
  *   producer -p PORT -s STREAM -n COUNT -r RATE [-z BYTES]
  *       fixed rate: RATE entries a second on an absolute schedule (late ones go out at once,
@@ -34,7 +35,7 @@ static long long real_ns(void)
 static void usage(void)
 {
     fprintf(stderr, "usage: producer [-h HOST] -p PORT -s STREAM -n COUNT [-g GROUP] [-z BYTES] "
-                    "[-P DEPTH] [-r RATE]\n");
+                    "[-P DEPTH] [-r RATE] [-f NAME=VALUE]\n");
     exit(2);
 }
 
@@ -53,11 +54,11 @@ static void check(redisContext *rc, redisReply *r, const char *what)
 
 int main(int argc, char **argv)
 {
-    const char *host = "127.0.0.1", *stream = NULL, *group = NULL;
+    const char *host = "127.0.0.1", *stream = NULL, *group = NULL, *extra = NULL;
     int port = 0, opt;
     long count = -1, depth = 1000, bytes = 200;
     double rate = 0;
-    while ((opt = getopt(argc, argv, "h:p:s:n:g:z:P:r:")) != -1) {
+    while ((opt = getopt(argc, argv, "h:p:s:n:g:z:P:r:f:")) != -1) {
         switch (opt) {
         case 'h': host = optarg; break;
         case 'p': port = atoi(optarg); break;
@@ -67,10 +68,12 @@ int main(int argc, char **argv)
         case 'z': bytes = atol(optarg); break;
         case 'P': depth = atol(optarg); break;
         case 'r': rate = atof(optarg); break;
+        case 'f': extra = optarg; break;
         default: usage();
         }
     }
-    if (port <= 0 || stream == NULL || count < 0 || depth < 1 || bytes < 0 || rate < 0)
+    if (port <= 0 || stream == NULL || count < 0 || depth < 1 || bytes < 0 || rate < 0 ||
+        (extra != NULL && (strchr(extra, '=') == NULL || rate > 0)))
         usage();
 
     char *payload = malloc((size_t)bytes + 1);
@@ -90,12 +93,21 @@ int main(int argc, char **argv)
     long long t0 = mono_ns();
     long long late_max = 0;
     if (rate == 0) {
-        const char *av[7] = { "XADD", stream, "*", "type", "bench", "payload", payload };
-        size_t al[7] = { 4, strlen(stream), 1, 4, 5, 7, (size_t)bytes };
+        const char *av[9] = { "XADD", stream, "*", "type", "bench", "payload", payload, NULL, NULL };
+        size_t al[9] = { 4, strlen(stream), 1, 4, 5, 7, (size_t)bytes, 0, 0 };
+        int ac = 7;
+        if (extra != NULL) {
+            const char *eq = strchr(extra, '=');
+            av[7] = extra;
+            al[7] = (size_t)(eq - extra);
+            av[8] = eq + 1;
+            al[8] = strlen(eq + 1);
+            ac = 9;
+        }
         for (long done = 0; done < count;) {
             long n = count - done < depth ? count - done : depth;
             for (long i = 0; i < n; i++)
-                redisAppendCommandArgv(rc, 7, av, al);
+                redisAppendCommandArgv(rc, ac, av, al);
             for (long i = 0; i < n; i++) {
                 void *v = NULL;
                 if (redisGetReply(rc, &v) != REDIS_OK)
