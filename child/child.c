@@ -13,6 +13,7 @@
  * Each turn of the loop is a list of named steps; what each message is at (in the handler,
  * ack due, retry due, dead-letter due) is in the ledger (c->ledger), and the steps that act on
  * it live in their own files (worker.h). */
+#include "child/proc.h"
 #include "child/route.h"
 #include "child/worker.h"
 #include "common/log.h"
@@ -472,18 +473,6 @@ static void redis_trouble(struct child *c)
         exit(CHILD_EXIT_CONFIG);
 }
 
-/* Resident memory in bytes, from /proc/self/statm, or 0 when unknown. */
-static long long resident_bytes(void)
-{
-    FILE *f = fopen("/proc/self/statm", "r");
-    if (f == NULL)
-        return 0;
-    long long size = 0, rss = 0;
-    int n = fscanf(f, "%lld %lld", &size, &rss);
-    fclose(f);
-    return n == 2 ? rss * sysconf(_SC_PAGESIZE) : 0;
-}
-
 /* Reasons to stop on our own: recycling after max_messages, the memory limit, the master's
  * death. Each starts the same drain as SIGTERM; the exit code tells the master why. */
 static void check_limits(struct child *c, long long now)
@@ -499,7 +488,7 @@ static void check_limits(struct child *c, long long now)
     if (now >= c->next_memory_check_ms) {
         /* Every second with a limit to enforce, else every 5 s for /metrics. */
         c->next_memory_check_ms = now + (c->pool->memory_limit ? 1000 : 5000);
-        long long rss = resident_bytes();
+        long long rss = proc_rss(0);
         atomic_store_explicit(&c->slot->rss_bytes, (uint64_t)rss, memory_order_relaxed);
         if (c->pool->memory_limit && rss > c->pool->memory_limit) {
             log_warnx("resident memory %lld KiB exceeds memory_limit %lld KiB: finishing, to be replaced",

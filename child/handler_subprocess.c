@@ -452,20 +452,6 @@ static void write_lines(struct handler *h)
     h->woff = 0;
 }
 
-/* Resident bytes of a process from /proc/PID/statm (pid 0: ourselves), or 0. */
-static long long rss_of(pid_t pid)
-{
-    char path[64];
-    snprintf(path, sizeof path, pid ? "/proc/%d/statm" : "/proc/self/statm", (int)pid);
-    FILE *f = fopen(path, "r");
-    if (f == NULL)
-        return 0;
-    long long size = 0, rss = 0;
-    int n = fscanf(f, "%lld %lld", &size, &rss);
-    fclose(f);
-    return n == 2 ? rss * sysconf(_SC_PAGESIZE) : 0;
-}
-
 /* Publish the process's resident memory (the master adds it to the worker's, for /metrics),
  * and enforce memory_limit on the two together: every second with a limit, else every 5 s. */
 static void check_memory(struct handler *h, long long now)
@@ -473,11 +459,11 @@ static void check_memory(struct handler *h, long long now)
     if (h->state != RUNNING || now < h->next_memory_ms)
         return;
     h->next_memory_ms = now + (h->pool->memory_limit ? MEMORY_CHECK_MS : 5 * MEMORY_CHECK_MS);
-    long long its = rss_of(h->p.pid);
+    long long its = proc_rss(h->p.pid);
     atomic_store_explicit(&h->child->slot->handler_rss_bytes, (uint64_t)its, memory_order_relaxed);
     if (!h->pool->memory_limit || child_stopping)
         return;
-    long long mine = rss_of(0);
+    long long mine = proc_rss(0);
     if (mine + its > h->pool->memory_limit) {
         log_warnx("resident memory %lld KiB (worker %lld + handler process %lld) exceeds memory_limit "
                   "%lld KiB: finishing, to be replaced", (mine + its) / 1024, mine / 1024, its / 1024,

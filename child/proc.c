@@ -48,6 +48,42 @@ static int set_nonblock(int fd)
     return fl == -1 ? -1 : fcntl(fd, F_SETFL, fl | O_NONBLOCK);
 }
 
+/* The parent's side once the process runs: a pidfd to learn its end, our pipe ends
+ * non-blocking, its ends closed. Returns 0, or -1 (the process killed and reaped: without a
+ * pidfd we could not tell when it ends, so it must not run); the pipes are the caller's to
+ * close then. */
+static int adopt(struct proc *p, pid_t pid, int in[2], int out[2], int er[2], char *err, size_t errlen)
+{
+    p->pid = pid;
+    p->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    if (p->pidfd == -1) {
+        snprintf(err, errlen, "pidfd_open: %s", strerror(errno));
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        p->pid = 0;
+        return -1;
+    }
+    close(in[0]);
+    close(out[1]);
+    close(er[1]);
+    p->in = in[1];
+    p->out = out[0];
+    p->err = er[0];
+    set_nonblock(p->in);
+    set_nonblock(p->out);
+    set_nonblock(p->err);
+    return 0;
+}
+
+/* Close what is open of pipes fds[0..n) (each a pair). */
+static void close_pipes(int (*fds)[2], int n)
+{
+    for (int k = 0; k < n; k++)
+        for (int i = 0; i < 2; i++)
+            if (fds[k][i] >= 0)
+                close(fds[k][i]);
+}
+
 /* In the child, between fork and exec: nothing here returns. */
 static _Noreturn void exec_child(char *const argv[], char *const envp[], int in, int out, int err,
                                  int report, pid_t parent)
@@ -112,34 +148,13 @@ static int spawn_tied(struct proc *p, char *const argv[], char *const envp[], ch
             ;
         goto fail;
     }
-    p->pid = pid;
-    p->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
-    if (p->pidfd == -1) {
-        /* Without it we could not tell when it ends: do not let it run. */
-        snprintf(err, errlen, "pidfd_open: %s", strerror(errno));
-        kill(pid, SIGKILL);
-        waitpid(pid, NULL, 0);
-        p->pid = 0;
-        goto fail;
-    }
-    close(in[0]);
-    close(out[1]);
-    close(er[1]);
-    p->in = in[1];
-    p->out = out[0];
-    p->err = er[0];
     close(rep[0]);
-    set_nonblock(p->in);
-    set_nonblock(p->out);
-    set_nonblock(p->err);
-    return 0;
-fail:
-    for (int i = 0; i < 2; i++) {
-        if (in[i] >= 0) close(in[i]);
-        if (out[i] >= 0) close(out[i]);
-        if (er[i] >= 0) close(er[i]);
-        if (rep[i] >= 0) close(rep[i]);
-    }
+    rep[0] = -1;
+    if (adopt(p, pid, in, out, er, err, errlen) == 0)
+        return 0;
+fail:;
+    int pipes[4][2] = { { in[0], in[1] }, { out[0], out[1] }, { er[0], er[1] }, { rep[0], rep[1] } };
+    close_pipes(pipes, 4);
     return -1;
 }
 
@@ -177,31 +192,11 @@ static int spawn_fast(struct proc *p, char *const argv[], char *const envp[], ch
             p->exec_errno = rc;     /* else the system's trouble: try again later */
         goto fail;
     }
-    p->pid = pid;
-    p->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
-    if (p->pidfd == -1) {
-        snprintf(err, errlen, "pidfd_open: %s", strerror(errno));
-        kill(pid, SIGKILL);
-        waitpid(pid, NULL, 0);
-        p->pid = 0;
-        goto fail;
-    }
-    close(in[0]);
-    close(out[1]);
-    close(er[1]);
-    p->in = in[1];
-    p->out = out[0];
-    p->err = er[0];
-    set_nonblock(p->in);
-    set_nonblock(p->out);
-    set_nonblock(p->err);
-    return 0;
-fail:
-    for (int i = 0; i < 2; i++) {
-        if (in[i] >= 0) close(in[i]);
-        if (out[i] >= 0) close(out[i]);
-        if (er[i] >= 0) close(er[i]);
-    }
+    if (adopt(p, pid, in, out, er, err, errlen) == 0)
+        return 0;
+fail:;
+    int pipes[3][2] = { { in[0], in[1] }, { out[0], out[1] }, { er[0], er[1] } };
+    close_pipes(pipes, 3);
     return -1;
 }
 
@@ -322,4 +317,18 @@ const char *proc_last_line(const struct buf *b, char *out, size_t len)
     if (len)
         out[n] = '\0';
     return n ? out : NULL;
+}
+
+/* Resident bytes of a process from /proc/PID/statm (pid 0: ourselves), or 0. */
+long long proc_rss(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof path, pid ? "/proc/%d/statm" : "/proc/self/statm", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return 0;
+    long long size = 0, rss = 0;
+    int n = fscanf(f, "%lld %lld", &size, &rss);
+    fclose(f);
+    return n == 2 ? rss * sysconf(_SC_PAGESIZE) : 0;
 }

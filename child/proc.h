@@ -57,4 +57,7 @@ const char *proc_last_line(const struct buf *b, char *out, size_t len);
 /* "exit 3", "killed by signal 9 (SIGKILL)": a wait status in words, into buf. */
 const char *proc_status_text(int status, char *buf, size_t len);
 
+/* Resident bytes of process pid from /proc/PID/statm (pid 0: ourselves), or 0 when unknown. */
+long long proc_rss(pid_t pid);
+
 #endif
