@@ -38,6 +38,11 @@ def dlq_entries(client, dlq):
     return [(s(i), {s(k): s(v) for k, v in f.items()}) for i, f in client.xrange(dlq)]
 
 
+def dead_letters(client, stream):
+    """{source entry id: {field: value}} of the pool's dead-letter stream STREAM:dlq, str-decoded."""
+    return {f["dlq.id"]: f for _, f in dlq_entries(client, f"{stream}:dlq")}
+
+
 def by_webhook_id(reqs, status=None, ok=False):
     """{webhook-id: [requests]} of sink requests (only those answered status, or 2xx with ok)."""
     out = {}

@@ -12,6 +12,7 @@ import pytest
 
 from conftest import (REPO, SLOWNESS, TIMEOUT, add_messages, children_of, pending_count,
                       run_binary, wait_until)
+from reliability_helpers import cpu_seconds, dead_letters
 
 PY = "/usr/bin/python3"
 
@@ -25,22 +26,6 @@ def script(path, text):
 def exec_pool(stream, command, **extra):
     return {"stream": stream, "group": f"{stream}-group", "workers": 1, "batch": 10,
             "block": "200ms", "handler": "exec", "command": command, **extra}
-
-
-def dlq(client, stream):
-    """{source id: {field: value}} of the pool's dead-letter stream."""
-    out = {}
-    for _, f in client.xrange(f"{stream}:dlq"):
-        f = {k.decode(): v.decode(errors="replace") for k, v in f.items()}
-        out[f["dlq.id"]] = f
-    return out
-
-
-def cpu_seconds(pid):
-    """utime + stime of a process, in seconds."""
-    with open(f"/proc/{pid}/stat") as f:
-        rest = f.read().rpartition(")")[2].split()
-    return (int(rest[11]) + int(rest[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def descendants(pid):
@@ -84,14 +69,14 @@ def test_exit_code_decides_ack_dead_letter_or_retry(redis_server, fleet, tmp_pat
     ids = {k: add_messages(r, "jobs", 1, fields={"do": k})[0] for k in kinds}
     fl = fleet({"pool:jobs": exec_pool("jobs", str(h), max_attempts=3, backoff_base="100ms",
                                        backoff_max="200ms", inflight=4)})
-    fl.wait_for(lambda: len(dlq(r, "jobs")) == 4 and pending_count(r, "jobs", "jobs-group") == 0,
+    fl.wait_for(lambda: len(dead_letters(r, "jobs")) == 4 and pending_count(r, "jobs", "jobs-group") == 0,
                 what="four dead letters, nothing pending")
     attempts = {k: (out / ids[k]).read_text().split() for k in kinds}
     assert attempts["ok"] == ["1"], "exit 0: acked after one run"
     assert attempts["reject"] == ["1"], "exit 65: dead at once, never retried"
     for k in ("temp", "other", "signal"):
         assert attempts[k] == ["1", "2", "3"], f"{k}: retried up to max_attempts"
-    d = dlq(r, "jobs")
+    d = dead_letters(r, "jobs")
     assert ids["ok"] not in d
     assert d[ids["reject"]]["dlq.reason"] == "exec_rejected"
     assert d[ids["reject"]]["dlq.error"] == "amount is not a number", "the last non-empty stderr line"
@@ -202,10 +187,10 @@ def test_timeout_sends_sigterm_then_sigkill_and_retries(redis_server, fleet, tmp
                                        backoff_base="100ms", backoff_max="100ms")})
     worker = fl.children()[0]
     cpu0 = cpu_seconds(worker)
-    fl.wait_for(lambda: len(dlq(r, "slow")) == 2 and pending_count(r, "slow", "slow-group") == 0,
+    fl.wait_for(lambda: len(dead_letters(r, "slow")) == 2 and pending_count(r, "slow", "slow-group") == 0,
                 timeout=60 * SLOWNESS, what="both dead after two timeouts")
     took = time.time() - t0
-    d = dlq(r, "slow")
+    d = dead_letters(r, "slow")
     for eid in (obey, ignore):
         assert d[eid]["dlq.error"] == "timeout"
         assert d[eid]["dlq.reason"] == "max_attempts"
@@ -233,10 +218,10 @@ sys.exit(75)
     r = redis_server.client()
     ids = add_messages(r, "loud", 3)
     fl = fleet({"pool:loud": exec_pool("loud", str(h), max_attempts=1, inflight=3)})
-    fl.wait_for(lambda: len(dlq(r, "loud")) == 3 and pending_count(r, "loud", "loud-group") == 0,
+    fl.wait_for(lambda: len(dead_letters(r, "loud")) == 3 and pending_count(r, "loud", "loud-group") == 0,
                 what="all three dead after one failed attempt")
     for eid in ids:
-        assert dlq(r, "loud")[eid]["dlq.error"] == "final words"
+        assert dead_letters(r, "loud")[eid]["dlq.error"] == "final words"
     worker = fl.children()[0]
     rss_kb = int([l for l in open(f"/proc/{worker}/status") if l.startswith("VmRSS")][0].split()[1])
     assert rss_kb < 200 * 1024, "4 MiB of output per process was not kept"
@@ -273,10 +258,10 @@ def test_program_gone_after_the_check_is_dead_lettered_exec_failed(redis_server,
     h.unlink()
     r = redis_server.client()
     ids = add_messages(r, "gone", 3)
-    fl.wait_for(lambda: len(dlq(r, "gone")) == 3 and pending_count(r, "gone", "gone-group") == 0,
+    fl.wait_for(lambda: len(dead_letters(r, "gone")) == 3 and pending_count(r, "gone", "gone-group") == 0,
                 what="dead letters")
     for eid in ids:
-        d = dlq(r, "gone")[eid]
+        d = dead_letters(r, "gone")[eid]
         assert d["dlq.reason"] == "exec_failed"
         assert int(d["dlq.attempts"]) == 1, "not retried: every attempt would fail alike"
     assert fl.metrics().sum("streamfleet_messages_dead_lettered_total", reason="exec_failed") == 3
@@ -298,7 +283,7 @@ def test_example_exec_script_end_to_end(redis_server, fleet, tmp_path):
     out = tmp_path / "sent.log"
     fl = fleet({"pool:ex": exec_pool("ex", str(REPO / "examples/handlers/exec.sh"),
                                      env=f"SENT_LOG={out}")})
-    fl.wait_for(lambda: len(dlq(r, "ex")) == 1 and pending_count(r, "ex", "ex-group") == 0,
+    fl.wait_for(lambda: len(dead_letters(r, "ex")) == 1 and pending_count(r, "ex", "ex-group") == 0,
                 what="two sent, one rejected")
-    assert dlq(r, "ex")[bad[0]]["dlq.reason"] == "exec_rejected"
+    assert dead_letters(r, "ex")[bad[0]]["dlq.reason"] == "exec_rejected"
     assert sorted(out.read_text().split()) == sorted(f"user{i}@example.com" for i in range(2))

@@ -7,6 +7,7 @@ import json
 import time
 
 from conftest import add_messages, pending_count, wait_until
+from reliability_helpers import dlq_entries
 
 
 def http_pool(sink, stream, path="/events/{meta.type}", **extra):
@@ -14,10 +15,6 @@ def http_pool(sink, stream, path="/events/{meta.type}", **extra):
             "block": "200ms", "handler": "http", "url": sink.url + path, **extra}
 
 
-def dlq_entries(client, stream):
-    """[(id, {field: value})] of the pool's dead-letter stream, str-decoded."""
-    return [(i.decode(), {k.decode(): v.decode(errors="replace") for k, v in f.items()})
-            for i, f in client.xrange(f"{stream}:dlq")]
 
 
 def meta(**kw):
@@ -59,8 +56,8 @@ def test_path_that_does_not_resolve_is_dead_lettered_before_the_handler(redis_se
     (good,) = add_messages(r, "ev", 1, fields={"meta": meta(type="ok")})
     (q,) = sink.wait_count(1, status=200)
     assert q.path == "/events/ok"
-    fl.wait_for(lambda: len(dlq_entries(r, "ev")) == 4, what="four dead letters")
-    dead = {e["dlq.id"]: e for _, e in dlq_entries(r, "ev")}
+    fl.wait_for(lambda: len(dlq_entries(r, "ev:dlq")) == 4, what="four dead letters")
+    dead = {e["dlq.id"]: e for _, e in dlq_entries(r, "ev:dlq")}
     assert set(dead) == set(bad.values())
     for e in dead.values():
         assert e["dlq.reason"] == "bad_message"
@@ -82,8 +79,8 @@ def test_require_fields_dead_letters_what_lacks_any(redis_server, sink, fleet):
     (no_type,) = add_messages(r, "mail", 1, fields={**ok, "meta": meta(id="1")})
     (q,) = sink.wait_count(1, status=200)
     assert json.loads(q.body)["to"] == "ann"
-    fl.wait_for(lambda: len(dlq_entries(r, "mail")) == 2, what="two dead letters")
-    dead = {e["dlq.id"]: e for _, e in dlq_entries(r, "mail")}
+    fl.wait_for(lambda: len(dlq_entries(r, "mail:dlq")) == 2, what="two dead letters")
+    dead = {e["dlq.id"]: e for _, e in dlq_entries(r, "mail:dlq")}
     assert set(dead) == {no_to, no_type}
     assert all(e["dlq.reason"] == "bad_message" for e in dead.values())
     assert "'to'" in dead[no_to]["dlq.error"]
@@ -112,6 +109,6 @@ def test_created_field_feeds_the_age_histogram(redis_server, sink, fleet):
     fl.wait_for(lambda: ages().get("+Inf") == 5, what="five ages")
     a = ages()
     assert a["21600"] - a["3600"] == 4 and a["3600"] == 1, a
-    fl.wait_for(lambda: [e["dlq.id"] for _, e in dlq_entries(r, "ev")] == [bad], what="dead-lettered")
-    (_, e), = dlq_entries(r, "ev")
+    fl.wait_for(lambda: [e["dlq.id"] for _, e in dlq_entries(r, "ev:dlq")] == [bad], what="dead-lettered")
+    (_, e), = dlq_entries(r, "ev:dlq")
     assert e["dlq.reason"] == "bad_message" and "created_field" in e["dlq.error"]

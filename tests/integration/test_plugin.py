@@ -15,6 +15,7 @@ import pytest
 
 from conftest import (REPO, SLOWNESS, add_messages, pending_count, run_binary, streamfleet_bin,
                       write_ini)
+from reliability_helpers import dead_letters
 from supervisor_helpers import (BIG_TIMEOUT, all_read_and_acked, master_cpu, pool, restarts,
                                 rewrite_config, send_signal, wait_children)
 
@@ -51,15 +52,6 @@ def segv_kills():
     import conftest
     log = f":log_path={conftest._sanitizer_prefix}" if conftest._sanitizer_prefix else ""
     return {"ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0:handle_segv=0" + log}
-
-
-def dlq_entries(client, stream):
-    """{source id: {field: value}} of the pool's dead-letter stream (str-decoded)."""
-    out = {}
-    for _, f in client.xrange(f"{stream}:dlq"):
-        f = {k.decode(): v.decode(errors="replace") for k, v in f.items()}
-        out[f["dlq.id"]] = f
-    return out
 
 
 def acked_total(fl, pool_name="a"):
@@ -99,7 +91,7 @@ def test_plugin_dead_letters_with_its_reason_and_error(redis_server, fleet):
     poisoned = {ids[i]: f"bad {i}" for i in range(40) if i % 4 == 0}
     fl.wait_for(lambda: r.xlen("pd:dlq") == len(poisoned) and pending_count(r, "pd", "pd-group") == 0,
                 timeout=BIG_TIMEOUT, what="10 dead letters, nothing pending")
-    dead = dlq_entries(r, "pd")
+    dead = dead_letters(r, "pd")
     assert set(dead) == set(poisoned)
     for eid, f in dead.items():
         assert f["dlq.reason"] == "ackall_dead"
@@ -125,7 +117,7 @@ def test_plugin_retry_honours_its_delay_then_acks_or_dead_letters_at_max_attempt
     fl.wait_for(lambda: r.xlen("pr:dlq") == 1 and pending_count(r, "pr", "pr-group") == 0,
                 timeout=BIG_TIMEOUT, what="one dead letter, nothing pending")
     took = time.monotonic() - t0
-    dead = dlq_entries(r, "pr")
+    dead = dead_letters(r, "pr")
     assert set(dead) == {bad_id}
     assert dead[bad_id]["dlq.reason"] == "max_attempts"
     assert dead[bad_id]["dlq.attempts"] == "3"
@@ -147,7 +139,7 @@ def test_plugin_async_answers_through_done(redis_server, fleet):
                 timeout=BIG_TIMEOUT, what="60 dead letters, nothing pending")
     fl.wait_for(lambda: all_read_and_acked(r, "pq", len(ids)), what="all read")
     fl.wait_for(lambda: acked_total(fl) == 540, what="540 acked")
-    assert set(dlq_entries(r, "pq")) == {ids[i] for i in range(0, 600, 10)}
+    assert set(dead_letters(r, "pq")) == {ids[i] for i in range(0, 600, 10)}
     assert fl.stop() == 0
 
 
@@ -311,7 +303,7 @@ def test_plugin_crashing_on_one_message_dead_letters_it_and_handles_the_rest(tmp
     fl = fleet({"pool:a": plugin_pool("pp", path=so, batch=1, max_attempts=3)}, env=segv_kills())
     fl.wait_for(lambda: r.xlen("pp:dlq") == 1 and pending_count(r, "pp", "pp-group") == 0,
                 timeout=BIG_TIMEOUT, what="the poison message dead-lettered, nothing pending")
-    (dead,) = dlq_entries(r, "pp").values()
+    (dead,) = dead_letters(r, "pp").values()
     assert dead["dlq.id"] == ids[10]
     assert dead["dlq.reason"] == "max_attempts"
     m = fl.metrics()
@@ -403,7 +395,7 @@ def test_plugin_sees_the_message_binary_safe_and_its_parameters_in_order(tmp_pat
     (eid,) = add_messages(r, "pe", 1, fields={"text": "héllo", "bin": b"a\x00b\x00\xffc", "empty": b""})
     fl = fleet({"pool:echo": plugin_pool("pe", path=so, **{"plugin.b": ["2", "3"], "plugin.a": "x = y"})})
     fl.wait_for(lambda: r.xlen("pe:dlq") == 1, what="the echo dead letter")
-    (dead,) = dlq_entries(r, "pe").values()
+    (dead,) = dead_letters(r, "pe").values()
     assert dead["dlq.reason"] == "echo"
     assert dead["dlq.error"] == (f"echo|pe|{eid}|1|b=2;b=3;a=x = y;|"
                                  f"text:{len('héllo'.encode())}:0:1,bin:6:2:1,empty:0:0:1,")
@@ -426,7 +418,7 @@ def test_plugin_in_a_handler_section_gets_its_parameters_behind_a_route(redis_se
     poisoned = {ids[i] for i in range(30) if i % 2 and i % 3 == 0}
     fl.wait_for(lambda: r.xlen("pr:dlq") == len(poisoned) and pending_count(r, "pr", "pr-group") == 0,
                 timeout=BIG_TIMEOUT, what="dead letters of the plugin route, nothing pending")
-    dead = dlq_entries(r, "pr")
+    dead = dead_letters(r, "pr")
     assert set(dead) == poisoned
     assert {f["dlq.reason"] for f in dead.values()} == {"ackall_dead"}
     routed = {lbl["route"]: v for lbl, v in fl.metrics().series("streamfleet_messages_routed_total", pool="a")}

@@ -10,6 +10,7 @@ import pytest
 
 import chromium
 from conftest import SLOWNESS, add_messages, pending_count, run_binary, wait_until, write_ini
+from reliability_helpers import dlq_entries
 from supervisor_helpers import pool_children, rewrite_config
 
 
@@ -22,9 +23,6 @@ def hook(sink, path, **extra):
     return {"handler": "http", "url": sink.url + path, **extra}
 
 
-def dlq_entries(client, stream):
-    return [(i.decode(), {k.decode(): v.decode(errors="replace") for k, v in f.items()})
-            for i, f in client.xrange(f"{stream}:dlq")]
 
 
 def routed(fl, pool_name):
@@ -54,7 +52,7 @@ def test_each_type_goes_to_its_named_handler(redis_server, sink, fleet):
     (p,) = [p for p in json.loads(body)["pools"] if p["name"] == "jobs"]
     assert status == 200 and p["routes"] == {"send_email": 6, "send_sms": 4, "default": 5}
     time.sleep(0.5)
-    assert len(sink.snapshot()) == 10 and dlq_entries(r, "jobs") == []
+    assert len(sink.snapshot()) == 10 and dlq_entries(r, "jobs:dlq") == []
 
 
 def test_a_type_without_route_or_default_is_dead_lettered_no_route(redis_server, sink, fleet):
@@ -67,8 +65,8 @@ def test_a_type_without_route_or_default_is_dead_lettered_no_route(redis_server,
     (no_id,) = add_messages(r, "jobs", 1, fields={"meta": json.dumps({"type": "send_email"})})
     (q,) = sink.wait_count(1, status=200)
     assert q.path == "/email/m1"
-    fl.wait_for(lambda: len(dlq_entries(r, "jobs")) == 3, what="three dead letters")
-    dead = {e["dlq.id"]: e for _, e in dlq_entries(r, "jobs")}
+    fl.wait_for(lambda: len(dlq_entries(r, "jobs:dlq")) == 3, what="three dead letters")
+    dead = {e["dlq.id"]: e for _, e in dlq_entries(r, "jobs:dlq")}
     assert dead[unknown]["dlq.reason"] == "no_route"
     assert "\r" not in dead[unknown]["dlq.error"] and "\n" not in dead[unknown]["dlq.error"]
     # a path that does not resolve is a bad message, before any routing

@@ -14,6 +14,7 @@ import time
 import pytest
 
 from conftest import REPO, SLOWNESS, add_messages, children_of, pending_count, wait_until
+from reliability_helpers import cpu_seconds, dead_letters
 
 # The body every test handler shares: read lines from fd 0 as they come, answer through
 # answer(); `life` counts the process's starts (a file per start), so a handler can misbehave
@@ -59,26 +60,12 @@ def sub_pool(stream, command, **extra):
             "backoff_base": "100ms", "backoff_max": "500ms", **extra}
 
 
-def dlq(client, stream):
-    out = {}
-    for _, f in client.xrange(f"{stream}:dlq"):
-        f = {k.decode(): v.decode(errors="replace") for k, v in f.items()}
-        out[f["dlq.id"]] = f
-    return out
-
-
-def cpu_seconds(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        rest = f.read().rpartition(")")[2].split()
-    return (int(rest[11]) + int(rest[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def lives(out):
     return len([f for f in os.listdir(out) if f.startswith("start.")])
 
 
 def all_done(r, stream, n_dead=0):
-    return lambda: pending_count(r, stream, f"{stream}-group") == 0 and len(dlq(r, stream)) == n_dead \
+    return lambda: pending_count(r, stream, f"{stream}-group") == 0 and len(dead_letters(r, stream)) == n_dead \
         and r.xinfo_groups(stream)[0]["entries-read"] == r.xlen(stream)
 
 
@@ -128,7 +115,7 @@ for m in lines():
     ids = {k: add_messages(r, "rd", 1, fields={"do": k})[0] for k in ("ack", "dead", "retry")}
     fl = fleet({"pool:rd": sub_pool("rd", h, backoff_max="10s")})
     settle(fl, r, "rd", n_dead=1)
-    d = dlq(r, "rd")
+    d = dead_letters(r, "rd")
     assert d[ids["dead"]]["dlq.reason"] == "bad_address"
     assert d[ids["dead"]]["dlq.error"] == "no such mailbox really"
     seen = [l.split() for l in (out / "seen").read_text().splitlines()]
@@ -442,5 +429,5 @@ def test_example_handler_end_to_end(redis_server, fleet, tmp_path, command):
     fl = fleet({"pool:exh": sub_pool("exh", command.format(repo=REPO), inflight=8,
                                      env=f"SENT_LOG={sent}")})
     settle(fl, r, "exh", n_dead=1)
-    assert dlq(r, "exh")[bad[0]]["dlq.reason"] == "no_recipient"
+    assert dead_letters(r, "exh")[bad[0]]["dlq.reason"] == "no_recipient"
     assert sorted(sent.read_text().split()) == sorted(f"u{i}@example.com" for i in range(20))
