@@ -442,3 +442,20 @@ def blocked_readers(client):
     """Redis clients blocked in XREADGROUP right now (CLIENT LIST flags b)."""
     return sum(1 for c in client.client_list()
                if c.get("cmd") == "xreadgroup" and "b" in c.get("flags", ""))
+
+
+def build_plugin(tmp_path, name, body):
+    """Compile C source body (after #include <streamfleet/plugin.h>, <stddef.h>, <stdio.h> and
+    <string.h>) into tmp_path/name.so, against the public header alone."""
+    import shutil
+    import pytest
+    from conftest import REPO
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc not installed")
+    src = tmp_path / f"{name}.c"
+    src.write_text("#include <streamfleet/plugin.h>\n#include <stddef.h>\n#include <stdio.h>\n"
+                   "#include <string.h>\n" + body)
+    so = tmp_path / f"{name}.so"
+    subprocess.run(["gcc", "-std=c11", "-fPIC", "-shared", "-I", str(REPO / "include"), "-o", str(so), str(src)],
+                   check=True, capture_output=True, text=True)
+    return so

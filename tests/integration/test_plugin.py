@@ -16,7 +16,7 @@ import pytest
 from conftest import (REPO, SLOWNESS, add_messages, pending_count, run_binary, streamfleet_bin,
                       write_ini)
 from reliability_helpers import dead_letters
-from supervisor_helpers import (BIG_TIMEOUT, all_read_and_acked, master_cpu, pool, restarts,
+from supervisor_helpers import (BIG_TIMEOUT, all_read_and_acked, build_plugin, master_cpu, pool, restarts,
                                 rewrite_config, send_signal, wait_children)
 
 
@@ -32,18 +32,6 @@ def example_plugin():
 def plugin_pool(stream, path=None, workers=1, batch=20, **extra):
     return pool(stream, workers=workers, batch=batch, block="200ms", handler="plugin",
                 plugin=str(path or example_plugin()), **extra)
-
-
-def build_plugin(tmp_path, name, body):
-    """Compile C source body (after #include <streamfleet/plugin.h>) into tmp_path/name.so."""
-    if shutil.which("gcc") is None:
-        pytest.skip("gcc not installed")
-    src = tmp_path / f"{name}.c"
-    src.write_text("#include <streamfleet/plugin.h>\n#include <string.h>\n#include <stdio.h>\n" + body)
-    so = tmp_path / f"{name}.so"
-    subprocess.run(["gcc", "-std=c11", "-fPIC", "-shared", "-I", str(REPO / "include"), "-o", str(so), str(src)],
-                   check=True, capture_output=True, text=True)
-    return so
 
 
 def segv_kills():

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from conftest import REPO, SLOWNESS, add_messages, pending_count, run_binary, write_ini
-from supervisor_helpers import pool, pool_children, rewrite_config, send_signal
+from supervisor_helpers import build_plugin, pool, pool_children, rewrite_config, send_signal
 
 METRIC = "streamfleet_watch_restarts_total"
 
@@ -240,16 +240,6 @@ def test_exec_edit_replaces_the_workers_and_runs_the_new_script(tmp_path, redis_
 # --------------------------------------------------------------------------------------------
 # plugin
 # --------------------------------------------------------------------------------------------
-
-def build_plugin(tmp_path, name, body):
-    if shutil.which("gcc") is None:
-        pytest.skip("gcc not installed")
-    src = tmp_path / f"{name}.c"
-    src.write_text("#include <streamfleet/plugin.h>\n#include <stddef.h>\n#include <stdio.h>\n" + body)
-    so = tmp_path / f"{name}.so"
-    subprocess.run(["gcc", "-std=c11", "-fPIC", "-shared", "-I", str(REPO / "include"), "-o", str(so), str(src)],
-                   check=True, capture_output=True, text=True)
-    return so
 
 
 def answering(name, result, reason="NULL"):
