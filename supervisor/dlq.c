@@ -2,6 +2,7 @@
  *   streamfleet dlq list   -c FILE --pool NAME [--count N] [--fields]
  *   streamfleet dlq replay -c FILE --pool NAME (--all | ID...)
  *   streamfleet dlq purge  -c FILE --pool NAME (--all | --before DURATION)
+ * (each with --help; exit status 0 done, 1 failed, 2 usage)
  * A short-lived process with one connection on common/redis.c's blocking helper. */
 #include "supervisor/dlq.h"
 #include "supervisor/rediscli.h"
@@ -71,11 +72,54 @@ static const char replay_after_lua[] =
     "redis.call('XDEL', KEYS[3], ARGV[1])\n"
     "return id\n";
 
-static void usage(void)
+/* The help of each verb: its synopsis (also printed after a usage mistake) and its options. */
+static const struct dlq_verb {
+    const char *name, *synopsis, *help;
+} dlq_verbs[] = {
+    { "list", "streamfleet dlq list   [-c FILE] --pool NAME [--count N] [--fields]",
+      "Show a pool's dead letters, oldest first, and how many of how many there are.\n"
+      "  -n, --count N      show at most N (1 to 1000000, default 100)\n"
+      "  -f, --fields       also show each message's own fields\n" },
+    { "replay", "streamfleet dlq replay [-c FILE] --pool NAME (--all | ID...)",
+      "Put dead letters back on the pool's stream, each one atomically (added there, then\n"
+      "deleted from the dead letters).\n"
+      "  -a, --all          every dead letter there is when it starts\n"
+      "  ID...              these dead letters: all must exist, or none is replayed\n" },
+    { "purge", "streamfleet dlq purge  [-c FILE] --pool NAME (--all | --before DURATION)",
+      "Delete dead letters.\n"
+      "  -a, --all          every one\n"
+      "  -b, --before DUR   those older than DUR (e.g. 7d, 12h)\n" },
+};
+#define DLQ_NVERBS (sizeof dlq_verbs / sizeof dlq_verbs[0])
+
+/* Help for verb v, or for all of them when v is NULL, on out. */
+static void usage(FILE *out, const struct dlq_verb *v)
 {
-    fprintf(stderr, "usage: streamfleet dlq list   -c FILE --pool NAME [--count N] [--fields]\n"
-                    "       streamfleet dlq replay -c FILE --pool NAME (--all | ID...)\n"
-                    "       streamfleet dlq purge  -c FILE --pool NAME (--all | --before DURATION)\n");
+    for (size_t i = 0; i < DLQ_NVERBS; i++)
+        if (v == NULL || v == &dlq_verbs[i])
+            fprintf(out, "%s %s\n", i == 0 || v ? "usage:" : "      ", dlq_verbs[i].synopsis);
+    if (v)
+        fputs(v->help, out);
+    else
+        fputs("Each command's own options: streamfleet dlq COMMAND --help\n", out);
+    fputs("  -c, --config FILE  configuration file (default /etc/streamfleet/streamfleet.ini)\n"
+          "  -p, --pool NAME    the pool ([pool:NAME]) whose dead letters (its dlq key) to use\n"
+          "  -h, --help         print this help and exit\n"
+          "  -V, --version      print the version and exit\n"
+          "exit status: 0 done, 1 failed, 2 usage\n", out);
+}
+
+/* A usage mistake, said on stderr: msg (when not NULL), the synopsis, where to find more.
+ * Returns the exit status for it. */
+static int usage_error(const struct dlq_verb *v, const char *msg)
+{
+    if (msg)
+        fprintf(stderr, "streamfleet dlq%s%s: %s\n", v ? " " : "", v ? v->name : "", msg);
+    for (size_t i = 0; i < DLQ_NVERBS; i++)
+        if (v == NULL || v == &dlq_verbs[i])
+            fprintf(stderr, "%s %s\n", i == 0 || v ? "usage:" : "      ", dlq_verbs[i].synopsis);
+    fprintf(stderr, "Try 'streamfleet dlq%s%s --help' for more information.\n", v ? " " : "", v ? v->name : "");
+    return 2;
 }
 
 static struct redis *connect_redis(const struct redis_addr *a)
@@ -236,7 +280,18 @@ static int do_list(struct redis *rc, const struct pool_conf *p, long count, bool
         for (size_t k = 0; fields && k + 1 < nshow; k += 2)
             printf("    %s = %s\n", escaped(&name, l.kv->element[k]), escaped(&value, l.kv->element[k + 1]));
     }
-    printf("%zu dead letter%s in %s\n", r->elements, r->elements == 1 ? "" : "s", p->dlq);
+    /* How many of how many: XLEN after the XRANGE, so entries added in between only make the
+     * total larger, never smaller than what is shown. */
+    struct redis_reply *len = redis_callv(rc, CALL_MS, "XLEN", p->dlq, NULL);
+    long long total = len->type == REDIS_T_INTEGER ? len->integer : -1;
+    redis_reply_free(len);
+    if (total >= 0 && (size_t)total > r->elements)
+        printf("%zu of %lld dead letters in %s\n", r->elements, total, p->dlq);
+    else if (total >= 0)
+        printf("%zu dead letter%s in %s\n", r->elements, r->elements == 1 ? "" : "s", p->dlq);
+    else
+        printf("%zu dead letter%s shown of %s (the total is unknown)\n", r->elements,
+               r->elements == 1 ? "" : "s", p->dlq);
     buf_release(&reason);
     buf_release(&attempts);
     buf_release(&source);
@@ -495,11 +550,25 @@ static int do_purge(struct redis *rc, const struct pool_conf *p, bool all, long 
 
 int dlq_main(int argc, char **argv)
 {
-    if (argc < 2) {
-        usage();
-        return 2;
+    if (argc < 2)
+        return usage_error(NULL, "which one: list, replay or purge?");
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+        usage(stdout, NULL);
+        return 0;
     }
-    const char *verb = argv[1];
+    if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "-V") == 0) {
+        printf("streamfleet %s\n", SF_VERSION);
+        return 0;
+    }
+    const struct dlq_verb *v = NULL;
+    for (size_t i = 0; i < DLQ_NVERBS; i++)
+        if (strcmp(argv[1], dlq_verbs[i].name) == 0)
+            v = &dlq_verbs[i];
+    if (v == NULL) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "unknown command '%.100s' (list, replay, purge)", argv[1]);
+        return usage_error(NULL, msg);
+    }
     const char *path = "/etc/streamfleet/streamfleet.ini", *pool = NULL, *before = NULL;
     long count = 100;
     bool all = false, fields = false;
@@ -507,11 +576,12 @@ int dlq_main(int argc, char **argv)
         { "config", required_argument, NULL, 'c' }, { "pool", required_argument, NULL, 'p' },
         { "count", required_argument, NULL, 'n' },  { "all", no_argument, NULL, 'a' },
         { "before", required_argument, NULL, 'b' }, { "fields", no_argument, NULL, 'f' },
+        { "help", no_argument, NULL, 'h' },         { "version", no_argument, NULL, 'V' },
         { NULL, 0, NULL, 0 },
     };
     optind = 2;
     int o;
-    while ((o = getopt_long(argc, argv, "c:p:n:ab:f", opts, NULL)) != -1) {
+    while ((o = getopt_long(argc, argv, "c:p:n:ab:fhV", opts, NULL)) != -1) {
         switch (o) {
         case 'c': path = optarg; break;
         case 'p': pool = optarg; break;
@@ -524,15 +594,14 @@ int dlq_main(int argc, char **argv)
                 return 2;
             }
             break;
-        default: usage(); return 2;
+        case 'h': usage(stdout, v); return 0;
+        case 'V': printf("streamfleet %s\n", SF_VERSION); return 0;
+        default: return usage_error(v, NULL);      /* getopt said what was wrong */
         }
     }
-    bool is_list = strcmp(verb, "list") == 0, is_replay = strcmp(verb, "replay") == 0,
-         is_purge = strcmp(verb, "purge") == 0;
-    if ((!is_list && !is_replay && !is_purge) || pool == NULL) {
-        usage();
-        return 2;
-    }
+    bool is_list = v == &dlq_verbs[0], is_replay = v == &dlq_verbs[1], is_purge = v == &dlq_verbs[2];
+    if (pool == NULL)
+        return usage_error(v, "--pool NAME is required");
     if (fields && !is_list) {
         fprintf(stderr, "streamfleet: --fields is for dlq list\n");
         return 2;

@@ -8,6 +8,7 @@
 #include "supervisor/privs.h"
 #include "supervisor/statuscmd.h"
 
+#include <getopt.h>
 #include <stdio.h>
 #include <sys/resource.h>
 #include <stdlib.h>
@@ -19,14 +20,23 @@
 static void usage(FILE *out)
 {
     fprintf(out,
-            "usage: streamfleet [-c FILE] [-t] [-V] [-h]\n"
-            "  -c FILE  configuration file (default " DEFAULT_CONF ")\n"
-            "  -t       check the configuration and exit: 0 when valid, 1 with every problem\n"
-            "  -V       print the version and exit\n"
-            "  -h       this help\n"
-            "       streamfleet dlq (list|replay|purge) -c FILE --pool NAME ...   dead letters\n"
-            "       streamfleet status -c FILE [--json] [--watch [SECONDS]]        the fleet at a glance\n"
-            "environment: STREAMFLEET_REDIS overrides [fleet] redis\n");
+            "usage: streamfleet [-c FILE] [-t]            run the fleet (the master and its workers)\n"
+            "       streamfleet dlq list|replay|purge ...  dead letters (streamfleet dlq --help)\n"
+            "       streamfleet status ...                 the fleet at a glance (streamfleet status --help)\n"
+            "  -c, --config FILE  configuration file (default " DEFAULT_CONF ")\n"
+            "  -t, --test         check the configuration and exit: 0 when valid, 1 with every problem\n"
+            "  -V, --version      print the version and exit\n"
+            "  -h, --help         print this help and exit\n"
+            "environment: STREAMFLEET_REDIS overrides [fleet] redis\n"
+            "exit status: 0 stopped cleanly or configuration OK, 1 failed, 2 usage\n");
+}
+
+/* A mistake on the command line: getopt or the caller has said what it was; point to --help,
+ * as GNU programs do, rather than burying the message under the whole usage. */
+static int usage_error(void)
+{
+    fprintf(stderr, "Try 'streamfleet --help' for more information.\n");
+    return 2;
 }
 
 /* The password of STREAMFLEET_REDIS is in our environment block, which /proc/PID/environ
@@ -58,26 +68,39 @@ int main(int argc, char **argv)
     struct rlimit nocore = { 0, 0 };
     setrlimit(RLIMIT_CORE, &nocore);
 
-    if (argc > 1 && strcmp(argv[1], "dlq") == 0)
+    /* A subcommand parses its own options. getopt prefixes its messages with argv[0]: name
+     * the subcommand there, so that "streamfleet dlq: unrecognized option" says whose. */
+    static char dlq_name[] = "streamfleet dlq", status_name[] = "streamfleet status";
+    if (argc > 1 && strcmp(argv[1], "dlq") == 0) {
+        argv[1] = dlq_name;
         return dlq_main(argc - 1, argv + 1);
-    if (argc > 1 && strcmp(argv[1], "status") == 0)
+    }
+    if (argc > 1 && strcmp(argv[1], "status") == 0) {
+        argv[1] = status_name;
         return status_main(argc - 1, argv + 1);
+    }
 
     const char *path = DEFAULT_CONF;
     int check_only = 0;
+    static const struct option opts[] = {
+        { "config", required_argument, NULL, 'c' }, { "test", no_argument, NULL, 't' },
+        { "version", no_argument, NULL, 'V' },      { "help", no_argument, NULL, 'h' },
+        { NULL, 0, NULL, 0 },
+    };
+    argv[0] = (char *)"streamfleet";       /* getopt's messages name us, whatever the path */
     int opt;
-    while ((opt = getopt(argc, argv, "c:tVh")) != -1) {
+    while ((opt = getopt_long(argc, argv, "c:tVh", opts, NULL)) != -1) {
         switch (opt) {
         case 'c': path = optarg; break;
         case 't': check_only = 1; break;
         case 'V': printf("streamfleet %s\n", SF_VERSION); return 0;
         case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
+        default: return usage_error();
         }
     }
     if (optind != argc) {
-        usage(stderr);
-        return 2;
+        fprintf(stderr, "streamfleet: unknown command '%s' (commands: dlq, status)\n", argv[optind]);
+        return usage_error();
     }
 
     size_t problems;

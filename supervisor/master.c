@@ -196,6 +196,7 @@ static void build_view(struct master *m, struct fleet_view *v)
             pv->pending = rs->pending;
             pv->lag = rs->lag;
             pv->dlq_length = rs->dlq_length;
+            pv->redis_polled = (double)rs->polled_ms / 1000.0;
             pv->oldest_pending_age = rs->oldest_pending_ms < 0 ? -1
                                      : v->now * 1000 > (double)rs->oldest_pending_ms
                                          ? (v->now * 1000 - (double)rs->oldest_pending_ms) / 1000.0 : 0;

@@ -441,6 +441,7 @@ void status_render(struct buf *out, const struct fleet_view *v)
         json_num_or_null(out, "oldest_pending_age", p->redis_known && p->oldest_pending_age >= 0,
                          p->oldest_pending_age, false);
         json_num_or_null(out, "dlq_length", p->redis_known, (double)p->dlq_length, true);
+        json_num_or_null(out, "redis_polled", p->redis_known && p->redis_polled > 0, p->redis_polled, false);
         buf_adds(out, ",\"history\":[");
         for (unsigned k = 0; k < p->nhistory; k++)
             buf_printf(out, k ? ",%.2f" : "%.2f", (double)p->history[k]);

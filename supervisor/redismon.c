@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define PING_EVERY_MS 1000
 #define PING_TIMEOUT_MS 2000
@@ -165,9 +166,15 @@ static void on_stats(void *arg, const struct redis_reply *reply)
         ps->length = reply->type == REDIS_T_INTEGER ? reply->integer : 0;
         ps->known = true;
         break;
-    case Q_DLQ:
+    case Q_DLQ: {
         ps->dlq_length = reply->type == REDIS_T_INTEGER ? reply->integer : 0;
+        /* The last of a pool's four replies: `streamfleet status` says how old the figures are
+         * (a Redis that stopped answering leaves them as they were). */
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ps->polled_ms = (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
         break;
+    }
     case Q_GROUPS:
         /* XINFO GROUPS: lag is nil when Redis cannot tell (after XDEL, in 7.0). */
         ps->pending = 0;

@@ -22,6 +22,7 @@ struct redis_pool_stats {
     long long lag;                  /* entries not yet delivered to the group; -1: unknown */
     long long oldest_pending_ms;    /* Unix ms in the id of the oldest pending entry; -1: none */
     long long dlq_length;
+    long long polled_ms;            /* Unix ms of the last poll's last reply: when these were true */
     /* The group's last-delivered-id at the last poll that found the group ("" before any):
      * kept while the group is missing, for workers that re-create it (sb_set_delivered). */
     char last_delivered[48];

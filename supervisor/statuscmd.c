@@ -36,10 +36,21 @@
 static void usage(FILE *out)
 {
     fprintf(out, "usage: streamfleet status [-c FILE] [--json] [--watch [SECONDS]]\n"
-                 "  -c FILE        configuration file (default /etc/streamfleet/streamfleet.ini)\n"
-                 "  --json         print the status as JSON (for scripts)\n"
-                 "  --watch [N]    refresh every N seconds (default 2) until Ctrl-C\n"
+                 "Show the fleet at a glance: from the running master, or from Redis when it does not answer.\n"
+                 "  -c, --config FILE  configuration file (default /etc/streamfleet/streamfleet.ini)\n"
+                 "  -j, --json         print the status as JSON (for scripts)\n"
+                 "  -w, --watch [N]    refresh every N seconds (default 2) until Ctrl-C\n"
+                 "  -h, --help         print this help and exit\n"
+                 "  -V, --version      print the version and exit\n"
                  "exit status: 0 every pool ok, 1 a pool degraded or the fleet down, 2 usage\n");
+}
+
+/* A usage mistake (said already): point to --help, as GNU programs do. */
+static int usage_error(void)
+{
+    fprintf(stderr, "usage: streamfleet status [-c FILE] [--json] [--watch [SECONDS]]\n"
+                    "Try 'streamfleet status --help' for more information.\n");
+    return 2;
 }
 
 /* ---- from the master ---- */
@@ -215,6 +226,7 @@ static int redis_pool_json(struct redis *rc, const struct pool_conf *p, double n
     else
         buf_adds(out, ",\"oldest_pending_age\":null");
     json_count(out, "dlq_length", dlq);
+    buf_printf(out, ",\"redis_polled\":%.3f", now);
     buf_adds(out, ",\"history\":[],\"last_errors\":[]}");
     buf_release(&why);
     return 0;
@@ -337,6 +349,58 @@ static void pool_row(const struct json *p, struct row *r)
         snprintf(r->cell[COL_RESTARTS], sizeof r->cell[0], "?");
 }
 
+/* "2026-12-03 13:30:01" in local time (as the last errors are shown), "?" when t is not sane. */
+static void fmt_stamp(double t, char *out, size_t len)
+{
+    snprintf(out, len, "?");
+    time_t tt = fabs(t) < 1e15 ? (time_t)t : 0;
+    struct tm tm;
+    if (fabs(t) < 1e15 && localtime_r(&tt, &tm))
+        strftime(out, len, "%Y-%m-%d %H:%M:%S", &tm);
+}
+
+/* When the Redis figures of the table (length, pending, lag, oldest, dead letters) were
+ * polled: the master polls every poll_interval and a Redis that stops answering leaves the
+ * last ones standing, so a figure can be older than the table. Said for the pool with the
+ * oldest poll; the Redis fallback has just asked, and says "now". */
+static void polled_line(struct buf *out, const struct json *s, bool from_master)
+{
+    const struct json *pools = json_get(s, "pools");
+    size_t n = json_len(pools);
+    double oldest = 0, t, polled;
+    const char *which = NULL;
+    bool unknown = false;
+    for (size_t i = 0; i < n; i++) {
+        const struct json *p = json_at(pools, i);
+        if (!json_num(p, "redis_polled", &polled))
+            unknown = true;
+        else if (which == NULL || polled < oldest)
+            oldest = polled, which = json_str(p, "name");
+    }
+    if (n == 0 || (which == NULL && !unknown))
+        return;
+    char stamp[32], age[32];
+    if (which == NULL) {
+        buf_adds(out, "redis figures: not polled yet\n");
+        return;
+    }
+    fmt_stamp(oldest, stamp, sizeof stamp);
+    if (!from_master) {
+        buf_printf(out, "redis figures polled now, %s\n", stamp);
+        return;
+    }
+    if (json_num(s, "time", &t))
+        fmt_age(t > oldest ? t - oldest : 0, age, sizeof age);
+    else
+        snprintf(age, sizeof age, "?");
+    buf_printf(out, "redis figures polled %s, %s before this status", stamp, age);
+    if (n > 1)
+        buf_printf(out, " (oldest: pool %s)", which ? which : "?");
+    if (unknown)
+        buf_adds(out, "; some pools not polled yet");
+    buf_addc(out, '\n');
+}
+
 static void render_table(struct buf *out, const struct json *s, const char *url)
 {
     const char *source = json_str(s, "source");
@@ -368,6 +432,7 @@ static void render_table(struct buf *out, const struct json *s, const char *url)
             buf_printf(out, "from redis %s directly: workers, rates and restarts unknown\n",
                        json_str(redis, "address") ? json_str(redis, "address") : "");
     }
+    polled_line(out, s, from_master);
 
     const struct json *pools = json_get(s, "pools");
     size_t n = json_len(pools);
@@ -416,11 +481,8 @@ static void render_table(struct buf *out, const struct json *s, const char *url)
         double when, worker;
         if (!json_num(last, "time", &when))
             continue;
-        char stamp[32] = "?";
-        time_t tt = fabs(when) < 1e15 ? (time_t)when : 0;
-        struct tm tm;
-        if (fabs(when) < 1e15 && localtime_r(&tt, &tm))
-            strftime(stamp, sizeof stamp, "%Y-%m-%d %H:%M:%S", &tm);
+        char stamp[32];
+        fmt_stamp(when, stamp, sizeof stamp);
         if (!json_num(last, "worker", &worker))
             worker = -1;
         buf_printf(out, "%slast error of %s: %s worker %.0f: %s\n", said ? "" : "\n", json_str(p, "name"), stamp,
@@ -498,11 +560,11 @@ int status_main(int argc, char **argv)
     static const struct option opts[] = {
         { "config", required_argument, NULL, 'c' }, { "json", no_argument, NULL, 'j' },
         { "watch", optional_argument, NULL, 'w' },  { "help", no_argument, NULL, 'h' },
-        { NULL, 0, NULL, 0 },
+        { "version", no_argument, NULL, 'V' },      { NULL, 0, NULL, 0 },
     };
     optind = 1;
     int o;
-    while ((o = getopt_long(argc, argv, "c:jwh", opts, NULL)) != -1) {
+    while ((o = getopt_long(argc, argv, "c:jwhV", opts, NULL)) != -1) {
         switch (o) {
         case 'c': path = optarg; break;
         case 'j': json = true; break;
@@ -520,12 +582,13 @@ int status_main(int argc, char **argv)
             break;
         }
         case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
+        case 'V': printf("streamfleet %s\n", SF_VERSION); return 0;
+        default: return usage_error();      /* getopt said what was wrong */
         }
     }
     if (optind != argc) {
-        usage(stderr);
-        return 2;
+        fprintf(stderr, "streamfleet status: unexpected argument '%s'\n", argv[optind]);
+        return usage_error();
     }
 
     struct conf *c = conf_load_or_report(path, NULL);

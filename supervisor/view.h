@@ -44,6 +44,7 @@ struct pool_view {
     bool redis_known;
     long long stream_length, pending, lag, dlq_length;    /* lag -1: unknown */
     double oldest_pending_age;      /* seconds; -1: nothing pending */
+    double redis_polled;            /* Unix seconds of the poll these figures are from; 0: unknown */
     unsigned group_not_created;     /* workers that find the group missing, Redis refusing to create it */
     unsigned group_wrongtype;       /* workers that find the stream key holding another type */
     long max_lag;                   /* thresholds of the pool, 0: off */
