@@ -69,7 +69,7 @@ def test_list_count_limits_the_entries_shown(redis_server, tmp_path):
     res = dlq_cli(cfg, "list", "--pool", "p", "--count", "2")
     assert res.returncode == 0, res.stderr
     assert len(res.stdout.splitlines()) == 1 + 2 + 1
-    assert res.stdout.splitlines()[-1] == "2 dead letters in src:dlq"
+    assert res.stdout.splitlines()[-1] == "2 of 5 dead letters in src:dlq"
     empty = cli_config(tmp_path, redis_server.url, stream="other")
     res = dlq_cli(empty, "list", "--pool", "p")
     assert res.returncode == 0 and res.stdout.splitlines()[-1] == "0 dead letters in other:dlq"
