@@ -3,12 +3,14 @@
 #   make run      install what is missing, build, start a demo redis-server and the fleet
 #   make test     install what is missing, build with sanitizers, run every test
 #   make fuzz     build the libFuzzer targets and run each for FUZZ_SECONDS (60) from its corpus
+#   make deb      build the Debian package build/deb/streamfleet_VERSION_ARCH.deb (dpkg-buildpackage)
+#   make install  the binary, unit, example config, man pages and bash completion (DESTDIR, PREFIX)
 VERSION := 0.1.0
 PKGS    := hiredis libcurl openssl inih libmicrohttpd jansson
 CC      ?= cc
 WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 -Wvla -Werror
 CFLAGS  ?= -O2 -g
-ALL_CFLAGS = -std=c11 -D_GNU_SOURCE -DSF_VERSION='"$(VERSION)"' $(WARN) $(CFLAGS) \
+ALL_CFLAGS = -std=c11 -D_GNU_SOURCE -DSF_VERSION='"$(VERSION)"' $(WARN) $(CPPFLAGS) $(CFLAGS) \
              -I. $(shell pkg-config --cflags $(PKGS) 2>/dev/null) -MMD -MP
 LDLIBS  := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm
 
@@ -49,7 +51,7 @@ FUZZ_SECONDS ?= 60
 # objects a pattern rule made on the way to a target: keep them (make would delete them)
 .SECONDARY: $(FUZZ_OBJS)
 
-.PHONY: all run test unit bootstrap clean install bench fuzz fuzzers plugins
+.PHONY: all run test unit bootstrap clean install bench fuzz fuzzers plugins man deb
 all: $(BIN) plugins
 
 # Example handler plugins (handler = plugin): examples/plugins/NAME.c -> $(BUILD)/plugins/NAME.so,
@@ -122,14 +124,48 @@ test: bootstrap
 PREFIX  ?= /usr/local
 SYSCONFDIR ?= /etc
 UNITDIR ?= $(PREFIX)/lib/systemd/system
-install: $(BIN)
+MANDIR  ?= $(PREFIX)/share/man
+COMPLETIONDIR ?= $(PREFIX)/share/bash-completion/completions
+# The config goes in as an example beside a config of your own; a package installs it as the
+# config itself (CONF_NAME=streamfleet.ini), running as its own user (CONF_USER).
+CONF_NAME ?= streamfleet.ini.example
+CONF_USER ?=
+install: $(BIN) man
 	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/streamfleet
 	install -D -m 0644 include/streamfleet/plugin.h $(DESTDIR)$(PREFIX)/include/streamfleet/plugin.h
-	install -D -m 0644 etc/streamfleet.ini $(DESTDIR)$(SYSCONFDIR)/streamfleet/streamfleet.ini.example
+	mkdir -p $(DESTDIR)$(SYSCONFDIR)/streamfleet
+	sed $(if $(CONF_USER),-e 's|^user = nobody |user = $(CONF_USER)|' -e 's|^group = nogroup|group = $(CONF_USER)|') \
+	    etc/streamfleet.ini > $(DESTDIR)$(SYSCONFDIR)/streamfleet/$(CONF_NAME)
+	chmod 0640 $(DESTDIR)$(SYSCONFDIR)/streamfleet/$(CONF_NAME)
 	mkdir -p $(DESTDIR)$(UNITDIR)
 	sed -e 's|/usr/local/bin/|$(PREFIX)/bin/|' -e 's|/etc/streamfleet/|$(SYSCONFDIR)/streamfleet/|' \
 	    etc/streamfleet.service > $(DESTDIR)$(UNITDIR)/streamfleet.service
 	chmod 0644 $(DESTDIR)$(UNITDIR)/streamfleet.service
+	install -D -m 0644 build/man/streamfleet.8 $(DESTDIR)$(MANDIR)/man8/streamfleet.8
+	install -D -m 0644 build/man/streamfleet.ini.5 $(DESTDIR)$(MANDIR)/man5/streamfleet.ini.5
+	install -D -m 0644 etc/bash-completion/streamfleet $(DESTDIR)$(COMPLETIONDIR)/streamfleet
+
+# Man pages: streamfleet(8) is written in roff; streamfleet.ini(5) is its roff head and tail
+# around the key tables of docs/configuration.md, converted, so that it lists the same keys.
+man: build/man/streamfleet.8 build/man/streamfleet.ini.5
+build/man/streamfleet.8: man/streamfleet.8
+	@mkdir -p $(dir $@)
+	cp $< $@
+build/man/streamfleet.ini.5: man/streamfleet.ini.5.in docs/configuration.md scripts/man-keys
+	@mkdir -p $(dir $@)
+	scripts/man-keys man/streamfleet.ini.5.in docs/configuration.md > $@.tmp && mv $@.tmp $@
+
+# The Debian package, built by Debian's tools (debian/) from a copy of the tree's files (git's
+# list: tracked and untracked, not ignored), so that the build leaves the tree as it was. The
+# .deb and its .buildinfo and .changes land in DEB_DIR. Needs debhelper (scripts/bootstrap).
+DEB_DIR ?= build/deb
+deb:
+	rm -rf $(DEB_DIR) && mkdir -p $(DEB_DIR)/streamfleet-$(VERSION)
+	git ls-files -z --cached --others --exclude-standard | \
+	    xargs -0 sh -c 'for f; do [ -e "$$f" ] && printf "%s\0" "$$f"; done' sh | \
+	    tar -c --null -T - -f - | tar -x -C $(DEB_DIR)/streamfleet-$(VERSION) -f -
+	cd $(DEB_DIR)/streamfleet-$(VERSION) && dpkg-buildpackage -b -us -uc
+	@ls $(DEB_DIR)/*.deb
 
 clean:
 	rm -rf build bin
