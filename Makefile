@@ -160,7 +160,8 @@ build/man/streamfleet.ini.5: man/streamfleet.ini.5.in docs/configuration.md scri
 # .deb and its .buildinfo and .changes land in DEB_DIR. Needs debhelper (scripts/bootstrap).
 DEB_DIR ?= build/deb
 deb:
-	rm -rf $(DEB_DIR) && mkdir -p $(DEB_DIR)/streamfleet-$(VERSION)
+	rm -rf $(DEB_DIR)/streamfleet-$(VERSION) $(DEB_DIR)/streamfleet[-_]*.*
+	mkdir -p $(DEB_DIR)/streamfleet-$(VERSION)
 	git ls-files -z --cached --others --exclude-standard | \
 	    xargs -0 sh -c 'for f; do [ -e "$$f" ] && printf "%s\0" "$$f"; done' sh | \
 	    tar -c --null -T - -f - | tar -x -C $(DEB_DIR)/streamfleet-$(VERSION) -f -
