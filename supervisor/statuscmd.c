@@ -369,21 +369,21 @@ static void polled_line(struct buf *out, const struct json *s, bool from_master)
     size_t n = json_len(pools);
     double oldest = 0, t, polled;
     const char *which = NULL;
-    bool unknown = false;
+    bool found = false, unknown = false;
     for (size_t i = 0; i < n; i++) {
         const struct json *p = json_at(pools, i);
         if (!json_num(p, "redis_polled", &polled))
             unknown = true;
-        else if (which == NULL || polled < oldest)
-            oldest = polled, which = json_str(p, "name");
+        else if (!found || polled < oldest)
+            oldest = polled, which = json_str(p, "name"), found = true;
     }
-    if (n == 0 || (which == NULL && !unknown))
+    if (n == 0)
         return;
-    char stamp[32], age[32];
-    if (which == NULL) {
+    if (!found) {
         buf_adds(out, "redis figures: not polled yet\n");
         return;
     }
+    char stamp[32], age[32];
     fmt_stamp(oldest, stamp, sizeof stamp);
     if (!from_master) {
         buf_printf(out, "redis figures polled now, %s\n", stamp);
