@@ -127,16 +127,18 @@ UNITDIR ?= $(PREFIX)/lib/systemd/system
 MANDIR  ?= $(PREFIX)/share/man
 COMPLETIONDIR ?= $(PREFIX)/share/bash-completion/completions
 # The config goes in as an example beside a config of your own; a package installs it as the
-# config itself (CONF_NAME=streamfleet.ini), running as its own user (CONF_USER).
+# config itself (CONF_NAME=streamfleet.ini), running as its own user (CONF_USER), with a mode
+# that keeps a password in it from other users (CONF_MODE=0640).
 CONF_NAME ?= streamfleet.ini.example
 CONF_USER ?=
+CONF_MODE ?= 0644
 install: $(BIN) man
 	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/streamfleet
 	install -D -m 0644 include/streamfleet/plugin.h $(DESTDIR)$(PREFIX)/include/streamfleet/plugin.h
 	mkdir -p $(DESTDIR)$(SYSCONFDIR)/streamfleet
-	sed $(if $(CONF_USER),-e 's|^user = nobody |user = $(CONF_USER)|' -e 's|^group = nogroup|group = $(CONF_USER)|') \
+	sed -e '' $(if $(CONF_USER),-e 's|^user = nobody |user = $(CONF_USER)|' -e 's|^group = nogroup|group = $(CONF_USER)|') \
 	    etc/streamfleet.ini > $(DESTDIR)$(SYSCONFDIR)/streamfleet/$(CONF_NAME)
-	chmod 0640 $(DESTDIR)$(SYSCONFDIR)/streamfleet/$(CONF_NAME)
+	chmod $(CONF_MODE) $(DESTDIR)$(SYSCONFDIR)/streamfleet/$(CONF_NAME)
 	mkdir -p $(DESTDIR)$(UNITDIR)
 	sed -e 's|/usr/local/bin/|$(PREFIX)/bin/|' -e 's|/etc/streamfleet/|$(SYSCONFDIR)/streamfleet/|' \
 	    etc/streamfleet.service > $(DESTDIR)$(UNITDIR)/streamfleet.service
