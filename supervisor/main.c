@@ -70,7 +70,7 @@ int main(int argc, char **argv)
 
     /* A subcommand parses its own options. getopt prefixes its messages with argv[0]: name
      * the subcommand there, so that "streamfleet dlq: unrecognized option" says whose. */
-    static char dlq_name[] = "streamfleet dlq", status_name[] = "streamfleet status";
+    static char self_name[] = "streamfleet", dlq_name[] = "streamfleet dlq", status_name[] = "streamfleet status";
     if (argc > 1 && strcmp(argv[1], "dlq") == 0) {
         argv[1] = dlq_name;
         return dlq_main(argc - 1, argv + 1);
@@ -87,7 +87,7 @@ int main(int argc, char **argv)
         { "version", no_argument, NULL, 'V' },      { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
-    argv[0] = (char *)"streamfleet";       /* getopt's messages name us, whatever the path */
+    argv[0] = self_name;                /* whatever path we were started by */
     int opt;
     while ((opt = getopt_long(argc, argv, "c:tVh", opts, NULL)) != -1) {
         switch (opt) {
