@@ -224,5 +224,8 @@ def test_completion_gives_the_pool_names_of_the_config(tmp_path):
     assert complete("dlq", "list", "-c", str(cfg), "--pool", "") == ["emails", "events", "orders"]
     assert complete("dlq", "replay", "--config", str(cfg), "--pool", "e") == ["emails", "events"]
     assert complete("dlq", "list", f"--config={cfg}", "-p", "o") == ["orders"]
+    # as bash splits them at the = (COMP_WORDBREAKS)
+    assert complete("dlq", "list", "--config", "=", str(cfg), "--pool", "=", "em") == ["emails"]
+    assert complete("dlq", "list", "--config", "=", str(cfg), "--pool", "=") == ["=emails", "=events", "=orders"]
     # a config file completes as a file
     assert complete("-c", str(tmp_path / "cl")) == [str(cfg)]
