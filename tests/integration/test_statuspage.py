@@ -342,6 +342,8 @@ def test_status_shows_the_oldest_pending_entry_from_redis(redis_server, fleet):
     r = redis_server.client()
     fl = fleet({"pool:a": pool("sa", workers=1)})
     fl.wait_healthy()
+    # /health is 200 before a worker has created the group: wait for the group itself.
+    wait_until(lambda: r.exists("sa") and r.xinfo_groups("sa"), what="the worker's group")
     assert fl.stop() == 0
     add_messages(r, "sa", 3)
     r.xreadgroup("sa-group", "someone", {"sa": ">"}, count=3)   # pending, never acked
