@@ -149,3 +149,99 @@ def test_two_hosts_one_group_sigkill_of_one_host_is_taken_over_by_the_other_noth
               f"{t_settled - t_kill:.2f} s after it; {len(dups)} duplicates; consumers {names}")
     finally:
         bridge.close()
+
+
+N_PHASE = 600
+N_DROPS = 3000      # the resets phase runs long enough for several resets per connection
+POISON_EVERY = 40
+FREEZE_S = 8.0      # longer than a worker's read timeout: block (500 ms) + 5 s
+
+
+def test_latency_resets_and_a_freeze_between_fleet_and_redis_lose_nothing(
+        redis_server, sink, fleet):
+    r = redis_server.client()
+    proxy = FaultProxy(("127.0.0.1", redis_server.port))
+    try:
+        sink.rule(422, body_contains=b'"kind":"poison"')
+        fl = fleet({"fleet": {"redis": f"redis://127.0.0.1:{proxy.port}/0"},
+                    "pool:lossy": {
+                        "stream": "lossy", "group": "lossy-group", "workers": 2, "batch": 20,
+                        "block": "500ms", "handler": "http", "url": sink.url + "/in",
+                        "inflight": 16, "timeout": "2s", "connect_timeout": "1s",
+                        "claim_idle": "4s", "backoff_base": "200ms", "backoff_max": "1s",
+                        "max_attempts": 25}})
+        fl.wait_healthy()
+        workers = fl.children()
+        assert len(workers) == 2, workers
+        seq = 0
+        rates = {}
+        all_good, all_poison = set(), set()
+
+        def phase(mode, setup, n=N_PHASE):
+            nonlocal seq
+            base = seq
+            seq += n
+
+            def fields(i):
+                n = base + i
+                return {"kind": "poison" if n % POISON_EVERY == 7 else "ok", "n": str(n)}
+            setup()
+            t0 = time.monotonic()
+            ids = add_messages(r, "lossy", n, fields=fields, chunk=200)
+            poison = {ids[i] for i in range(n) if (base + i) % POISON_EVERY == 7}
+            good = set(ids) - poison
+            all_good.update(good)
+            all_poison.update(poison)
+
+            def settled():
+                got = ok_ids(sink.snapshot())
+                dead = {f["dlq.id"] for _, f in dlq_entries(r, "lossy:dlq")}
+                return (all_good <= set(got) and all_poison <= dead
+                        and pending_count(r, "lossy", "lossy-group") == 0)
+            fl.wait_for(settled, timeout=(60 + (FREEZE_S if mode == "freeze" else 0)) * SLOWNESS,
+                        what=f"every message of the {mode} phase delivered or dead-lettered")
+            took = time.monotonic() - t0
+            rates[mode] = (n, n / took, took)
+
+        phase("no fault", lambda: None)
+        phase("delay 50 ms", lambda: setattr(proxy, "delay_ms", 50))
+        dropped0 = proxy.dropped
+
+        def drops():
+            proxy.delay_ms = 0
+            proxy.drop_rate = 1.0           # each connection reset about once a second
+        phase("random resets", drops, N_DROPS)
+        dropped = proxy.dropped - dropped0
+
+        def freeze():
+            proxy.drop_rate = 0.0
+            proxy.freeze(FREEZE_S)
+        accepted0 = proxy.accepted
+        phase("freeze", freeze)
+        # The workers saw the freeze as one (no reply within their read timeout), dropped
+        # their connections and opened new ones once the proxy forwarded again.
+        assert proxy.accepted - accepted0 >= len(workers), (accepted0, proxy.accepted)
+
+        # Nothing lost: every good message answered 2xx, every poison one dead-lettered with
+        # its reason; nothing pending.
+        reqs = sink.snapshot()
+        got = ok_ids(reqs)
+        assert all_good <= set(got)
+        assert not (set(got) & all_poison)
+        dl = dlq_entries(r, "lossy:dlq")
+        assert {f["dlq.id"] for _, f in dl} == all_poison
+        assert all(f["dlq.reason"] == "http_422" for _, f in dl), dl
+        assert pending_count(r, "lossy", "lossy-group") == 0
+        assert dropped >= 3, f"only {dropped} connections reset in the drops phase"
+        # No crash loop: the same two workers throughout, no restart counted.
+        assert fl.children() == workers, f"workers replaced: {workers} -> {fl.children()}"
+        assert not fl.metrics().total("streamfleet_worker_restarts_total")
+        dups = sum(n - 1 for n in got.values())
+        dlq_dups = len(dl) - len({f["dlq.id"] for _, f in dl})
+        print("\nthrough the fault proxy (2 workers, batch 20, inflight 16):")
+        for mode, (n, rate, took) in rates.items():
+            print(f"  {mode}: {n} messages in {took:.2f} s, {rate:.0f} msgs/s")
+        print(f"  {dropped} connections reset in the drops phase; {dups} duplicate deliveries, "
+              f"{dlq_dups} duplicate dead letters; {proxy.accepted} connections in all")
+    finally:
+        proxy.close()
