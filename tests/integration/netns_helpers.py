@@ -17,15 +17,16 @@ import ctypes
 import http.client
 import itertools
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import threading
-from pathlib import Path
 
 import redis as redislib
 
-from conftest import Fleet, RedisServer, require_binary, sanitizer_env, wait_until
+from conftest import (Fleet, RedisServer, excerpt, require_binary, sanitizer_env,
+                      sanitizer_reports, wait_until)
 
 CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -232,6 +233,10 @@ class Hosts:
                     except ProcessLookupError:
                         pass
                 problems.append(f"{f.hostname}: workers {left} outlived master {f.pid}")
+            reports = sanitizer_reports(f.log())
+            if reports:
+                problems.append(f"{f.hostname}: sanitizer report in streamfleet stderr:\n"
+                                + "\n".join(reports) + "\n" + excerpt(f.log(), 120))
         self.fleets = []
         for srv in self.servers:
             srv.cleanup()
@@ -243,8 +248,7 @@ class Hosts:
 
 
 def netns_available():
-    """True when this process may create network namespaces (root, ip, unshare present)."""
-    if os.geteuid() != 0:
-        return False
-    return all(Path(p).exists() for p in ("/usr/bin/unshare",)) and \
-        subprocess.run(["ip", "netns", "list"], capture_output=True).returncode == 0
+    """True when this process may create network namespaces (root, with ip and unshare)."""
+    return (os.geteuid() == 0 and shutil.which("ip") is not None
+            and shutil.which("unshare") is not None
+            and subprocess.run(["ip", "netns", "list"], capture_output=True).returncode == 0)

@@ -241,6 +241,8 @@ def test_latency_resets_and_a_freeze_between_fleet_and_redis_lose_nothing(
         print("\nthrough the fault proxy (2 workers, batch 20, inflight 16):")
         for mode, (n, rate, took) in rates.items():
             print(f"  {mode}: {n} messages in {took:.2f} s, {rate:.0f} msgs/s")
+        print(f"  all settled {rates['freeze'][2] - FREEZE_S:.2f} s after the {FREEZE_S:.0f} s "
+              f"freeze ended")
         print(f"  {dropped} connections reset in the drops phase; {dups} duplicate deliveries, "
               f"{dlq_dups} duplicate dead letters; {proxy.accepted} connections in all")
     finally:
