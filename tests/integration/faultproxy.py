@@ -3,14 +3,16 @@ thread of the test process, python3's standard library only.
 
     p = FaultProxy(("127.0.0.1", redis_port))      # listens on 127.0.0.1:p.port
     p.delay_ms = 50        # every chunk is forwarded this long after it was read (both ways)
-    p.drop_rate = 0.5      # each connection is reset (RST to both ends) with this probability
-                           # per second
+    p.drop_rate = 0.5      # each connection is dropped with this probability per second:
+    p.drop_kind = "rst"    # reset (RST to both ends), "fin" (a plain close: both ends read
+                           # EOF) or "mixed" (the two in turn)
     p.freeze(8)            # forward nothing for 8 s: sockets stay open, nothing is read or
                            # written, new connections wait in the backlog (TCP handshake done
                            # by the kernel, not accepted)
     p.close()
 
-Counters: .accepted, .dropped (connections reset on purpose), .bytes_up, .bytes_down.
+Counters: .accepted, .dropped (connections dropped on purpose; .resets of them with an RST),
+.bytes_up, .bytes_down.
 
 It can also bridge namespaces: given a listening socket made in another network namespace
 (netns_helpers.ns_listen), it accepts there and connects upstream from the test's own
@@ -57,9 +59,11 @@ class FaultProxy:
         self.port = sock.getsockname()[1]
         self.delay_ms = 0
         self.drop_rate = 0.0
+        self.drop_kind = "rst"
         self.frozen_until = 0.0
         self.accepted = 0
         self.dropped = 0
+        self.resets = 0
         self.bytes_up = 0
         self.bytes_down = 0
         self._random = random.Random(seed)
@@ -186,8 +190,12 @@ class FaultProxy:
             return
         for conn in list(self._conns):
             if self._random.random() < self.drop_rate * dt:
+                kind = self.drop_kind
+                if kind == "mixed":
+                    kind = "rst" if self.dropped % 2 == 0 else "fin"
                 self.dropped += 1
-                self._close(conn, reset=True)
+                self.resets += kind == "rst"
+                self._close(conn, reset=kind == "rst")
 
     @staticmethod
     def _rst(sock):

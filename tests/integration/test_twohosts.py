@@ -8,8 +8,8 @@ host's whole fleet is SIGKILLed; the other takes over what it held after claim_i
 
 Latency and loss: this kernel has no netem, so a fault-injecting TCP proxy of the tests
 (faultproxy.py) sits between a fleet and Redis: every chunk delayed by 50 ms, then connections
-reset at random, then a freeze longer than a worker's read timeout. Nothing may be lost in any
-mode. The throughput of each mode is printed (pytest -s), never asserted."""
+dropped at random (reset or closed), then a freeze longer than a worker's read timeout. Nothing
+may be lost in any mode. The throughput of each mode is printed (pytest -s), never asserted."""
 import re
 import time
 
@@ -152,12 +152,12 @@ def test_two_hosts_one_group_sigkill_of_one_host_is_taken_over_by_the_other_noth
 
 
 N_PHASE = 600
-N_DROPS = 3000      # the resets phase runs long enough for several resets per connection
+N_DROPS = 3000      # the drops phase runs long enough for several drops per connection
 POISON_EVERY = 40
 FREEZE_S = 8.0      # longer than a worker's read timeout: block (500 ms) + 5 s
 
 
-def test_latency_resets_and_a_freeze_between_fleet_and_redis_lose_nothing(
+def test_latency_dropped_connections_and_a_freeze_between_fleet_and_redis_lose_nothing(
         redis_server, sink, fleet):
     r = redis_server.client()
     proxy = FaultProxy(("127.0.0.1", redis_server.port))
@@ -209,9 +209,12 @@ def test_latency_resets_and_a_freeze_between_fleet_and_redis_lose_nothing(
 
         def drops():
             proxy.delay_ms = 0
-            proxy.drop_rate = 1.0           # each connection reset about once a second
-        phase("random resets", drops, N_DROPS)
+            proxy.drop_rate = 1.0           # each connection dropped about once a second,
+            proxy.drop_kind = "mixed"       # by a reset or a plain close, in turn
+        resets0 = proxy.resets
+        phase("random drops", drops, N_DROPS)
         dropped = proxy.dropped - dropped0
+        resets = proxy.resets - resets0
 
         def freeze():
             proxy.drop_rate = 0.0
@@ -232,7 +235,8 @@ def test_latency_resets_and_a_freeze_between_fleet_and_redis_lose_nothing(
         assert {f["dlq.id"] for _, f in dl} == all_poison
         assert all(f["dlq.reason"] == "http_422" for _, f in dl), dl
         assert pending_count(r, "lossy", "lossy-group") == 0
-        assert dropped >= 3, f"only {dropped} connections reset in the drops phase"
+        assert dropped >= 3 and 0 < resets < dropped, \
+            f"{dropped} connections dropped in the drops phase, {resets} of them reset"
         # No crash loop: the same two workers throughout, no restart counted.
         assert fl.children() == workers, f"workers replaced: {workers} -> {fl.children()}"
         assert not fl.metrics().total("streamfleet_worker_restarts_total")
@@ -243,7 +247,8 @@ def test_latency_resets_and_a_freeze_between_fleet_and_redis_lose_nothing(
             print(f"  {mode}: {n} messages in {took:.2f} s, {rate:.0f} msgs/s")
         print(f"  all settled {rates['freeze'][2] - FREEZE_S:.2f} s after the {FREEZE_S:.0f} s "
               f"freeze ended")
-        print(f"  {dropped} connections reset in the drops phase; {dups} duplicate deliveries, "
+        print(f"  {dropped} connections dropped in the drops phase ({resets} reset, the others "
+              f"closed); {dups} duplicate deliveries, "
               f"{dlq_dups} duplicate dead letters; {proxy.accepted} connections in all")
     finally:
         proxy.close()
