@@ -14,9 +14,9 @@ thread of the test process, python3's standard library only.
 Counters: .accepted, .dropped (connections dropped on purpose; .resets of them with an RST),
 .bytes_up, .bytes_down.
 
-It can also bridge namespaces: given a listening socket made in another network namespace
-(netns_helpers.ns_listen), it accepts there and connects upstream from the test's own
-namespace."""
+It can also bridge network namespaces: given a listening socket made in one namespace
+(netns_helpers.ns_listen), it accepts there, and connects upstream from the test's own
+namespace or through the connect function given (netns_helpers.ns_connect)."""
 import random
 import selectors
 import socket
@@ -47,8 +47,11 @@ class _Conn:
 
 
 class FaultProxy:
-    def __init__(self, upstream, listen=("127.0.0.1", 0), sock=None, seed=1313):
+    def __init__(self, upstream, listen=("127.0.0.1", 0), sock=None, seed=1313, connect=None):
+        """upstream: (host, port) to forward to; connect: a function of it returning a
+        connected socket (default socket.create_connection, 2 s timeout)."""
         self.upstream = upstream
+        self._connect = connect or (lambda addr: socket.create_connection(addr, timeout=2))
         if sock is None:
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -143,7 +146,7 @@ class FaultProxy:
         except (BlockingIOError, InterruptedError):
             return
         try:
-            up = socket.create_connection(self.upstream, timeout=2)
+            up = self._connect(self.upstream)
         except OSError:
             self._rst(client)
             return

@@ -69,6 +69,11 @@ def ns_listen(ns, host="0.0.0.0", port=0, backlog=128):
     return in_netns(ns, make)
 
 
+def ns_connect(ns, addr, timeout=2):
+    """A TCP connection to addr opened inside namespace ns."""
+    return in_netns(ns, socket.create_connection, addr, timeout)
+
+
 def ns_redis_client(ns, host, port, **kw):
     """A redis-py client whose connections are opened inside namespace ns."""
     class NsConnection(redislib.Connection):

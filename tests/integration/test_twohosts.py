@@ -15,9 +15,9 @@ import time
 
 import pytest
 
-from conftest import SLOWNESS, add_messages, free_port, pending_count, write_ini
+from conftest import SLOWNESS, add_messages, free_port, pending_count, wait_until, write_ini
 from faultproxy import FaultProxy
-from netns_helpers import Hosts, netns_available, ns_listen
+from netns_helpers import Hosts, netns_available, ns_connect, ns_listen
 from reliability_helpers import dlq_entries
 
 pytestmark = pytest.mark.skipif(not netns_available(),
@@ -68,6 +68,32 @@ def pending_of(r, stream, group, prefix):
 N_TWO = 1200
 
 
+def start_host_fleets(hosts, srv, bridge, tmp_path, redis_url=None):
+    """Start a fleet on each host, one stream and one group, delivering to the sink through
+    bridge with an X-Host header naming the host; wait until both are healthy. redis_url:
+    {host: url} for hosts that do not reach Redis directly. Returns {host: NsFleet}."""
+    fleets = {}
+    for host in HOSTS:
+        port = free_port()
+        workdir = tmp_path / host
+        workdir.mkdir()
+        url = (redis_url or {}).get(host) or srv.url_at(hosts.redis_addr[host])
+        cfg = write_ini(workdir / "streamfleet.ini", {
+            "fleet": {"redis": url, "listen": f"127.0.0.1:{port}", "drain_timeout": "10s",
+                      "poll_interval": "1s", "allow_root": "yes"},
+            "pool:orders": {
+                "stream": "orders", "group": "orders-group", "workers": 2, "batch": 16,
+                "block": "500ms", "handler": "http", "inflight": 8,
+                "url": f"http://{hosts.redis_addr[host]}:{bridge.port}/in",
+                "header": f"X-Host: {host}", "timeout": "1s", "connect_timeout": "1s",
+                "claim_idle": "2s", "backoff_base": "200ms", "backoff_max": "1s",
+                "max_attempts": 25}})
+        fleets[host] = hosts.fleet(host, cfg, workdir, port)
+    for f in fleets.values():
+        f.wait_healthy()
+    return fleets
+
+
 def test_two_hosts_one_group_sigkill_of_one_host_is_taken_over_by_the_other_nothing_lost(
         hosts, sink, tmp_path):
     srv = hosts.start_redis(tmp_path / "redis")
@@ -76,25 +102,7 @@ def test_two_hosts_one_group_sigkill_of_one_host_is_taken_over_by_the_other_noth
     bridge = FaultProxy(("127.0.0.1", sink.port), sock=ns_listen(hosts.redis_ns))
     try:
         sink.delay = 0.05                   # so that each host holds deliveries in flight
-        fleets = {}
-        for host in HOSTS:
-            port = free_port()
-            workdir = tmp_path / host
-            workdir.mkdir()
-            cfg = write_ini(workdir / "streamfleet.ini", {
-                "fleet": {"redis": srv.url_at(hosts.redis_addr[host]),
-                          "listen": f"127.0.0.1:{port}", "drain_timeout": "10s",
-                          "poll_interval": "1s", "allow_root": "yes"},
-                "pool:orders": {
-                    "stream": "orders", "group": "orders-group", "workers": 2, "batch": 16,
-                    "block": "500ms", "handler": "http", "inflight": 8,
-                    "url": f"http://{hosts.redis_addr[host]}:{bridge.port}/in",
-                    "header": f"X-Host: {host}", "timeout": "1s", "connect_timeout": "1s",
-                    "claim_idle": "2s", "backoff_base": "200ms", "backoff_max": "1s",
-                    "max_attempts": 25}})
-            fleets[host] = hosts.fleet(host, cfg, workdir, port)
-        for f in fleets.values():
-            f.wait_healthy()
+        fleets = start_host_fleets(hosts, srv, bridge, tmp_path)
 
         ids = add_messages(r, "orders", N_TWO, chunk=200)
 
@@ -148,6 +156,88 @@ def test_two_hosts_one_group_sigkill_of_one_host_is_taken_over_by_the_other_noth
               f"{first_takeover - t_kill:.2f} s after the kill (claim_idle 2 s), all settled "
               f"{t_settled - t_kill:.2f} s after it; {len(dups)} duplicates; consumers {names}")
     finally:
+        bridge.close()
+
+
+CUT_S = 10.0        # longer than claim_idle (2 s) and than a worker's read timeout (5.5 s)
+
+
+def test_two_hosts_one_cut_off_from_redis_longer_than_claim_idle_nothing_lost(
+        hosts, sink, tmp_path):
+    """host-a loses its link to Redis (a freeze of the proxy on it) while it holds entries,
+    longer than claim_idle; it still reaches the endpoint. host-b takes over what host-a
+    held; when the link comes back host-a goes on, with the same workers. Every entry ends
+    acked or dead-lettered once."""
+    srv = hosts.start_redis(tmp_path / "redis")
+    r = srv.client()
+    bridge = FaultProxy(("127.0.0.1", sink.port), sock=ns_listen(hosts.redis_ns))
+    ns_a = hosts.ns["host-a"]
+    link = FaultProxy((hosts.redis_addr["host-a"], srv.port),
+                      sock=ns_listen(ns_a, "127.0.0.1"),
+                      connect=lambda addr: ns_connect(ns_a, addr))
+    try:
+        sink.delay = 0.05
+        sink.rule(422, body_contains=b'"kind":"poison"')
+        fleets = start_host_fleets(hosts, srv, bridge, tmp_path,
+                                   redis_url={"host-a": f"redis://127.0.0.1:{link.port}/0"})
+        workers_a = fleets["host-a"].children()
+        ids = add_messages(r, "orders", N_TWO, chunk=200, fields=lambda i: {
+            "kind": "poison" if i % POISON_EVERY == 7 else "ok", "n": str(i)})
+        poison = {ids[i] for i in range(N_TWO) if i % POISON_EVERY == 7}
+        good = set(ids) - poison
+
+        def a_holds_entries():
+            return (len(ok_ids(sink.snapshot())) >= N_TWO // 4
+                    and pending_of(r, "orders", "orders-group", "host-a:"))
+        fleets["host-a"].wait_for(a_holds_entries, what="host-a delivering and holding entries")
+        link.freeze(CUT_S)
+        t_cut = time.monotonic()
+        held = pending_of(r, "orders", "orders-group", "host-a:")
+
+        def settled():
+            dead = {f["dlq.id"] for _, f in dlq_entries(r, "orders:dlq")}
+            return (good <= set(ok_ids(sink.snapshot())) and poison <= dead
+                    and pending_count(r, "orders", "orders-group") == 0)
+        fleets["host-b"].wait_for(settled, timeout=(60 + CUT_S) * SLOWNESS,
+                                  what="every entry delivered or dead-lettered")
+        t_settled = time.monotonic()
+
+        reqs = sink.snapshot()
+        got = ok_ids(reqs)
+        assert good <= set(got) and not (set(got) & poison)
+        dl = dlq_entries(r, "orders:dlq")
+        assert sorted(f["dlq.id"] for _, f in dl) == sorted(poison), "dead letters not once each"
+        assert pending_count(r, "orders", "orders-group") == 0
+        # host-b took over what host-a held when its link went (those host-a had not handed
+        # to the endpoint yet, and those whose acks could not reach Redis).
+        by_b = {q.headers.get("webhook-id") for q in reqs if q.time >= t_cut
+                and q.headers.get("x-host") == "host-b"}
+        assert set(held) <= by_b, f"{len(set(held) - by_b)} of host-a's entries not taken over"
+        # host-a was cut off, not broken: same workers, and they work again after the cut.
+        assert fleets["host-a"].children() == workers_a
+        assert not fleets["host-a"].metrics().total("streamfleet_worker_restarts_total")
+        # Once the link is back, host-a's workers (connected again) take their share of new
+        # entries, added a few at a time (a pipeline of many at once can all go to the other
+        # host's blocked reads).
+        wait_until(lambda: not link.frozen(), timeout=CUT_S * 2, what="the end of the cut")
+        more = []
+
+        def a_delivers_again():
+            more.extend(add_messages(r, "orders", 5))
+            return ok_ids(sink.snapshot(), host="host-a").keys() & set(more)
+        wait_until(a_delivers_again, interval=0.2, what="host-a delivering again after the cut")
+        t_back = time.monotonic()
+        wait_until(lambda: pending_count(r, "orders", "orders-group") == 0,
+                   what="the last entries acked")
+        assert set(more) <= set(ok_ids(sink.snapshot()))
+        dups = sum(n - 1 for n in got.values())
+        print(f"\ncut off: host-a's link to Redis frozen {CUT_S:.0f} s while it held "
+              f"{len(held)} entries; all {N_TWO} settled {t_settled - t_cut:.2f} s after the cut "
+              f"(by host-b); host-a delivering again {t_back - t_cut - CUT_S:.2f} s after the "
+              f"link came back; {dups} duplicate deliveries, {len(dl)} dead letters for "
+              f"{len(poison)} poison")
+    finally:
+        link.close()
         bridge.close()
 
 
