@@ -4,7 +4,9 @@
 Two hosts: two fleets, each in a network namespace of its own with its own host name, reach
 Redis (in a third namespace) over their own veth pair, both on one stream and one group; the
 HTTP sink of the test is bridged into the Redis namespace (netns_helpers, faultproxy). One
-host's whole fleet is SIGKILLed; the other takes over what it held after claim_idle.
+host's whole fleet is SIGKILLed; the other takes over what it held after claim_idle. Then one
+host's link to Redis is frozen longer than claim_idle: the same, and the cut-off host carries on
+when the link is back.
 
 Latency and loss: this kernel has no netem, so a fault-injecting TCP proxy of the tests
 (faultproxy.py) sits between a fleet and Redis: every chunk delayed by 50 ms, then connections
