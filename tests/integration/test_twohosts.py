@@ -161,15 +161,20 @@ def test_two_hosts_one_group_sigkill_of_one_host_is_taken_over_by_the_other_noth
         bridge.close()
 
 
-CUT_S = 10.0        # longer than claim_idle (2 s) and than a worker's read timeout (5.5 s)
+# Both longer than claim_idle (2 s); 4 s is shorter than a worker's read timeout (block + 5 s:
+# its connection lives on through the cut, and it comes back holding entries the other host
+# may have taken over), 10 s is longer (its connections are dropped and opened again).
+CUTS = {"4s": 4.0, "10s": 10.0}
 
 
+@pytest.mark.parametrize("cut", CUTS)
 def test_two_hosts_one_cut_off_from_redis_longer_than_claim_idle_nothing_lost(
-        hosts, sink, tmp_path):
+        hosts, sink, tmp_path, cut):
     """host-a loses its link to Redis (a freeze of the proxy on it) while it holds entries,
     longer than claim_idle; it still reaches the endpoint. host-b takes over what host-a
     held; when the link comes back host-a goes on, with the same workers. Every entry ends
     acked or dead-lettered once."""
+    cut_s = CUTS[cut]
     srv = hosts.start_redis(tmp_path / "redis")
     r = srv.client()
     bridge = FaultProxy(("127.0.0.1", sink.port), sock=ns_listen(hosts.redis_ns))
@@ -192,7 +197,7 @@ def test_two_hosts_one_cut_off_from_redis_longer_than_claim_idle_nothing_lost(
             return (len(ok_ids(sink.snapshot())) >= N_TWO // 4
                     and pending_of(r, "orders", "orders-group", "host-a:"))
         fleets["host-a"].wait_for(a_holds_entries, what="host-a delivering and holding entries")
-        link.freeze(CUT_S)
+        link.freeze(cut_s)
         t_cut = time.monotonic()
         held = pending_of(r, "orders", "orders-group", "host-a:")
 
@@ -200,7 +205,7 @@ def test_two_hosts_one_cut_off_from_redis_longer_than_claim_idle_nothing_lost(
             dead = {f["dlq.id"] for _, f in dlq_entries(r, "orders:dlq")}
             return (good <= set(ok_ids(sink.snapshot())) and poison <= dead
                     and pending_count(r, "orders", "orders-group") == 0)
-        fleets["host-b"].wait_for(settled, timeout=(60 + CUT_S) * SLOWNESS,
+        fleets["host-b"].wait_for(settled, timeout=(60 + cut_s) * SLOWNESS,
                                   what="every entry delivered or dead-lettered")
         t_settled = time.monotonic()
 
@@ -211,17 +216,21 @@ def test_two_hosts_one_cut_off_from_redis_longer_than_claim_idle_nothing_lost(
         assert sorted(f["dlq.id"] for _, f in dl) == sorted(poison), "dead letters not once each"
         assert pending_count(r, "orders", "orders-group") == 0
         # host-b took over what host-a held when its link went (those host-a had not handed
-        # to the endpoint yet, and those whose acks could not reach Redis).
+        # to the endpoint yet, and those whose acks could not reach Redis). A takeover was
+        # measured 2.2-3.4 s after a host stopped: after the 4 s cut host-a may have acked
+        # some of them itself first, the 10 s cut leaves three times that.
         by_b = {q.headers.get("webhook-id") for q in reqs if q.time >= t_cut
                 and q.headers.get("x-host") == "host-b"}
-        assert set(held) <= by_b, f"{len(set(held) - by_b)} of host-a's entries not taken over"
+        taken = set(held) & by_b
+        if cut == "10s":
+            assert taken == set(held), f"{len(set(held) - by_b)} of host-a's entries not taken over"
         # host-a was cut off, not broken: same workers, and they work again after the cut.
         assert fleets["host-a"].children() == workers_a
         assert not fleets["host-a"].metrics().total("streamfleet_worker_restarts_total")
         # Once the link is back, host-a's workers (connected again) take their share of new
         # entries, added a few at a time (a pipeline of many at once can all go to the other
         # host's blocked reads).
-        wait_until(lambda: not link.frozen(), timeout=CUT_S * 2, what="the end of the cut")
+        wait_until(lambda: not link.frozen(), timeout=cut_s * 2, what="the end of the cut")
         more = []
 
         def a_delivers_again():
@@ -233,11 +242,11 @@ def test_two_hosts_one_cut_off_from_redis_longer_than_claim_idle_nothing_lost(
                    what="the last entries acked")
         assert set(more) <= set(ok_ids(sink.snapshot()))
         dups = sum(n - 1 for n in got.values())
-        print(f"\ncut off: host-a's link to Redis frozen {CUT_S:.0f} s while it held "
-              f"{len(held)} entries; all {N_TWO} settled {t_settled - t_cut:.2f} s after the cut "
-              f"(by host-b); host-a delivering again {t_back - t_cut - CUT_S:.2f} s after the "
-              f"link came back; {dups} duplicate deliveries, {len(dl)} dead letters for "
-              f"{len(poison)} poison")
+        print(f"\ncut off: host-a's link to Redis frozen {cut_s:.0f} s while it held "
+              f"{len(held)} entries ({len(taken)} taken over by host-b); all {N_TWO} settled "
+              f"{t_settled - t_cut:.2f} s after the cut; host-a delivering again "
+              f"{t_back - t_cut - cut_s:.2f} s after the link came back; {dups} duplicate "
+              f"deliveries, {len(dl)} dead letters for {len(poison)} poison")
     finally:
         link.close()
         bridge.close()
