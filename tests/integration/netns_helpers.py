@@ -93,7 +93,9 @@ class _NsHTTPConnection(http.client.HTTPConnection):
 
 
 def _run(*cmd):
-    subprocess.run(cmd, check=True, capture_output=True, timeout=30)
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    if r.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({r.returncode}): {r.stderr.strip()}")
 
 
 class NsRedis(RedisServer):
@@ -109,7 +111,9 @@ class NsRedis(RedisServer):
         self.args = ["ip", "netns", "exec", ns] + self.args
 
     def url_at(self, addr):
-        return f"redis://{addr}:{self.port}/0"
+        """The URL of this server at one of its addresses."""
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}{addr}:{self.port}/0"
 
     def client(self, **kw):
         return ns_redis_client(self.ns, self.addrs[0], self.port, password=self.password,
