@@ -134,7 +134,7 @@ struct key {
 static key_setter set_redis, set_listen, set_int, set_dur, set_bool, set_log_level,
     set_log_format, set_handler, set_method, set_name, set_field, set_url, set_content_type,
     set_header, set_file, set_backoff, set_percent, set_size, set_path, set_account, set_long,
-    set_group_start, set_plugin, set_fields, set_command, set_env, set_pass_env, set_stdin;
+    set_group_start, set_plugin, set_fields, set_command, set_env, set_pass_env, set_stdin, set_trim;
 
 #define F(field) offsetof(struct conf, field)
 #define P(field) offsetof(struct pool_conf, field)
@@ -215,6 +215,8 @@ static const struct key keys[] = {
     { SEC_POOL, "require_fields",    set_fields,  P(require_fields),    0, 0, KEY_POOL },
     { SEC_POOL, "route_field",       set_field,   P(route_field),       0, 0, KEY_POOL },
     { SEC_POOL, "watch",             set_bool,    P(watch),             0, 0, KEY_POOL },
+    { SEC_POOL, "trim",              set_trim,    P(trim_acked),        0, 0, KEY_POOL },
+    { SEC_POOL, "retain",            set_dur,     P(retain_ms),         0, 365 * DAY, KEY_POOL },
 };
 
 #define NKEYS (sizeof keys / sizeof keys[0])
@@ -460,6 +462,17 @@ static int set_group_start(const struct key *k, void *base, const char *v, char 
     if (pick_word(words, v, &i, err, len) == -1)
         return -1;
     ((struct pool_conf *)base)->group_start_latest = i == 1;
+    return 0;
+}
+
+static int set_trim(const struct key *k, void *base, const char *v, char *err, size_t len)
+{
+    static const char *const words[] = { "off", "acked", NULL };
+    int i;
+    (void)k;
+    if (pick_word(words, v, &i, err, len) == -1)
+        return -1;
+    ((struct pool_conf *)base)->trim_acked = i == 1;
     return 0;
 }
 
@@ -1959,6 +1972,11 @@ static void validate_pool(struct loader *l, size_t i)
     }
     if (p->dlq && p->stream && strcmp(p->dlq, p->stream) == 0)
         problem(l, p->line, "[pool:%s] dlq must not be the stream itself", p->name);
+    /* retain only holds trimming back: alone it would read as "trim what is older", which it
+     * is not. */
+    if (p->retain_ms > 0 && !p->trim_acked)
+        problem(l, abs(seen[key_index(SEC_POOL, "retain")]),
+                "retain only applies with trim = acked (it keeps acknowledged entries; it never trims by itself)");
     /* A routed pool watches the files of those of its handlers that have one. */
     if (p->watch && handler_ok && !p->routed && p->handler != HANDLER_EXEC && p->handler != HANDLER_SUBPROCESS &&
         p->handler != HANDLER_PLUGIN)

@@ -137,6 +137,13 @@ struct pool_conf {
      * its command (exec, subprocess) or plugin changes (supervisor/watch.c). */
     bool watch;
 
+    /* trim = acked: the master trims the stream below what every group of it still needs
+     * (supervisor/trim.h), keeping acknowledged entries younger than retain_ms (0: none).
+     * The master's alone: not compared by conf_pool_same(), a reload applies them without
+     * restarting the pool's workers. */
+    bool trim_acked;
+    long retain_ms;
+
     /* Named handlers and routes. A routed pool (handler = NAME, or route.* keys) hands each
      * message to one of its targets: a config per [handler:NAME] section it uses, made of the
      * pool's own settings and that section's handler keys (a handler opens with its target as

@@ -17,6 +17,7 @@
 #include "supervisor/notify.h"
 #include "supervisor/plugincheck.h"
 #include "supervisor/redismon.h"
+#include "supervisor/trim.h"
 #include "supervisor/view.h"
 #include "supervisor/watch.h"
 
@@ -207,6 +208,7 @@ static void build_view(struct master *m, struct fleet_view *v)
             pv->history[k] = h->rate[(h->head + HISTORY_POINTS - h->n + k) % HISTORY_POINTS];
         pv->rate = h->n ? pv->history[h->n - 1] : 0;
         pv->watch_restarts = h->watch_restarts;
+        pv->trimmed = trim_total(m->trim, pv->name);
     }
 }
 
@@ -607,10 +609,12 @@ static void reload(struct master *m, long long now)
     if (redis_changed) {
         redismon_free(m->mon);
         m->mon = redismon_open(&nc->redis);
+        redismon_set_trim(m->mon, m->trim);
     } else {
         redismon_set_addr(m->mon, &nc->redis);
     }
     redismon_set_pools(m->mon, nc);
+    trim_set_pools(m->trim, nc);
     set_logging(nc);
 
     unsigned started = 0, replaced = 0, removed = 0, scaled = 0;
@@ -849,6 +853,9 @@ int master_run(struct master *m, struct conf *conf)
     m->sb_used = xcalloc(m->sb.nslots, sizeof *m->sb_used);
     m->mon = redismon_open(&conf->redis);
     redismon_set_pools(m->mon, conf);
+    m->trim = trim_open();
+    trim_set_pools(m->trim, conf);
+    redismon_set_trim(m->mon, m->trim);
 
     long long now = master_now_ms();
     unsigned workers = 0;
@@ -922,6 +929,7 @@ int master_run(struct master *m, struct conf *conf)
     log_info("all workers stopped: exiting");
     httpd_close(m->httpd);
     redismon_free(m->mon);
+    trim_free(m->trim);
     watch_free(m->watch);
     procs_release(m);
     for (size_t i = 0; i < m->npools; i++) {

@@ -63,6 +63,7 @@ struct proc {
 
 struct httpd;
 struct redismon;
+struct trim;
 struct watch;
 
 struct master {
@@ -78,6 +79,7 @@ struct master {
     int sigfd;
     struct httpd *httpd;
     struct redismon *mon;
+    struct trim *trim;              /* trim = acked, run by mon; outlives every mon */
     struct watch *watch;            /* watch = yes pools' files (supervisor/watch.h) */
     double start_time;
     bool draining;

@@ -176,6 +176,13 @@ void metrics_render(struct buf *out, const struct fleet_view *v)
             }
         }
     }
+    family(out, "streamfleet_trimmed_entries_total", "counter",
+           "Entries trim = acked removed from the pool's stream (needed by no group, older than retain).");
+    for (unsigned i = 0; i < v->npools; i++) {
+        buf_adds(out, "streamfleet_trimmed_entries_total{pool=\"");
+        label(out, v->pools[i].name);
+        buf_printf(out, "\"} %" PRIu64 "\n", v->pools[i].trimmed);
+    }
     family(out, "streamfleet_master_resident_memory_bytes", "gauge", "Resident memory of the master.");
     buf_printf(out, "streamfleet_master_resident_memory_bytes %" PRIu64 "\n", v->master_rss_bytes);
     family(out, "streamfleet_workers_resident_memory_bytes", "gauge", "Resident memory of a pool's workers, added up.");

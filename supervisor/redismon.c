@@ -7,6 +7,7 @@
 #include "supervisor/redismon.h"
 #include "common/log.h"
 #include "common/redis.h"
+#include "supervisor/trim.h"
 
 #include <stdint.h>
 #include <stdio.h>
@@ -41,6 +42,7 @@ struct redismon {
     char appendonly[16];            /* CONFIG GET answers, "" until known */
     char policy[32];
     char durability[200];           /* why Redis may lose or evict our data, "" when it won't */
+    struct trim *trim;              /* the master's, run at each poll; NULL: none */
 };
 
 static void set_down(struct redismon *m, const char *why)
@@ -279,6 +281,8 @@ void redismon_free(struct redismon *m)
     if (m == NULL)
         return;
     redis_free(m->rc);              /* drops queued commands without their callbacks */
+    if (m->trim)
+        trim_abandon(m->trim);
     free_pools(m);
     free(m->tags);
     free(m);
@@ -313,6 +317,8 @@ void redismon_run(struct redismon *m, short revents, long long now)
     if (m->up && m->npools && now >= m->next_poll_ms) {
         m->next_poll_ms = now + m->poll_every_ms;
         poll_stats(m);
+        if (m->trim)
+            trim_poll(m->trim, m->rc);
     }
     if (!m->ping_out && now >= m->next_ping_ms) {
         m->next_ping_ms = now + PING_EVERY_MS;
@@ -355,6 +361,11 @@ int redismon_durable(const struct redismon *m)
 const char *redismon_durability(const struct redismon *m)
 {
     return m->durability;
+}
+
+void redismon_set_trim(struct redismon *m, struct trim *t)
+{
+    m->trim = t;
 }
 
 void redismon_set_addr(struct redismon *m, const struct redis_addr *addr)

@@ -47,6 +47,11 @@ void redismon_set_pools(struct redismon *m, const struct conf *c);
 /* The last poll of pool name, or NULL when there is none yet. */
 const struct redis_pool_stats *redismon_pool(const struct redismon *m, const char *name);
 
+struct trim;
+/* Run t's rounds (supervisor/trim.h) on this connection at every poll. t must outlive the
+ * monitor; the monitor's end abandons t's rounds in flight. */
+void redismon_set_trim(struct redismon *m, struct trim *t);
+
 /* 1 when Redis keeps what it acknowledged (appendonly yes, maxmemory-policy noeviction), 0 when
  * it may lose or evict data (redismon_durability() says why), -1 while unknown. */
 int redismon_durable(const struct redismon *m);
