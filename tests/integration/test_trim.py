@@ -90,7 +90,7 @@ def ok_ids(sink):
 def test_two_groups_at_different_speeds_never_lose_an_entry_and_the_stream_stays_short(
         redis_server, sink, fleet):
     """streamfleet's pool (trim = acked) delivers to a sink answering in 10 ms; a Python group
-    reads the same stream at its own pace and holds a second of entries pending, restarting
+    reads the same stream at its own pace and holds half a second of entries pending, restarting
     every 2 s. Meanwhile a worker is SIGKILLed and a SIGHUP starts a new generation. Every
     entry reaches both groups with its data, nothing vanishes, and the stream stays far
     shorter than what was added; once both groups are done it is empty."""
@@ -99,8 +99,8 @@ def test_two_groups_at_different_speeds_never_lose_an_entry_and_the_stream_stays
     c.xgroup_create(stream, "py", id="0", mkstream=True)
     sink.delay = 0.01
     pool = http_pool(sink, stream, path="/in", workers=2, batch=20, trim="acked")
-    fl = fleet({"pool:orders": pool})
-    py = SlowGroup(redis_server, stream, "py")
+    fl = fleet({"fleet": {"poll_interval": "500ms"}, "pool:orders": pool})
+    py = SlowGroup(redis_server, stream, "py", hold=0.5)
     py.start()
 
     ids, lengths = [], []
