@@ -308,7 +308,8 @@ static void on_trimmed(void *arg, const struct redis_reply *v)
     } else if (v->type == REDIS_T_INTEGER) {
         log_debug("trim %s: a group moved back or appeared since the figures were read: trimming nothing",
                   j->stream);
-    } else {
+    } else if (v->type != REDIS_T_ERROR || (v->err != REDIS_E_IO && v->err != REDIS_E_TIMEOUT)) {
+        /* (a lost connection is the monitor's to report) */
         job_error(j, "XTRIM", v->type == REDIS_T_ERROR ? v->str : "unexpected reply");
     }
     job_end(j);
