@@ -65,7 +65,11 @@ struct pool_conf {
     int line;                   /* line of its [pool:NAME] header, for messages */
     char *stream;
     char *group;
-    int workers;                /* 1..CONF_WORKERS_MAX */
+    int workers;                /* 1..CONF_WORKERS_MAX; with a range, its minimum */
+    int workers_max;            /* workers = MIN..MAX: the maximum; else the same as workers */
+    long scale_up_after_ms;     /* a range: one more worker while an entry waits this long */
+    long scale_down_after_ms;   /* ... one fewer once none has for this long */
+    long scale_interval_ms;     /* ... at most one change per this long */
     int batch;                  /* XREADGROUP COUNT, 1..CONF_BATCH_MAX */
     long block_ms;              /* XREADGROUP BLOCK, 1 ms .. 30 s */
     enum handler_kind handler;

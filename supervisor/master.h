@@ -9,6 +9,7 @@
 
 #include "common/conf.h"
 #include "common/sb.h"
+#include "supervisor/scale.h"
 #include "supervisor/view.h"
 
 /* A pool as the master keeps it: its settings, and the totals of its children that died
@@ -22,6 +23,8 @@ struct pool_state {
     uint64_t retired[SB_NCOUNTERS];
     uint64_t restarts[RESTART_NREASONS];
     int workers;                    /* children it should have */
+    int workers_min, workers_max;   /* the range it scales within (equal: a fixed count) */
+    struct scale_state scale;
     bool removed;                   /* draining out: removed from the config, or replaced */
     bool fresh;                     /* a new generation: children read new entries first */
     long long started_ms;
