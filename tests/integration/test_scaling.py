@@ -5,8 +5,8 @@ scale_down_after. Real redis-server, real sink, real binary."""
 import signal
 import time
 
-from conftest import add_messages, pending_count, run_binary, write_ini
-from reliability_helpers import BIG_TIMEOUT, http_pool, metric
+from conftest import SLOWNESS, add_messages, pending_count, run_binary, write_ini
+from reliability_helpers import http_pool, metric
 
 DESIRED = "streamfleet_workers_desired"
 
@@ -32,13 +32,14 @@ def test_a_burst_scales_the_pool_up_to_its_maximum_and_back_down_to_its_minimum(
     t0 = time.monotonic()
     desired, live = [], []
     while metric(fl, "streamfleet_messages_acked_total", "burst") < total:
-        assert time.monotonic() - t0 < BIG_TIMEOUT * 2, f"not all acked; desired over time {desired[::8]}"
+        # measured: 117 s on a loaded 2-core machine (the Python sink is the bottleneck)
+        assert time.monotonic() - t0 < 400 * SLOWNESS, f"not all acked; desired over time {desired[::4]}"
         m = fl.metrics()
         desired.append(m.value(DESIRED, pool="burst"))
         live.append(m.value("streamfleet_workers", pool="burst", state="running"))
-        time.sleep(0.25)
+        time.sleep(0.5)
     took = time.monotonic() - t0
-    print(f"{total} delivered in {took:.1f}s; desired every 2s: {desired[::8]}; running: {live[::8]}")
+    print(f"{total} delivered in {took:.1f}s; desired every 2s: {desired[::4]}; running: {live[::4]}")
     assert max(desired) == 6, desired
     assert max(live) == 6, live
 
