@@ -744,7 +744,6 @@ static void rescale_all(struct master *m, int delta, long long now)
  * scoreboard slot; one to retire drains what it holds. */
 static void autoscale(struct master *m, long long now)
 {
-    double wall = wall_seconds();
     for (size_t i = 0; i < m->npools; i++) {
         struct pool_state *ps = m->pools[i];
         if (ps->removed || ps->workers_min == ps->workers_max)
@@ -754,9 +753,11 @@ static void autoscale(struct master *m, long long now)
             .workers = ps->workers,
             .min = ps->workers_min,
             .max = ps->workers_max,
-            .known = rs != NULL,
+            /* Figures of a Redis that went away would only age: no decision on them. */
+            .known = rs != NULL && redismon_up(m->mon),
+            /* As of the poll: between two polls the entry may have been acknowledged. */
             .oldest_wait_ms = rs == NULL || rs->oldest_pending_ms < 0 ? -1
-                              : (long long)(wall * 1000) - rs->oldest_pending_ms,
+                              : rs->pending_polled_ms - rs->oldest_pending_ms,
             .up_after_ms = ps->conf->scale_up_after_ms,
             .down_after_ms = ps->conf->scale_down_after_ms,
             .interval_ms = ps->conf->scale_interval_ms,

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define PING_EVERY_MS 1000
 #define PING_TIMEOUT_MS 2000
@@ -148,6 +149,13 @@ static long long id_ms(const char *id)
     return id ? atoll(id) : -1;
 }
 
+static long long wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 static void on_stats(void *arg, const struct redis_reply *reply)
 {
     struct redismon *m = arg;
@@ -193,6 +201,7 @@ static void on_stats(void *arg, const struct redis_reply *reply)
     case Q_PENDING:
         /* XPENDING summary: [count, smallest id, greatest id, consumers]. */
         ps->oldest_pending_ms = -1;
+        ps->pending_polled_ms = wall_ms();
         if (!err && reply->type == REDIS_T_ARRAY && reply->elements >= 2 &&
             reply->element[1]->type == REDIS_T_STRING)
             ps->oldest_pending_ms = id_ms(reply->element[1]->str);

@@ -21,6 +21,7 @@ struct redis_pool_stats {
     long long pending;              /* the group's pending entries */
     long long lag;                  /* entries not yet delivered to the group; -1: unknown */
     long long oldest_pending_ms;    /* Unix ms in the id of the oldest pending entry; -1: none */
+    long long pending_polled_ms;    /* Unix ms when that was answered (its age then: the wait) */
     long long dlq_length;
     /* The group's last-delivered-id at the last poll that found the group ("" before any):
      * kept while the group is missing, for workers that re-create it (sb_set_delivered). */
