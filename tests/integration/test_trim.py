@@ -185,10 +185,10 @@ def test_a_group_that_reads_nothing_holds_the_trim_and_then_releases_exactly_wha
 
 
 def test_retain_keeps_acknowledged_entries_younger_than_it(redis_server, fleet):
-    """retain = 4s: entries handled and acknowledged at once stay for 4 s, then go."""
+    """retain = 8s: entries handled and acknowledged at once stay for 8 s, then go."""
     c = redis_server.client()
-    stream, n, retain = "audit", 50, 4.0
-    fl = fleet({"pool:audit": log_pool(stream, trim="acked", retain="4s")})
+    stream, n, retain = "audit", 50, 8.0
+    fl = fleet({"pool:audit": log_pool(stream, trim="acked", retain="8s")})
     fl.wait_for(lambda: c.exists(stream) and pending_count(c, stream, "audit-group") == 0,
                 what="the pool's group")
     ids = add_messages(c, stream, n)
@@ -202,7 +202,7 @@ def test_retain_keeps_acknowledged_entries_younger_than_it(redis_server, fleet):
         age = time.time() - newest_ms / 1000
         if age >= retain - 0.3:
             break
-        assert length == n, f"{n - length} entries trimmed {age:.1f}s after they were added (retain 4s)"
+        assert length == n, f"{n - length} entries trimmed {age:.1f}s after they were added (retain 8s)"
         kept_checks += 1
         time.sleep(0.1)
     assert kept_checks >= 5
