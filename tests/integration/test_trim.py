@@ -242,3 +242,23 @@ def test_bad_trim_value_is_a_config_error_at_its_line(redis_server, tmp_path):
     lines = r.stderr.splitlines()
     assert any(ln.startswith(f"{cfg}:8: ") and "off, acked" in ln for ln in lines), r.stderr
     assert any(ln.startswith(f"{cfg}:14: ") and "trim = acked" in ln for ln in lines), r.stderr
+
+
+def test_sighup_turns_trimming_on_without_restarting_the_workers(redis_server, fleet):
+    """trim is the master's setting: a reload that turns it on trims at once and leaves the
+    pool's workers as they are."""
+    c = redis_server.client()
+    stream, n = "late", 100
+    add_messages(c, stream, n)
+    pool = log_pool(stream, workers=2)
+    fl = fleet({"pool:late": pool})
+    fl.wait_for(lambda: len(fl.records()[0]) >= n, what="every entry handled")
+    fl.wait_for(lambda: pending_count(c, stream, "late-group") == 0, what="the acks")
+    kids = fl.wait_for(lambda: (k := fl.children()) and len(k) == 2 and k, what="2 workers")
+    assert c.xlen(stream) == n
+    pool["trim"] = "acked"
+    write_ini(fl.config_path, {"fleet": _fleet_section(fl), "pool:late": pool})
+    fl.signal(signal.SIGHUP)
+    fl.wait_for(lambda: c.xlen(stream) == 0, what="the stream trimmed after the reload")
+    wait_metric(fl, TRIMMED, "late", lambda v: v == n)
+    assert fl.children() == kids
