@@ -134,7 +134,8 @@ struct key {
 static key_setter set_redis, set_listen, set_int, set_dur, set_bool, set_log_level,
     set_log_format, set_handler, set_method, set_name, set_field, set_url, set_content_type,
     set_header, set_file, set_backoff, set_percent, set_size, set_path, set_account, set_long,
-    set_group_start, set_plugin, set_fields, set_command, set_env, set_pass_env, set_stdin;
+    set_group_start, set_plugin, set_fields, set_command, set_env, set_pass_env, set_stdin, set_trim,
+    set_workers;
 
 #define F(field) offsetof(struct conf, field)
 #define P(field) offsetof(struct pool_conf, field)
@@ -166,7 +167,7 @@ static const struct key keys[] = {
 
     { SEC_POOL, "stream",   set_name,    P(stream),   0, 0, KEY_REQUIRED | KEY_POOL },
     { SEC_POOL, "group",    set_name,    P(group),    0, 0, KEY_REQUIRED | KEY_POOL },
-    { SEC_POOL, "workers",  set_int,     P(workers),  1, CONF_WORKERS_MAX, KEY_POOL },
+    { SEC_POOL, "workers",  set_workers, P(workers),  1, CONF_WORKERS_MAX, KEY_POOL },
     { SEC_POOL, "batch",    set_int,     P(batch),    1, CONF_BATCH_MAX, KEY_POOL },
     { SEC_POOL, "block",    set_dur,     P(block_ms), 1, 30 * SECOND, KEY_POOL },
     { SEC_POOL, "handler",  set_handler, P(handler),  0, 0, KEY_REQUIRED },
@@ -215,6 +216,11 @@ static const struct key keys[] = {
     { SEC_POOL, "require_fields",    set_fields,  P(require_fields),    0, 0, KEY_POOL },
     { SEC_POOL, "route_field",       set_field,   P(route_field),       0, 0, KEY_POOL },
     { SEC_POOL, "watch",             set_bool,    P(watch),             0, 0, KEY_POOL },
+    { SEC_POOL, "trim",              set_trim,    P(trim_acked),        0, 0, KEY_POOL },
+    { SEC_POOL, "retain",            set_dur,     P(retain_ms),         0, 365 * DAY, KEY_POOL },
+    { SEC_POOL, "scale_up_after",    set_dur,     P(scale_up_after_ms), 100, DAY, KEY_POOL },
+    { SEC_POOL, "scale_down_after",  set_dur,     P(scale_down_after_ms), 0, DAY, KEY_POOL },
+    { SEC_POOL, "scale_interval",    set_dur,     P(scale_interval_ms), 100, HOUR, KEY_POOL },
 };
 
 #define NKEYS (sizeof keys / sizeof keys[0])
@@ -461,6 +467,48 @@ static int set_group_start(const struct key *k, void *base, const char *v, char 
         return -1;
     ((struct pool_conf *)base)->group_start_latest = i == 1;
     return 0;
+}
+
+static int set_trim(const struct key *k, void *base, const char *v, char *err, size_t len)
+{
+    static const char *const words[] = { "off", "acked", NULL };
+    int i;
+    (void)k;
+    if (pick_word(words, v, &i, err, len) == -1)
+        return -1;
+    ((struct pool_conf *)base)->trim_acked = i == 1;
+    return 0;
+}
+
+/* workers = N, or a range MIN..MAX the master scales within (supervisor/scale.h). */
+static int set_workers(const struct key *k, void *base, const char *v, char *err, size_t len)
+{
+    struct pool_conf *p = base;
+    const char *dots = strstr(v, "..");
+    long lo, hi;
+    if (dots == NULL) {
+        if (int_parse(v, k->min, k->max, &lo) == -1) {
+            snprintf(err, len, "must be a whole number from %ld to %ld (got '%s')", k->min, k->max, v);
+            return -1;
+        }
+        p->workers = (int)lo;
+        p->workers_max = 0;
+        return 0;
+    }
+    char first[32];
+    if ((size_t)(dots - v) >= sizeof first)
+        goto bad;
+    memcpy(first, v, (size_t)(dots - v));
+    first[dots - v] = '\0';
+    if (int_parse(first, k->min, k->max, &lo) == -1 || int_parse(dots + 2, k->min, k->max, &hi) == -1 || lo > hi)
+        goto bad;
+    p->workers = (int)lo;
+    p->workers_max = (int)hi;
+    return 0;
+bad:
+    snprintf(err, len, "must be a range MIN..MAX of whole numbers from %ld to %ld, MIN no more than MAX (got '%s')",
+             k->min, k->max, v);
+    return -1;
 }
 
 /* The enums get a setter each, so that each field is written through its own type. */
@@ -1355,6 +1403,9 @@ static void pool_defaults(struct pool_conf *p, const char *name, size_t n, int l
     p->name = xstrndup(name, n);
     p->line = line;
     p->workers = 1;
+    p->scale_up_after_ms = 10 * SECOND;
+    p->scale_down_after_ms = MINUTE;
+    p->scale_interval_ms = 10 * SECOND;
     p->batch = 10;
     p->block_ms = 2 * SECOND;
     p->handler = HANDLER_LOG;           /* required: validate() insists it was set */
@@ -1959,6 +2010,19 @@ static void validate_pool(struct loader *l, size_t i)
     }
     if (p->dlq && p->stream && strcmp(p->dlq, p->stream) == 0)
         problem(l, p->line, "[pool:%s] dlq must not be the stream itself", p->name);
+    /* retain only holds trimming back: alone it would read as "trim what is older", which it
+     * is not. */
+    if (p->workers_max == 0)
+        p->workers_max = p->workers;
+    /* The scale_* keys steer a range only: with a fixed count they would do nothing. */
+    static const char *const scale_keys[] = { "scale_up_after", "scale_down_after", "scale_interval" };
+    for (size_t k = 0; k < 3; k++)
+        if (p->workers_max == p->workers && seen[key_index(SEC_POOL, scale_keys[k])])
+            problem(l, abs(seen[key_index(SEC_POOL, scale_keys[k])]),
+                    "%s only applies with workers = MIN..MAX (a range to scale within)", scale_keys[k]);
+    if (p->retain_ms > 0 && !p->trim_acked)
+        problem(l, abs(seen[key_index(SEC_POOL, "retain")]),
+                "retain only applies with trim = acked (it keeps acknowledged entries; it never trims by itself)");
     /* A routed pool watches the files of those of its handlers that have one. */
     if (p->watch && handler_ok && !p->routed && p->handler != HANDLER_EXEC && p->handler != HANDLER_SUBPROCESS &&
         p->handler != HANDLER_PLUGIN)
@@ -1994,7 +2058,7 @@ static void check_slots(struct loader *l)
     int iw = key_index(SEC_POOL, "workers");
     for (size_t i = 0; i < l->c->npools; i++) {
         const struct pool_conf *p = &l->c->pools[i];
-        total += p->workers;
+        total += p->workers_max;       /* a range may grow to its maximum */
         if (total > SB_SLOTS_MAX) {
             int line = l->pool_keys[i][iw] > 0 ? l->pool_keys[i][iw] : p->line;
             problem(l, line, "the pools up to [pool:%s] want %ld workers in all, more than the %d there are slots for",

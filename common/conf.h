@@ -65,7 +65,11 @@ struct pool_conf {
     int line;                   /* line of its [pool:NAME] header, for messages */
     char *stream;
     char *group;
-    int workers;                /* 1..CONF_WORKERS_MAX */
+    int workers;                /* 1..CONF_WORKERS_MAX; with a range, its minimum */
+    int workers_max;            /* workers = MIN..MAX: the maximum; else the same as workers */
+    long scale_up_after_ms;     /* a range: one more worker while an entry waits this long */
+    long scale_down_after_ms;   /* ... one fewer once none has for this long */
+    long scale_interval_ms;     /* ... at most one change per this long */
     int batch;                  /* XREADGROUP COUNT, 1..CONF_BATCH_MAX */
     long block_ms;              /* XREADGROUP BLOCK, 1 ms .. 30 s */
     enum handler_kind handler;
@@ -136,6 +140,13 @@ struct pool_conf {
     /* watch = yes (for development): the master replaces the pool's workers when the file of
      * its command (exec, subprocess) or plugin changes (supervisor/watch.c). */
     bool watch;
+
+    /* trim = acked: the master trims the stream below what every group of it still needs
+     * (supervisor/trim.h), keeping acknowledged entries younger than retain_ms (0: none).
+     * The master's alone: not compared by conf_pool_same(), a reload applies them without
+     * restarting the pool's workers. */
+    bool trim_acked;
+    long retain_ms;
 
     /* Named handlers and routes. A routed pool (handler = NAME, or route.* keys) hands each
      * message to one of its targets: a config per [handler:NAME] section it uses, made of the

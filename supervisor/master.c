@@ -17,6 +17,7 @@
 #include "supervisor/notify.h"
 #include "supervisor/plugincheck.h"
 #include "supervisor/redismon.h"
+#include "supervisor/trim.h"
 #include "supervisor/view.h"
 #include "supervisor/watch.h"
 
@@ -208,6 +209,7 @@ static void build_view(struct master *m, struct fleet_view *v)
             pv->history[k] = h->rate[(h->head + HISTORY_POINTS - h->n + k) % HISTORY_POINTS];
         pv->rate = h->n ? pv->history[h->n - 1] : 0;
         pv->watch_restarts = h->watch_restarts;
+        pv->trimmed = trim_total(m->trim, pv->name);
     }
 }
 
@@ -321,6 +323,8 @@ static struct pool_state *pool_new(struct master *m, const struct conf *owner, c
     ps->conf = pc;
     ps->owner = owner;
     ps->workers = pc->workers;
+    ps->workers_min = pc->workers;
+    ps->workers_max = pc->workers_max;
     ps->started_ms = now;
     ps->stats_ms = now;
     m->pools = xrealloc(m->pools, (m->npools + 1) * sizeof *m->pools);
@@ -608,10 +612,12 @@ static void reload(struct master *m, long long now)
     if (redis_changed) {
         redismon_free(m->mon);
         m->mon = redismon_open(&nc->redis);
+        redismon_set_trim(m->mon, m->trim);
     } else {
         redismon_set_addr(m->mon, &nc->redis);
     }
     redismon_set_pools(m->mon, nc);
+    trim_set_pools(m->trim, nc);
     set_logging(nc);
 
     unsigned started = 0, replaced = 0, removed = 0, scaled = 0;
@@ -628,9 +634,14 @@ static void reload(struct master *m, long long now)
         } else if (!redis_changed && conf_pool_same(ps->conf, pc)) {
             ps->conf = pc;
             ps->owner = nc;
-            if (ps->workers != pc->workers) {
-                log_info("reload: pool %s: %d -> %d workers", ps->name, ps->workers, pc->workers);
-                pool_scale(m, ps, pc->workers, now);
+            /* A range keeps the count the scaling reached, within the new bounds. */
+            ps->workers_min = pc->workers;
+            ps->workers_max = pc->workers_max;
+            int count = ps->workers < pc->workers ? pc->workers : ps->workers > pc->workers_max ? pc->workers_max
+                                                                                                 : ps->workers;
+            if (ps->workers != count) {
+                log_info("reload: pool %s: %d -> %d workers", ps->name, ps->workers, count);
+                pool_scale(m, ps, count, now);
                 scaled++;
             }
         } else {
@@ -694,7 +705,10 @@ static void replace_watched(struct master *m, const char *name, const char *file
     }
     log_info("watch: %s changed: pool %s: starting a new generation of %d workers", file, name, ps->workers);
     struct pool_state *next = pool_new(m, ps->owner, ps->conf, now);
-    next->workers = ps->workers;        /* as SIGTTIN/SIGTTOU left it */
+    next->workers = ps->workers;        /* as SIGTTIN/SIGTTOU or the scaling left it */
+    next->workers_min = ps->workers_min;
+    next->workers_max = ps->workers_max;
+    next->scale = ps->scale;
     next->fresh = true;
     pool_start(m, next, now);
     pool_retire(m, ps, now);
@@ -702,7 +716,8 @@ static void replace_watched(struct master *m, const char *name, const char *file
     history_of(m, name)->watch_restarts++;
 }
 
-/* SIGTTIN (+1) and SIGTTOU (-1): every pool, never below one worker. */
+/* SIGTTIN (+1) and SIGTTOU (-1): every pool, never below one worker. A range moves whole
+ * (2..16 becomes 3..17), and the count with it. */
 static void rescale_all(struct master *m, int delta, long long now)
 {
     for (size_t i = 0; i < m->npools; i++) {
@@ -710,9 +725,49 @@ static void rescale_all(struct master *m, int delta, long long now)
         if (ps->removed)
             continue;
         int want = ps->workers + delta;
-        if (want < 1 || want > CONF_WORKERS_MAX)
+        if (ps->workers_min + delta < 1 || ps->workers_max + delta > CONF_WORKERS_MAX || want < 1 ||
+            want > CONF_WORKERS_MAX)
             continue;
-        log_info("pool %s: %d -> %d workers (%s)", ps->name, ps->workers, want, delta > 0 ? "SIGTTIN" : "SIGTTOU");
+        ps->workers_min += delta;
+        ps->workers_max += delta;
+        if (ps->workers_min == ps->workers_max)
+            log_info("pool %s: %d -> %d workers (%s)", ps->name, ps->workers, want, delta > 0 ? "SIGTTIN" : "SIGTTOU");
+        else
+            log_info("pool %s: %d -> %d workers, range %d..%d (%s)", ps->name, ps->workers, want, ps->workers_min,
+                     ps->workers_max, delta > 0 ? "SIGTTIN" : "SIGTTOU");
+        pool_scale(m, ps, want, now);
+    }
+    drop_idle_drained(m);
+}
+
+/* workers = MIN..MAX: one more worker while the pool's oldest pending entry waits too long,
+ * one fewer once it has not for a while (supervisor/scale.h). A worker to add needs a free
+ * scoreboard slot; one to retire drains what it holds. */
+static void autoscale(struct master *m, long long now)
+{
+    for (size_t i = 0; i < m->npools; i++) {
+        struct pool_state *ps = m->pools[i];
+        if (ps->removed || ps->workers_min == ps->workers_max)
+            continue;
+        const struct redis_pool_stats *rs = redismon_pool(m->mon, ps->name);
+        struct scale_input in = {
+            .workers = ps->workers,
+            .min = ps->workers_min,
+            .max = ps->workers_max,
+            /* Figures of a Redis that went away would only age: no decision on them. */
+            .known = rs != NULL && redismon_up(m->mon),
+            /* As of the poll: between two polls the entry may have been acknowledged. */
+            .oldest_wait_ms = rs == NULL || rs->oldest_pending_ms < 0 ? -1
+                              : rs->pending_polled_ms - rs->oldest_pending_ms,
+            .up_after_ms = ps->conf->scale_up_after_ms,
+            .down_after_ms = ps->conf->scale_down_after_ms,
+            .interval_ms = ps->conf->scale_interval_ms,
+        };
+        int want = scale_decide(&ps->scale, &in, now);
+        if (want == ps->workers || (want > ps->workers && slots_free(m) < (size_t)(want - ps->workers)))
+            continue;
+        log_info("pool %s: %d -> %d workers (%s)", ps->name, ps->workers, want,
+                 want > ps->workers ? "an entry waits longer than scale_up_after" : "caught up");
         pool_scale(m, ps, want, now);
     }
     drop_idle_drained(m);
@@ -850,6 +905,9 @@ int master_run(struct master *m, struct conf *conf)
     m->sb_used = xcalloc(m->sb.nslots, sizeof *m->sb_used);
     m->mon = redismon_open(&conf->redis);
     redismon_set_pools(m->mon, conf);
+    m->trim = trim_open();
+    trim_set_pools(m->trim, conf);
+    redismon_set_trim(m->mon, m->trim);
 
     long long now = master_now_ms();
     unsigned workers = 0;
@@ -915,6 +973,8 @@ int master_run(struct master *m, struct conf *conf)
             log_stats(m, now);
             sample(m, now);
             publish_delivered(m);
+            if (!m->draining)
+                autoscale(m, now);
             m->next_check_ms = now + 500;
         }
         collect(m);
@@ -923,6 +983,7 @@ int master_run(struct master *m, struct conf *conf)
     log_info("all workers stopped: exiting");
     httpd_close(m->httpd);
     redismon_free(m->mon);
+    trim_free(m->trim);
     watch_free(m->watch);
     procs_release(m);
     for (size_t i = 0; i < m->npools; i++) {

@@ -9,6 +9,7 @@
 
 #include "common/conf.h"
 #include "common/sb.h"
+#include "supervisor/scale.h"
 #include "supervisor/view.h"
 
 /* A pool as the master keeps it: its settings, and the totals of its children that died
@@ -22,6 +23,8 @@ struct pool_state {
     uint64_t retired[SB_NCOUNTERS];
     uint64_t restarts[RESTART_NREASONS];
     int workers;                    /* children it should have */
+    int workers_min, workers_max;   /* the range it scales within (equal: a fixed count) */
+    struct scale_state scale;
     bool removed;                   /* draining out: removed from the config, or replaced */
     bool fresh;                     /* a new generation: children read new entries first */
     long long started_ms;
@@ -63,6 +66,7 @@ struct proc {
 
 struct httpd;
 struct redismon;
+struct trim;
 struct watch;
 
 struct master {
@@ -78,6 +82,7 @@ struct master {
     int sigfd;
     struct httpd *httpd;
     struct redismon *mon;
+    struct trim *trim;              /* trim = acked, run by mon; outlives every mon */
     struct watch *watch;            /* watch = yes pools' files (supervisor/watch.h) */
     double start_time;
     bool draining;

@@ -114,6 +114,13 @@ void metrics_render(struct buf *out, const struct fleet_view *v)
         label(out, v->pools[i].name);
         buf_printf(out, "\"} %u\n", v->pools[i].workers_expected);
     }
+    family(out, "streamfleet_workers_desired", "gauge",
+           "Worker processes the pool aims at: its count, or where workers = MIN..MAX scaling stands.");
+    for (unsigned i = 0; i < v->npools; i++) {
+        buf_adds(out, "streamfleet_workers_desired{pool=\"");
+        label(out, v->pools[i].name);
+        buf_printf(out, "\"} %u\n", v->pools[i].workers_expected);
+    }
     family(out, "streamfleet_worker_restarts_total", "counter", "Workers replaced, by reason.");
     for (unsigned i = 0; i < v->npools; i++)
         for (int k = 0; k < RESTART_NREASONS; k++) {
@@ -175,6 +182,13 @@ void metrics_render(struct buf *out, const struct fleet_view *v)
             default: buf_printf(out, "\"} %lld\n", p->dlq_length); break;
             }
         }
+    }
+    family(out, "streamfleet_trimmed_entries_total", "counter",
+           "Entries trim = acked removed from the pool's stream (needed by no group, older than retain).");
+    for (unsigned i = 0; i < v->npools; i++) {
+        buf_adds(out, "streamfleet_trimmed_entries_total{pool=\"");
+        label(out, v->pools[i].name);
+        buf_printf(out, "\"} %" PRIu64 "\n", v->pools[i].trimmed);
     }
     family(out, "streamfleet_master_resident_memory_bytes", "gauge", "Resident memory of the master.");
     buf_printf(out, "streamfleet_master_resident_memory_bytes %" PRIu64 "\n", v->master_rss_bytes);

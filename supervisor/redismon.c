@@ -7,6 +7,7 @@
 #include "supervisor/redismon.h"
 #include "common/log.h"
 #include "common/redis.h"
+#include "supervisor/trim.h"
 
 #include <stdint.h>
 #include <stdio.h>
@@ -42,6 +43,7 @@ struct redismon {
     char appendonly[16];            /* CONFIG GET answers, "" until known */
     char policy[32];
     char durability[200];           /* why Redis may lose or evict our data, "" when it won't */
+    struct trim *trim;              /* the master's, run at each poll; NULL: none */
 };
 
 static void set_down(struct redismon *m, const char *why)
@@ -147,6 +149,13 @@ static long long id_ms(const char *id)
     return id ? atoll(id) : -1;
 }
 
+static long long wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 static void on_stats(void *arg, const struct redis_reply *reply)
 {
     struct redismon *m = arg;
@@ -198,6 +207,7 @@ static void on_stats(void *arg, const struct redis_reply *reply)
     case Q_PENDING:
         /* XPENDING summary: [count, smallest id, greatest id, consumers]. */
         ps->oldest_pending_ms = -1;
+        ps->pending_polled_ms = wall_ms();
         if (!err && reply->type == REDIS_T_ARRAY && reply->elements >= 2 &&
             reply->element[1]->type == REDIS_T_STRING)
             ps->oldest_pending_ms = id_ms(reply->element[1]->str);
@@ -286,6 +296,8 @@ void redismon_free(struct redismon *m)
     if (m == NULL)
         return;
     redis_free(m->rc);              /* drops queued commands without their callbacks */
+    if (m->trim)
+        trim_abandon(m->trim);
     free_pools(m);
     free(m->tags);
     free(m);
@@ -320,6 +332,8 @@ void redismon_run(struct redismon *m, short revents, long long now)
     if (m->up && m->npools && now >= m->next_poll_ms) {
         m->next_poll_ms = now + m->poll_every_ms;
         poll_stats(m);
+        if (m->trim)
+            trim_poll(m->trim, m->rc);
     }
     if (!m->ping_out && now >= m->next_ping_ms) {
         m->next_ping_ms = now + PING_EVERY_MS;
@@ -362,6 +376,11 @@ int redismon_durable(const struct redismon *m)
 const char *redismon_durability(const struct redismon *m)
 {
     return m->durability;
+}
+
+void redismon_set_trim(struct redismon *m, struct trim *t)
+{
+    m->trim = t;
 }
 
 void redismon_set_addr(struct redismon *m, const struct redis_addr *addr)

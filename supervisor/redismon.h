@@ -21,6 +21,7 @@ struct redis_pool_stats {
     long long pending;              /* the group's pending entries */
     long long lag;                  /* entries not yet delivered to the group; -1: unknown */
     long long oldest_pending_ms;    /* Unix ms in the id of the oldest pending entry; -1: none */
+    long long pending_polled_ms;    /* Unix ms when that was answered (its age then: the wait) */
     long long dlq_length;
     long long polled_ms;            /* Unix ms of the last poll's last reply: when these were true */
     /* The group's last-delivered-id at the last poll that found the group ("" before any):
@@ -47,6 +48,11 @@ const char *redismon_error(const struct redismon *m);
 void redismon_set_pools(struct redismon *m, const struct conf *c);
 /* The last poll of pool name, or NULL when there is none yet. */
 const struct redis_pool_stats *redismon_pool(const struct redismon *m, const char *name);
+
+struct trim;
+/* Run t's rounds (supervisor/trim.h) on this connection at every poll. t must outlive the
+ * monitor; the monitor's end abandons t's rounds in flight. */
+void redismon_set_trim(struct redismon *m, struct trim *t);
 
 /* 1 when Redis keeps what it acknowledged (appendonly yes, maxmemory-policy noeviction), 0 when
  * it may lose or evict data (redismon_durability() says why), -1 while unknown. */

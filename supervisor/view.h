@@ -39,6 +39,7 @@ struct pool_view {
     uint64_t rss_bytes;             /* resident memory of its workers */
     bool watch;                     /* watch = yes */
     uint64_t watch_restarts;        /* new generations started because a watched file changed */
+    uint64_t trimmed;               /* entries trim = acked removed from its stream */
 
     /* From the master's Redis poll (redis_known false until the first one). */
     bool redis_known;
