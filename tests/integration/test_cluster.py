@@ -218,3 +218,63 @@ def test_sigkill_of_the_streams_master_under_load_fails_over_to_its_replica(clus
         return new.xpending(STREAM, GROUP)["pending"] == 0 and present <= done | dead
     fl.wait_for(settled, BIG_TIMEOUT, what="every entry present after the failover acked or dead-lettered")
     assert gap <= 3 * SLOWNESS, fl.log()[-5000:]
+
+
+def test_seeds_whose_first_is_down_still_connect(cluster, sink, fleet_factory, tmp_path):
+    cl = cluster()
+    c = cl.client()
+    ids = fill(c, 300)
+    # the first seed is a port nobody listens on; the rest are real nodes
+    dead = f"127.0.0.1:{free_port()}"
+    url = f"redis-cluster://{dead},{cl.seeds(cl.nodes[:2])}/"
+    fl = fleet_factory({"fleet": {"redis": url},
+                        "pool:h": http_pool(sink, STREAM, workers=1, group=GROUP)})
+    wait_metric(fl, "streamfleet_messages_acked_total", "h", lambda v: v == 300, timeout=BIG_TIMEOUT)
+    assert set(by_webhook_id(sink.snapshot(), ok=True)) == set(ids)
+    status, body = fl.wait_healthy(timeout=TIMEOUT)
+    assert body["redis"]["up"] is True, body
+    cfg = write_ini(tmp_path / "cli.ini", {"fleet": {"redis": url, "listen": f"127.0.0.1:{free_port()}"},
+                                           "pool:h": log_pool(STREAM, group=GROUP)})
+    st = json.loads(run_binary(["status", "-c", str(cfg), "--json"]).stdout)
+    assert st["redis"]["up"] is True and st["pools"][0]["stream_length"] == 300, st
+
+
+def test_a_wrong_cluster_password_is_a_503_with_the_reason(cluster, fleet_factory, tmp_path):
+    cl = cluster(password="cluster-secret")
+    fl = fleet_factory({"fleet": {"redis": cl.url(auth=":wrong-one@")},
+                        "pool:p": log_pool(STREAM, group=GROUP)}, wait_http=True)
+
+    def unhealthy():
+        status, body = fl.health()
+        return body if status == 503 and "credentials" in (body or {}).get("reason", "") else None
+    body = fl.wait_for(unhealthy, what="/health 503 saying the credentials were refused")
+    assert body["redis"]["up"] is False, body
+    assert "wrong-one" not in json.dumps(body) and "wrong-one" not in fl.log()
+    assert fl.alive()
+    # the tools say so and exit non-zero, without the password
+    cfg = write_ini(tmp_path / "cli.ini", {"fleet": {"redis": cl.url(auth=":wrong-one@"),
+                                                     "listen": f"127.0.0.1:{free_port()}"},
+                                           "pool:p": log_pool(STREAM, group=GROUP)})
+    res = dlq_cli(cfg, "list", "--pool", "p")
+    assert res.returncode != 0 and "wrong-one" not in res.stdout + res.stderr
+    # the right password works
+    fl2 = fleet_factory({"fleet": {"redis": cl.url(auth=":cluster-secret@")},
+                         "pool:p": log_pool(STREAM, group=GROUP)})
+    cl.client().xadd(STREAM, {"n": "1"})
+    wait_metric(fl2, "streamfleet_messages_acked_total", "p", lambda v: v == 1, timeout=BIG_TIMEOUT)
+
+
+def test_a_cluster_pool_without_a_hash_tag_is_refused_with_file_and_line(tmp_path):
+    cfg = write_ini(tmp_path / "bad.ini", {"fleet": {"redis": "redis-cluster://127.0.0.1:7000,127.0.0.1:7001/"},
+                                           "pool:p": log_pool("events", dlq="other{x}")})
+    res = run_binary(["-t", "-c", str(cfg)])
+    assert res.returncode != 0
+    assert f"{cfg}:" in res.stderr and "hash tag" in res.stderr, res.stderr
+    cfg = write_ini(tmp_path / "bad2.ini", {"fleet": {"redis": "redis-cluster://127.0.0.1:7000/"},
+                                            "pool:p": log_pool("{events}", dlq="{other}:dlq")})
+    res = run_binary(["-t", "-c", str(cfg)])
+    assert res.returncode != 0 and "slot" in res.stderr, res.stderr
+    cfg = write_ini(tmp_path / "good.ini", {"fleet": {"redis": "redis-cluster://127.0.0.1:7000/"},
+                                            "pool:p": log_pool("{events}")})
+    res = run_binary(["-t", "-c", str(cfg)])
+    assert res.returncode == 0, res.stderr
