@@ -1998,6 +1998,11 @@ static void cl_run(struct redis *c, long long now)
         next = c->cl_head;          /* the callback may have queued or failed others */
     }
     cl_pump(c, now);
+    /* What was just put on a node's connection goes out now, not one poll later (as without a
+     * cluster, where the owner's poll() after redis_command() asks for POLLOUT). */
+    for (size_t i = 0; i < c->nnodes; i++)
+        if (c->nodes[i].conn && redis_ready(c->nodes[i].conn) && (redis_events(c->nodes[i].conn) & POLLOUT))
+            redis_run(c->nodes[i].conn, 0, now);
 }
 
 static long cl_timeout_ms(const struct redis *c, long long now)
