@@ -194,6 +194,7 @@ def test_sigkill_of_the_streams_master_under_load_fails_over_to_its_replica(clus
                         "pool:h": http_pool(sink, STREAM, workers=2, batch=50, inflight=32, group=GROUP,
                                             claim_idle="10s")})
     wait_metric(fl, "streamfleet_messages_acked_total", "h", lambda v: v >= 2000, timeout=BIG_TIMEOUT)
+    pids = worker_pids(fl)
     prod = Producer(cl, rate=300)
     prod.start()
     time.sleep(2)
@@ -218,6 +219,7 @@ def test_sigkill_of_the_streams_master_under_load_fails_over_to_its_replica(clus
         return new.xpending(STREAM, GROUP)["pending"] == 0 and present <= done | dead
     fl.wait_for(settled, BIG_TIMEOUT, what="every entry present after the failover acked or dead-lettered")
     assert gap <= 3 * SLOWNESS, fl.log()[-5000:]
+    assert worker_pids(fl) == pids, "a worker was restarted"
 
 
 def test_seeds_whose_first_is_down_still_connect(cluster, sink, fleet_factory, tmp_path):
