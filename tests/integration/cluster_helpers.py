@@ -36,28 +36,64 @@ def cluster_port():
     raise RuntimeError("no free port pair for a cluster node")
 
 
+def node_cert(certs, dir):
+    """A certificate for 127.0.0.1 good for both ends of a connection, signed by certs.ca: on the
+    cluster bus each node is a client of the others, and the bus always checks both sides
+    (tls-auth-clients does not apply to it; redis 7.0.15 refuses a serverAuth-only one)."""
+    dir.mkdir(parents=True, exist_ok=True)
+    (dir / "node.ext").write_text("basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1\n"
+                                  "extendedKeyUsage=serverAuth,clientAuth\n")
+    for args in (["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                  "-keyout", "node.key", "-out", "node.csr", "-subj", "/CN=127.0.0.1"],
+                 ["x509", "-req", "-in", "node.csr", "-CA", str(certs.ca), "-CAkey", str(certs.ca_key),
+                  "-CAcreateserial", "-out", "node.pem", "-days", "3", "-extfile", "node.ext"]):
+        subprocess.run(["openssl", *args], cwd=dir, check=True, capture_output=True)
+    return dir / "node.pem", dir / "node.key"
+
+
+class TlsNode(RedisServer):
+    """A cluster node that speaks only TLS, to clients and on the cluster bus."""
+
+    def __init__(self, dir, certs, port, password, extra_args, cert, key):
+        self.certs = certs
+        extra = ["--port", "0", "--tls-port", str(port), "--tls-cluster", "yes", "--tls-replication", "yes",
+                 "--tls-cert-file", str(cert), "--tls-key-file", str(key),
+                 "--tls-ca-cert-file", str(certs.ca), "--tls-auth-clients", "no"] + list(extra_args)
+        super().__init__(dir, port=port, password=password, extra_args=extra)
+
+    def client(self, **kw):
+        kw.setdefault("socket_timeout", 10)
+        return redislib.Redis(host="127.0.0.1", port=self.port, password=self.password, ssl=True,
+                              ssl_ca_certs=str(self.certs.ca), decode_responses=False, **kw)
+
+
 class Cluster:
-    def __init__(self, tmp_path, masters=3, replicas=1, password=None):
+    def __init__(self, tmp_path, masters=3, replicas=1, password=None, certs=None):
         self.password = password
+        self.certs = certs
         self.nodes = []
         extra = ["--cluster-enabled", "yes", "--cluster-node-timeout", str(NODE_TIMEOUT_MS),
                  "--cluster-config-file", "nodes.conf"]
         if password:
             extra += ["--masterauth", password]
+        if certs:
+            cert, key = node_cert(certs, tmp_path / "certs")
         for i in range(masters * (1 + replicas)):
             port = cluster_port()
-            self.nodes.append(RedisServer(tmp_path / f"node{i}", port=port, password=password,
-                                          extra_args=extra).start())
-        args = [REDIS_CLI, "--cluster", "create"] + [f"127.0.0.1:{n.port}" for n in self.nodes] + \
-            ["--cluster-replicas", str(replicas), "--cluster-yes"]
-        if password:
-            args[1:1] = ["-a", password, "--no-auth-warning"]
-        res = subprocess.run(args, capture_output=True, text=True, timeout=60 * SLOWNESS)
+            if certs:
+                node = TlsNode(tmp_path / f"node{i}", certs, port, password, extra, cert, key)
+            else:
+                node = RedisServer(tmp_path / f"node{i}", port=port, password=password, extra_args=extra)
+            self.nodes.append(node.start())
+        res = self.cli("--cluster", "create", *[f"127.0.0.1:{n.port}" for n in self.nodes],
+                       "--cluster-replicas", replicas, "--cluster-yes", timeout=60 * SLOWNESS)
         assert res.returncode == 0, res.stdout + res.stderr
         self.wait_ok()
 
     def cli(self, *args, timeout=None):
         cmd = [REDIS_CLI]
+        if self.certs:
+            cmd += ["--tls", "--cacert", str(self.certs.ca)]
         if self.password:
             cmd += ["-a", self.password, "--no-auth-warning"]
         res = subprocess.run(cmd + [str(a) for a in args], capture_output=True, text=True,
@@ -91,12 +127,14 @@ class Cluster:
         return ",".join(f"127.0.0.1:{n.port}" for n in (nodes or self.nodes))
 
     def url(self, auth="", nodes=None):
-        return f"redis-cluster://{auth}{self.seeds(nodes)}/"
+        scheme = "rediss-cluster" if self.certs else "redis-cluster"
+        return f"{scheme}://{auth}{self.seeds(nodes)}/"
 
     def client(self):
         n = self.alive()[0]
+        tls = dict(ssl=True, ssl_ca_certs=str(self.certs.ca)) if self.certs else {}
         return RedisCluster(host="127.0.0.1", port=n.port, password=self.password,
-                            decode_responses=False, socket_timeout=10)
+                            decode_responses=False, socket_timeout=10, **tls)
 
     def node_of_port(self, port):
         return next(n for n in self.nodes if n.port == port)

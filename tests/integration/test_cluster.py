@@ -280,3 +280,21 @@ def test_a_cluster_pool_without_a_hash_tag_is_refused_with_file_and_line(tmp_pat
                                             "pool:p": log_pool("{events}")})
     res = run_binary(["-t", "-c", str(cfg)])
     assert res.returncode == 0, res.stderr
+
+
+def test_a_tls_cluster_works_through_rediss_cluster(cluster, certs, sink, fleet_factory, tmp_path):
+    cl = cluster(certs=certs)
+    c = cl.client()
+    ids = fill(c, 500)
+    tls = {"redis_tls_ca": str(certs.ca)}
+    fl = fleet_factory({"fleet": {"redis": cl.url(), **tls},
+                        "pool:h": http_pool(sink, STREAM, workers=2, group=GROUP)})
+    wait_metric(fl, "streamfleet_messages_acked_total", "h", lambda v: v == 500, timeout=BIG_TIMEOUT)
+    assert set(by_webhook_id(sink.snapshot(), ok=True)) == set(ids)
+    wait_until(lambda: pending(c) == 0, TIMEOUT, what="pending 0")
+    status, body = fl.wait_healthy(timeout=TIMEOUT)
+    assert body["redis"]["up"] is True, body
+    cfg = write_ini(tmp_path / "cli.ini", {"fleet": {"redis": cl.url(), "listen": f"127.0.0.1:{free_port()}", **tls},
+                                           "pool:h": log_pool(STREAM, group=GROUP)})
+    st = json.loads(run_binary(["status", "-c", str(cfg), "--json"]).stdout)
+    assert st["redis"]["up"] is True and st["pools"][0]["stream_length"] == 500, st
