@@ -17,6 +17,7 @@
 #include "child/route.h"
 #include "child/worker.h"
 #include "common/log.h"
+#include "common/redis.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -254,6 +255,27 @@ void child_start_pending_phase(struct child *c)
 }
 
 /* ---- the steps of a turn ----------------------------------------------------------------- */
+
+/* The Redis Cluster redirections and map refreshes of our client, into our slot's counters.
+ * The client's sums are the process's: what the master's monitor had counted before the fork
+ * is the first baseline, not ours. */
+static void cluster_counts(struct child *c)
+{
+    static struct redis_cluster_counts last;
+    static bool started;
+    struct redis_cluster_counts now;
+    redis_cluster_counts(&now);
+    if (started) {
+        if (now.moved != last.moved)
+            sb_add(c->slot, SB_CLUSTER_MOVED, now.moved - last.moved);
+        if (now.ask != last.ask)
+            sb_add(c->slot, SB_CLUSTER_ASK, now.ask - last.ask);
+        if (now.refreshes != last.refreshes)
+            sb_add(c->slot, SB_CLUSTER_REFRESHES, now.refreshes - last.refreshes);
+    }
+    last = now;
+    started = true;
+}
 
 /* The connection is up and the group made sure of: what was held is reconciled, our pending
  * list is read first. */
@@ -636,6 +658,7 @@ _Noreturn void child_main(const struct conf *conf, const struct pool_conf *pool,
         if (c.ops->run)
             c.ops->run(c.h, pfd + first_handler, n - first_handler);
         atomic_store_explicit(&slot->inflight, child_inflight(&c), memory_order_relaxed);
+        cluster_counts(&c);
     }
     teardown(&c);
     exit(c.exit_code);

@@ -23,6 +23,7 @@
 #include "common/conf.h"
 #include "common/argv.h"
 #include "common/buf.h"
+#include "common/cluster.h"
 #include "common/dur.h"
 #include "common/log.h"
 #include "common/sb.h"
@@ -1255,6 +1256,43 @@ static int parse_sentinels(const char *p, size_t n, const char *rest, struct red
     return *rest == '/' ? parse_db(rest + 1, a, err, errlen) : 0;
 }
 
+/* The seeds host[:port],host[:port]... of p[0..n) of redis-cluster://, then an optional "/"
+ * (a cluster has database 0 only). */
+static int parse_seeds(const char *p, size_t n, const char *rest, struct redis_addr *a, char *err, size_t errlen)
+{
+    const char *end = p + n;
+    if (n == 0) {
+        snprintf(err, errlen, "no seed node: write redis-cluster://host:port,host:port/");
+        return -1;
+    }
+    while (p <= end) {
+        const char *comma = memchr(p, ',', (size_t)(end - p));
+        size_t sn = comma ? (size_t)(comma - p) : (size_t)(end - p);
+        char what[32];
+        snprintf(what, sizeof what, "seed %zu: ", a->nseeds + 1);
+        if (a->nseeds == 64) {
+            snprintf(err, errlen, "more than 64 seed nodes");
+            return -1;
+        }
+        a->seeds = xrealloc(a->seeds, (a->nseeds + 1) * sizeof *a->seeds);
+        struct redis_node *node = &a->seeds[a->nseeds++];
+        node->host = NULL;
+        node->port = 6379;
+        if (parse_host_port(p, sn, &node->host, &node->port, what, err, errlen) == -1)
+            return -1;
+        if (!comma)
+            break;
+        p = comma + 1;
+    }
+    if (*rest && strcmp(rest, "/") != 0 && strcmp(rest, "/0") != 0) {
+        snprintf(err, errlen, "a cluster has database 0 only: write redis-cluster://host:port,host:port/");
+        return -1;
+    }
+    a->host = xstrdup(a->seeds[0].host);
+    a->port = a->seeds[0].port;
+    return 0;
+}
+
 /* Messages never quote any part of the address: wherever the parse went wrong, the text in
  * question may be the password, misplaced. The line number says where to look. */
 int conf_parse_redis(const char *url, struct redis_addr *a, char *err, size_t errlen)
@@ -1268,7 +1306,13 @@ int conf_parse_redis(const char *url, struct redis_addr *a, char *err, size_t er
     }
     bool sentinel = false;
     const char *p;
-    if (strncmp(url, "rediss://", 9) == 0) {
+    if (strncmp(url, "redis-cluster://", 16) == 0) {
+        a->cluster = true;
+        p = url + 16;
+    } else if (strncmp(url, "rediss-cluster://", 17) == 0) {
+        a->cluster = a->tls = true;
+        p = url + 17;
+    } else if (strncmp(url, "rediss://", 9) == 0) {
         a->tls = true;
         p = url + 9;
     } else if (strncmp(url, "redis://", 8) == 0) {
@@ -1280,7 +1324,7 @@ int conf_parse_redis(const char *url, struct redis_addr *a, char *err, size_t er
         snprintf(err, errlen, "rediss-sentinel:// is not supported: sentinel works over plain TCP only");
         goto fail;
     } else {
-        snprintf(err, errlen, "address must start with redis://, rediss://, redis-sentinel:// or unix://");
+        snprintf(err, errlen, "address must start with redis://, rediss://, redis-sentinel://, redis-cluster:// or unix://");
         goto fail;
     }
     /* The last '@' ends the credentials: a host, port, db or master name never holds one, a
@@ -1309,6 +1353,11 @@ int conf_parse_redis(const char *url, struct redis_addr *a, char *err, size_t er
     size_t n = strcspn(p, "/");
     if (sentinel) {
         if (parse_sentinels(p, n, p + n, a, err, errlen) == -1)
+            goto fail;
+        return 0;
+    }
+    if (a->cluster) {
+        if (parse_seeds(p, n, p + n, a, err, errlen) == -1)
             goto fail;
         return 0;
     }
@@ -1347,6 +1396,9 @@ void conf_redis_release(struct redis_addr *a)
         free(a->sentinels[i].host);
     free(a->sentinels);
     free(a->sentinel_password_file);
+    for (size_t i = 0; i < a->nseeds; i++)
+        free(a->seeds[i].host);
+    free(a->seeds);
     memset(a, 0, sizeof *a);
 }
 
@@ -1356,7 +1408,14 @@ const char *conf_redis_display(const struct redis_addr *a, char *buf, size_t len
         snprintf(buf, len, "unix://%s?db=%d", a->unix_path, a->db);
     else if (a->unix_path)
         snprintf(buf, len, "unix://%s", a->unix_path);
-    else if (a->sentinel_master) {
+    else if (a->cluster) {
+        size_t o = (size_t)snprintf(buf, len, "%s://", a->tls ? "rediss-cluster" : "redis-cluster");
+        for (size_t i = 0; i < a->nseeds && o < len; i++)
+            o += (size_t)snprintf(buf + o, len - o, strchr(a->seeds[i].host, ':') ? "%s[%s]:%d" : "%s%s:%d",
+                                  i ? "," : "", a->seeds[i].host, a->seeds[i].port);
+        if (o < len)
+            snprintf(buf + o, len - o, "/");
+    } else if (a->sentinel_master) {
         size_t o = (size_t)snprintf(buf, len, "redis-sentinel://");
         for (size_t i = 0; i < a->nsentinels && o < len; i++)
             o += (size_t)snprintf(buf + o, len - o, strchr(a->sentinels[i].host, ':') ? "%s[%s]:%d" : "%s%s:%d",
@@ -1946,6 +2005,29 @@ static void resolve_routes(struct loader *l, size_t i)
     free(sec);
 }
 
+/* On a cluster a pool's keys must share one slot: the dead-letter script moves an entry from
+ * the stream to the dead-letter stream atomically (both keys in one EVAL), and the dedupe
+ * markers go with them in a reshard. The keys the worker derives from the stream name start
+ * with it ("<stream>:dlq", "<stream>:<group>:done:<id>"): a hash tag in the stream name puts
+ * them all in its slot. */
+static void check_cluster_keys(struct loader *l, const struct pool_conf *p)
+{
+    int line = l->pool_keys[p - l->c->pools][key_index(SEC_POOL, "stream")];
+    line = line ? abs(line) : p->line;
+    if (p->stream == NULL)
+        return;
+    if (!cluster_has_tag(p->stream, strlen(p->stream))) {
+        problem(l, line, "on a cluster, stream '%s' needs a hash tag, e.g. stream = {%s}, so that its "
+                "dead-letter stream and markers are in its slot", p->stream, p->stream);
+        return;
+    }
+    if (p->dlq && cluster_keyslot(p->dlq, strlen(p->dlq)) != cluster_keyslot(p->stream, strlen(p->stream))) {
+        int dl = l->pool_keys[p - l->c->pools][key_index(SEC_POOL, "dlq")];
+        problem(l, dl ? abs(dl) : line, "on a cluster, dlq '%s' must be in the slot of stream '%s': give it the "
+                "stream's hash tag", p->dlq, p->stream);
+    }
+}
+
 static void validate_pool(struct loader *l, size_t i)
 {
     struct pool_conf *p = &l->c->pools[i];
@@ -2129,6 +2211,9 @@ static void validate(struct loader *l)
     }
     check_slots(l);
     check_pairs_unique(l);
+    if (c->redis.cluster)
+        for (size_t i = 0; i < c->npools; i++)
+            check_cluster_keys(l, &c->pools[i]);
 }
 
 /* ---- loading ---- */
@@ -2299,6 +2384,11 @@ static bool sentinels_same(const struct redis_addr *a, const struct redis_addr *
 {
     for (size_t i = 0; i < a->nsentinels && i < b->nsentinels; i++)
         if (!str_same(a->sentinels[i].host, b->sentinels[i].host) || a->sentinels[i].port != b->sentinels[i].port)
+            return false;
+    if (a->cluster != b->cluster || a->nseeds != b->nseeds)
+        return false;
+    for (size_t i = 0; i < a->nseeds; i++)
+        if (!str_same(a->seeds[i].host, b->seeds[i].host) || a->seeds[i].port != b->seeds[i].port)
             return false;
     return true;
 }

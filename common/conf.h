@@ -22,7 +22,7 @@ enum log_format { LOG_FORMAT_TEXT, LOG_FORMAT_JSON };
 enum handler_kind { HANDLER_LOG, HANDLER_NOOP, HANDLER_HTTP, HANDLER_EXEC, HANDLER_SUBPROCESS, HANDLER_PLUGIN };
 enum http_method { HTTP_POST, HTTP_PUT, HTTP_PATCH };
 
-/* A sentinel of redis-sentinel://. */
+/* A sentinel of redis-sentinel://, or a seed of redis-cluster://. */
 struct redis_node {
     char *host;
     int port;
@@ -49,6 +49,11 @@ struct redis_addr {
     struct redis_node *sentinels;
     size_t nsentinels;
     char *sentinel_password_file; /* [fleet] sentinel_password_file: AUTH to the sentinels */
+    /* redis-cluster:// (rediss-cluster://): the seed nodes the slot map is first asked of;
+     * host and port are the first seed's. user, password and the TLS keys are every node's. */
+    bool cluster;
+    struct redis_node *seeds;
+    size_t nseeds;
 };
 
 /* route.TYPE = NAME (or route.default = NAME, type NULL) of a pool. */
@@ -209,7 +214,8 @@ void conf_errors_release(struct conf_errors *errs);
 struct conf *conf_load_or_report(const char *path, size_t *nproblems);
 
 /* Parse a Redis address: redis://[[user]:password@]host[:port][/db], unix:///path[?db=N] or
- * redis-sentinel://[[user]:password@]host[:port],host[:port].../MASTERNAME[/db].
+ * redis-sentinel://[[user]:password@]host[:port],host[:port].../MASTERNAME[/db] or
+ * redis-cluster://[[user]:password@]host[:port],host[:port].../ (rediss-cluster:// for TLS).
  * Fills a (free contents with conf_redis_release()); returns 0, or -1 with a message that
  * never contains the password in err. */
 int conf_parse_redis(const char *url, struct redis_addr *a, char *err, size_t errlen);

@@ -26,6 +26,7 @@
 #include "common/arena.h"
 #include "common/backoff.h"
 #include "common/buf.h"
+#include "common/cluster.h"
 #include "common/log.h"
 
 #include <errno.h>
@@ -45,6 +46,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -134,6 +136,22 @@ struct redis {
     /* On a subscribed connection (watch): the replies no command asked for, the messages. */
     redis_cb *push_cb;
     void *push_arg;
+    bool was_up;                    /* reached ST_UP once: a command queued may have gone out */
+
+    /* redis-cluster:// only (addr.cluster): the nodes, the slot map and the owner's commands,
+     * each routed to a node's connection (a plain client of ours). See "the cluster" below. */
+    struct cl_node *nodes;
+    size_t nnodes;
+    int *slot_node;                 /* CLUSTER_SLOTS entries: an index in nodes, -1: unknown */
+    bool have_map;
+    bool refreshing;                /* a CLUSTER SLOTS is out, to refresh_node */
+    int refresh_result;             /* its answer, for cl_run: 1 taken, -1 failed, 0 none */
+    size_t refresh_node, refresh_next, refresh_tried;
+    long long refresh_at;           /* ask again then (0: not due) */
+    struct ccmd *cl_head, *cl_tail; /* the owner's commands, oldest first */
+    size_t ncl;
+    unsigned txn_seq, txn_open;     /* MULTI..EXEC groups (txn_open: the one being queued) */
+    char cl_why[320];               /* the last node failure, for a command that times out */
 };
 
 static void conn_drop(struct redis *r, enum redis_errkind kind, const char *why);
@@ -695,6 +713,7 @@ static void role_cb(void *arg, const struct redis_reply *v)
 static void conn_up(struct redis *r)
 {
     r->state = ST_UP;
+    r->was_up = true;
 }
 
 static void tls_step(struct redis *r)
@@ -1369,9 +1388,17 @@ static void ep_sync(struct redis *r)
 }
 
 static void run(struct redis *r, short revents, long long now, short wrevents);
+static void cl_run(struct redis *c, long long now);
+static void cl_ep_sync(struct redis *c);
+static long cl_timeout_ms(const struct redis *c, long long now);
 
 void redis_run(struct redis *r, short revents, long long now)
 {
+    if (r->addr.cluster) {
+        cl_run(r, now);
+        cl_ep_sync(r);
+        return;
+    }
     short wrevents = 0;
     if (r->epfd >= 0)
         ep_revents(r, &revents, &wrevents);
@@ -1426,6 +1453,8 @@ static void run(struct redis *r, short revents, long long now, short wrevents)
 
 int redis_fd(const struct redis *r)
 {
+    if (r->addr.cluster)
+        return r->state == ST_CLOSED || r->state == ST_WAIT ? -1 : r->epfd;
     int fd = inner_fd(r);
     return fd >= 0 && r->epfd >= 0 ? r->epfd : fd;
 }
@@ -1455,6 +1484,8 @@ static short inner_events(const struct redis *r)
 
 long redis_timeout_ms(const struct redis *r, long long now)
 {
+    if (r->addr.cluster)
+        return cl_timeout_ms(r, now);
     long long due = -1;
     if (r->state == ST_WAIT)
         due = r->next_connect;
@@ -1475,6 +1506,618 @@ long redis_timeout_ms(const struct redis *r, long long now)
     if (due == -1)
         return -1;
     return due <= now ? 0 : (long)(due - now);
+}
+
+/* ---- the cluster ----
+ *
+ * With redis-cluster:// the client is a router over plain clients of our own kind, one per
+ * node (no_reconnect: a node connection that fails is freed, and opened again when a command
+ * needs it). The slot map comes from CLUSTER SLOTS, asked of the seeds first and then of any
+ * node. Each owner's command is a ccmd, kept here until its final reply: routed by the slot of
+ * its key (cluster_key_index()), it is sent on its node's connection, so that commands to one
+ * node are pipelined on it (a worker reading many shard keys writes one batch per node).
+ * Their replies decide:
+ *   MOVED slot host:port  the slot lives there now: the map is corrected, refreshed, and the
+ *                         command resent there;
+ *   ASK slot host:port    this key is being migrated: ASKING then the command, once, there;
+ *   TRYAGAIN, CLUSTERDOWN a migration or failover in progress: sent again after a capped
+ *                         backoff, within the command's deadline;
+ *   a connection that failed before it was ever up (connect refused: a master killed) never
+ *                         carried the command: the map is refreshed and the command waits
+ *                         for it, within its deadline (a failover promotes the replica);
+ *   anything else         is the owner's answer, as without a cluster (a connection lost
+ *                         after the command went out gets its error: it may have run).
+ * A MULTI..EXEC group goes whole to the node of its first key, with no redirection followed
+ * inside it (Redis aborts the EXEC of a transaction with a MOVED in it). The owner polls one
+ * epoll descriptor over the node connections (redis_fd(), POLLIN). */
+
+#define CL_MAX_REDIRECTS 8
+#define CL_RETRY_MIN_MS 10
+#define CL_RETRY_MAX_MS 250
+#define CL_DOWN_RETRY_MS 100        /* a node that refused us: ask the map, try again then */
+#define CL_REFRESH_PAUSE_MS 200     /* between rounds of asking every node for the map */
+#define CL_ASK_MS 2000
+
+struct cl_node {
+    char *host;
+    int port;
+    struct redis *conn;             /* NULL until a command needs it */
+    int ep_fd;                      /* registered in the epoll set, or -1 */
+    long long down_until;           /* a connect failed: not again before then */
+};
+
+struct ccmd {
+    struct redis *c;
+    struct ccmd *prev, *next;
+    redis_cb *cb;
+    void *arg;
+    long long deadline;
+    size_t max_reply;
+    int slot;                       /* -1: no key (any node) */
+    int node;                       /* the node it is out on; -1: waiting here */
+    long long retry_at;             /* waiting: not before then */
+    int redirects, tries;
+    int ask_node;                   /* >= 0: ASKING, then the command, there (once) */
+    unsigned txn;                   /* its MULTI..EXEC group, 0: none */
+    bool txn_end;                   /* EXEC or DISCARD */
+    int argc;
+    const char **argv;              /* in the same allocation */
+    size_t *len;
+};
+
+static struct redis_cluster_counts cl_counts;
+
+void redis_cluster_counts(struct redis_cluster_counts *out)
+{
+    *out = cl_counts;
+}
+
+static int cl_node(struct redis *c, const char *host, int port)
+{
+    for (size_t i = 0; i < c->nnodes; i++)
+        if (c->nodes[i].port == port && strcmp(c->nodes[i].host, host) == 0)
+            return (int)i;
+    c->nodes = xrealloc(c->nodes, (c->nnodes + 1) * sizeof *c->nodes);
+    c->nodes[c->nnodes] = (struct cl_node){ xstrdup(host), port, NULL, -1, 0 };
+    return (int)c->nnodes++;
+}
+
+/* The connection to node n, opened when there is none. */
+static struct redis *cl_conn(struct redis *c, int n)
+{
+    struct cl_node *node = &c->nodes[n];
+    if (node->conn == NULL) {
+        struct redis_addr a = c->addr;
+        a.host = node->host;
+        a.port = node->port;
+        a.cluster = false;
+        a.seeds = NULL;
+        a.nseeds = 0;
+        /* A name the certificate holds (redis_tls_server_name), or the node's address. */
+        struct redis_opts o = { .connect_timeout_ms = c->opts.connect_timeout_ms, .no_reconnect = true,
+                                .client_name = c->opts.client_name };
+        node->conn = redis_open(&a, &o);
+    }
+    return node->conn;
+}
+
+static void cl_refresh_soon(struct redis *c)
+{
+    long long now = redis_now_ms();
+    if (!c->refreshing && (c->refresh_at == 0 || c->refresh_at > now))
+        c->refresh_at = now;
+}
+
+static void cl_unlink(struct redis *c, struct ccmd *cc)
+{
+    if (cc->prev)
+        cc->prev->next = cc->next;
+    else
+        c->cl_head = cc->next;
+    if (cc->next)
+        cc->next->prev = cc->prev;
+    else
+        c->cl_tail = cc->prev;
+    c->ncl--;
+}
+
+static long cl_backoff(int tries)
+{
+    long d = CL_RETRY_MIN_MS << (tries < 5 ? tries : 5);
+    return d > CL_RETRY_MAX_MS ? CL_RETRY_MAX_MS : d;
+}
+
+/* A node's reply to one of the owner's commands. Nothing is freed here but the ccmd: the
+ * node's client is running us (cl_run frees closed connections afterwards). */
+static void ccmd_cb(void *arg, const struct redis_reply *v)
+{
+    struct ccmd *cc = arg;
+    struct redis *c = cc->c;
+    int node = cc->node;
+    cc->node = -1;
+    long long now = redis_now_ms();
+    if (v->type == REDIS_T_ERROR && node >= 0) {
+        unsigned slot;
+        char host[CLUSTER_HOST_MAX];
+        int port;
+        enum cluster_redirect k = cluster_parse_redirect(v->str, v->len, &slot, host, sizeof host, &port);
+        if (k == CLUSTER_R_MOVED || k == CLUSTER_R_ASK) {
+            int to = cl_node(c, host[0] ? host : c->nodes[node].host, port);
+            if (k == CLUSTER_R_MOVED) {
+                cl_counts.moved++;
+                c->slot_node[slot] = to;
+                cl_refresh_soon(c);
+            } else {
+                cl_counts.ask++;
+            }
+            if (!cc->txn && cc->redirects < CL_MAX_REDIRECTS) {
+                cc->redirects++;
+                cc->ask_node = k == CLUSTER_R_ASK ? to : -1;
+                cc->retry_at = 0;
+                return;             /* waiting again: cl_pump() sends it */
+            }
+        } else if ((k == CLUSTER_R_TRYAGAIN || k == CLUSTER_R_CLUSTERDOWN) && !cc->txn &&
+                   now + cl_backoff(cc->tries) < cc->deadline) {
+            cc->retry_at = now + cl_backoff(cc->tries++);
+            cc->ask_node = -1;
+            if (k == CLUSTER_R_CLUSTERDOWN)
+                cl_refresh_soon(c);
+            return;
+        } else if (v->err == REDIS_E_IO || v->err == REDIS_E_TIMEOUT) {
+            struct redis *nc = c->nodes[node].conn;
+            snprintf(c->cl_why, sizeof c->cl_why, "node %s:%d: %.200s", c->nodes[node].host, c->nodes[node].port,
+                     v->str);
+            cl_refresh_soon(c);
+            if (nc && nc->was_up)
+                c->gen++;           /* what went out on it may be lost: the owner's drop */
+            else {
+                c->nodes[node].down_until = now + CL_DOWN_RETRY_MS;
+                if (!cc->txn && now + CL_DOWN_RETRY_MS < cc->deadline) {
+                    cc->retry_at = now + CL_DOWN_RETRY_MS;     /* never went out: again */
+                    cc->ask_node = -1;
+                    return;
+                }
+            }
+        }
+    }
+    cl_unlink(c, cc);
+    if (cc->cb)
+        cc->cb(cc->arg, v);
+    free(cc);
+}
+
+static void asking_cb(void *arg, const struct redis_reply *v)
+{
+    (void)arg;
+    (void)v;                        /* the command behind it says what came of it */
+}
+
+/* Put cc on node n's connection; -1 when that connection is gone (cc stays waiting). */
+static int cl_send(struct redis *c, struct ccmd *cc, int n, long long now)
+{
+    struct redis *nc = cl_conn(c, n);
+    long left = cc->deadline > now ? (long)(cc->deadline - now) : 1;
+    redis_set_max_reply_bytes(nc, cc->max_reply);
+    if (cc->ask_node >= 0) {
+        static const char *const asking[1] = { "ASKING" };
+        static const size_t asking_len[1] = { 6 };
+        if (redis_command(nc, 1, (const char **)asking, asking_len, asking_cb, NULL, left) == -1)
+            goto gone;
+    }
+    if (redis_command(nc, cc->argc, cc->argv, cc->len, ccmd_cb, cc, left) == -1)
+        goto gone;
+    cc->node = n;
+    cc->ask_node = -1;
+    return 0;
+gone:
+    snprintf(c->cl_why, sizeof c->cl_why, "node %s:%d: %.200s", c->nodes[n].host, c->nodes[n].port,
+             redis_error(nc)[0] ? redis_error(nc) : "not connected");
+    c->nodes[n].down_until = now + CL_DOWN_RETRY_MS;
+    cl_refresh_soon(c);
+    return -1;
+}
+
+/* The node a command without a key goes to: one we are connected to, else the first one the
+ * map names. */
+static int cl_any_node(const struct redis *c)
+{
+    for (size_t i = 0; i < c->nnodes; i++)
+        if (c->nodes[i].conn && redis_ready(c->nodes[i].conn))
+            return (int)i;
+    for (unsigned s = 0; s < CLUSTER_SLOTS; s++)
+        if (c->slot_node[s] >= 0)
+            return c->slot_node[s];
+    return -1;
+}
+
+static int cl_route(const struct redis *c, const struct ccmd *cc)
+{
+    if (cc->ask_node >= 0)
+        return cc->ask_node;
+    return cc->slot >= 0 ? c->slot_node[cc->slot] : cl_any_node(c);
+}
+
+/* Send what waits and may go now, in the owner's order. */
+static void cl_pump(struct redis *c, long long now)
+{
+    if (!c->have_map)
+        return;
+    for (struct ccmd *cc = c->cl_head; cc; cc = cc->next) {
+        if (cc->node >= 0 || cc->retry_at > now)
+            continue;
+        if (cc->txn) {
+            /* The whole group, once it is all queued, to the node of its first key. */
+            struct ccmd *end = cc, *keyed = NULL;
+            while (end && end->txn == cc->txn && !end->txn_end) {
+                if (!keyed && end->slot >= 0)
+                    keyed = end;
+                end = end->next;
+            }
+            if (end == NULL || end->txn != cc->txn)
+                break;              /* not all queued yet: nothing behind it overtakes it */
+            int n = keyed ? c->slot_node[keyed->slot] : cl_any_node(c);
+            if (n < 0 || c->nodes[n].down_until > now) {
+                cl_refresh_soon(c);
+                break;
+            }
+            for (struct ccmd *m = cc;; m = m->next) {
+                if (cl_send(c, m, n, now) == -1) {
+                    /* The node went away mid-group: what was sent of it fails with the
+                     * connection; the rest is failed by its deadline. */
+                    break;
+                }
+                if (m == end)
+                    break;
+            }
+            cc = end;
+            continue;
+        }
+        int n = cl_route(c, cc);
+        if (n < 0) {
+            cl_refresh_soon(c);     /* a slot no master serves (yet) */
+            cc->retry_at = now + CL_DOWN_RETRY_MS;
+            continue;
+        }
+        if (c->nodes[n].down_until > now) {
+            cc->retry_at = c->nodes[n].down_until;
+            continue;
+        }
+        if (cl_send(c, cc, n, now) == -1)
+            cc->retry_at = now + CL_DOWN_RETRY_MS;
+    }
+}
+
+static void refresh_cb(void *arg, const struct redis_reply *v)
+{
+    struct redis *c = arg;
+    const struct cl_node *node = &c->nodes[c->refresh_node];
+    struct cluster_range *ranges = NULL;
+    size_t n = 0;
+    c->refreshing = false;
+    if (v->type == REDIS_T_ERROR) {
+        snprintf(c->cl_why, sizeof c->cl_why, "cluster slots from %s:%d: %.200s", node->host, node->port, v->str);
+        c->refresh_result = v->err == REDIS_E_AUTH ? -2 : -1;
+        return;
+    }
+    if (cluster_parse_slots(v, &ranges, &n) == -1 || n == 0) {
+        snprintf(c->cl_why, sizeof c->cl_why, "cluster slots from %s:%d: %s", node->host, node->port,
+                 n == 0 && v->type == REDIS_T_ARRAY ? "no slot is served (is the cluster created?)"
+                                                    : "not a slot map (is it a cluster node?)");
+        free(ranges);
+        c->refresh_result = -1;
+        return;
+    }
+    char asked[CLUSTER_HOST_MAX];
+    snprintf(asked, sizeof asked, "%s", node->host);
+    for (unsigned s = 0; s < CLUSTER_SLOTS; s++)
+        c->slot_node[s] = -1;
+    for (size_t i = 0; i < n; i++) {
+        int to = cl_node(c, ranges[i].host[0] ? ranges[i].host : asked, ranges[i].port);
+        for (unsigned s = ranges[i].lo; s <= ranges[i].hi; s++)
+            c->slot_node[s] = to;
+    }
+    free(ranges);
+    if (c->have_map)
+        cl_counts.refreshes++;
+    c->have_map = true;
+    c->refresh_result = 1;
+}
+
+/* Ask the next node for the map: the ones we are connected to first, then the rest in
+ * turn (the seeds lead the list). */
+static void cl_refresh_start(struct redis *c, long long now)
+{
+    c->refresh_at = 0;
+    while (c->refresh_tried < c->nnodes) {
+        size_t i = c->refresh_next % c->nnodes;
+        for (size_t k = 0; k < c->nnodes && c->refresh_tried == 0; k++) {
+            size_t j = (c->refresh_next + k) % c->nnodes;
+            if (c->nodes[j].conn && redis_ready(c->nodes[j].conn)) {
+                i = j;
+                break;
+            }
+        }
+        c->refresh_next = i + 1;
+        c->refresh_tried++;
+        if (c->nodes[i].down_until > now && c->have_map)
+            continue;
+        struct redis *nc = cl_conn(c, (int)i);
+        redis_set_max_reply_bytes(nc, 0);
+        long t = c->opts.connect_timeout_ms < CL_ASK_MS ? c->opts.connect_timeout_ms : CL_ASK_MS;
+        if (redis_commandv(nc, refresh_cb, c, t, "CLUSTER", "SLOTS", NULL) == 0) {
+            c->refresh_node = i;
+            c->refreshing = true;
+            return;
+        }
+        snprintf(c->cl_why, sizeof c->cl_why, "node %s:%d: %.200s", c->nodes[i].host, c->nodes[i].port,
+                 redis_error(nc));
+        c->nodes[i].down_until = now + CL_DOWN_RETRY_MS;
+    }
+    c->refresh_result = -1;         /* nobody left to ask in this round */
+}
+
+/* Every node connection goes, without callbacks; every command of the owner's gets its error. */
+static void cl_fail(struct redis *c, enum redis_errkind kind, const char *why)
+{
+    for (size_t i = 0; i < c->nnodes; i++) {
+        redis_free(c->nodes[i].conn);
+        c->nodes[i].conn = NULL;
+        c->nodes[i].ep_fd = -1;     /* closing removed it from the set */
+    }
+    snprintf(c->error, sizeof c->error, "%s", why);
+    c->error_kind = kind;
+    c->gen++;
+    c->have_map = c->refreshing = false;
+    c->refresh_result = 0;
+    c->refresh_tried = 0;
+    c->refresh_at = 0;
+    if (c->opts.no_reconnect) {
+        c->state = ST_CLOSED;
+    } else {
+        c->state = ST_WAIT;
+        c->attempt++;
+        c->rng ^= c->rng << 13, c->rng ^= c->rng >> 7, c->rng ^= c->rng << 17;
+        c->next_connect = redis_now_ms() + backoff_ms(BACKOFF_EXPONENTIAL, c->opts.backoff_min_ms,
+                                                      c->opts.backoff_max_ms, 20, c->attempt,
+                                                      (double)(c->rng >> 11) / 9007199254740992.0);
+    }
+    struct ccmd *list = c->cl_head;
+    c->cl_head = c->cl_tail = NULL;
+    c->ncl = 0;
+    while (list) {
+        struct ccmd *cc = list;
+        list = cc->next;
+        struct redis_reply v;
+        fail_reply(&v, kind, c->error);
+        if (cc->cb)
+            cc->cb(cc->arg, &v);
+        free(cc);
+    }
+}
+
+static void cl_start(struct redis *c)
+{
+    c->state = ST_CONNECTING;
+    c->refresh_tried = 0;
+    c->refresh_next = 0;
+    c->refresh_result = 0;
+    c->cl_why[0] = '\0';
+    cl_refresh_start(c, redis_now_ms());
+}
+
+static void cl_ep_sync(struct redis *c)
+{
+    for (size_t i = 0; i < c->nnodes; i++) {
+        struct cl_node *n = &c->nodes[i];
+        int want = n->conn ? redis_fd(n->conn) : -1;
+        if (n->ep_fd < 0 || n->ep_fd == want)
+            continue;
+        bool taken = false;         /* its number is another node's socket now */
+        for (size_t j = 0; j < c->nnodes && !taken; j++)
+            taken = j != i && c->nodes[j].conn && redis_fd(c->nodes[j].conn) == n->ep_fd;
+        if (!taken)
+            epoll_ctl(c->epfd, EPOLL_CTL_DEL, n->ep_fd, NULL);
+        n->ep_fd = -1;
+    }
+    for (size_t i = 0; i < c->nnodes; i++) {
+        struct cl_node *n = &c->nodes[i];
+        int want = n->conn ? redis_fd(n->conn) : -1;
+        if (want >= 0)
+            ep_add(c, (int)i, want, redis_events(n->conn));
+        n->ep_fd = want;
+    }
+}
+
+static void cl_run(struct redis *c, long long now)
+{
+    if (c->state == ST_WAIT && now >= c->next_connect)
+        cl_start(c);
+    if (c->state == ST_CLOSED || c->state == ST_WAIT)
+        return;
+    short rev[64] = { 0 };
+    struct epoll_event ev[64];
+    int ne = epoll_wait(c->epfd, ev, 64, 0);
+    for (int i = 0; i < ne; i++) {
+        short re = (short)((ev[i].events & EPOLLIN ? POLLIN : 0) | (ev[i].events & EPOLLOUT ? POLLOUT : 0) |
+                           (ev[i].events & EPOLLERR ? POLLERR : 0) | (ev[i].events & EPOLLHUP ? POLLHUP : 0));
+        if (ev[i].data.u32 < 64)
+            rev[ev[i].data.u32] |= re;
+    }
+    /* Every node runs (deadlines, TLS bytes poll() cannot see); callbacks may add nodes. */
+    for (size_t i = 0; i < c->nnodes; i++)
+        if (c->nodes[i].conn)
+            redis_run(c->nodes[i].conn, i < 64 ? rev[i] : POLLIN, now);
+    for (size_t i = 0; i < c->nnodes; i++) {
+        struct redis *nc = c->nodes[i].conn;
+        if (nc && redis_fd(nc) == -1 && redis_pending(nc) == 0) {
+            redis_free(nc);
+            c->nodes[i].conn = NULL;
+        }
+    }
+    if (c->refresh_result == 1) {
+        c->refresh_result = 0;
+        c->refresh_tried = 0;
+        c->state = ST_UP;
+        c->attempt = 0;
+    } else if (c->refresh_result == -2) {
+        char why[sizeof c->error];
+        snprintf(why, sizeof why, "redis refused our credentials: %.280s", c->cl_why);
+        cl_fail(c, REDIS_E_AUTH, why);
+        return;
+    } else if (c->refresh_result == -1) {
+        c->refresh_result = 0;
+        if (c->refresh_tried < c->nnodes) {
+            cl_refresh_start(c, now);
+        } else if (!c->have_map) {
+            char why[sizeof c->error];
+            snprintf(why, sizeof why, "no cluster node answered: %.280s", c->cl_why);
+            cl_fail(c, REDIS_E_IO, why);
+            return;
+        } else {
+            c->refresh_tried = 0;
+            c->refresh_at = now + CL_REFRESH_PAUSE_MS;
+        }
+    }
+    if (!c->refreshing && c->refresh_at && now >= c->refresh_at && c->refresh_result == 0) {
+        c->refresh_tried = 0;
+        cl_refresh_start(c, now);
+    }
+    /* What waits past its deadline: its error now. */
+    for (struct ccmd *cc = c->cl_head, *next; cc; cc = next) {
+        next = cc->next;
+        if (cc->node >= 0 || cc->deadline > now)
+            continue;
+        char why[sizeof c->error];
+        snprintf(why, sizeof why, "no reply within its deadline%s%.280s", c->cl_why[0] ? ": " : "", c->cl_why);
+        struct redis_reply v;
+        fail_reply(&v, REDIS_E_TIMEOUT, why);
+        cl_unlink(c, cc);
+        if (cc->cb)
+            cc->cb(cc->arg, &v);
+        free(cc);
+        next = c->cl_head;          /* the callback may have queued or failed others */
+    }
+    cl_pump(c, now);
+    /* What was just put on a node's connection goes out now, not one poll later (as without a
+     * cluster, where the owner's poll() after redis_command() asks for POLLOUT). */
+    for (size_t i = 0; i < c->nnodes; i++)
+        if (c->nodes[i].conn && redis_ready(c->nodes[i].conn) && (redis_events(c->nodes[i].conn) & POLLOUT))
+            redis_run(c->nodes[i].conn, 0, now);
+}
+
+static long cl_timeout_ms(const struct redis *c, long long now)
+{
+    long long due = -1;
+#define DUE(t) do { long long t_ = (t); if (due == -1 || t_ < due) due = t_; } while (0)
+    if (c->state == ST_WAIT)
+        DUE(c->next_connect);
+    if (c->state == ST_CLOSED || c->state == ST_WAIT)
+        return due == -1 ? -1 : due <= now ? 0 : (long)(due - now);
+    if (c->refresh_result)
+        DUE(now);
+    if (c->refresh_at && !c->refreshing)
+        DUE(c->refresh_at);
+    for (const struct ccmd *cc = c->cl_head; cc; cc = cc->next) {
+        if (cc->node >= 0)
+            continue;
+        DUE(cc->deadline);
+        if (c->have_map)
+            DUE(cc->retry_at);
+    }
+    for (size_t i = 0; i < c->nnodes; i++) {
+        long t = c->nodes[i].conn ? redis_timeout_ms(c->nodes[i].conn, now) : -1;
+        if (t >= 0)
+            DUE(now + t);
+    }
+#undef DUE
+    return due == -1 ? -1 : due <= now ? 0 : (long)(due - now);
+}
+
+static int cl_command(struct redis *c, int argc, const char **argv, const size_t *argvlen, redis_cb *cb, void *arg,
+                      long timeout_ms)
+{
+    if (c->state == ST_CLOSED || c->state == ST_WAIT) {
+        if (c->error[0] == '\0')
+            snprintf(c->error, sizeof c->error, "not connected");
+        return -1;
+    }
+    size_t bytes = sizeof(struct ccmd) + (size_t)argc * (sizeof(char *) + sizeof(size_t));
+    for (int i = 0; i < argc; i++)
+        bytes += argvlen[i] + 1;
+    struct ccmd *cc = xcalloc(1, bytes);
+    cc->len = (size_t *)(cc + 1);
+    cc->argv = (const char **)(cc->len + argc);
+    char *p = (char *)(cc->argv + argc);
+    for (int i = 0; i < argc; i++) {
+        memcpy(p, argv[i], argvlen[i]);
+        p[argvlen[i]] = '\0';
+        cc->argv[i] = p;
+        cc->len[i] = argvlen[i];
+        p += argvlen[i] + 1;
+    }
+    cc->argc = argc;
+    cc->c = c;
+    cc->cb = cb;
+    cc->arg = arg;
+    cc->deadline = redis_now_ms() + timeout_ms;
+    cc->max_reply = c->opts.max_reply_bytes;
+    cc->node = cc->ask_node = -1;
+    int k = cluster_key_index(argc, argv, argvlen);
+    cc->slot = k >= 0 && k < argc ? (int)cluster_keyslot(argv[k], argvlen[k]) : -1;
+    bool multi = argc == 1 && argvlen[0] == 5 && strncasecmp(argv[0], "MULTI", 5) == 0;
+    bool end = argc == 1 && ((argvlen[0] == 4 && strncasecmp(argv[0], "EXEC", 4) == 0) ||
+                             (argvlen[0] == 7 && strncasecmp(argv[0], "DISCARD", 7) == 0));
+    if (multi)
+        c->txn_open = ++c->txn_seq ? c->txn_seq : ++c->txn_seq;
+    cc->txn = c->txn_open;
+    if (end && c->txn_open) {
+        cc->txn_end = true;
+        c->txn_open = 0;
+    }
+    cc->prev = c->cl_tail;
+    if (c->cl_tail)
+        c->cl_tail->next = cc;
+    else
+        c->cl_head = cc;
+    c->cl_tail = cc;
+    c->ncl++;
+    return 0;
+}
+
+static void cl_open(struct redis *c, const struct redis_addr *a)
+{
+    c->addr.cluster = true;
+    c->addr.nseeds = a->nseeds;
+    c->addr.seeds = xcalloc(a->nseeds ? a->nseeds : 1, sizeof *c->addr.seeds);
+    for (size_t i = 0; i < a->nseeds; i++)
+        c->addr.seeds[i] = (struct redis_node){ xstrdup(a->seeds[i].host), a->seeds[i].port };
+    c->slot_node = xmalloc(CLUSTER_SLOTS * sizeof *c->slot_node);
+    for (unsigned s = 0; s < CLUSTER_SLOTS; s++)
+        c->slot_node[s] = -1;
+    for (size_t i = 0; i < a->nseeds; i++)
+        cl_node(c, a->seeds[i].host, a->seeds[i].port);
+    if (c->nnodes == 0)
+        cl_node(c, a->host, a->port);
+    c->epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (c->epfd == -1)
+        fatal("epoll_create1");
+    cl_start(c);
+    cl_ep_sync(c);
+}
+
+static void cl_release(struct redis *c)
+{
+    for (size_t i = 0; i < c->nnodes; i++) {
+        redis_free(c->nodes[i].conn);
+        free(c->nodes[i].host);
+    }
+    free(c->nodes);
+    free(c->slot_node);
+    while (c->cl_head) {
+        struct ccmd *cc = c->cl_head;
+        c->cl_head = cc->next;
+        free(cc);
+    }
 }
 
 /* ---- the public face ---- */
@@ -1531,6 +2174,10 @@ struct redis *redis_open(const struct redis_addr *a, const struct redis_opts *o)
         for (size_t i = 0; i < a->nsentinels; i++)
             r->addr.sentinels[i] = (struct redis_node){ xstrdup(a->sentinels[i].host), a->sentinels[i].port };
     }
+    if (a->cluster) {
+        cl_open(r, a);
+        return r;
+    }
     if (r->addr.sentinel_master) {
         r->epfd = epoll_create1(EPOLL_CLOEXEC);
         if (r->epfd == -1)
@@ -1548,6 +2195,8 @@ void redis_free(struct redis *r)
     conn_close(r);
     sentinel_end(r);
     redis_free(r->watch);
+    if (r->addr.cluster)
+        cl_release(r);
     buf_release(&r->held);
     if (r->epfd >= 0)
         close(r->epfd);
@@ -1564,6 +2213,8 @@ void redis_free(struct redis *r)
 int redis_command(struct redis *r, int argc, const char **argv, const size_t *argvlen, redis_cb *cb, void *arg,
                   long timeout_ms)
 {
+    if (r->addr.cluster)
+        return cl_command(r, argc, argv, argvlen, cb, arg, timeout_ms);
     if (r->state != ST_SENTINEL && r->state != ST_CONNECTING && r->state != ST_TLS && r->state != ST_UP) {
         if (r->error[0] == '\0')
             snprintf(r->error, sizeof r->error, "not connected");
@@ -1618,6 +2269,8 @@ void redis_set_max_reply_bytes(struct redis *r, size_t max_reply_bytes)
 
 bool redis_ready(const struct redis *r)
 {
+    if (r->addr.cluster)
+        return r->state == ST_UP && r->have_map;
     return r->state == ST_UP && r->setup_left == 0;
 }
 
@@ -1638,7 +2291,7 @@ enum redis_errkind redis_error_kind(const struct redis *r)
 
 size_t redis_pending(const struct redis *r)
 {
-    return r->qlen;
+    return r->addr.cluster ? r->ncl : r->qlen;
 }
 
 /* ---- the blocking helper ---- */
@@ -1676,7 +2329,7 @@ static void wait_for(struct redis *r, struct waiter *w)
                 fatal("poll");
         }
         redis_run(r, pfd.fd >= 0 ? pfd.revents : 0, redis_now_ms());
-        if (!w->done && r->state == ST_CLOSED && r->qlen == 0)
+        if (!w->done && r->state == ST_CLOSED && redis_pending(r) == 0)
             break;
     }
 }

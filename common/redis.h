@@ -13,6 +13,13 @@
  * connection is then dropped. redis_fd() is then an epoll descriptor over the connections
  * (POLLIN is all it takes): ask redis_fd() anew before every poll, as always.
  *
+ * With redis-cluster:// the client learns the slot map from the seeds (CLUSTER SLOTS), routes
+ * each command to the master of its key's slot (one connection per node, pipelined), follows
+ * MOVED and ASK, retries TRYAGAIN and CLUSTERDOWN within the command's deadline, and after a
+ * failover asks the map again and waits, within the deadline, for the promoted replica.
+ * redis_fd() is then an epoll descriptor over the node connections (POLLIN). A MULTI..EXEC
+ * group goes whole to the node of its first key: its keys must share a slot (a hash tag).
+ *
  * redis_call() is a blocking helper for the short-lived command-line tools, on the same code.
  *
  * Not thread-safe. A connection is never shared across fork(): open it after the fork. */
@@ -133,6 +140,13 @@ struct redis_reply *redis_reply_dup(const struct redis_reply *v);
 void redis_reply_free(struct redis_reply *v);
 /* The element of a [key, value, key, value...] array whose key is the string key, or NULL. */
 const struct redis_reply *redis_reply_map_get(const struct redis_reply *v, const char *key);
+
+/* What the cluster clients of this process met so far (a process-wide sum: a worker's own,
+ * once it subtracts what it inherited at fork): redirections and map refreshes. */
+struct redis_cluster_counts {
+    unsigned long long moved, ask, refreshes;
+};
+void redis_cluster_counts(struct redis_cluster_counts *out);
 
 /* A sentinel's answer to SENTINEL get-master-addr-by-name ([host, port], bytes from the
  * network): 0 with host (NUL-terminated) and port filled, or -1 when it is not a plausible one

@@ -29,6 +29,9 @@ enum sb_counter {
     SB_REDIS_ERRORS,
     SB_DLQ_FAILURES,    /* dead-letter moves that failed (the entry stayed pending) */
     SB_GROUP_RECREATED, /* NOGROUP: the group was created again */
+    SB_CLUSTER_MOVED,   /* Redis Cluster: MOVED redirections followed */
+    SB_CLUSTER_ASK,     /* ASK redirections followed */
+    SB_CLUSTER_REFRESHES, /* slot maps asked again (CLUSTER SLOTS) after the first */
     SB_DLQ_FIRST,                         /* streamfleet_messages_dead_lettered_total{reason} */
     SB_DLQ_LAST = SB_DLQ_FIRST + 14,
     SB_HTTP_FIRST,                        /* streamfleet_http_requests_total{code} */

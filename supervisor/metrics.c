@@ -26,6 +26,7 @@ static const struct counter_def counters[] = {
     { "streamfleet_redis_errors_total", "Failed Redis commands and connections in children.", SB_REDIS_ERRORS },
     { "streamfleet_dlq_failures_total", "Dead-letter moves that failed; the message stayed pending.", SB_DLQ_FAILURES },
     { "streamfleet_group_recreated_total", "Times the consumer group was missing and created again.", SB_GROUP_RECREATED },
+    { "streamfleet_redis_cluster_refreshes_total", "Redis Cluster slot maps asked again (CLUSTER SLOTS) by workers.", SB_CLUSTER_REFRESHES },
 };
 
 static void family(struct buf *out, const char *name, const char *type, const char *help)
@@ -198,6 +199,16 @@ void metrics_render(struct buf *out, const struct fleet_view *v)
         label(out, v->pools[i].name);
         buf_printf(out, "\"} %" PRIu64 "\n", v->pools[i].rss_bytes);
     }
+
+    family(out, "streamfleet_redis_cluster_redirects_total", "counter",
+           "Redis Cluster redirections workers followed, by kind (moved: the slot moved; ask: a key mid-migration).");
+    for (unsigned i = 0; i < v->npools; i++)
+        for (int k = 0; k < 2; k++) {
+            buf_adds(out, "streamfleet_redis_cluster_redirects_total{pool=\"");
+            label(out, v->pools[i].name);
+            buf_printf(out, "\",kind=\"%s\"} %" PRIu64 "\n", k ? "ask" : "moved",
+                       v->pools[i].c[k ? SB_CLUSTER_ASK : SB_CLUSTER_MOVED]);
+        }
 
     family(out, "streamfleet_messages_dead_lettered_total", "counter", "Messages moved to the dead-letter stream, by reason.");
     for (unsigned i = 0; i < v->npools; i++)
