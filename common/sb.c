@@ -180,7 +180,9 @@ int sb_get_held(const struct sb_slot *s, struct sb_held_copy *h)
 
 void sb_slot_reset(struct sb_slot *s)
 {
+    /* A child killed while it wrote left seq odd: the next one starts even. */
     static const struct sb_held_copy none;
+    atomic_store(&s->held.seq, 0);
     sb_set_held(s, &none);
     atomic_store(&s->rss_bytes, 0);
     atomic_store(&s->handler_rss_bytes, 0);

@@ -167,3 +167,58 @@ def test_latency_quantiles_follow_the_handlers_durations(redis_server, sink, fle
     # 0.3 s of the sink's delay: the bucket (0.25, 0.5] (plus a loaded machine's slowness)
     assert all(0.25 <= v <= 0.5 * SLOWNESS + 0.5 for v in p50), lat
     assert all(b >= a for a, b in zip(p50, p99)), lat
+
+
+def worker_tables(out):
+    """{pool: {SLOT: {COLUMN: text}}} of the tables `streamfleet status --workers` printed."""
+    lines, tables, i = out.splitlines(), {}, 0
+    while i < len(lines):
+        m = re.match(r"^workers of pool (\S+):$", lines[i])
+        i += 1
+        if not m:
+            continue
+        cols = re.split(r"\s{2,}", lines[i].strip())
+        rows = {}
+        for line in lines[i + 1:]:
+            if not line.strip():
+                break
+            cells = re.split(r"\s{2,}", line.strip())
+            assert len(cells) == len(cols), f"{cells} against {cols}"
+            rows[cells[0]] = dict(zip(cols, cells))
+        tables[m.group(1)] = rows
+    return tables
+
+
+def test_status_workers_prints_each_worker_and_what_it_holds(redis_server, sink, fleet):
+    r = redis_server.client()
+    hold = 10 * SLOWNESS
+    sink.rule(200, path="/slow*", delay=hold, times=1)
+    fl = fleet({"pool:slow": http_pool(sink, "slow", "/slow", inflight=1),
+                "pool:fast": pool("fast", workers=2)})
+    entry = r.xadd("slow", {"n": "1"}).decode()
+    fl.wait_for(lambda: workers_of(fl, "slow")[0]["held"] == 1, timeout=hold / 2, what="the entry held")
+    res = status_cmd(fl, "--workers")
+    assert res.returncode == 0, res.stdout + res.stderr
+    t = worker_tables(res.stdout)
+    assert set(t) == {"slow", "fast"} and set(t["fast"]) == {"0", "1"}, res.stdout
+    s = {p["name"]: {w["slot"]: w for w in p["workers"]["list"]} for p in status_json(fl)["pools"]}
+    for name, rows in t.items():
+        for slot, row in rows.items():
+            w = s[name][int(slot)]
+            assert row["PID"] == str(w["pid"]) and row["GEN"] == "1" and row["STATE"] == "running", row
+            assert row["RESTARTS"] == "0" and row["RSS"].endswith(" MiB"), row
+    slow = t["slow"]["0"]
+    assert slow["HELD"] == "1" and slow["INFLIGHT"] == "1" and slow["OLDEST HELD"] == entry, slow
+    assert re.fullmatch(r"\d+\.\ds", slow["HELD FOR"]), slow
+    assert t["fast"]["0"]["OLDEST HELD"] == "-" and t["fast"]["0"]["LAST ERROR"] == "-"
+    # the pools' table is still there, above; --json keeps the document as it is
+    assert "POOL " in res.stdout and res.stdout.index("POOL ") < res.stdout.index("workers of pool")
+    doc = json.loads(status_cmd(fl, "--json", "--workers").stdout)
+    assert {p["name"] for p in doc["pools"]} == {"slow", "fast"}
+
+
+def test_status_workers_says_they_are_unknown_when_the_master_is_down(redis_server, fleet):
+    fl = fleet({"pool:a": pool("a", workers=1)}, start=False)
+    res = status_cmd(fl, "--workers")
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "workers of pool a: unknown" in res.stdout, res.stdout
