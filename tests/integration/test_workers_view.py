@@ -222,3 +222,112 @@ def test_status_workers_says_they_are_unknown_when_the_master_is_down(redis_serv
     res = status_cmd(fl, "--workers")
     assert res.returncode == 1, res.stdout + res.stderr
     assert "workers of pool a: unknown" in res.stdout, res.stdout
+
+
+# --------------------------------------------------------------------------------------------
+# the page in Chromium
+# --------------------------------------------------------------------------------------------
+
+READ_WORKERS = """(() => {
+  const cells = tr => { const o = {}; for (const c of tr.cells) o[c.dataset.k] = c.dataset.v; return o; };
+  return {
+    time: document.body.dataset.time || '',
+    workers: Array.from(document.querySelectorAll('#workers tbody tr[data-pool]')).map(tr =>
+      Object.assign(cells(tr), {row_pool: tr.dataset.pool, row_slot: tr.dataset.slot,
+                                text: Array.from(tr.cells).map(c => c.textContent)})),
+    latency: Object.fromEntries(Array.from(document.querySelectorAll('#pools tbody tr[data-pool]')).map(tr => {
+      const td = tr.querySelector('td[data-k=latency]'), svg = td && td.querySelector('svg');
+      const d = q => { const p = svg && svg.querySelector(`path[data-q=${q}]`); return p ? p.getAttribute('d') : null; };
+      return [tr.dataset.pool, {v: td && td.dataset.v, points: svg ? Number(svg.dataset.points) : -1,
+                                p50: d('p50'), p99: d('p99'), title: svg ? svg.textContent : ''}];
+    })),
+  };
+})()"""
+
+STABLE = ("slot", "pid", "generation", "state", "restarts", "held")
+
+
+def raw(v):
+    return "" if v is None else str(v)
+
+
+def workers_differences(page, s):
+    """What the page's workers table and latency charts show differently from s ([]: agree)."""
+    diff = []
+    want = {(p["name"], str(w["slot"])): w for p in s["pools"] for w in p["workers"]["list"]}
+    got = {(r["row_pool"], r["row_slot"]): r for r in page["workers"]}
+    if sorted(got) != sorted(want):
+        return [f"worker rows {sorted(got)} != {sorted(want)}"]
+    for key, w in want.items():
+        r = got[key]
+        for k in STABLE:
+            if r.get(k) != raw(w[k]):
+                diff.append(f"{key}.{k}: page {r.get(k)!r}, status.json {w[k]!r}")
+        held = w["held_oldest"]["id"] if w["held_oldest"] else None
+        if r.get("held_oldest") != raw(held):
+            diff.append(f"{key}.held_oldest: page {r.get('held_oldest')!r}, status.json {held!r}")
+    for p in s["pools"]:
+        lat = page["latency"].get(p["name"])
+        if lat is None or lat["points"] != len(p["history"]) or lat["v"] != str(len(p["history"])):
+            diff.append(f"{p['name']}: latency chart {lat}, {len(p['history'])} points in history")
+            continue
+        for q in ("p50", "p99"):
+            # one segment (M) per run of steps that handled something
+            runs = sum(1 for i, v in enumerate(p["latency"][q])
+                       if v is not None and (i == 0 or p["latency"][q][i - 1] is None))
+            if lat[q].count("M") != runs:
+                diff.append(f"{p['name']}.{q}: {lat[q]!r} for {p['latency'][q]}")
+    return diff
+
+
+@needs_chromium
+def test_page_in_chromium_shows_the_workers_and_the_latency_of_status_json(redis_server, sink, fleet,
+                                                                          tmp_path):
+    r = redis_server.client()
+    sink.rule(200, path="/lat*", delay=0.3)
+    hold = 60 * SLOWNESS
+    sink.rule(200, path="/slow*", delay=hold, times=1)
+    fl = fleet({"fleet": {"drain_timeout": "2s"},
+                "pool:lat": http_pool(sink, "lat", "/lat", inflight=2),
+                "pool:slow": http_pool(sink, "slow", "/slow", inflight=1),
+                "pool:idle": pool("idle", workers=2)})
+    add_messages(r, "lat", 30)
+
+    def a_latency_point():
+        p = next(p for p in status_json(fl)["pools"] if p["name"] == "lat")
+        return any(v is not None for v in p["latency"]["p50"])
+    fl.wait_for(a_latency_point, timeout=BIG_TIMEOUT, what="a latency point")
+    entry = r.xadd("slow", {"n": "1"}).decode()
+    fl.wait_for(lambda: workers_of(fl, "slow")[0]["held"] == 1, timeout=hold / 2, what="the entry held")
+
+    b = chromium.Browser(tmp_path / "chromium-profile", width=1400, height=700)
+    with b:
+        b.goto(f"http://127.0.0.1:{fl.port}/")
+        last = {}
+
+        def agree():
+            page = b.eval(READ_WORKERS)
+            s = status_json(fl)
+            last["diff"] = workers_differences(page, s)
+            return (page, s) if page["time"] and not last["diff"] else None
+        try:
+            page, s = wait_until(agree, 20 * SLOWNESS, interval=0.3,
+                                 what="the page to show the workers of /status.json")
+        except AssertionError as e:
+            raise AssertionError(f"{e}\ndifferences: {last.get('diff')}") from None
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        b.screenshot(ARTIFACTS / "status-page-workers.png")
+        rows = {(x["row_pool"], x["row_slot"]): x for x in page["workers"]}
+        assert len(rows) == 4
+        slow = rows[("slow", "0")]
+        assert slow["held_oldest"] == entry and float(slow["held_age"]) > 0, slow
+        assert entry in slow["text"] and "running" in slow["text"], slow
+        assert rows[("idle", "1")]["held_oldest"] == "" and rows[("idle", "1")]["text"][9] == "-"
+        lat = page["latency"]["lat"]
+        assert lat["p50"].startswith("M") and lat["p99"].startswith("M"), lat
+        assert "handler p50 " in lat["title"] and "ms" in lat["title"], lat
+        assert page["latency"]["idle"]["p50"] == "", page["latency"]["idle"]
+        # the page fetched nothing but itself and status.json, and threw nothing
+        base = f"http://127.0.0.1:{fl.port}/"
+        assert {u for u in b.requests} <= {base, base + "status.json"}, b.requests
+        assert not b.exceptions, b.exceptions
