@@ -3,9 +3,10 @@
  * can charge a dead worker's death to the entries it held (the master reads the slot after
  * the death, before the slot is reset).
  *
- * The ledger knows every entry held; walking it costs one pass, so it is done a few times a
- * second, not every loop turn. A record gets its time when a walk first sees it, so an age
- * is short by at most the walk's period. */
+ * The ledger knows every entry held; walking it costs one pass, so it is done at most 4 times
+ * a second (and at least once a loop turn, every second or sooner), not every turn. A record
+ * handed to the handler is stamped then (batch.c); any other (a dead letter decided before
+ * the handler) gets its time when a walk first sees it. */
 #include "child/worker.h"
 
 #include <stdlib.h>
