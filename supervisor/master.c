@@ -159,8 +159,9 @@ static void view_worker(struct master *m, const struct proc *p, struct worker_vi
 }
 
 /* The fleet as it is now, pools added up by name (a pool being replaced by a new generation
- * shows as one). The caller frees v->pools and v->workers. */
-static void build_view(struct master *m, struct fleet_view *v)
+ * shows as one), with each worker when workers is true (it costs a read of /proc per worker,
+ * which /metrics and /health do without). The caller frees v->pools and v->workers. */
+static void build_view(struct master *m, struct fleet_view *v, bool workers)
 {
     memset(v, 0, sizeof *v);
     v->version = SF_VERSION;
@@ -200,11 +201,13 @@ static void build_view(struct master *m, struct fleet_view *v)
             recent += now - ps->restart_ms[k] < 300000;
         pv->restarts_per_min += recent / 5.0;
     }
-    v->workers = xcalloc(m->nprocs ? m->nprocs : 1, sizeof *v->workers);
-    long long now_ms = master_now_ms();
-    for (size_t i = 0; i < m->nprocs; i++)
-        view_worker(m, &m->procs[i], &v->workers[v->nworkers++], now_ms);
-    qsort(v->workers, v->nworkers, sizeof *v->workers, worker_cmp);
+    if (workers) {
+        v->workers = xcalloc(m->nprocs ? m->nprocs : 1, sizeof *v->workers);
+        long long now_ms = master_now_ms();
+        for (size_t i = 0; i < m->nprocs; i++)
+            view_worker(m, &m->procs[i], &v->workers[v->nworkers++], now_ms);
+        qsort(v->workers, v->nworkers, sizeof *v->workers, worker_cmp);
+    }
     for (size_t i = 0; i < m->nprocs; i++) {
         const struct proc *p = &m->procs[i];
         struct pool_view *pv = view_pool(v, p->pool->name);
@@ -312,7 +315,7 @@ static void publish_delivered(struct master *m)
 static void sample(struct master *m, long long now)
 {
     struct fleet_view v;
-    build_view(m, &v);
+    build_view(m, &v, false);
     for (unsigned i = 0; i < v.npools; i++) {
         const struct pool_view *pv = &v.pools[i];
         struct history *h = history_of(m, pv->name);
@@ -366,7 +369,7 @@ static int serve(void *arg, const char *path, const char *query_pool, struct buf
     }
     if (strcmp(path, "/metrics") == 0 || strcmp(path, "/health") == 0 || strcmp(path, "/status.json") == 0) {
         struct fleet_view v;
-        build_view(m, &v);
+        build_view(m, &v, path[1] == 's');
         int status = 200;
         if (path[1] == 'm') {
             metrics_render(body, &v);
@@ -806,7 +809,7 @@ static void log_stats(struct master *m, long long now)
         due = !m->pools[i]->removed && now - m->pools[i]->stats_ms >= m->conf->stats_interval_ms;
     if (!due)
         return;
-    build_view(m, &v);
+    build_view(m, &v, false);
     for (unsigned i = 0; i < v.npools; i++) {
         const struct pool_view *pv = &v.pools[i];
         struct pool_state *ps = NULL;
