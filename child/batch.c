@@ -234,6 +234,8 @@ static void submit(struct child *c, struct str *keys, bool *dup)
         }
         struct ledger_rec *r = ledger_add(&c->ledger, m->id.p, LEDGER_IN_HANDLER);
         r->attempt = m->attempt;
+        if (r->held_ms == 0)
+            r->held_ms = child_unix_ms();       /* held since now (status page, held.c) */
         if (keys) {
             r->marker = keys[i];
             keys[i].p = NULL;

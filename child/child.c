@@ -620,6 +620,7 @@ _Noreturn void child_main(const struct conf *conf, const struct pool_conf *pool,
         long long now = child_now_ms();
         atomic_store_explicit(&slot->heartbeat_ms, (uint64_t)now, memory_order_relaxed);
         check_limits(&c, now);
+        held_publish(&c, now);
         if (reopen_log) {
             reopen_log = 0;
             if (conf->log_file && log_open_file(conf->log_file) == -1)

@@ -132,7 +132,9 @@ struct ledger_rec *ledger_add(struct ledger *l, const char *id, enum ledger_stat
     uint64_t h = hash_id(key);
     bool found;
     struct ledger_slot *s = find(l, key, h, &found);
+    long long held_ms = 0;
     if (found) {
+        held_ms = s->rec.held_ms;
         l->count[s->rec.state]--;
         rec_release(&s->rec);
     } else {
@@ -145,6 +147,7 @@ struct ledger_rec *ledger_add(struct ledger *l, const char *id, enum ledger_stat
     memset(&s->rec, 0, sizeof s->rec);
     memcpy(s->rec.id, key, len + 1);
     s->rec.state = st;
+    s->rec.held_ms = held_ms;
     s->rec.seq = ++l->seq;
     l->count[st]++;
     return &s->rec;

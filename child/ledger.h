@@ -41,6 +41,9 @@ struct ledger_rec {
     char reason[LEDGER_REASON_MAX]; /* DEAD_DUE: "max_attempts", "http_422", ... */
     char *error;                /* DEAD_DUE: the last error (owned; ledger_set_error()) */
     struct str marker;          /* its done-marker key (owned, binary; {NULL, 0}: none) */
+    long long held_ms;          /* since when the worker holds the entry (the caller's clock,
+                                 * 0: not stamped yet); kept when ledger_add() restarts the
+                                 * record, as the worker held the entry all along */
     uint32_t seq;               /* the ledger's own: which heap entry is current */
 };
 

@@ -157,6 +157,10 @@ void oversize_note(struct child *c);
 /* Size in Redis the entry that outgrew a read alone (when c->probe_due). */
 void oversize_probe(struct child *c);
 
+/* held.c */
+/* Publish in the slot what the ledger holds (a few times a second; now: child_now_ms()). */
+void held_publish(struct child *c, long long now);
+
 /* group.c */
 /* Order of two entry ids "ms-seq" (a missing seq counts as 0). */
 int group_id_cmp(const char *a, const char *b);

@@ -140,8 +140,50 @@ uint64_t sb_get_circuit(const struct sb_slot *s, char *buf, size_t len)
     return since;
 }
 
+void sb_set_held(struct sb_slot *s, const struct sb_held_copy *h)
+{
+    unsigned n = h->n < SB_HELD_MAX ? h->n : SB_HELD_MAX;
+    atomic_fetch_add_explicit(&s->held.seq, 1, memory_order_relaxed);
+    atomic_thread_fence(memory_order_release);
+    atomic_store_explicit(&s->held.count, h->count, memory_order_relaxed);
+    atomic_store_explicit(&s->held.n, n, memory_order_relaxed);
+    for (unsigned i = 0; i < n; i++) {
+        atomic_store_explicit(&s->held.id[i].ms, h->id[i].ms, memory_order_relaxed);
+        atomic_store_explicit(&s->held.id[i].n, h->id[i].n, memory_order_relaxed);
+        atomic_store_explicit(&s->held.id[i].since_unix_ms, h->id[i].since_unix_ms, memory_order_relaxed);
+    }
+    atomic_fetch_add_explicit(&s->held.seq, 1, memory_order_release);
+}
+
+int sb_get_held(const struct sb_slot *s, struct sb_held_copy *h)
+{
+    uint32_t before = atomic_load_explicit(&s->held.seq, memory_order_acquire);
+    memset(h, 0, sizeof *h);
+    if (before & 1)
+        return -1;
+    struct sb_held_copy c;
+    c.count = atomic_load_explicit(&s->held.count, memory_order_relaxed);
+    c.n = atomic_load_explicit(&s->held.n, memory_order_relaxed);
+    if (c.n > SB_HELD_MAX)
+        c.n = SB_HELD_MAX;
+    for (unsigned i = 0; i < c.n; i++) {
+        c.id[i].ms = atomic_load_explicit(&s->held.id[i].ms, memory_order_relaxed);
+        c.id[i].n = atomic_load_explicit(&s->held.id[i].n, memory_order_relaxed);
+        c.id[i].since_unix_ms = atomic_load_explicit(&s->held.id[i].since_unix_ms, memory_order_relaxed);
+    }
+    atomic_thread_fence(memory_order_acquire);
+    if (atomic_load_explicit(&s->held.seq, memory_order_relaxed) != before)
+        return -1;
+    *h = c;
+    return 0;
+}
+
 void sb_slot_reset(struct sb_slot *s)
 {
+    /* A child killed while it wrote left seq odd: the next one starts even. */
+    static const struct sb_held_copy none;
+    atomic_store(&s->held.seq, 0);
+    sb_set_held(s, &none);
     atomic_store(&s->rss_bytes, 0);
     atomic_store(&s->handler_rss_bytes, 0);
     atomic_store(&s->error_seq, 0);

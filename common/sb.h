@@ -92,6 +92,31 @@ enum sb_group_state {
     SB_GROUP_WRONGTYPE,     /* the stream key holds another type */
 };
 
+/* The entries a worker holds (read and not yet settled with Redis: in its handler, or waiting
+ * to be acked, retried or dead-lettered), for the status page and, later, to charge a dead
+ * worker's death to what it held: how many, and the ids of the SB_HELD_MAX held longest,
+ * oldest first, each with since when (Unix ms). One writer, the child, which makes seq odd
+ * while it writes (as error_seq); the master keeps a copy only when seq was even and the same
+ * before and after it. */
+#define SB_HELD_MAX 8
+struct sb_held {
+    _Atomic uint32_t seq;
+    _Atomic uint32_t n;                  /* ids below, at most SB_HELD_MAX */
+    _Atomic uint64_t count;              /* entries held in all */
+    struct {
+        _Atomic uint64_t ms, n, since_unix_ms;
+    } id[SB_HELD_MAX];
+};
+
+/* A plain copy of struct sb_held, for the master. */
+struct sb_held_copy {
+    uint64_t count;
+    unsigned n;
+    struct {
+        uint64_t ms, n, since_unix_ms;
+    } id[SB_HELD_MAX];
+};
+
 struct sb_slot {
     /* Written by the master only. */
     _Atomic int state;
@@ -122,6 +147,8 @@ struct sb_slot {
      * (its last poll's last-delivered-id, or a later one its workers saw), so that a worker
      * that re-creates a lost group knows where the fleet was, even a fresh worker. */
     struct sb_id delivered;
+    /* Written by the child only: what it holds (sb_set_held). */
+    struct sb_held held;
 } __attribute__((aligned(64)));
 
 static_assert(sizeof(struct sb_slot) % 64 == 0, "slots must not share a cache line");
@@ -163,6 +190,12 @@ void sb_set_circuit(struct sb_slot *s, uint64_t unix_ms, const char *text);
 /* Master side: copy the error that opened the circuit into buf (len bytes); returns since when
  * it is open (Unix ms), or 0 when it is closed or was changing. */
 uint64_t sb_get_circuit(const struct sb_slot *s, char *buf, size_t len);
+/* Child side: publish what it holds (h->n ids, oldest first). */
+void sb_set_held(struct sb_slot *s, const struct sb_held_copy *h);
+/* Master side: copy what the child holds into h. Returns 0, or -1 when it was being written
+ * (h then says nothing is held). */
+int sb_get_held(const struct sb_slot *s, struct sb_held_copy *h);
+
 /* Its one writer stores id ms-n (seen: the child; delivered: the master). */
 static inline void sb_id_set(struct sb_id *id, uint64_t ms, uint64_t n)
 {

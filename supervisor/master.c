@@ -67,9 +67,15 @@ static struct history *history_of(struct master *m, const char *name)
     return h;
 }
 
-static long long resident_bytes(void)
+/* Resident memory of process pid (0: this one), from /proc/PID/statm; 0 when unknown. */
+static long long resident_bytes(pid_t pid)
 {
-    FILE *f = fopen("/proc/self/statm", "r");
+    char path[40];
+    if (pid)
+        snprintf(path, sizeof path, "/proc/%d/statm", (int)pid);
+    else
+        snprintf(path, sizeof path, "/proc/self/statm");
+    FILE *f = fopen(path, "r");
     long long size = 0, rss = 0;
     if (f == NULL)
         return 0;
@@ -106,9 +112,57 @@ static void add_error(struct pool_view *pv, double when, int worker, const char 
         pv->nerrors++;
 }
 
+static int worker_cmp(const void *a, const void *b)
+{
+    const struct worker_view *x = a, *y = b;
+    int c = strcmp(x->pool, y->pool);
+    if (c)
+        return c;
+    if (x->slot != y->slot)
+        return x->slot < y->slot ? -1 : 1;
+    return x->generation < y->generation ? -1 : x->generation > y->generation;
+}
+
+/* Worker p as the status page shows it. */
+static void view_worker(struct master *m, const struct proc *p, struct worker_view *w, long long now)
+{
+    memset(w, 0, sizeof *w);
+    w->pool = p->pool->name;
+    w->slot = p->index;
+    w->pid = p->pid;
+    w->generation = p->pool->generation;
+    w->restarts = p->restarts;
+    if (p->pid <= 0 || p->sb < 0) {
+        w->state = "restarting";
+        return;
+    }
+    const struct sb_slot *slot = &m->sb.slot[p->sb];
+    if (p->draining || p->pool->removed)
+        w->state = "draining";
+    else if (atomic_load_explicit(&slot->heartbeat_ms, memory_order_acquire) <= (uint64_t)p->started_ms)
+        w->state = "starting";
+    else
+        w->state = "running";
+    w->uptime = now > p->started_ms ? (double)(now - p->started_ms) / 1000.0 : 0;
+    w->handled = atomic_load_explicit(&slot->c[SB_READ], memory_order_relaxed);
+    w->acked = atomic_load_explicit(&slot->c[SB_ACKED], memory_order_relaxed);
+    w->inflight = atomic_load_explicit(&slot->inflight, memory_order_relaxed);
+    /* Torn by the child writing meanwhile: one more try, else it shows nothing held. */
+    if (sb_get_held(slot, &w->held) == -1)
+        sb_get_held(slot, &w->held);
+    /* The master reads the worker's own figure: the child's is up to 5 s old. */
+    w->rss_bytes = (uint64_t)resident_bytes(p->pid) +
+                   atomic_load_explicit(&slot->handler_rss_bytes, memory_order_relaxed);
+    uint64_t when = sb_get_error(slot, w->error, sizeof w->error);
+    w->error_time = when ? (double)when / 1000.0 : 0;
+    if (!when)
+        w->error[0] = '\0';
+}
+
 /* The fleet as it is now, pools added up by name (a pool being replaced by a new generation
- * shows as one). The caller frees v->pools. */
-static void build_view(struct master *m, struct fleet_view *v)
+ * shows as one), with each worker when workers is true (it costs a read of /proc per worker,
+ * which /metrics and /health do without). The caller frees v->pools and v->workers. */
+static void build_view(struct master *m, struct fleet_view *v, bool workers)
 {
     memset(v, 0, sizeof *v);
     v->version = SF_VERSION;
@@ -148,6 +202,13 @@ static void build_view(struct master *m, struct fleet_view *v)
             recent += now - ps->restart_ms[k] < 300000;
         pv->restarts_per_min += recent / 5.0;
     }
+    if (workers) {
+        v->workers = xcalloc(m->nprocs ? m->nprocs : 1, sizeof *v->workers);
+        long long now_ms = master_now_ms();
+        for (size_t i = 0; i < m->nprocs; i++)
+            view_worker(m, &m->procs[i], &v->workers[v->nworkers++], now_ms);
+        qsort(v->workers, v->nworkers, sizeof *v->workers, worker_cmp);
+    }
     for (size_t i = 0; i < m->nprocs; i++) {
         const struct proc *p = &m->procs[i];
         struct pool_view *pv = view_pool(v, p->pool->name);
@@ -186,7 +247,7 @@ static void build_view(struct master *m, struct fleet_view *v)
             add_error(pv, (double)when / 1000.0, p->index, text);
     }
     v->now = wall_seconds();
-    v->master_rss_bytes = (uint64_t)resident_bytes();
+    v->master_rss_bytes = (uint64_t)resident_bytes(0);
     long long now = master_now_ms();
     for (unsigned i = 0; i < v->npools; i++) {
         struct pool_view *pv = &v->pools[i];
@@ -205,8 +266,12 @@ static void build_view(struct master *m, struct fleet_view *v)
         struct history *h = history_of(m, pv->name);
         pv->short_too_long = h->short_since_ms && now - h->short_since_ms > START_GRACE_MS;
         pv->nhistory = h->n;
-        for (unsigned k = 0; k < h->n; k++)
-            pv->history[k] = h->rate[(h->head + HISTORY_POINTS - h->n + k) % HISTORY_POINTS];
+        for (unsigned k = 0; k < h->n; k++) {
+            unsigned at = (h->head + HISTORY_POINTS - h->n + k) % HISTORY_POINTS;
+            pv->history[k] = h->rate[at];
+            pv->p50[k] = h->p50[at];
+            pv->p99[k] = h->p99[at];
+        }
         pv->rate = h->n ? pv->history[h->n - 1] : 0;
         pv->watch_restarts = h->watch_restarts;
         pv->trimmed = trim_total(m->trim, pv->name);
@@ -252,7 +317,7 @@ static void publish_delivered(struct master *m)
 static void sample(struct master *m, long long now)
 {
     struct fleet_view v;
-    build_view(m, &v);
+    build_view(m, &v, false);
     for (unsigned i = 0; i < v.npools; i++) {
         const struct pool_view *pv = &v.pools[i];
         struct history *h = history_of(m, pv->name);
@@ -265,9 +330,20 @@ static void sample(struct master *m, long long now)
         if (h->last_ms == 0) {
             h->last_ms = now;
             h->last_read = pv->c[SB_READ];
+            memcpy(h->last_dur, &pv->c[SB_DUR_FIRST], sizeof h->last_dur);
         } else if (now - h->last_ms >= HISTORY_STEP_MS) {
             double secs = (double)(now - h->last_ms) / 1000.0;
             h->rate[h->head] = (float)((double)(pv->c[SB_READ] - h->last_read) / secs);
+            /* The step's own durations: the totals never go back (retired children's are
+             * folded in), so the difference of two readings is what the step observed. */
+            uint64_t step[SB_NBUCKETS];
+            for (int k = 0; k < SB_NBUCKETS; k++) {
+                uint64_t c = pv->c[SB_DUR_FIRST + k];
+                step[k] = c >= h->last_dur[k] ? c - h->last_dur[k] : 0;
+                h->last_dur[k] = c;
+            }
+            h->p50[h->head] = (float)metrics_quantile(step, sb_bucket_le, SB_NBUCKETS, 0.50);
+            h->p99[h->head] = (float)metrics_quantile(step, sb_bucket_le, SB_NBUCKETS, 0.99);
             h->head = (h->head + 1) % HISTORY_POINTS;
             if (h->n < HISTORY_POINTS)
                 h->n++;
@@ -276,6 +352,7 @@ static void sample(struct master *m, long long now)
         }
     }
     free(v.pools);
+    free(v.workers);
 }
 
 static int serve(void *arg, const char *path, const char *query_pool, struct buf *body,
@@ -294,7 +371,7 @@ static int serve(void *arg, const char *path, const char *query_pool, struct buf
     }
     if (strcmp(path, "/metrics") == 0 || strcmp(path, "/health") == 0 || strcmp(path, "/status.json") == 0) {
         struct fleet_view v;
-        build_view(m, &v);
+        build_view(m, &v, path[1] == 's');
         int status = 200;
         if (path[1] == 'm') {
             metrics_render(body, &v);
@@ -307,6 +384,7 @@ static int serve(void *arg, const char *path, const char *query_pool, struct buf
             *ctype = "application/json";
         }
         free(v.pools);
+        free(v.workers);
         return status;
     }
     buf_adds(body, "not found\n");
@@ -326,6 +404,7 @@ static struct pool_state *pool_new(struct master *m, const struct conf *owner, c
     ps->workers_min = pc->workers;
     ps->workers_max = pc->workers_max;
     ps->started_ms = now;
+    ps->generation = ++history_of(m, pc->name)->generations;
     ps->stats_ms = now;
     m->pools = xrealloc(m->pools, (m->npools + 1) * sizeof *m->pools);
     m->pools[m->npools++] = ps;
@@ -785,7 +864,7 @@ static void log_stats(struct master *m, long long now)
         due = !m->pools[i]->removed && now - m->pools[i]->stats_ms >= m->conf->stats_interval_ms;
     if (!due)
         return;
-    build_view(m, &v);
+    build_view(m, &v, false);
     for (unsigned i = 0; i < v.npools; i++) {
         const struct pool_view *pv = &v.pools[i];
         struct pool_state *ps = NULL;
@@ -806,6 +885,7 @@ static void log_stats(struct master *m, long long now)
         ps->stats_read = pv->c[SB_READ];
     }
     free(v.pools);
+    free(v.workers);
 }
 
 /* ---- signals and the loop ---- */

@@ -28,6 +28,7 @@ struct pool_state {
     bool removed;                   /* draining out: removed from the config, or replaced */
     bool fresh;                     /* a new generation: children read new entries first */
     long long started_ms;
+    unsigned generation;            /* 1, then one more per new pool_state of the same name */
     long long stats_ms;             /* time and read count of the last stats line */
     uint64_t stats_read;
     long long restart_ms[16];       /* times of the last restarts, a ring: the restart rate */
@@ -46,6 +47,9 @@ struct history {
     unsigned head, n;
     long long short_since_ms;       /* below its worker count since then; 0: it is not */
     uint64_t watch_restarts;        /* generations started because a watched file changed */
+    unsigned generations;           /* pool_states made under this name */
+    uint64_t last_dur[SB_NBUCKETS]; /* handler duration buckets at last_ms */
+    float p50[HISTORY_POINTS], p99[HISTORY_POINTS]; /* of the same steps as rate; -1: none */
 };
 
 /* One child: index is the SLOT of its consumer name HOST:POOL:SLOT. */
@@ -62,6 +66,7 @@ struct proc {
     long long kill_at_ms;           /* draining: SIGKILL when still alive then (0: not set) */
     bool killed_for_heartbeat;
     bool started_before;            /* a respawn: it reads its pending list first, fresh or not */
+    unsigned restarts;              /* times this slot's worker was replaced */
 };
 
 struct httpd;

@@ -397,6 +397,92 @@ static void json_num_or_null(struct buf *out, const char *key, bool known, doubl
         buf_printf(out, "%.3f", v);
 }
 
+double metrics_quantile(const uint64_t *counts, const double *le, int nbuckets, double q)
+{
+    uint64_t total = 0;
+    for (int i = 0; i < nbuckets; i++)
+        total += counts[i];
+    if (total == 0)
+        return -1;
+    double rank = q * (double)total, below = 0;
+    for (int i = 0; i < nbuckets; i++) {
+        if (below + (double)counts[i] >= rank && counts[i] > 0) {
+            if (i == nbuckets - 1)
+                return nbuckets > 1 ? le[nbuckets - 2] : 0;
+            double lo = i ? le[i - 1] : 0;
+            return lo + (le[i] - lo) * (rank - below) / (double)counts[i];
+        }
+        below += (double)counts[i];
+    }
+    return nbuckets > 1 ? le[nbuckets - 2] : 0;
+}
+
+/* A series of quantiles: null where a step observed nothing. */
+static void quantile_series(struct buf *out, const char *key, const float *q, unsigned n)
+{
+    buf_printf(out, "\"%s\":[", key);
+    for (unsigned k = 0; k < n; k++) {
+        if (k)
+            buf_addc(out, ',');
+        if (q[k] < 0)
+            buf_adds(out, "null");
+        else
+            buf_printf(out, "%.6f", (double)q[k]);
+    }
+    buf_addc(out, ']');
+}
+
+/* The workers of pool name, one object per slot, for the status page. */
+static void workers_render(struct buf *out, const struct fleet_view *v, const char *name)
+{
+    bool first = true;
+    for (unsigned i = 0; i < v->nworkers; i++) {
+        const struct worker_view *w = &v->workers[i];
+        if (strcmp(w->pool, name) != 0)
+            continue;
+        buf_printf(out, "%s{\"slot\":%d,\"pid\":", first ? "" : ",", w->slot);
+        first = false;
+        if (w->pid > 0)
+            buf_printf(out, "%d", w->pid);
+        else
+            buf_adds(out, "null");
+        buf_printf(out, ",\"generation\":%u,\"state\":\"%s\",\"restarts\":%u", w->generation, w->state,
+                   w->restarts);
+        if (w->pid <= 0) {
+            buf_adds(out, ",\"uptime\":null,\"handled\":null,\"acked\":null,\"inflight\":null,\"held\":null"
+                          ",\"held_oldest\":null,\"held_ids\":[],\"rss_bytes\":null,\"last_error\":null}");
+            continue;
+        }
+        buf_printf(out, ",\"uptime\":%.3f,\"handled\":%" PRIu64 ",\"acked\":%" PRIu64 ",\"inflight\":%u"
+                   ",\"held\":%" PRIu64, w->uptime, w->handled, w->acked, w->inflight, w->held.count);
+        /* held_oldest is the head of held_ids (oldest first, at most SB_HELD_MAX) */
+        double now_ms = v->now * 1000;
+        struct buf ids = BUF_INIT;
+        for (unsigned k = 0; k < w->held.n; k++) {
+            double since = (double)w->held.id[k].since_unix_ms;
+            buf_printf(&ids, "%s{\"id\":\"%" PRIu64 "-%" PRIu64 "\",\"age\":%.3f}", k ? "," : "",
+                       w->held.id[k].ms, w->held.id[k].n, now_ms > since ? (now_ms - since) / 1000.0 : 0);
+        }
+        if (w->held.n) {
+            const char *comma = strchr(ids.p, '}');
+            buf_printf(out, ",\"held_oldest\":%.*s", (int)(comma - ids.p + 1), ids.p);
+            buf_printf(out, ",\"held_ids\":[%s]", ids.p);
+        } else {
+            buf_adds(out, ",\"held_oldest\":null,\"held_ids\":[]");
+        }
+        buf_release(&ids);
+        buf_printf(out, ",\"rss_bytes\":%" PRIu64 ",\"last_error\":", w->rss_bytes);
+        if (w->error_time > 0) {
+            buf_printf(out, "{\"time\":%.3f,\"error\":", w->error_time);
+            json_str(out, w->error);
+            buf_addc(out, '}');
+        } else {
+            buf_adds(out, "null");
+        }
+        buf_addc(out, '}');
+    }
+}
+
 void status_render(struct buf *out, const struct fleet_view *v)
 {
     struct buf reasons = BUF_INIT;
@@ -432,12 +518,16 @@ void status_render(struct buf *out, const struct fleet_view *v)
         buf_printf(out, ",\"status\":\"%s\",\"reason\":", bad ? "degraded" : "ok");
         json_str(out, why.p ? why.p : "");
         buf_release(&why);
-        buf_printf(out,
-                   ",\"workers\":{\"running\":%u,\"starting\":%u,\"draining\":%u,\"expected\":%u}"
-                   ",\"restarts\":%" PRIu64 ",\"restarts_per_min\":%.2f,\"crash_loop\":%s"
-                   ",\"inflight\":%u,\"circuit_open\":%s,\"rss_bytes\":%" PRIu64,
+        /* workers stays an object (scripts read .workers.running); its list has one object
+         * per slot: the workers' own figures */
+        buf_printf(out, ",\"workers\":{\"running\":%u,\"starting\":%u,\"draining\":%u,\"expected\":%u,\"list\":[",
                    p->workers_live - p->workers_starting, p->workers_starting, p->workers_draining,
-                   p->workers_expected, p->restarts, p->restarts_per_min, p->crash_loop ? "true" : "false",
+                   p->workers_expected);
+        workers_render(out, v, p->name);
+        buf_printf(out,
+                   "]},\"restarts\":%" PRIu64 ",\"restarts_per_min\":%.2f,\"crash_loop\":%s"
+                   ",\"inflight\":%u,\"circuit_open\":%s,\"rss_bytes\":%" PRIu64,
+                   p->restarts, p->restarts_per_min, p->crash_loop ? "true" : "false",
                    p->inflight, p->circuit_open ? "true" : "false", p->rss_bytes);
         json_num_or_null(out, "circuit_open_since", p->circuit_open && p->circuit_since > 0,
                          p->circuit_since, false);
@@ -470,7 +560,11 @@ void status_render(struct buf *out, const struct fleet_view *v)
         buf_adds(out, ",\"history\":[");
         for (unsigned k = 0; k < p->nhistory; k++)
             buf_printf(out, k ? ",%.2f" : "%.2f", (double)p->history[k]);
-        buf_adds(out, "],\"last_errors\":[");
+        buf_adds(out, "],\"latency\":{");
+        quantile_series(out, "p50", p->p50, p->nhistory);
+        buf_addc(out, ',');
+        quantile_series(out, "p99", p->p99, p->nhistory);
+        buf_adds(out, "},\"last_errors\":[");
         for (unsigned k = 0; k < p->nerrors; k++) {
             buf_printf(out, "%s{\"time\":%.3f,\"worker\":%d,\"error\":", k ? "," : "", p->errors[k].time,
                        p->errors[k].worker);

@@ -172,6 +172,7 @@ static void on_exit_of(struct master *m, struct proc *p, int status, long long n
         break;
     }
     p->pool->restarts[why]++;
+    p->restarts++;
     p->pool->restart_ms[p->pool->nrestarts++ % 16] = now;
 
     /* A child that dies soon after it started would be restarted in a hot loop: wait 1 s,

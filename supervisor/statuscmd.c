@@ -1,4 +1,4 @@
-/* statuscmd.c: `streamfleet status -c FILE [--json] [--watch [SECONDS]]`.
+/* statuscmd.c: `streamfleet status -c FILE [--json] [--workers] [--watch [SECONDS]]`.
  *
  * Asks the running master for GET /status.json (libcurl, 2 s, with the bearer token of
  * [fleet] listen_token_file) and prints it as a table. When the master does not answer, it
@@ -35,10 +35,11 @@
 
 static void usage(FILE *out)
 {
-    fprintf(out, "usage: streamfleet status [-c FILE] [--json] [--watch [SECONDS]]\n"
+    fprintf(out, "usage: streamfleet status [-c FILE] [--json] [--workers] [--watch [SECONDS]]\n"
                  "Show the fleet at a glance: from the running master, or from Redis when it does not answer.\n"
                  "  -c, --config FILE  configuration file (default /etc/streamfleet/streamfleet.ini)\n"
                  "  -j, --json         print the status as JSON (for scripts)\n"
+                 "  -W, --workers      also a table of each pool's workers (pid, state, what each holds)\n"
                  "  -w, --watch [N]    refresh every N seconds (default 2) until Ctrl-C\n"
                  "  -h, --help         print this help and exit\n"
                  "  -V, --version      print the version and exit\n"
@@ -48,7 +49,7 @@ static void usage(FILE *out)
 /* A usage mistake (said already): point to --help, as GNU programs do. */
 static int usage_error(void)
 {
-    fprintf(stderr, "usage: streamfleet status [-c FILE] [--json] [--watch [SECONDS]]\n"
+    fprintf(stderr, "usage: streamfleet status [-c FILE] [--json] [--workers] [--watch [SECONDS]]\n"
                     "Try 'streamfleet status --help' for more information.\n");
     return 2;
 }
@@ -491,6 +492,102 @@ static void render_table(struct buf *out, const struct json *s, const char *url)
     }
 }
 
+/* ---- the workers (--workers) ---- */
+
+enum { WC_SLOT, WC_PID, WC_GEN, WC_STATE, WC_UPTIME, WC_HANDLED, WC_INFLIGHT, WC_HELD, WC_OLDEST, WC_HELD_FOR,
+       WC_RSS, WC_RESTARTS, WC_ERROR, NWCOLS };
+static const char *const wcol_title[NWCOLS] = { "SLOT", "PID", "GEN", "STATE", "UPTIME", "HANDLED", "INFLIGHT",
+                                                "HELD", "OLDEST HELD", "HELD FOR", "RSS", "RESTARTS",
+                                                "LAST ERROR" };
+
+struct wrow {
+    char cell[NWCOLS][128];
+};
+
+/* The error text on one line of a terminal: control characters (a newline, an escape
+ * sequence from a handler's output) become spaces. */
+static void fmt_error(const struct json *w, char *out, size_t len)
+{
+    const char *e = json_str(json_get(w, "last_error"), "error");
+    snprintf(out, len, "%s", e && e[0] ? e : "-");
+    for (char *c = out; *c; c++)
+        if ((unsigned char)*c < 0x20 || *c == 0x7f)
+            *c = ' ';
+}
+
+static void worker_row(const struct json *w, struct wrow *r)
+{
+    size_t room = sizeof r->cell[0];
+    double v;
+    fmt_int(w, "slot", r->cell[WC_SLOT], room);
+    fmt_int(w, "pid", r->cell[WC_PID], room);
+    fmt_int(w, "generation", r->cell[WC_GEN], room);
+    snprintf(r->cell[WC_STATE], room, "%s", json_str(w, "state") ? json_str(w, "state") : "?");
+    if (json_num(w, "uptime", &v))
+        fmt_age(v, r->cell[WC_UPTIME], room);
+    else
+        snprintf(r->cell[WC_UPTIME], room, "-");
+    fmt_int(w, "handled", r->cell[WC_HANDLED], room);
+    fmt_int(w, "inflight", r->cell[WC_INFLIGHT], room);
+    fmt_int(w, "held", r->cell[WC_HELD], room);
+    const struct json *oldest = json_get(w, "held_oldest");
+    const char *id = json_str(oldest, "id");
+    snprintf(r->cell[WC_OLDEST], room, "%s", id ? id : "-");
+    if (json_num(oldest, "age", &v))
+        fmt_age(v, r->cell[WC_HELD_FOR], room);
+    else
+        snprintf(r->cell[WC_HELD_FOR], room, "-");
+    if (json_num(w, "rss_bytes", &v) && fabs(v) < 1e15)
+        snprintf(r->cell[WC_RSS], room, "%.1f MiB", v / 1048576.0);
+    else
+        snprintf(r->cell[WC_RSS], room, "-");
+    fmt_int(w, "restarts", r->cell[WC_RESTARTS], room);
+    fmt_error(w, r->cell[WC_ERROR], room);
+}
+
+int status_show_workers(const char *doc, size_t len, struct buf *out)
+{
+    char why[200];
+    struct json *s = json_parse(doc, len, why, sizeof why);
+    if (s == NULL)
+        return -1;
+    const struct json *pools = json_get(s, "pools");
+    for (size_t i = 0; i < json_len(pools); i++) {
+        const struct json *p = json_at(pools, i);
+        const char *name = json_str(p, "name");
+        const struct json *list = json_get(json_get(p, "workers"), "list");
+        size_t n = json_len(list);
+        if (json_kind(list) != JSON_K_ARRAY) {
+            buf_printf(out, "\nworkers of pool %s: unknown (the master does not answer)\n", name ? name : "?");
+            continue;
+        }
+        buf_printf(out, "\nworkers of pool %s:\n", name ? name : "?");
+        struct wrow *rows = xcalloc(n + 1, sizeof *rows);
+        for (int c = 0; c < NWCOLS; c++)
+            snprintf(rows[0].cell[c], sizeof rows[0].cell[c], "%s", wcol_title[c]);
+        for (size_t k = 0; k < n; k++)
+            worker_row(json_at(list, k), &rows[k + 1]);
+        int width[NWCOLS] = { 0 };
+        for (size_t k = 0; k <= n; k++)
+            for (int c = 0; c < NWCOLS; c++) {
+                int l = (int)strlen(rows[k].cell[c]);
+                if (l > width[c])
+                    width[c] = l;
+            }
+        for (size_t k = 0; k <= n; k++)
+            for (int c = 0; c < NWCOLS; c++) {
+                bool left = c == WC_STATE || c == WC_OLDEST || c == WC_ERROR;
+                if (c == NWCOLS - 1)
+                    buf_printf(out, "%s\n", rows[k].cell[c]);
+                else
+                    buf_printf(out, left ? "%-*s  " : "%*s  ", width[c], rows[k].cell[c]);
+            }
+        free(rows);
+    }
+    json_free(s);
+    return 0;
+}
+
 int status_show(const char *doc, size_t len, const char *url, bool table, struct buf *out)
 {
     char why[200];
@@ -521,7 +618,7 @@ static void on_interrupt(int sig)
 }
 
 /* Take one look at the fleet and put what is to be printed into out. Returns the exit status. */
-static int look(const struct conf *c, bool json, struct buf *out)
+static int look(const struct conf *c, bool json, bool workers, struct buf *out)
 {
     char url[300], why[CURL_ERROR_SIZE + 200] = "";
     status_url(c, url, sizeof url);
@@ -544,6 +641,8 @@ static int look(const struct conf *c, bool json, struct buf *out)
     if (tail)
         *tail = '\0';
     int status = status_show(doc.p ? doc.p : "", doc.len, shown, !json, out);
+    if (status != -1 && workers && !json)
+        status_show_workers(doc.p, doc.len, out);
     if (status == -1) {
         buf_printf(out, "streamfleet: %s: the status document cannot be read\n", url);
         status = 1;
@@ -555,19 +654,21 @@ static int look(const struct conf *c, bool json, struct buf *out)
 int status_main(int argc, char **argv)
 {
     const char *path = "/etc/streamfleet/streamfleet.ini";
-    bool json = false, watch = false;
+    bool json = false, watch = false, workers = false;
     long every_ms = 2000;
     static const struct option opts[] = {
         { "config", required_argument, NULL, 'c' }, { "json", no_argument, NULL, 'j' },
         { "watch", optional_argument, NULL, 'w' },  { "help", no_argument, NULL, 'h' },
-        { "version", no_argument, NULL, 'V' },      { NULL, 0, NULL, 0 },
+        { "version", no_argument, NULL, 'V' },      { "workers", no_argument, NULL, 'W' },
+        { NULL, 0, NULL, 0 },
     };
     optind = 1;
     int o;
-    while ((o = getopt_long(argc, argv, "c:jwhV", opts, NULL)) != -1) {
+    while ((o = getopt_long(argc, argv, "c:jwWhV", opts, NULL)) != -1) {
         switch (o) {
         case 'c': path = optarg; break;
         case 'j': json = true; break;
+        case 'W': workers = true; break;
         case 'w': {
             watch = true;
             /* --watch=N, or --watch N when the next word is a duration. */
@@ -605,7 +706,7 @@ int status_main(int argc, char **argv)
     int status;
     struct buf out = BUF_INIT;
     if (!watch) {
-        status = look(c, json, &out);
+        status = look(c, json, workers, &out);
         fwrite(out.p ? out.p : "", 1, out.len, stdout);
     } else {
         /* Ctrl-C ends the loop (and an unfinished sleep) and we exit with the last look's status. */
@@ -625,7 +726,7 @@ int status_main(int argc, char **argv)
             buf_adds(&out, "\033[H\033[2J");
             if (!json)
                 buf_printf(&out, "every %s, Ctrl-C to stop%*s\n\n", every, 40, stamp);
-            status = look(c, json, &out);
+            status = look(c, json, workers, &out);
             fwrite(out.p, 1, out.len, stdout);
             fflush(stdout);
             struct timespec ts = { every_ms / 1000, (every_ms % 1000) * 1000000L };

@@ -18,4 +18,8 @@ int status_main(int argc, char **argv);
  * exit status it means (0 every pool ok, 1 not), or -1 when doc is not JSON (out untouched). */
 int status_show(const char *doc, size_t len, const char *url, bool table, struct buf *out);
 
+/* Append to out the table of each pool's workers in doc (`status --workers`). Returns 0, or
+ * -1 when doc is not JSON (out untouched). */
+int status_show_workers(const char *doc, size_t len, struct buf *out);
+
 #endif

@@ -55,12 +55,30 @@ struct pool_view {
     double rate;                    /* messages read per second, recently */
     float history[90];              /* messages per second, 10 s apart, oldest first */
     unsigned nhistory;
+    float p50[90], p99[90];         /* handler duration quantiles (s) of the same steps; -1: none */
     struct view_error {
         double time;
         int worker;
         char text[120];
     } errors[5];                    /* newest first */
     unsigned nerrors;
+};
+
+/* One worker slot of a pool, as the status page shows it (php-fpm's full status). */
+struct worker_view {
+    const char *pool;
+    int slot;                       /* its consumer name's SLOT */
+    int pid;                        /* 0: not running (waiting to be restarted) */
+    unsigned generation;            /* of its pool's config: 1, then one more per reload or watch change */
+    const char *state;              /* starting, running, draining, restarting */
+    double uptime;                  /* seconds since its fork; 0 when not running */
+    uint64_t handled, acked;        /* by this process (its slot's counters) */
+    unsigned inflight;
+    struct sb_held_copy held;       /* what it holds, oldest first (since: Unix ms) */
+    uint64_t rss_bytes;             /* its own and its handler process's, from /proc/PID/statm */
+    double error_time;              /* Unix seconds of its last error; 0: none */
+    char error[120];
+    unsigned restarts;              /* times its slot's worker was replaced */
 };
 
 struct fleet_view {
@@ -75,7 +93,14 @@ struct fleet_view {
     uint64_t master_rss_bytes;
     struct pool_view *pools;
     unsigned npools;
+    struct worker_view *workers;    /* by pool, then slot */
+    unsigned nworkers;
 };
+
+/* The q-quantile (0..1) of a histogram's bucket counts (not cumulative; le: upper bounds, the
+ * last +Inf), interpolated within its bucket as Prometheus's histogram_quantile(); a quantile
+ * in the +Inf bucket is the highest finite bound. -1 when the counts are all 0. */
+double metrics_quantile(const uint64_t *counts, const double *le, int nbuckets, double q);
 
 /* Prometheus text format 0.0.4 of v, appended to out. */
 void metrics_render(struct buf *out, const struct fleet_view *v);

@@ -26,6 +26,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         int again = status_show((const char *)data, size, "http://127.0.0.1:9100", false, &out);
         if (again != st)
             abort();
+        if (status_show_workers((const char *)data, size, &out) != 0)
+            abort();                /* it parsed once: it parses again */
     }
     buf_release(&out);
     return 0;
