@@ -528,6 +528,13 @@ static void setup(struct child *c, const struct conf *conf, const struct pool_co
     c->conf = conf;
     c->pool = pool;
     c->slot = slot;
+    /* Work in progress (branch h18-priority): the config takes several streams, the worker
+     * does not read them yet. Refuse rather than read the first alone. */
+    if (pool->nstreams > 1) {
+        log_errorx("[pool:%s] reads %zu streams: several streams are not implemented yet in this build",
+                   pool->name, pool->nstreams);
+        exit(CHILD_EXIT_CONFIG);
+    }
     /* A routed pool's handler hands each message to one of its named handlers (route.c). */
     c->ops = pool->routed ? &handler_route_ops : handler_ops_for(pool->handler);
     c->index = index;
