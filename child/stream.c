@@ -541,8 +541,8 @@ fail:
     return -1;
 }
 
-/* Turn a list of entries [[id, [f, v, ...] | nil], ...] into s->msgs. */
-static void parse_entries(struct stream *s, const struct redis_reply *entries)
+/* The names and values of a list of entries [[id, [f, v, ...] | nil], ...]. */
+static size_t count_fields(const struct redis_reply *entries)
 {
     size_t nfields = 0;
     for (size_t i = 0; i < entries->elements; i++) {
@@ -550,15 +550,28 @@ static void parse_entries(struct stream *s, const struct redis_reply *entries)
         if (e->type == REDIS_T_ARRAY && e->elements == 2 && e->element[1]->type == REDIS_T_ARRAY)
             nfields += e->element[1]->elements;
     }
-    if (entries->elements > s->mcap) {
-        s->mcap = entries->elements;
+    return nfields;
+}
+
+/* Room in s->msgs and s->fields for a batch of nmsgs entries of nfields names and values in
+ * all. Before the first parse_entries() of a batch only: the messages point into s->fields. */
+static void batch_reserve(struct stream *s, size_t nmsgs, size_t nfields)
+{
+    if (nmsgs > s->mcap) {
+        s->mcap = nmsgs;
         s->msgs = xrealloc(s->msgs, s->mcap * sizeof *s->msgs);
     }
     if (nfields > s->fcap) {
         s->fcap = nfields;
         s->fields = xrealloc(s->fields, s->fcap * sizeof *s->fields);
     }
-    struct str *f = s->fields;
+}
+
+/* Add a list of entries [[id, [f, v, ...] | nil], ...] of stream key to s->msgs, their names
+ * and values from s->fields[*fused] on (batch_reserve() made room for them). */
+static void parse_entries(struct stream *s, const struct redis_reply *entries, const char *key, size_t *fused)
+{
+    struct str *f = s->fields + *fused;
     const char *last = NULL;
     for (size_t i = 0; i < entries->elements; i++) {
         struct redis_reply *e = entries->element[i];
@@ -576,7 +589,7 @@ static void parse_entries(struct stream *s, const struct redis_reply *entries)
             continue;
         }
         struct msg *m = &s->msgs[s->n++];
-        m->stream = s->key;
+        m->stream = key;
         m->id.p = id->str;
         m->id.len = id->len;
         m->f = f;
@@ -590,24 +603,48 @@ static void parse_entries(struct stream *s, const struct redis_reply *entries)
         }
         m->nf = pairs;
     }
+    *fused = (size_t)(f - s->fields);
     if (last)
         snprintf(s->last_id, sizeof s->last_id, "%s", last);
 }
 
-/* The XREADGROUP reply: nil (timeout) or [[key, [[id, [f, v, ...] | nil], ...]]]; anything
- * else is an error, never a crash. */
+/* One list of entries (a claim's), of our stream. */
+static void parse_list(struct stream *s, const struct redis_reply *entries)
+{
+    size_t fused = 0;
+    batch_reserve(s, entries->elements, count_fields(entries));
+    parse_entries(s, entries, s->key, &fused);
+}
+
+/* The XREADGROUP reply: nil (timeout) or [[key, [[id, [f, v, ...] | nil], ...]], ...], a
+ * [key, entries] pair per stream that had entries (a read of several streams may bring
+ * several; each message names its stream, pointing into r). Anything else is an error, never
+ * a crash. s->last_id: the last entry of the last stream. */
 int stream_parse_read(struct stream *s, const struct redis_reply *r)
 {
     s->n = 0;
     s->vanished.n = 0;
     if (r->type == REDIS_T_NIL)
         return 0;
-    if (r->type != REDIS_T_ARRAY || r->elements < 1 || r->element[0]->type != REDIS_T_ARRAY ||
-        r->element[0]->elements != 2 || r->element[0]->element[1]->type != REDIS_T_ARRAY) {
+    bool ok = r->type == REDIS_T_ARRAY && r->elements >= 1;
+    size_t nmsgs = 0, nfields = 0;
+    for (size_t k = 0; ok && k < r->elements; k++) {
+        const struct redis_reply *pair = r->element[k];
+        ok = pair->type == REDIS_T_ARRAY && pair->elements == 2 && pair->element[0]->type == REDIS_T_STRING &&
+             pair->element[1]->type == REDIS_T_ARRAY;
+        if (ok) {
+            nmsgs += pair->element[1]->elements;
+            nfields += count_fields(pair->element[1]);
+        }
+    }
+    if (!ok) {
         set_err(s, SERR_REPLY, "xreadgroup", "unexpected reply shape");
         return -1;
     }
-    parse_entries(s, r->element[0]->element[1]);
+    batch_reserve(s, nmsgs, nfields);
+    size_t fused = 0;
+    for (size_t k = 0; k < r->elements; k++)
+        parse_entries(s, r->element[k]->element[1], r->element[k]->element[0]->str, &fused);
     return 0;
 }
 
@@ -622,7 +659,7 @@ int stream_parse_claim(struct stream *s, const struct redis_reply *r)
         set_err(s, SERR_REPLY, "xclaim", "unexpected reply shape");
         return -1;
     }
-    parse_entries(s, r->element[0]);
+    parse_list(s, r->element[0]);
     const struct redis_reply *lost = r->element[1];
     for (size_t i = 0; i < lost->elements; i++)
         if (lost->element[i]->type == REDIS_T_STRING)
@@ -646,7 +683,7 @@ int stream_parse_autoclaim(struct stream *s, const struct redis_reply *r, char c
     snprintf(cursor, STREAM_ID_MAX, "%s", r->element[0]->str);
     if (r->elements >= 3 && r->element[2]->type == REDIS_T_ARRAY)
         *deleted = r->element[2]->elements;
-    parse_entries(s, r->element[1]);
+    parse_list(s, r->element[1]);
     return 0;
 }
 
