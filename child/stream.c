@@ -541,6 +541,64 @@ fail:
     return -1;
 }
 
+/* Read new entries from the first of KEYS that has any, in one round trip and without taking
+ * anything from a later stream (XREADGROUP is allowed in a script, BLOCK is not: the caller
+ * blocks on all the streams with stream_send_read_multi() when every one was empty). The reply
+ * has XREADGROUP's shape: nil, or [[key, entries]]. A missing group on any of them is NOGROUP,
+ * as from XREADGROUP. */
+static const char read_first_lua[] =
+    "for _, k in ipairs(KEYS) do\n"
+    "  local r = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', ARGV[3], 'STREAMS', k, '>')\n"
+    "  if r then return r end\n"
+    "end\n"
+    "return false\n";
+
+int stream_send_read_first(struct stream *s, const char *const *keys, size_t nkeys, int count)
+{
+    s->expect = 0;
+    s->acked = 0;
+    s->acks_sent = false;
+    s->read_state = 0;
+    size_t entry = s->entry_limit ? s->entry_limit : (size_t)s->max_message_bytes * 2 + 65536;
+    s->read_limit = (size_t)(count > 0 ? count : 1) * entry;
+    s->err = SERR_NONE;
+    if (s->rc == NULL) {
+        set_err(s, SERR_IO, "read script", "not connected");
+        return -1;
+    }
+    redis_set_max_reply_bytes(s->rc, s->read_limit);
+    char nk[16], cnt[16];
+    snprintf(nk, sizeof nk, "%zu", nkeys);
+    snprintf(cnt, sizeof cnt, "%d", count);
+    size_t argc = 3 + nkeys + 3;
+    const char **argv = xmalloc(argc * sizeof *argv);
+    size_t *len = xmalloc(argc * sizeof *len);
+    argv[0] = "EVAL";
+    argv[1] = read_first_lua;
+    argv[2] = nk;
+    for (size_t i = 0; i < nkeys; i++)
+        argv[3 + i] = keys[i];
+    argv[3 + nkeys] = s->group;
+    argv[4 + nkeys] = s->consumer;
+    argv[5 + nkeys] = cnt;
+    for (size_t i = 0; i < argc; i++)
+        len[i] = strlen(argv[i]);
+    int rc = redis_command(s->rc, (int)argc, argv, len, read_cb, s, 5000);
+    free(argv);
+    free(len);
+    if (rc == -1)
+        goto fail;
+    s->expect++;
+    redis_run(s->rc, 0, redis_now_ms());
+    if (redis_fd(s->rc) == -1)
+        goto fail;
+    return 0;
+fail:
+    set_err(s, SERR_IO, "read script", redis_error(s->rc)[0] ? redis_error(s->rc) : "not connected");
+    stream_disconnect(s);
+    return -1;
+}
+
 /* The names and values of a list of entries [[id, [f, v, ...] | nil], ...]. */
 static size_t count_fields(const struct redis_reply *entries)
 {
