@@ -47,6 +47,11 @@ void stream_init(struct stream *s, const struct redis_addr *addr, const struct p
     snprintf(s->consumer, sizeof s->consumer, "%s", consumer);
 }
 
+void stream_use(struct stream *s, const char *key)
+{
+    s->key = key;
+}
+
 static void set_err(struct stream *s, enum stream_error e, const char *what, const char *detail)
 {
     s->err = e;
@@ -138,6 +143,7 @@ struct stream_op {
     void (*on_reply)(struct stream_op *op, const struct redis_reply *v);
     /* For on_reply = op_done: turn a reply into s's state first (-1: malformed, s->err). */
     int (*parse)(struct stream *s, const struct redis_reply *v);
+    const char *key;            /* the stream it is about (s->key when it was sent) */
     stream_done *cb;
     void *arg;
     struct dead_move *move;     /* the dead-letter move this command is a step of */
@@ -179,9 +185,11 @@ static void op_cb(void *arg, const struct redis_reply *v)
 /* The usual completion: parse, then the caller's callback. */
 static void op_done(struct stream_op *op, const struct redis_reply *v)
 {
+    op->s->op_key = op->key;
     if (v && op->parse && op->parse(op->s, v) == -1)
         v = NULL;
     op->cb(op->s, op->arg, v);
+    op->s->op_key = NULL;
 }
 
 /* Queue a command; its completion comes through on_reply (op_done: parse, then cb). Returns
@@ -202,6 +210,7 @@ static struct stream_op *op_send(struct stream *s, const char *what, int argc, c
     op->what = what;
     op->on_reply = on_reply ? on_reply : op_done;
     op->parse = parse;
+    op->key = s->key;
     op->cb = cb;
     op->arg = arg;
     /* Only a read is bounded (stream_send_read): a claimed or probed entry may be large. */
@@ -671,7 +680,7 @@ static void parse_list(struct stream *s, const struct redis_reply *entries)
 {
     size_t fused = 0;
     batch_reserve(s, entries->elements, count_fields(entries));
-    parse_entries(s, entries, s->key, &fused);
+    parse_entries(s, entries, s->op_key ? s->op_key : s->key, &fused);
 }
 
 /* The XREADGROUP reply: nil (timeout) or [[key, [[id, [f, v, ...] | nil], ...]], ...], a
@@ -956,7 +965,7 @@ int stream_delivery_counts(struct stream *s, size_t limit, stream_done *cb, void
     size_t n = s->n;
     char cnt[24];
     snprintf(cnt, sizeof cnt, "%zu", limit > n ? limit : n);
-    const char *argv[7] = { "XPENDING", s->key, s->group, s->msgs[0].id.p, s->msgs[n - 1].id.p, cnt, s->consumer };
+    const char *argv[7] = { "XPENDING", s->msgs[0].stream, s->group, s->msgs[0].id.p, s->msgs[n - 1].id.p, cnt, s->consumer };
     return op_sendv(s, "xpending", 7, argv, parse_counts, cb, arg) ? 0 : -1;
 }
 
@@ -1033,6 +1042,7 @@ struct dead_move {
     bool finished;
     bool quiet;                     /* being started: a failure is returned, not called back */
     int round;
+    const char *key;                /* the stream it leaves (s->key when it was started) */
     char *dlq, *id, *reason, *att, *error, *when;
     struct redis_reply *queued[3];  /* MULTI's, XADD's and the check's immediate replies */
     int nqueued;
@@ -1135,7 +1145,7 @@ static void move_xrange(struct stream_op *op, const struct redis_reply *e)
         else
             move_finish(s, m, 0);
     } else {
-        const char *const extra[12] = { "dlq.stream", s->key, "dlq.id", m->id, "dlq.reason", m->reason,
+        const char *const extra[12] = { "dlq.stream", m->key, "dlq.id", m->id, "dlq.reason", m->reason,
                                          "dlq.attempts", m->att, "dlq.error", m->error, "dlq.time", m->when };
         const struct redis_reply *kv = e->element[0]->element[1];
         size_t argc = 3 + kv->elements + 12;
@@ -1161,7 +1171,7 @@ static void move_xrange(struct stream_op *op, const struct redis_reply *e)
         size_t mlen[1] = { 5 };
         const char *xargv[1] = { "EXEC" };
         size_t xlen[1] = { 4 };
-        const char *cargv[9] = { "EVAL", dead_letter_check_lua, "2", s->key, m->dlq, s->group, m->id,
+        const char *cargv[9] = { "EVAL", dead_letter_check_lua, "2", m->key, m->dlq, s->group, m->id,
                                  s->consumer, m->when };
         size_t clen[9];
         for (int i = 0; i < 9; i++)
@@ -1187,8 +1197,8 @@ static void move_script_reply(struct stream_op *op, const struct redis_reply *v)
         set_err(s, SERR_REPLY, "dead-letter", "unexpected reply");
         move_finish(s, m, -2);
     } else if (v->integer == -4) {
-        const char *argv[4] = { "XRANGE", s->key, m->id, m->id };
-        size_t len[4] = { 6, strlen(s->key), strlen(m->id), strlen(m->id) };
+        const char *argv[4] = { "XRANGE", m->key, m->id, m->id };
+        size_t len[4] = { 6, strlen(m->key), strlen(m->id), strlen(m->id) };
         if (move_send(s, m, "dead-letter xrange", 4, argv, len, move_xrange) == NULL)
             move_finish(s, m, -2);
     } else {
@@ -1201,7 +1211,7 @@ static void move_script(struct stream *s, struct dead_move *m)
 {
     char most[24];
     snprintf(most, sizeof most, "%d", DEAD_LETTER_LUA_VALUES);
-    const char *argv[13] = { "EVAL", dead_letter_lua, "2", s->key, m->dlq, s->group, m->id, s->consumer,
+    const char *argv[13] = { "EVAL", dead_letter_lua, "2", m->key, m->dlq, s->group, m->id, s->consumer,
                              m->reason, m->att, m->error, m->when, most };
     size_t len[13];
     for (int i = 0; i < 13; i++)
@@ -1225,6 +1235,7 @@ int stream_dead_letter(struct stream *s, const char *dlq, const char *id, const 
     m->cb = cb;
     m->arg = arg;
     m->refs = 1;
+    m->key = s->key;
     m->dlq = xstrdup(dlq);
     m->id = xstrdup(id);
     m->reason = xstrdup(reason);

@@ -87,6 +87,8 @@ struct stream {
     char cursor[STREAM_ID_MAX]; /* XAUTOCLAIM's next cursor ("0-0": scanned to the end) */
     size_t deleted;             /* entries XAUTOCLAIM found without data */
     struct stream_op *ops, *ops_tail; /* commands on the wire (the read excepted) */
+    const char *op_key;         /* during a command's completion: the stream it was about
+                                 * (claims fill s->msgs with it: s->key may have changed) */
 };
 
 /* Fill s for the pool's stream and group under consumer name consumer. No I/O. */
@@ -96,6 +98,10 @@ void stream_init(struct stream *s, const struct redis_addr *addr, const struct p
  * the creation of the group (stream_create_group()): cb says when the connection is ready.
  * Returns 0, or -1 with s->err, s->errstr (cb is not called). */
 int stream_connect(struct stream *s, stream_done *cb, void *arg);
+/* The stream the next commands are about (a pool of several streams; one of the pool's
+ * stream names, which outlive s). A command keeps the key it was sent with: its completion
+ * sees it in s->op_key. */
+void stream_use(struct stream *s, const char *key);
 /* Drop the connection; every command still on the wire completes now, failed. */
 void stream_disconnect(struct stream *s);
 bool stream_connected(const struct stream *s);
