@@ -84,7 +84,7 @@ def test_dead_letters_go_to_each_streams_own_dlq(redis_server, sink, fleet):
 
 def test_pending_and_lag_are_per_stream(redis_server, sink, fleet):
     r = redis_server.client()
-    sink.delay = 30                     # hold what is taken: it stays pending
+    sink.delay = 5                      # hold what is taken: it stays pending a while
     add_messages(r, "jobs:a", 5)
     add_messages(r, "jobs:b", 7)
     fl = fleet({"pool:p": pool(["jobs:a", "jobs:b"], handler="http", url=sink.url + "/x", inflight=2,
