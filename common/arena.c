@@ -31,10 +31,7 @@ void *arena_alloc_slow(struct arena *a, size_t n)
         a->cur = c->data;
         a->left = cap;
     }
-    void *p = a->cur;
-    a->cur += need;
-    a->left -= need;
-    a->used += need;
+    void *p = arena_take(a, need);
     memset(p, 0, n);
     return p;
 }
@@ -47,10 +44,7 @@ char *arena_strndup(struct arena *a, const char *s, size_t n)
     if (n + 1 == 0 || need < n + 1 || a->left < need) {
         p = arena_alloc_slow(a, n + 1);
     } else {
-        p = (char *)a->cur;
-        a->cur += need;
-        a->left -= need;
-        a->used += need;
+        p = arena_take(a, need);
     }
     if (n)
         memcpy(p, s, n);

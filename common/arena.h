@@ -25,6 +25,16 @@ struct arena {
 /* For arena_alloc() only: n bytes from a new chunk. */
 void *arena_alloc_slow(struct arena *a, size_t n);
 
+/* For the arena's own functions: need bytes (aligned, at most a->left) off the current chunk. */
+static inline void *arena_take(struct arena *a, size_t need)
+{
+    void *p = a->cur;
+    a->cur += need;
+    a->left -= need;
+    a->used += need;
+    return p;
+}
+
 /* n bytes aligned for any object, zero-filled. Never NULL (out of memory is fatal). Inline: a
  * reply's every element comes through here (some 15 a stream entry), and with a constant n
  * the compiler writes the zeroes itself. */
@@ -33,10 +43,7 @@ static inline void *arena_alloc(struct arena *a, size_t n)
     size_t need = (n + ARENA_ALIGN - 1) & ~(size_t)(ARENA_ALIGN - 1);
     if (need < n || a->left < need)
         return arena_alloc_slow(a, n);
-    void *p = a->cur;
-    a->cur += need;
-    a->left -= need;
-    a->used += need;
+    void *p = arena_take(a, need);
     memset(p, 0, n);
     return p;
 }

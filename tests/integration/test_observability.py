@@ -215,8 +215,11 @@ def test_workers_inflight_reloads_and_restart_reasons(redis_server, sink, fleet)
     # recycle: 30 messages through a worker replaced every 10
     add_messages(r, "rec", 30)
     fl.wait_for(lambda: fl.metrics().value("streamfleet_worker_restarts_total", pool="rec",
-                                           reason="recycle") >= 2, what="2 recycles")
-    # signal: a worker killed
+                                           reason="recycle") == 3, what="3 recycles")
+    # signal: a worker killed (the one started after the last recycle, once it runs: killing
+    # one that is recycling itself, or finding none between two, would test nothing)
+    fl.wait_for(lambda: fl.metrics().value("streamfleet_workers", pool="rec", state="running") == 1
+                and len(pool_children(fl, "rec")) == 1, what="the fourth worker running")
     os.kill(pool_children(fl, "rec")[0], signal.SIGKILL)
     fl.wait_for(lambda: fl.metrics().value("streamfleet_worker_restarts_total", pool="rec",
                                            reason="signal") == 1, what="restart reason signal")
