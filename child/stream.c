@@ -485,8 +485,9 @@ static void read_cb(void *arg, const struct redis_reply *v)
     s->read_state = 1;
 }
 
-int stream_send_read(struct stream *s, const struct idlist *acks, const char *from, int count,
-                     long block_ms)
+/* XREADGROUP of keys[0..nkeys), each from `from` (stream_send_read(), stream_send_read_all()). */
+static int send_read(struct stream *s, const struct idlist *acks, const char *const *keys, size_t nkeys,
+                     const char *from, int count, long block_ms)
 {
     s->expect = 0;
     s->acked = 0;
@@ -496,7 +497,8 @@ int stream_send_read(struct stream *s, const struct idlist *acks, const char *fr
      * each, and the ids come on top: twice the size plus 64 KiB leaves room for entries of
      * many small fields. */
     size_t entry = s->entry_limit ? s->entry_limit : (size_t)s->max_message_bytes * 2 + 65536;
-    s->read_limit = (size_t)(count > 0 ? count : 1) * entry;
+    /* COUNT is per stream: a read of several may bring count from each. */
+    s->read_limit = (size_t)(count > 0 ? count : 1) * (nkeys ? nkeys : 1) * entry;
     s->err = SERR_NONE;         /* stream_recv() tells an XACK that failed by it */
     if (s->rc == NULL) {
         set_err(s, SERR_IO, "xreadgroup", "not connected");
@@ -524,16 +526,20 @@ int stream_send_read(struct stream *s, const struct idlist *acks, const char *fr
     char cnt[16], blk[24];
     snprintf(cnt, sizeof cnt, "%d", count);
     snprintf(blk, sizeof blk, "%ld", block_ms);
-    const char *argv[11] = { "XREADGROUP", "GROUP", s->group, s->consumer, "COUNT", cnt };
+    const char *argv[9 + 2 * CONF_STREAMS_MAX] = { "XREADGROUP", "GROUP", s->group, s->consumer, "COUNT", cnt };
     int argc = 6;
     if (block_ms >= 0) {
         argv[argc++] = "BLOCK";
         argv[argc++] = blk;
     }
     argv[argc++] = "STREAMS";
-    argv[argc++] = s->key;
-    argv[argc++] = from;
-    size_t len[11];
+    if (nkeys > CONF_STREAMS_MAX)
+        nkeys = CONF_STREAMS_MAX;
+    for (size_t i = 0; i < nkeys; i++)
+        argv[argc++] = keys[i];
+    for (size_t i = 0; i < nkeys; i++)
+        argv[argc++] = from;
+    size_t len[9 + 2 * CONF_STREAMS_MAX];
     for (int i = 0; i < argc; i++)
         len[i] = strlen(argv[i]);
     if (redis_command(s->rc, argc, argv, len, read_cb, s, timeout) == -1)
@@ -550,9 +556,20 @@ fail:
     return -1;
 }
 
+int stream_send_read(struct stream *s, const struct idlist *acks, const char *from, int count,
+                     long block_ms)
+{
+    return send_read(s, acks, &s->key, 1, from, count, block_ms);
+}
+
+int stream_send_read_all(struct stream *s, const char *const *keys, size_t nkeys, int count, long block_ms)
+{
+    return send_read(s, NULL, keys, nkeys, ">", count, block_ms);
+}
+
 /* Read new entries from the first of KEYS that has any, in one round trip and without taking
  * anything from a later stream (XREADGROUP is allowed in a script, BLOCK is not: the caller
- * blocks on all the streams with stream_send_read_multi() when every one was empty). The reply
+ * blocks on all the streams with stream_send_read_all() when every one was empty). The reply
  * has XREADGROUP's shape: nil, or [[key, entries]]. A missing group on any of them is NOGROUP,
  * as from XREADGROUP. */
 static const char read_first_lua[] =

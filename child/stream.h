@@ -144,8 +144,13 @@ int stream_send_read(struct stream *s, const struct idlist *acks, const char *fr
 /* Several streams (priority): read up to count new entries from the first of keys[0..nkeys)
  * that has any, in one round trip (a script: nothing is taken from a later stream while an
  * earlier one has entries), without BLOCK. Its outcome comes like a read's (stream_recv()).
- * Not used by the worker yet (branch h18-priority). Returns 0 or -1. */
+ * Returns 0 or -1. */
 int stream_send_read_first(struct stream *s, const char *const *keys, size_t nkeys, int count);
+/* Several streams: XREADGROUP COUNT count [BLOCK block_ms] of new entries (">") of every one
+ * of keys[0..nkeys) (at most CONF_STREAMS_MAX), no acks. Redis serves a blocked read from the
+ * stream that got entries; a reply may still carry entries of several (each message names its
+ * stream). Its outcome comes like a read's (stream_recv()). Returns 0 or -1. */
+int stream_send_read_all(struct stream *s, const char *const *keys, size_t nkeys, int count, long block_ms);
 /* What stream_run() has received for the request. Returns 1 when the batch is complete
  * (s->msgs[0..n), s->acked), 0 when more must be waited for, -1 on error (s->err; an error
  * reply to XACK or XREADGROUP is an error too). */
