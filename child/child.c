@@ -433,7 +433,12 @@ static int send_read_several(struct child *c, int count, long block)
         c->read_first = true;
         return stream_send_read_first(&c->st, keys, p->nstreams, count);
     }
-    return stream_send_read_all(&c->st, (const char *const *)p->streams, p->nstreams, count, block);
+    /* COUNT is per stream: entries that came to several streams before the read would bring
+     * count from each, over our room. A share each keeps the batch near count; the reads
+     * that follow take whole batches again (through the script). */
+    int share = count / (int)p->nstreams;
+    return stream_send_read_all(&c->st, (const char *const *)p->streams, p->nstreams, share > 0 ? share : 1,
+                                block);
 }
 
 /* Send the next request if there is room for more work; else just acknowledge. */
