@@ -27,6 +27,12 @@ struct claim {
     long long attempt;
 };
 
+/* The dead-letter stream of the pool's stream k (of a pool of one: dlq, as ever). */
+static const char *dlq_of(const struct child *c, size_t k)
+{
+    return c->pool->nstreams > 1 ? c->pool->dlqs[k] : c->pool->dlq;
+}
+
 static double rnd(void)
 {
     return (double)rand() / ((double)RAND_MAX + 1);
@@ -242,7 +248,7 @@ static void moved(struct stream *s, void *arg, const struct redis_reply *v)
     free(mv);
     size_t k;
     const char *eid = child_key_id(c, id, &k);
-    const char *dlq = c->pool->dlqs[k];
+    const char *dlq = dlq_of(c, k);
     struct ledger_rec *r = ledger_get(&c->ledger, id);
     if (r && r->state != LEDGER_DEAD_DUE)
         r = NULL;
@@ -288,11 +294,11 @@ void retry_move_dead(struct child *c, long long now)
         size_t k;
         const char *eid = child_key_id(c, r->id, &k);
         child_use(c, k);
-        if (stream_dead_letter(&c->st, c->pool->dlqs[k], eid, r->reason, r->attempt, r->error ? r->error : "",
+        if (stream_dead_letter(&c->st, dlq_of(c, k), eid, r->reason, r->attempt, r->error ? r->error : "",
                                unix_now, moved, mv) == -1) {
             free(mv);
             sb_add(c->slot, SB_DLQ_FAILURES, 1);
-            log_warnx("cannot move message %s to %s, it stays pending: %s", eid, c->pool->dlqs[k], c->st.errstr);
+            log_warnx("cannot move message %s to %s, it stays pending: %s", eid, dlq_of(c, k), c->st.errstr);
             ledger_schedule(&c->ledger, r, LEDGER_DEAD_DUE, now);
             child_redis_error(c);
             return;
