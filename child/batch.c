@@ -105,7 +105,8 @@ static void outcome(struct child *c, const char *id, const struct outcome *o)
     }
     /* It was in flight when the group was re-created: it is pending nowhere now, and a retry
      * or a dead-letter move needs it in our pending list. */
-    if (o->disp != DISP_ACK && c->adopt_upto[0] && group_id_cmp(id, c->adopt_upto) <= 0) {
+    size_t k;
+    if (o->disp != DISP_ACK && c->adopt_upto[0] && group_id_cmp(child_key_id(c, id, &k), c->adopt_upto) <= 0) {
         r = ledger_get(&c->ledger, id);
         if (r)
             group_mark_adopt(c, r);
@@ -127,22 +128,51 @@ void ticket_done(struct ticket *t, const struct outcome *o)
 
 /* ---- batches ----------------------------------------------------------------------------- */
 
+/* Several streams: a read of new entries served by the stream of its first message (the
+ * script's reply is one stream's), or by none: tell the priority, and block on every stream
+ * next when none had entries. */
+static void charge_read(struct child *c)
+{
+    struct stream *st = &c->st;
+    size_t n = c->pool->nstreams;
+    if (st->n == 0) {
+        if (c->read_first)
+            priority_charge(&c->prio, c->read_order, n, 0);
+        c->all_empty = true;
+        return;
+    }
+    c->all_empty = false;
+    if (!c->read_first)
+        return;                 /* a blocking read serves whichever stream got entries first */
+    size_t served = child_stream_index(c, st->msgs[0].stream);
+    for (size_t i = 0; i < n; i++)
+        if (c->read_order[i] == served)
+            priority_charge(&c->prio, c->read_order, i + 1, st->n);
+}
+
 void batch_handle(struct child *c)
 {
     struct stream *st = &c->st;
+    const struct pool_conf *p = c->pool;
     if (c->read_one && !c->pending_phase) {
         /* A read of new entries went through one at a time: back to whole batches. */
         c->read_one = false;
         st->entry_limit = 0;
     }
+    /* Only a pending-list read (one stream's, c->cur) brings entries without data. */
     for (size_t i = 0; i < st->vanished.n; i++) {
+        char key[LEDGER_ID_MAX];
         log_warnx("pending entry %s has no data any more (deleted or trimmed): acknowledging it",
                   st->vanished.id[i]);
-        idlist_add(&c->acks, st->vanished.id[i]);
+        idlist_add(&c->acks, child_key(c, p->streams[c->cur], st->vanished.id[i], key));
         sb_add(c->slot, SB_VANISHED, 1);
     }
     if (c->pending_phase) {
-        if (st->n == 0 && st->vanished.n == 0) {
+        if (st->n == 0 && st->vanished.n == 0 && c->cur + 1 < p->nstreams) {
+            /* This stream's pending list is read: the next one's, from its start. */
+            c->cur++;
+            snprintf(c->from, sizeof c->from, "0");
+        } else if (st->n == 0 && st->vanished.n == 0) {
             c->pending_phase = false;
             snprintf(c->from, sizeof c->from, ">");
         } else {
@@ -150,6 +180,8 @@ void batch_handle(struct child *c)
             batch_intake(c, true);
             return;
         }
+    } else if (p->nstreams > 1) {
+        charge_read(c);
     }
     batch_intake(c, false);
 }
@@ -180,15 +212,19 @@ static void submit(struct child *c, struct str *keys, bool *dup)
     long long arrived = child_unix_ms();
     for (size_t i = 0; i < st->n; i++) {
         const struct msg *m = &st->msgs[i];
+        char keybuf[LEDGER_ID_MAX];
+        const char *key = child_key(c, m->stream, m->id.p, keybuf);
         if (c->pending_phase) {
-            const struct ledger_rec *r = ledger_get(&c->ledger, m->id.p);
+            const struct ledger_rec *r = ledger_get(&c->ledger, key);
             if (r && (r->state == LEDGER_RETRY_DUE || r->state == LEDGER_DEAD_DUE)) {
                 /* Re-reading our pending list counted a delivery of an entry that only waits
                  * for its retry: set its counter back, so that reconnects do not use up
                  * attempts. */
-                if (r->state == LEDGER_RETRY_DUE && r->attempt > 0 &&
-                    stream_set_count(st, m->id.p, r->attempt, count_set, c) == -1)
-                    child_log_redis_error(c);
+                if (r->state == LEDGER_RETRY_DUE && r->attempt > 0) {
+                    child_use(c, child_stream_index(c, m->stream));
+                    if (stream_set_count(st, m->id.p, r->attempt, count_set, c) == -1)
+                        child_log_redis_error(c);
+                }
                 continue;
             }
         }
@@ -198,7 +234,7 @@ static void submit(struct child *c, struct str *keys, bool *dup)
              * workers (or they were killed while holding it). */
             log_warnx("message %s was delivered %lld times without an outcome: dead-lettering it",
                       m->id.p, m->attempt);
-            retry_dead(c, m->id.p, "max_attempts", m->attempt, "delivered without an outcome");
+            retry_dead(c, key, "max_attempts", m->attempt, "delivered without an outcome");
             continue;
         }
         size_t bytes = msg_bytes(m);
@@ -206,13 +242,13 @@ static void submit(struct child *c, struct str *keys, bool *dup)
             char err[96];
             snprintf(err, sizeof err, "%zu bytes, max_message_bytes is %lld", bytes, p->max_message_bytes);
             log_warnx("message %s is too large (%s): dead-lettering it", m->id.p, err);
-            retry_dead(c, m->id.p, "too_large", m->attempt, err);
+            retry_dead(c, key, "too_large", m->attempt, err);
             continue;
         }
         if (dup && dup[i]) {
             log_debug("message %s was handled already: acknowledging it", m->id.p);
             sb_add(c->slot, SB_DUPLICATE, 1);
-            idlist_add(&c->acks, m->id.p);
+            idlist_add(&c->acks, key);
             continue;
         }
         /* A message without what the config says it holds (require_fields, a path a key
@@ -229,10 +265,10 @@ static void submit(struct child *c, struct str *keys, bool *dup)
             sb_add(c->slot, SB_FAILED, 1);
             sb_add(c->slot, SB_BAD_MESSAGE, 1);
             child_publish_error(c, "%s: bad_message: %s", m->id.p, why);
-            retry_dead(c, m->id.p, "bad_message", m->attempt, why);
+            retry_dead(c, key, "bad_message", m->attempt, why);
             continue;
         }
-        struct ledger_rec *r = ledger_add(&c->ledger, m->id.p, LEDGER_IN_HANDLER);
+        struct ledger_rec *r = ledger_add(&c->ledger, key, LEDGER_IN_HANDLER);
         r->attempt = m->attempt;
         if (r->held_ms == 0)
             r->held_ms = child_unix_ms();       /* held since now (status page, held.c) */
@@ -246,7 +282,7 @@ static void submit(struct child *c, struct str *keys, bool *dup)
             sb_observe(c->slot, SB_AGE_FIRST, arrived > added ? (double)(arrived - added) / 1000.0 : 0);
         double t0 = now_s();
         c->handled++;
-        c->ops->submit(c->h, m, ticket_get(c, m->id.p));
+        c->ops->submit(c->h, m, ticket_get(c, key));
         if (c->ops->fds == NULL)
             sb_observe(c->slot, SB_DUR_FIRST, now_s() - t0);
     }

@@ -139,6 +139,47 @@ static void detach_from_master(pid_t master)
         _exit(0);
 }
 
+/* ---- several streams ---------------------------------------------------------------------- */
+
+const char *child_key(const struct child *c, const char *stream, const char *id, char key[LEDGER_ID_MAX])
+{
+    if (c->pool->nstreams <= 1)
+        return id;
+    snprintf(key, LEDGER_ID_MAX, "%zu/%s", child_stream_index(c, stream), id);
+    return key;
+}
+
+const char *child_key_id(const struct child *c, const char *key, size_t *stream)
+{
+    *stream = 0;
+    if (c->pool->nstreams <= 1)
+        return key;
+    char *end;
+    unsigned long k = strtoul(key, &end, 10);
+    if (*end != '/' || k >= c->pool->nstreams)
+        return key;             /* never made by child_key(): taken as the first stream's */
+    *stream = k;
+    return end + 1;
+}
+
+size_t child_stream_index(const struct child *c, const char *stream)
+{
+    const struct pool_conf *p = c->pool;
+    if (stream == NULL || p->nstreams <= 1)
+        return 0;
+    for (size_t i = 0; i < p->nstreams; i++)
+        if (stream == p->streams[i] || strcmp(stream, p->streams[i]) == 0)
+            return i;
+    return 0;
+}
+
+void child_use(struct child *c, size_t k)
+{
+    /* One stream: s->key stays what stream_init() set, every command as it always was. */
+    if (c->pool->nstreams > 1)
+        stream_use(&c->st, c->pool->streams[k]);
+}
+
 /* ---- Redis trouble ----------------------------------------------------------------------- */
 
 void child_log_redis_error(struct child *c)
@@ -198,7 +239,7 @@ static void group_recreated(struct stream *s, void *arg, const struct redis_repl
         log_warnx("group %s of stream %s was missing and another worker re-created it: going on "
                   "after entry %s", c->pool->group, c->pool->stream, c->st.group_at);
     group_set_state(c, SB_GROUP_OK);
-    group_reconcile_held(c);
+    group_reconcile_held(c, 0);
     child_start_pending_phase(c);
     c->ready = true;
 }
@@ -223,7 +264,11 @@ int child_redis_error(struct child *c)
          * re-create it after the last entry the fleet is known to have had delivered. */
         if (!stream_connected(&c->st) || stream_closed(&c->st))
             break;
-        group_set_resume(c);
+        /* Several streams: the reply does not say whose group is gone. The new connection
+         * makes sure of every one (connected()), each after the last entry it delivered. */
+        if (c->pool->nstreams > 1)
+            break;
+        group_set_resume(c, 0);
         /* Nothing is read until its reply is in (group_recreated()). */
         if (stream_create_group(&c->st, true, group_recreated, c) == 0) {
             c->ready = false;
@@ -251,6 +296,8 @@ int child_redis_error(struct child *c)
 void child_start_pending_phase(struct child *c)
 {
     c->pending_phase = true;
+    c->cur = 0;
+    c->all_empty = false;
     snprintf(c->from, sizeof c->from, "0");
 }
 
@@ -277,8 +324,8 @@ static void cluster_counts(struct child *c)
     started = true;
 }
 
-/* The connection is up and the group made sure of: what was held is reconciled, our pending
- * list is read first. */
+/* The connection is up and the group made sure of (of each stream in turn, one reply each):
+ * what was held is reconciled, our pending list is read first. */
 static void connected(struct stream *s, void *arg, const struct redis_reply *v)
 {
     struct child *c = arg;
@@ -288,18 +335,28 @@ static void connected(struct stream *s, void *arg, const struct redis_reply *v)
         child_redis_failed(c);
         return;
     }
+    size_t k = c->group_next;
     if (c->st.group_created && (c->connected_once || c->st.resume[0]))
         /* Gone while we were away (Redis restarted from a snapshot that predates it, or the
          * stream was deleted): re-created where the fleet was. */
         group_report_recreated(c, ", found so after reconnecting");
     else if (c->st.group_created)
-        log_info("created group %s on stream %s at %s", pool->group, pool->stream,
+        log_info("created group %s on stream %s at %s", pool->group, pool->streams[k],
                  pool->group_start_latest ? "its end (group_start = latest)" : "its start");
     /* Only a group made anew needs what we hold put back: adopting (XCLAIM FORCE) into a group
      * that lived on would bring back an entry a lost reply had in fact acknowledged or moved
      * to the dead letters (a Redis restart mid-move), and it would be handled twice. */
     if (c->connected_once && c->st.group_created)
-        group_reconcile_held(c);
+        group_reconcile_held(c, k);
+    if (k + 1 < pool->nstreams) {
+        /* The next stream's group: nothing is read before every one is made sure of. */
+        c->group_next = k + 1;
+        child_use(c, k + 1);
+        group_set_resume(c, k + 1);
+        if (stream_create_group(&c->st, false, connected, c) == -1)
+            child_redis_failed(c);
+        return;
+    }
     group_set_state(c, SB_GROUP_OK);
     c->connected_once = true;
     if (c->reconnect_ms)
@@ -321,7 +378,9 @@ static void connected(struct stream *s, void *arg, const struct redis_reply *v)
 /* Connect (again), without waiting: connected() goes on when the group's reply is in. */
 static void connect_redis(struct child *c)
 {
-    group_set_resume(c);
+    c->group_next = 0;
+    child_use(c, 0);
+    group_set_resume(c, 0);
     c->ready = false;
     c->redis_failed = false;
     if (stream_connect(&c->st, connected, c) == -1 && child_redis_error(c) == -1)
@@ -350,12 +409,70 @@ static void acked(struct stream *s, void *arg, const struct redis_reply *v)
         child_redis_failed(c);
 }
 
+/* Several streams: an XACK per stream that has acks, queued before the read (the same
+ * connection: Redis runs them first). Lost with the connection, they are still pending and
+ * come back through the pending-list read. Returns 0 or -1 (c->st.err). */
+static int send_acks_apart(struct child *c)
+{
+    for (size_t k = 0; k < c->pool->nstreams && c->acks.n; k++) {
+        struct idlist ids = { 0 };
+        for (size_t i = 0; i < c->acks.n; i++) {
+            size_t sk;
+            const char *id = child_key_id(c, c->acks.id[i], &sk);
+            if (sk == k)
+                idlist_add(&ids, id);
+        }
+        int rc = 0;
+        if (ids.n) {
+            child_use(c, k);
+            rc = stream_ack(&c->st, &ids, acked, c);
+        }
+        idlist_release(&ids);
+        if (rc == -1)
+            return -1;
+    }
+    acks_sent(c);
+    return 0;
+}
+
+/* Several streams: send the read. Our pending lists one stream at a time (the batch is one
+ * stream's: its delivery counts, its last id); new entries from the first stream in the
+ * priority's order that has any (a script: nothing taken from a later one while an earlier
+ * has entries); when that found them all empty, a read blocking on every stream. */
+static int send_read_several(struct child *c, int count, long block)
+{
+    const struct pool_conf *p = c->pool;
+    c->read_first = false;
+    if (c->pending_phase) {
+        child_use(c, c->cur);
+        return stream_send_read(&c->st, NULL, c->from, count, -1);
+    }
+    if (!c->all_empty) {
+        const char *keys[CONF_STREAMS_MAX];
+        priority_order(&c->prio, c->read_order);
+        for (size_t i = 0; i < p->nstreams; i++)
+            keys[i] = p->streams[c->read_order[i]];
+        c->read_first = true;
+        return stream_send_read_first(&c->st, keys, p->nstreams, count);
+    }
+    /* COUNT is per stream: entries that came to several streams before the read would bring
+     * count from each, over our room. A share each keeps the batch near count; the reads
+     * that follow take whole batches again (through the script). */
+    int share = count / (int)p->nstreams;
+    return stream_send_read_all(&c->st, (const char *const *)p->streams, p->nstreams, share > 0 ? share : 1,
+                                block);
+}
+
 /* Send the next request if there is room for more work; else just acknowledge. */
 static void request(struct child *c)
 {
     unsigned busy = child_inflight(c);
     c->claim_yield = false;
     if (dedupe_write_markers(c) == -1) {
+        child_redis_error(c);
+        return;
+    }
+    if (c->pool->nstreams > 1 && c->acks.n && send_acks_apart(c) == -1) {
         child_redis_error(c);
         return;
     }
@@ -373,7 +490,10 @@ static void request(struct child *c)
             if (rt >= 0 && rt < block)
                 block = rt > 0 ? rt : 1;
         }
-        if (stream_send_read(&c->st, &c->acks, c->from, count, block) == -1) {
+        if (c->pool->nstreams > 1 && !c->pending_phase && !c->all_empty)
+            block = -1;         /* the script does not block */
+        if ((c->pool->nstreams > 1 ? send_read_several(c, count, block)
+                                   : stream_send_read(&c->st, &c->acks, c->from, count, block)) == -1) {
             child_redis_error(c);
             return;
         }
@@ -550,6 +670,7 @@ static void setup(struct child *c, const struct conf *conf, const struct pool_co
     c->conf = conf;
     c->pool = pool;
     c->slot = slot;
+    priority_init(&c->prio, pool);
     /* A routed pool's handler hands each message to one of its named handlers (route.c). */
     c->ops = pool->routed ? &handler_route_ops : handler_ops_for(pool->handler);
     c->index = index;
@@ -560,7 +681,8 @@ static void setup(struct child *c, const struct conf *conf, const struct pool_co
                         (pool->max_messages_jitter ? (unsigned long long)rand() % (unsigned long long)(pool->max_messages_jitter + 1) : 0);
     c->capacity = pool->handler == HANDLER_HTTP || pool->handler == HANDLER_EXEC ||
                   pool->handler == HANDLER_SUBPROCESS ? (unsigned)pool->inflight : (unsigned)pool->batch;
-    snprintf(c->claim_cursor, sizeof c->claim_cursor, "0-0");
+    for (size_t k = 0; k < CONF_STREAMS_MAX; k++)
+        snprintf(c->claim_cursor[k], sizeof c->claim_cursor[k], "0-0");
     /* Spread the first orphan scans of a pool's workers over a few seconds. */
     c->next_claim_ms = child_now_ms() + 1000 + rand() % 4000;
 

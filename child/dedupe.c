@@ -23,8 +23,12 @@ struct str dedupe_marker_key(const struct child *c, const struct msg *m)
     struct str id = m->id;
     if (idf && fields_get(m, idf, strlen(idf), &v, err, sizeof err) == 0 && v.v.len)
         id = v.v;
+    /* Entry ids are per stream (two streams of a pool may both hold 1700000000000-0): keyed
+     * by the entry id, a marker names the message's stream. A business id (id_field) is the
+     * pool's, whichever of its streams brought it: keyed by the first. One stream: the same. */
+    const char *scope = id.p == m->id.p && m->stream ? m->stream : c->pool->stream;
     struct buf b = BUF_INIT;
-    buf_printf(&b, "%s:%s:done:", c->pool->stream, c->pool->group);
+    buf_printf(&b, "%s:%s:done:", scope, c->pool->group);
     buf_add(&b, id.p, id.len);
     fields_value_release(&v);
     return (struct str){ b.p, b.len };

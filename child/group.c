@@ -22,25 +22,38 @@ void group_set_state(struct child *c, enum sb_group_state state)
 
 /* Where a lost group restarts: after the last entry the fleet is known to have had delivered,
  * our own last one or the one the master last saw the group deliver, whichever is later. Both
- * were delivered by the group, so nothing after them is skipped. */
-void group_set_resume(struct child *c)
+ * were delivered by the group, so nothing after them is skipped. The master watches the
+ * pool's first stream. */
+void group_set_resume(struct child *c, size_t k)
 {
     char polled[STREAM_ID_MAX] = "";
     uint64_t ms, n;
-    if (sb_id_get(&c->slot->delivered, &ms, &n) == 0)
+    if (k == 0 && sb_id_get(&c->slot->delivered, &ms, &n) == 0)
         snprintf(polled, sizeof polled, "%" PRIu64 "-%" PRIu64, ms, n);
-    const char *best = c->seen;
+    const char *best = c->seen[k];
     if (polled[0] && (!best[0] || group_id_cmp(polled, best) > 0))
         best = polled;
     snprintf(c->st.resume, sizeof c->st.resume, "%s", best);
 }
 
-/* Remember the last entry ">" brought (and tell the master, for the pool's other workers). */
+/* Remember the last entry ">" brought (and tell the master, for the pool's other workers: of
+ * the first stream, the one it watches). A read of several streams: each one's last entry. */
 void group_note_seen(struct child *c)
 {
-    snprintf(c->seen, sizeof c->seen, "%s", c->st.last_id);
+    if (c->pool->nstreams > 1) {
+        for (size_t i = 0; i < c->st.n; i++) {
+            const struct msg *m = &c->st.msgs[i];
+            size_t k = child_stream_index(c, m->stream);
+            if (!c->seen[k][0] || group_id_cmp(m->id.p, c->seen[k]) > 0)
+                snprintf(c->seen[k], sizeof c->seen[k], "%s", m->id.p);
+        }
+        if (c->st.n == 0 || child_stream_index(c, c->st.msgs[0].stream) != 0)
+            return;
+    } else {
+        snprintf(c->seen[0], sizeof c->seen[0], "%s", c->st.last_id);
+    }
     char *end;
-    unsigned long long ms = strtoull(c->seen, &end, 10);
+    unsigned long long ms = strtoull(c->seen[0], &end, 10);
     unsigned long long n = *end == '-' ? strtoull(end + 1, NULL, 10) : 0;
     sb_id_set(&c->slot->seen, ms, n);
 }
@@ -54,10 +67,10 @@ void group_report_recreated(struct child *c, const char *when)
     if (c->st.resume[0])
         log_warnx("group %s of stream %s is missing: re-creating it after entry %s%s (the fleet had "
                   "delivered up to %s): later entries are delivered, earlier ones not again",
-                  p->group, p->stream, c->st.group_at, when, c->st.resume);
+                  p->group, c->st.key, c->st.group_at, when, c->st.resume);
     else
         log_warnx("group %s of stream %s is missing: re-creating it %s%s (nothing is known of what was "
-                  "delivered before)", p->group, p->stream,
+                  "delivered before)", p->group, c->st.key,
                   p->group_start_latest ? "after its last entry (group_start = latest)"
                                         : "from the start, messages may be delivered again", when);
     child_publish_error(c, "group %s was missing: re-created after %s", p->group, c->st.group_at);
@@ -75,15 +88,17 @@ void group_mark_adopt(struct child *c, struct ledger_rec *r)
  * loss); later ones are delivered again through ">" and are forgotten here. Those in flight
  * are put back if they fail (batch.c). A walk of the whole ledger: this happens once per
  * loss of the group. */
-void group_reconcile_held(struct child *c)
+void group_reconcile_held(struct child *c, size_t k)
 {
     const char *at = c->st.group_at;
     size_t dropped = 0, pos = 0;
     struct ledger_rec *r;
     while ((r = ledger_next(&c->ledger, &pos)) != NULL) {
-        if (r->state != LEDGER_RETRY_DUE && r->state != LEDGER_DEAD_DUE)
+        size_t sk;
+        const char *id = child_key_id(c, r->id, &sk);
+        if (sk != k || (r->state != LEDGER_RETRY_DUE && r->state != LEDGER_DEAD_DUE))
             continue;
-        if (group_id_cmp(r->id, at) > 0) {
+        if (group_id_cmp(id, at) > 0) {
             dropped++;
             if (r->adopt)
                 c->nadopt--;
@@ -101,7 +116,7 @@ void group_reconcile_held(struct child *c)
 
 struct adoption {
     struct child *c;
-    char id[STREAM_ID_MAX];
+    char id[LEDGER_ID_MAX];     /* its ledger key */
 };
 
 /* An adoption's reply. One that failed is marked again, for the next connection. */
@@ -138,7 +153,10 @@ int group_adopt_held(struct child *c)
         struct adoption *a = xcalloc(1, sizeof *a);
         a->c = c;
         snprintf(a->id, sizeof a->id, "%s", r->id);
-        if (stream_adopt(&c->st, r->id, r->attempt > 0 ? r->attempt : 1, adopted, a) == -1) {
+        size_t sk;
+        const char *id = child_key_id(c, r->id, &sk);
+        child_use(c, sk);
+        if (stream_adopt(&c->st, id, r->attempt > 0 ? r->attempt : 1, adopted, a) == -1) {
             free(a);
             return -1;
         }

@@ -33,14 +33,16 @@ static void probed(struct stream *s, void *arg, const struct redis_reply *v)
         return;
     }
     c->probe_due = false;
-    if (r == 0 || bytes < 0 || retry_scheduled(c, id))
+    char keybuf[LEDGER_ID_MAX];
+    const char *key = r == 1 ? child_key(c, s->op_key, id, keybuf) : id;
+    if (r == 0 || bytes < 0 || retry_scheduled(c, key))
         return;
     if (bytes > c->pool->max_message_bytes) {
         char err[96];
         snprintf(err, sizeof err, "%lld bytes, max_message_bytes is %lld", bytes, c->pool->max_message_bytes);
         log_warnx("message %s is too large (%s): dead-lettering it without reading it", id, err);
         sb_add(c->slot, SB_READ, 1);
-        retry_dead(c, id, "too_large", count > 0 ? count : 1, err);
+        retry_dead(c, key, "too_large", count > 0 ? count : 1, err);
         return;
     }
     /* RESP frames each name and value in at most 25 bytes; never below the usual bound. */
@@ -52,6 +54,7 @@ static void probed(struct stream *s, void *arg, const struct redis_reply *v)
 /* Size in Redis the entry that outgrew a read alone. */
 void oversize_probe(struct child *c)
 {
+    child_use(c, c->cur);       /* the stream whose pending list the read was at */
     if (stream_probe_pending(&c->st, c->probe_after, probed, c) == -1)
         child_redis_error(c);      /* probe_due stays: tried again once connected */
 }

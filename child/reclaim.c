@@ -13,7 +13,8 @@
 static void forget_lost(struct child *c)
 {
     for (size_t k = 0; k < c->st.lost.n; k++) {
-        struct ledger_rec *r = ledger_get(&c->ledger, c->st.lost.id[k]);
+        char key[LEDGER_ID_MAX];
+        struct ledger_rec *r = ledger_get(&c->ledger, child_key(c, c->st.op_key, c->st.lost.id[k], key));
         if (r == NULL || r->state != LEDGER_RETRY_DUE)
             continue;
         log_info("message %s waiting for a retry is held by another consumer now: leaving it", r->id);
@@ -39,14 +40,25 @@ static void touched(struct stream *s, void *arg, const struct redis_reply *v)
  * the connection was lost (handled). */
 static int touch_waiting(struct child *c, long long now)
 {
-    struct idlist ids = { 0 };
-    size_t pos = 0;
-    struct ledger_rec *r;
-    while ((r = ledger_next(&c->ledger, &pos)) != NULL)
-        if (r->state == LEDGER_RETRY_DUE || r->state == LEDGER_DEAD_DUE)
-            idlist_add(&ids, r->id);
-    int rc = stream_touch(&c->st, &ids, touched, c);
-    idlist_release(&ids);
+    int rc = 0;
+    /* One XCLAIM per stream that has waiting entries (a walk of the ledger each: streams are
+     * few, and this runs every claim_idle / 3). */
+    for (size_t k = 0; k < c->pool->nstreams && rc == 0; k++) {
+        struct idlist ids = { 0 };
+        size_t pos = 0;
+        struct ledger_rec *r;
+        while ((r = ledger_next(&c->ledger, &pos)) != NULL) {
+            size_t sk;
+            const char *id = child_key_id(c, r->id, &sk);
+            if (sk == k && (r->state == LEDGER_RETRY_DUE || r->state == LEDGER_DEAD_DUE))
+                idlist_add(&ids, id);
+        }
+        if (ids.n) {
+            child_use(c, k);
+            rc = stream_touch(&c->st, &ids, touched, c);
+        }
+        idlist_release(&ids);
+    }
     c->next_touch_ms = now + c->pool->claim_idle_ms / 3;
     if (rc == -1) {
         /* A lost connection goes the way of every other: counted, backoff, reconnect. */
@@ -73,8 +85,13 @@ static void prune_consumers(struct child *c, long long now)
     const struct pool_conf *p = c->pool;
     long idle = p->claim_idle_ms * 4 > 3600000 ? p->claim_idle_ms * 4 : 3600000;
     c->next_prune_ms = now + 600000;
-    if (stream_prune_consumers(&c->st, idle, pruned, c) == -1)
-        child_redis_error(c);
+    for (size_t k = 0; k < p->nstreams; k++) {
+        child_use(c, k);
+        if (stream_prune_consumers(&c->st, idle, pruned, c) == -1) {
+            child_redis_error(c);
+            return;
+        }
+    }
 }
 
 static void claimed_orphans(struct stream *s, void *arg, const struct redis_reply *v)
@@ -85,14 +102,23 @@ static void claimed_orphans(struct stream *s, void *arg, const struct redis_repl
         child_redis_failed(c);
         return;
     }
-    snprintf(c->claim_cursor, sizeof c->claim_cursor, "%s", s->cursor);
+    char *cursor = c->claim_cursor[c->claim_stream];
+    snprintf(cursor, STREAM_ID_MAX, "%s", s->cursor);
     if (s->deleted) {
         sb_add(c->slot, SB_VANISHED, s->deleted);
         log_warnx("%zu pending entries of dead consumers had no data any more (trimmed or deleted)", s->deleted);
     }
-    /* Back at the start of the pending list: wait. Otherwise go on after the next request. */
-    c->claim_yield = strcmp(c->claim_cursor, "0-0") != 0;
-    if (strcmp(c->claim_cursor, "0-0") == 0) {
+    /* Back at the start of the pending list: the next stream's, or (the last) wait. Otherwise
+     * go on after the next request. */
+    bool done = strcmp(cursor, "0-0") == 0;
+    if (done && c->claim_stream + 1 < p->nstreams) {
+        c->claim_stream++;
+        done = false;
+    } else if (done) {
+        c->claim_stream = 0;
+    }
+    c->claim_yield = !done;
+    if (done) {
         long every = p->claim_idle_ms / 4;
         if (every < 1000)
             every = 1000;
@@ -113,7 +139,8 @@ static void claim_orphans(struct child *c)
 {
     const struct pool_conf *p = c->pool;
     int room = (int)(c->capacity - child_inflight(c));
-    if (stream_autoclaim(&c->st, p->claim_idle_ms, c->claim_cursor, room, claimed_orphans, c) == -1)
+    child_use(c, c->claim_stream);
+    if (stream_autoclaim(&c->st, p->claim_idle_ms, c->claim_cursor[c->claim_stream], room, claimed_orphans, c) == -1)
         child_redis_error(c);
 }
 

@@ -17,13 +17,21 @@
 #define DLQ_RETRY_MS 5000      /* a dead-letter move that failed is tried again after this */
 #define SENT_MS (24LL * 3600 * 1000) /* a record whose command is on the wire is due no sooner */
 
-/* A claim on the wire: the entries it asked for, and for an outage retry its attempt. */
+/* A claim on the wire: the entries it asked for (ledger keys, all of one stream), and for an
+ * outage retry its attempt. */
 struct claim {
     struct child *c;
     struct idlist ids;
+    size_t stream;
     bool outage;
     long long attempt;
 };
+
+/* The dead-letter stream of the pool's stream k (of a pool of one: dlq, as ever). */
+static const char *dlq_of(const struct child *c, size_t k)
+{
+    return c->pool->nstreams > 1 ? c->pool->dlqs[k] : c->pool->dlq;
+}
 
 static double rnd(void)
 {
@@ -139,7 +147,8 @@ static void claimed(struct stream *s, void *arg, const struct redis_reply *v)
     } else {
         /* XCLAIM counted a delivery: this is the next attempt. */
         for (size_t i = 0; i < s->n; i++) {
-            struct ledger_rec *r = ledger_get(&c->ledger, s->msgs[i].id.p);
+            char key[LEDGER_ID_MAX];
+            struct ledger_rec *r = ledger_get(&c->ledger, child_key(c, s->msgs[i].stream, s->msgs[i].id.p, key));
             s->msgs[i].attempt = r ? r->attempt + 1 : 2;
         }
         for (size_t i = 0; i < k->ids.n; i++) {
@@ -166,7 +175,15 @@ static void claimed(struct stream *s, void *arg, const struct redis_reply *v)
 /* Send the claim of k's entries (their records are out of the schedule). */
 static void claim_send(struct child *c, struct claim *k)
 {
-    if (stream_claim(&c->st, &k->ids, k->outage ? k->attempt : -1, claimed, k) == 0)
+    struct idlist ids = { 0 };
+    for (size_t i = 0; i < k->ids.n; i++) {
+        size_t sk;
+        idlist_add(&ids, child_key_id(c, k->ids.id[i], &sk));
+    }
+    child_use(c, k->stream);
+    int rc = stream_claim(&c->st, &ids, k->outage ? k->attempt : -1, claimed, k);
+    idlist_release(&ids);
+    if (rc == 0)
         return;
     for (size_t i = 0; i < k->ids.n; i++) {
         struct ledger_rec *r = ledger_get(&c->ledger, k->ids.id[i]);
@@ -190,6 +207,12 @@ void retry_claim_due(struct child *c, long long now)
     k->c = c;
     struct ledger_rec *r;
     while (busy + k->ids.n < c->capacity && (r = ledger_first_due(&c->ledger, LEDGER_RETRY_DUE, now))) {
+        /* A claim names one stream: another stream's due entries go with the next one. */
+        size_t sk;
+        child_key_id(c, r->id, &sk);
+        if (k->ids.n > 0 && sk != k->stream)
+            break;
+        k->stream = sk;
         if (r->outage) {
             if (k->ids.n > 0)
                 break;
@@ -209,10 +232,10 @@ void retry_claim_due(struct child *c, long long now)
     claim_send(c, k);
 }
 
-/* A dead-letter move on the wire: the entry it moves. */
+/* A dead-letter move on the wire: the entry it moves (its ledger key). */
 struct move {
     struct child *c;
-    char id[STREAM_ID_MAX];
+    char id[LEDGER_ID_MAX];
 };
 
 /* A dead-letter move's reply. */
@@ -223,12 +246,15 @@ static void moved(struct stream *s, void *arg, const struct redis_reply *v)
     char id[STREAM_ID_MAX];
     memcpy(id, mv->id, sizeof id);
     free(mv);
+    size_t k;
+    const char *eid = child_key_id(c, id, &k);
+    const char *dlq = dlq_of(c, k);
     struct ledger_rec *r = ledger_get(&c->ledger, id);
     if (r && r->state != LEDGER_DEAD_DUE)
         r = NULL;
     if (v == NULL) {
         sb_add(c->slot, SB_DLQ_FAILURES, 1);
-        log_warnx("cannot move message %s to %s, it stays pending: %s", id, c->pool->dlq, s->errstr);
+        log_warnx("cannot move message %s to %s, it stays pending: %s", eid, dlq, s->errstr);
         /* Lost with the connection: again as soon as it is back; refused: a while later. */
         bool lost = stream_closed(s) || s->err == SERR_IO;
         if (r)
@@ -242,12 +268,12 @@ static void moved(struct stream *s, void *arg, const struct redis_reply *v)
         sb_add(c->slot, SB_DEAD_LETTERED, 1);
         if (r)
             sb_add(c->slot, sb_dlq_index(r->reason), 1);
-        log_info("message %s moved to %s (%s)", id, c->pool->dlq, r ? r->reason : "?");
+        log_info("message %s moved to %s (%s)", eid, dlq, r ? r->reason : "?");
     } else if (rc == -1) {
         sb_add(c->slot, SB_VANISHED, 1);
-        log_warnx("message %s to dead-letter has no data any more: acknowledged", id);
+        log_warnx("message %s to dead-letter has no data any more: acknowledged", eid);
     } else {
-        log_info("message %s is no longer ours: not dead-lettered by us", id);
+        log_info("message %s is no longer ours: not dead-lettered by us", eid);
     }
     if (r) {
         if (r->adopt)
@@ -264,11 +290,15 @@ void retry_move_dead(struct child *c, long long now)
         struct move *mv = xcalloc(1, sizeof *mv);
         mv->c = c;
         snprintf(mv->id, sizeof mv->id, "%s", r->id);
-        if (stream_dead_letter(&c->st, c->pool->dlq, r->id, r->reason, r->attempt, r->error ? r->error : "",
+        /* Each stream's letters go to its own dead-letter stream. */
+        size_t k;
+        const char *eid = child_key_id(c, r->id, &k);
+        child_use(c, k);
+        if (stream_dead_letter(&c->st, dlq_of(c, k), eid, r->reason, r->attempt, r->error ? r->error : "",
                                unix_now, moved, mv) == -1) {
             free(mv);
             sb_add(c->slot, SB_DLQ_FAILURES, 1);
-            log_warnx("cannot move message %s to %s, it stays pending: %s", r->id, c->pool->dlq, c->st.errstr);
+            log_warnx("cannot move message %s to %s, it stays pending: %s", eid, dlq_of(c, k), c->st.errstr);
             ledger_schedule(&c->ledger, r, LEDGER_DEAD_DUE, now);
             child_redis_error(c);
             return;

@@ -47,6 +47,11 @@ void stream_init(struct stream *s, const struct redis_addr *addr, const struct p
     snprintf(s->consumer, sizeof s->consumer, "%s", consumer);
 }
 
+void stream_use(struct stream *s, const char *key)
+{
+    s->key = key;
+}
+
 static void set_err(struct stream *s, enum stream_error e, const char *what, const char *detail)
 {
     s->err = e;
@@ -138,6 +143,7 @@ struct stream_op {
     void (*on_reply)(struct stream_op *op, const struct redis_reply *v);
     /* For on_reply = op_done: turn a reply into s's state first (-1: malformed, s->err). */
     int (*parse)(struct stream *s, const struct redis_reply *v);
+    const char *key;            /* the stream it is about (s->key when it was sent) */
     stream_done *cb;
     void *arg;
     struct dead_move *move;     /* the dead-letter move this command is a step of */
@@ -179,9 +185,11 @@ static void op_cb(void *arg, const struct redis_reply *v)
 /* The usual completion: parse, then the caller's callback. */
 static void op_done(struct stream_op *op, const struct redis_reply *v)
 {
+    op->s->op_key = op->key;
     if (v && op->parse && op->parse(op->s, v) == -1)
         v = NULL;
     op->cb(op->s, op->arg, v);
+    op->s->op_key = NULL;
 }
 
 /* Queue a command; its completion comes through on_reply (op_done: parse, then cb). Returns
@@ -202,6 +210,7 @@ static struct stream_op *op_send(struct stream *s, const char *what, int argc, c
     op->what = what;
     op->on_reply = on_reply ? on_reply : op_done;
     op->parse = parse;
+    op->key = s->key;
     op->cb = cb;
     op->arg = arg;
     /* Only a read is bounded (stream_send_read): a claimed or probed entry may be large. */
@@ -476,8 +485,9 @@ static void read_cb(void *arg, const struct redis_reply *v)
     s->read_state = 1;
 }
 
-int stream_send_read(struct stream *s, const struct idlist *acks, const char *from, int count,
-                     long block_ms)
+/* XREADGROUP of keys[0..nkeys), each from `from` (stream_send_read(), stream_send_read_all()). */
+static int send_read(struct stream *s, const struct idlist *acks, const char *const *keys, size_t nkeys,
+                     const char *from, int count, long block_ms)
 {
     s->expect = 0;
     s->acked = 0;
@@ -487,7 +497,8 @@ int stream_send_read(struct stream *s, const struct idlist *acks, const char *fr
      * each, and the ids come on top: twice the size plus 64 KiB leaves room for entries of
      * many small fields. */
     size_t entry = s->entry_limit ? s->entry_limit : (size_t)s->max_message_bytes * 2 + 65536;
-    s->read_limit = (size_t)(count > 0 ? count : 1) * entry;
+    /* COUNT is per stream: a read of several may bring count from each. */
+    s->read_limit = (size_t)(count > 0 ? count : 1) * (nkeys ? nkeys : 1) * entry;
     s->err = SERR_NONE;         /* stream_recv() tells an XACK that failed by it */
     if (s->rc == NULL) {
         set_err(s, SERR_IO, "xreadgroup", "not connected");
@@ -515,16 +526,20 @@ int stream_send_read(struct stream *s, const struct idlist *acks, const char *fr
     char cnt[16], blk[24];
     snprintf(cnt, sizeof cnt, "%d", count);
     snprintf(blk, sizeof blk, "%ld", block_ms);
-    const char *argv[11] = { "XREADGROUP", "GROUP", s->group, s->consumer, "COUNT", cnt };
+    const char *argv[9 + 2 * CONF_STREAMS_MAX] = { "XREADGROUP", "GROUP", s->group, s->consumer, "COUNT", cnt };
     int argc = 6;
     if (block_ms >= 0) {
         argv[argc++] = "BLOCK";
         argv[argc++] = blk;
     }
     argv[argc++] = "STREAMS";
-    argv[argc++] = s->key;
-    argv[argc++] = from;
-    size_t len[11];
+    if (nkeys > CONF_STREAMS_MAX)
+        nkeys = CONF_STREAMS_MAX;
+    for (size_t i = 0; i < nkeys; i++)
+        argv[argc++] = keys[i];
+    for (size_t i = 0; i < nkeys; i++)
+        argv[argc++] = from;
+    size_t len[9 + 2 * CONF_STREAMS_MAX];
     for (int i = 0; i < argc; i++)
         len[i] = strlen(argv[i]);
     if (redis_command(s->rc, argc, argv, len, read_cb, s, timeout) == -1)
@@ -541,8 +556,77 @@ fail:
     return -1;
 }
 
-/* Turn a list of entries [[id, [f, v, ...] | nil], ...] into s->msgs. */
-static void parse_entries(struct stream *s, const struct redis_reply *entries)
+int stream_send_read(struct stream *s, const struct idlist *acks, const char *from, int count,
+                     long block_ms)
+{
+    return send_read(s, acks, &s->key, 1, from, count, block_ms);
+}
+
+int stream_send_read_all(struct stream *s, const char *const *keys, size_t nkeys, int count, long block_ms)
+{
+    return send_read(s, NULL, keys, nkeys, ">", count, block_ms);
+}
+
+/* Read new entries from the first of KEYS that has any, in one round trip and without taking
+ * anything from a later stream (XREADGROUP is allowed in a script, BLOCK is not: the caller
+ * blocks on all the streams with stream_send_read_all() when every one was empty). The reply
+ * has XREADGROUP's shape: nil, or [[key, entries]]. A missing group on any of them is NOGROUP,
+ * as from XREADGROUP. */
+static const char read_first_lua[] =
+    "for _, k in ipairs(KEYS) do\n"
+    "  local r = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', ARGV[3], 'STREAMS', k, '>')\n"
+    "  if r then return r end\n"
+    "end\n"
+    "return false\n";
+
+int stream_send_read_first(struct stream *s, const char *const *keys, size_t nkeys, int count)
+{
+    s->expect = 0;
+    s->acked = 0;
+    s->acks_sent = false;
+    s->read_state = 0;
+    size_t entry = s->entry_limit ? s->entry_limit : (size_t)s->max_message_bytes * 2 + 65536;
+    s->read_limit = (size_t)(count > 0 ? count : 1) * entry;
+    s->err = SERR_NONE;
+    if (s->rc == NULL) {
+        set_err(s, SERR_IO, "read script", "not connected");
+        return -1;
+    }
+    redis_set_max_reply_bytes(s->rc, s->read_limit);
+    char nk[16], cnt[16];
+    snprintf(nk, sizeof nk, "%zu", nkeys);
+    snprintf(cnt, sizeof cnt, "%d", count);
+    size_t argc = 3 + nkeys + 3;
+    const char **argv = xmalloc(argc * sizeof *argv);
+    size_t *len = xmalloc(argc * sizeof *len);
+    argv[0] = "EVAL";
+    argv[1] = read_first_lua;
+    argv[2] = nk;
+    for (size_t i = 0; i < nkeys; i++)
+        argv[3 + i] = keys[i];
+    argv[3 + nkeys] = s->group;
+    argv[4 + nkeys] = s->consumer;
+    argv[5 + nkeys] = cnt;
+    for (size_t i = 0; i < argc; i++)
+        len[i] = strlen(argv[i]);
+    int rc = redis_command(s->rc, (int)argc, argv, len, read_cb, s, 5000);
+    free(argv);
+    free(len);
+    if (rc == -1)
+        goto fail;
+    s->expect++;
+    redis_run(s->rc, 0, redis_now_ms());
+    if (redis_fd(s->rc) == -1)
+        goto fail;
+    return 0;
+fail:
+    set_err(s, SERR_IO, "read script", redis_error(s->rc)[0] ? redis_error(s->rc) : "not connected");
+    stream_disconnect(s);
+    return -1;
+}
+
+/* The names and values of a list of entries [[id, [f, v, ...] | nil], ...]. */
+static size_t count_fields(const struct redis_reply *entries)
 {
     size_t nfields = 0;
     for (size_t i = 0; i < entries->elements; i++) {
@@ -550,15 +634,28 @@ static void parse_entries(struct stream *s, const struct redis_reply *entries)
         if (e->type == REDIS_T_ARRAY && e->elements == 2 && e->element[1]->type == REDIS_T_ARRAY)
             nfields += e->element[1]->elements;
     }
-    if (entries->elements > s->mcap) {
-        s->mcap = entries->elements;
+    return nfields;
+}
+
+/* Room in s->msgs and s->fields for a batch of nmsgs entries of nfields names and values in
+ * all. Before the first parse_entries() of a batch only: the messages point into s->fields. */
+static void batch_reserve(struct stream *s, size_t nmsgs, size_t nfields)
+{
+    if (nmsgs > s->mcap) {
+        s->mcap = nmsgs;
         s->msgs = xrealloc(s->msgs, s->mcap * sizeof *s->msgs);
     }
     if (nfields > s->fcap) {
         s->fcap = nfields;
         s->fields = xrealloc(s->fields, s->fcap * sizeof *s->fields);
     }
-    struct str *f = s->fields;
+}
+
+/* Add a list of entries [[id, [f, v, ...] | nil], ...] of stream key to s->msgs, their names
+ * and values from s->fields[*fused] on (batch_reserve() made room for them). */
+static void parse_entries(struct stream *s, const struct redis_reply *entries, const char *key, size_t *fused)
+{
+    struct str *f = s->fields + *fused;
     const char *last = NULL;
     for (size_t i = 0; i < entries->elements; i++) {
         struct redis_reply *e = entries->element[i];
@@ -576,7 +673,7 @@ static void parse_entries(struct stream *s, const struct redis_reply *entries)
             continue;
         }
         struct msg *m = &s->msgs[s->n++];
-        m->stream = s->key;
+        m->stream = key;
         m->id.p = id->str;
         m->id.len = id->len;
         m->f = f;
@@ -590,24 +687,48 @@ static void parse_entries(struct stream *s, const struct redis_reply *entries)
         }
         m->nf = pairs;
     }
+    *fused = (size_t)(f - s->fields);
     if (last)
         snprintf(s->last_id, sizeof s->last_id, "%s", last);
 }
 
-/* The XREADGROUP reply: nil (timeout) or [[key, [[id, [f, v, ...] | nil], ...]]]; anything
- * else is an error, never a crash. */
+/* One list of entries (a claim's), of our stream. */
+static void parse_list(struct stream *s, const struct redis_reply *entries)
+{
+    size_t fused = 0;
+    batch_reserve(s, entries->elements, count_fields(entries));
+    parse_entries(s, entries, s->op_key ? s->op_key : s->key, &fused);
+}
+
+/* The XREADGROUP reply: nil (timeout) or [[key, [[id, [f, v, ...] | nil], ...]], ...], a
+ * [key, entries] pair per stream that had entries (a read of several streams may bring
+ * several; each message names its stream, pointing into r). Anything else is an error, never
+ * a crash. s->last_id: the last entry of the last stream. */
 int stream_parse_read(struct stream *s, const struct redis_reply *r)
 {
     s->n = 0;
     s->vanished.n = 0;
     if (r->type == REDIS_T_NIL)
         return 0;
-    if (r->type != REDIS_T_ARRAY || r->elements < 1 || r->element[0]->type != REDIS_T_ARRAY ||
-        r->element[0]->elements != 2 || r->element[0]->element[1]->type != REDIS_T_ARRAY) {
+    bool ok = r->type == REDIS_T_ARRAY && r->elements >= 1;
+    size_t nmsgs = 0, nfields = 0;
+    for (size_t k = 0; ok && k < r->elements; k++) {
+        const struct redis_reply *pair = r->element[k];
+        ok = pair->type == REDIS_T_ARRAY && pair->elements == 2 && pair->element[0]->type == REDIS_T_STRING &&
+             pair->element[1]->type == REDIS_T_ARRAY;
+        if (ok) {
+            nmsgs += pair->element[1]->elements;
+            nfields += count_fields(pair->element[1]);
+        }
+    }
+    if (!ok) {
         set_err(s, SERR_REPLY, "xreadgroup", "unexpected reply shape");
         return -1;
     }
-    parse_entries(s, r->element[0]->element[1]);
+    batch_reserve(s, nmsgs, nfields);
+    size_t fused = 0;
+    for (size_t k = 0; k < r->elements; k++)
+        parse_entries(s, r->element[k]->element[1], r->element[k]->element[0]->str, &fused);
     return 0;
 }
 
@@ -622,7 +743,7 @@ int stream_parse_claim(struct stream *s, const struct redis_reply *r)
         set_err(s, SERR_REPLY, "xclaim", "unexpected reply shape");
         return -1;
     }
-    parse_entries(s, r->element[0]);
+    parse_list(s, r->element[0]);
     const struct redis_reply *lost = r->element[1];
     for (size_t i = 0; i < lost->elements; i++)
         if (lost->element[i]->type == REDIS_T_STRING)
@@ -646,7 +767,7 @@ int stream_parse_autoclaim(struct stream *s, const struct redis_reply *r, char c
     snprintf(cursor, STREAM_ID_MAX, "%s", r->element[0]->str);
     if (r->elements >= 3 && r->element[2]->type == REDIS_T_ARRAY)
         *deleted = r->element[2]->elements;
-    parse_entries(s, r->element[1]);
+    parse_list(s, r->element[1]);
     return 0;
 }
 
@@ -861,7 +982,7 @@ int stream_delivery_counts(struct stream *s, size_t limit, stream_done *cb, void
     size_t n = s->n;
     char cnt[24];
     snprintf(cnt, sizeof cnt, "%zu", limit > n ? limit : n);
-    const char *argv[7] = { "XPENDING", s->key, s->group, s->msgs[0].id.p, s->msgs[n - 1].id.p, cnt, s->consumer };
+    const char *argv[7] = { "XPENDING", s->msgs[0].stream, s->group, s->msgs[0].id.p, s->msgs[n - 1].id.p, cnt, s->consumer };
     return op_sendv(s, "xpending", 7, argv, parse_counts, cb, arg) ? 0 : -1;
 }
 
@@ -938,6 +1059,7 @@ struct dead_move {
     bool finished;
     bool quiet;                     /* being started: a failure is returned, not called back */
     int round;
+    const char *key;                /* the stream it leaves (s->key when it was started) */
     char *dlq, *id, *reason, *att, *error, *when;
     struct redis_reply *queued[3];  /* MULTI's, XADD's and the check's immediate replies */
     int nqueued;
@@ -1040,7 +1162,7 @@ static void move_xrange(struct stream_op *op, const struct redis_reply *e)
         else
             move_finish(s, m, 0);
     } else {
-        const char *const extra[12] = { "dlq.stream", s->key, "dlq.id", m->id, "dlq.reason", m->reason,
+        const char *const extra[12] = { "dlq.stream", m->key, "dlq.id", m->id, "dlq.reason", m->reason,
                                          "dlq.attempts", m->att, "dlq.error", m->error, "dlq.time", m->when };
         const struct redis_reply *kv = e->element[0]->element[1];
         size_t argc = 3 + kv->elements + 12;
@@ -1066,7 +1188,7 @@ static void move_xrange(struct stream_op *op, const struct redis_reply *e)
         size_t mlen[1] = { 5 };
         const char *xargv[1] = { "EXEC" };
         size_t xlen[1] = { 4 };
-        const char *cargv[9] = { "EVAL", dead_letter_check_lua, "2", s->key, m->dlq, s->group, m->id,
+        const char *cargv[9] = { "EVAL", dead_letter_check_lua, "2", m->key, m->dlq, s->group, m->id,
                                  s->consumer, m->when };
         size_t clen[9];
         for (int i = 0; i < 9; i++)
@@ -1092,8 +1214,8 @@ static void move_script_reply(struct stream_op *op, const struct redis_reply *v)
         set_err(s, SERR_REPLY, "dead-letter", "unexpected reply");
         move_finish(s, m, -2);
     } else if (v->integer == -4) {
-        const char *argv[4] = { "XRANGE", s->key, m->id, m->id };
-        size_t len[4] = { 6, strlen(s->key), strlen(m->id), strlen(m->id) };
+        const char *argv[4] = { "XRANGE", m->key, m->id, m->id };
+        size_t len[4] = { 6, strlen(m->key), strlen(m->id), strlen(m->id) };
         if (move_send(s, m, "dead-letter xrange", 4, argv, len, move_xrange) == NULL)
             move_finish(s, m, -2);
     } else {
@@ -1106,7 +1228,7 @@ static void move_script(struct stream *s, struct dead_move *m)
 {
     char most[24];
     snprintf(most, sizeof most, "%d", DEAD_LETTER_LUA_VALUES);
-    const char *argv[13] = { "EVAL", dead_letter_lua, "2", s->key, m->dlq, s->group, m->id, s->consumer,
+    const char *argv[13] = { "EVAL", dead_letter_lua, "2", m->key, m->dlq, s->group, m->id, s->consumer,
                              m->reason, m->att, m->error, m->when, most };
     size_t len[13];
     for (int i = 0; i < 13; i++)
@@ -1130,6 +1252,7 @@ int stream_dead_letter(struct stream *s, const char *dlq, const char *id, const 
     m->cb = cb;
     m->arg = arg;
     m->refs = 1;
+    m->key = s->key;
     m->dlq = xstrdup(dlq);
     m->id = xstrdup(id);
     m->reason = xstrdup(reason);

@@ -87,6 +87,8 @@ struct stream {
     char cursor[STREAM_ID_MAX]; /* XAUTOCLAIM's next cursor ("0-0": scanned to the end) */
     size_t deleted;             /* entries XAUTOCLAIM found without data */
     struct stream_op *ops, *ops_tail; /* commands on the wire (the read excepted) */
+    const char *op_key;         /* during a command's completion: the stream it was about
+                                 * (claims fill s->msgs with it: s->key may have changed) */
 };
 
 /* Fill s for the pool's stream and group under consumer name consumer. No I/O. */
@@ -96,6 +98,10 @@ void stream_init(struct stream *s, const struct redis_addr *addr, const struct p
  * the creation of the group (stream_create_group()): cb says when the connection is ready.
  * Returns 0, or -1 with s->err, s->errstr (cb is not called). */
 int stream_connect(struct stream *s, stream_done *cb, void *arg);
+/* The stream the next commands are about (a pool of several streams; one of the pool's
+ * stream names, which outlive s). A command keeps the key it was sent with: its completion
+ * sees it in s->op_key. */
+void stream_use(struct stream *s, const char *key);
 /* Drop the connection; every command still on the wire completes now, failed. */
 void stream_disconnect(struct stream *s);
 bool stream_connected(const struct stream *s);
@@ -135,6 +141,16 @@ int stream_adopt(struct stream *s, const char *id, long long count, stream_done 
  * rather than hold it, and fails with SERR_OVERSIZE. Returns 0 or -1. */
 int stream_send_read(struct stream *s, const struct idlist *acks, const char *from, int count,
                      long block_ms);
+/* Several streams (priority): read up to count new entries from the first of keys[0..nkeys)
+ * that has any, in one round trip (a script: nothing is taken from a later stream while an
+ * earlier one has entries), without BLOCK. Its outcome comes like a read's (stream_recv()).
+ * Returns 0 or -1. */
+int stream_send_read_first(struct stream *s, const char *const *keys, size_t nkeys, int count);
+/* Several streams: XREADGROUP COUNT count [BLOCK block_ms] of new entries (">") of every one
+ * of keys[0..nkeys) (at most CONF_STREAMS_MAX), no acks. Redis serves a blocked read from the
+ * stream that got entries; a reply may still carry entries of several (each message names its
+ * stream). Its outcome comes like a read's (stream_recv()). Returns 0 or -1. */
+int stream_send_read_all(struct stream *s, const char *const *keys, size_t nkeys, int count, long block_ms);
 /* What stream_run() has received for the request. Returns 1 when the batch is complete
  * (s->msgs[0..n), s->acked), 0 when more must be waited for, -1 on error (s->err; an error
  * reply to XACK or XREADGROUP is an error too). */

@@ -14,6 +14,7 @@
 #include "child/child.h"
 #include "child/handler.h"
 #include "child/ledger.h"
+#include "child/priority.h"
 #include "child/stream.h"
 #include "common/redis.h"          /* the replies handed to completions */
 #include "common/sb.h"
@@ -22,8 +23,8 @@ static_assert(LEDGER_ID_MAX == STREAM_ID_MAX, "the ledger keys entry ids");
 
 #define ERROR_TEXT_MAX 200     /* dlq.error keeps at most this much of the last error */
 
-/* A message's handle in its handler's hands (handler.h). It names the entry, not its ledger
- * record: records move when the ledger grows. */
+/* A message's handle in its handler's hands (handler.h). It names the entry by its ledger key
+ * (child_key()), not its ledger record: records move when the ledger grows. */
 struct ticket {
     struct child *child;
     struct ticket *next;            /* in the free list */
@@ -39,10 +40,12 @@ struct child {
     const struct handler_ops *ops;
     struct handler *h;
     unsigned capacity;              /* messages it may hold at once */
-    struct ledger ledger;           /* every message held, by entry id, and its state */
-    struct idlist acks;             /* to acknowledge with the next request: ACK_DUE records,
-                                     * and entries held by no record (vanished, duplicates) */
-    struct idlist marks;            /* MARKER_DUE records, in the order they succeeded */
+    struct ledger ledger;           /* every message held, by ledger key (child_key()), and its
+                                     * state */
+    struct idlist acks;             /* ledger keys to acknowledge with the next request: ACK_DUE
+                                     * records, and entries held by no record (vanished,
+                                     * duplicates) */
+    struct idlist marks;            /* MARKER_DUE records (keys), in the order they succeeded */
     size_t nadopt;                  /* records with adopt set */
     struct ticket *free_tickets;
     bool circuit_open;              /* the handler said so (child_event) */
@@ -57,14 +60,21 @@ struct child {
     size_t intake_n;                /* ... one per message of it */
     size_t adopting;                /* adoptions on the wire */
     size_t adopted;                 /* of which put back */
-    char from[STREAM_ID_MAX];
+    char from[STREAM_ID_MAX];       /* the pending phase: of stream cur */
+    size_t cur;                     /* several streams: the one whose pending list is read */
+    struct priority prio;           /* several streams: which one the next read takes from */
+    size_t read_order[CONF_STREAMS_MAX]; /* the order the read on the wire tried them in */
+    bool read_first;                /* the read on the wire is the script (stream_send_read_first) */
+    bool all_empty;                 /* it found every stream empty: block on them all next */
+    size_t group_next;              /* connecting: the stream whose group is made sure of */
     bool reading;                   /* a read request is on the wire */
     int read_count;                 /* the COUNT of that read */
     bool read_one;                  /* a read outgrew its bound: read one entry at a time */
     bool probe_due;                 /* one entry alone did: size it in Redis (oversize_probe) */
     char probe_after[STREAM_ID_MAX];/* it is our first pending entry after this id */
     long long read_deadline_ms;
-    char claim_cursor[STREAM_ID_MAX];
+    char claim_cursor[CONF_STREAMS_MAX][STREAM_ID_MAX]; /* each stream's orphan scan */
+    size_t claim_stream;            /* the stream the orphan scan is at */
     bool claim_yield;               /* an orphan scan goes on: let a request go first */
     long long next_claim_ms;        /* next XAUTOCLAIM pass for orphans */
     long long next_touch_ms;        /* next idle reset of the entries waiting for a retry */
@@ -81,7 +91,8 @@ struct child {
     long long last_error_log_ms;
     enum stream_error last_error;
     unsigned error_repeats;
-    char seen[STREAM_ID_MAX];       /* the last entry the group delivered to us through ">" */
+    char seen[CONF_STREAMS_MAX][STREAM_ID_MAX]; /* the last entry each stream's group delivered
+                                     * to us through ">" */
     char adopt_upto[STREAM_ID_MAX]; /* in flight when the group was re-created: ids up to this
                                      * that fail are put back too; "" when none */
 };
@@ -108,6 +119,15 @@ void child_redis_failed(struct child *c);
 /* A completion's failure that need not cost the connection (an error reply): log it; a lost
  * connection goes the way of child_redis_failed(). */
 void child_redis_trouble(struct child *c);
+/* Ledger keys. A pool of one stream keys its records by entry id (key is id itself); one of
+ * several by "<stream index>/<entry id>" (key filled; entry ids repeat across streams). */
+const char *child_key(const struct child *c, const char *stream, const char *id, char key[LEDGER_ID_MAX]);
+/* The entry id in key, and (stream) the index of its stream in the pool's streams. */
+const char *child_key_id(const struct child *c, const char *key, size_t *stream);
+/* The index in the pool's streams of stream (a name; NULL: the first). */
+size_t child_stream_index(const struct child *c, const char *stream);
+/* The next commands are about the pool's stream k (nothing to do with one stream). */
+void child_use(struct child *c, size_t k);
 /* Connected, the group made sure of, nothing on the wire: a step may talk to Redis. */
 bool child_redis_idle(struct child *c);
 /* Read our pending list from the start. */
@@ -164,15 +184,16 @@ void held_publish(struct child *c, long long now);
 /* group.c */
 /* Order of two entry ids "ms-seq" (a missing seq counts as 0). */
 int group_id_cmp(const char *a, const char *b);
-/* Where a lost group restarts (c->st.resume). */
-void group_set_resume(struct child *c);
+/* Where the lost group of stream k restarts (c->st.resume). */
+void group_set_resume(struct child *c, size_t k);
 /* Remember the last entry ">" brought. */
 void group_note_seen(struct child *c);
 void group_set_state(struct child *c, enum sb_group_state state);
 /* The group was created again after it was lost: say so, count it. */
 void group_report_recreated(struct child *c, const char *when);
-/* The group exists again: what we hold must be pending in it, as ours. */
-void group_reconcile_held(struct child *c);
+/* The group of stream k exists again (at c->st.group_at): what we hold of it must be pending
+ * in it, as ours. */
+void group_reconcile_held(struct child *c, size_t k);
 /* Put the records marked adopt back into our pending list (queued). Returns 0 or -1. */
 int group_adopt_held(struct child *c);
 /* Record r (failed, held) was in flight when the group was re-created: put it back too. */

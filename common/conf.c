@@ -136,7 +136,7 @@ static key_setter set_redis, set_listen, set_int, set_dur, set_bool, set_log_lev
     set_log_format, set_handler, set_method, set_name, set_field, set_url, set_content_type,
     set_header, set_file, set_backoff, set_percent, set_size, set_path, set_account, set_long,
     set_group_start, set_plugin, set_fields, set_command, set_env, set_pass_env, set_stdin, set_trim,
-    set_workers;
+    set_workers, set_streams, set_priority;
 
 #define F(field) offsetof(struct conf, field)
 #define P(field) offsetof(struct pool_conf, field)
@@ -166,7 +166,8 @@ static const struct key keys[] = {
     { SEC_FLEET, "redis_tls_verify", set_bool,    F(redis.tls_verify), 0, 0, 0 },
     { SEC_FLEET, "sentinel_password_file", set_file, F(redis.sentinel_password_file), 0, 0, 0 },
 
-    { SEC_POOL, "stream",   set_name,    P(stream),   0, 0, KEY_REQUIRED | KEY_POOL },
+    { SEC_POOL, "stream",   set_streams, P(stream),   0, 0, KEY_REQUIRED | KEY_POOL },
+    { SEC_POOL, "priority", set_priority, P(priority), 0, 0, KEY_POOL },
     { SEC_POOL, "group",    set_name,    P(group),    0, 0, KEY_REQUIRED | KEY_POOL },
     { SEC_POOL, "workers",  set_workers, P(workers),  1, CONF_WORKERS_MAX, KEY_POOL },
     { SEC_POOL, "batch",    set_int,     P(batch),    1, CONF_BATCH_MAX, KEY_POOL },
@@ -588,6 +589,107 @@ static int set_name(const struct key *k, void *base, const char *v, char *err, s
         return -1;
     }
     set_str(k, base, v);
+    return 0;
+}
+
+static void free_strv(char **v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
+/* stream: one name, or several separated by spaces, read in that order of priority (the
+ * `priority` key says how). Each name as set_name() wants it; no name twice (one group on
+ * a stream is one reader). p->stream is the first: what a pool of one stream uses. */
+static int set_streams(const struct key *k, void *base, const char *v, char *err, size_t len)
+{
+    struct pool_conf *p = base;
+    (void)k;
+    char **names = NULL;
+    size_t n = 0;
+    for (const char *s = v + strspn(v, " \t"); *s; s += strspn(s, " \t")) {
+        size_t w = strcspn(s, " \t");
+        bool ok = w <= CONF_NAME_MAX;
+        for (size_t i = 0; ok && i < w; i++)
+            ok = isgraph((unsigned char)s[i]);
+        if (!ok) {
+            snprintf(err, len, "'%.*s' is not a stream name (1 to %d printable characters without spaces)",
+                     (int)(w > 60 ? 60 : w), s, CONF_NAME_MAX);
+            goto fail;
+        }
+        for (size_t i = 0; i < n; i++) {
+            if (strlen(names[i]) == w && memcmp(names[i], s, w) == 0) {
+                snprintf(err, len, "names stream '%s' twice", names[i]);
+                goto fail;
+            }
+        }
+        if (n == CONF_STREAMS_MAX) {
+            snprintf(err, len, "names more than %d streams", CONF_STREAMS_MAX);
+            goto fail;
+        }
+        names = xrealloc(names, (n + 1) * sizeof *names);
+        names[n++] = xstrndup(s, w);
+        s += w;
+    }
+    if (n == 0) {
+        snprintf(err, len, "must name a stream");
+        goto fail;
+    }
+    free_strv(p->streams, p->nstreams);
+    free(p->stream);
+    p->streams = names;
+    p->nstreams = n;
+    p->stream = xstrdup(names[0]);
+    return 0;
+fail:
+    free_strv(names, n);
+    return -1;
+}
+
+/* priority = strict, or weighted W1 W2 ... (a weight per stream, checked against the streams
+ * in validate_pool(): the keys may come in any order). */
+static int set_priority(const struct key *k, void *base, const char *v, char *err, size_t len)
+{
+    struct pool_conf *p = base;
+    (void)k;
+    size_t w = strcspn(v, " \t");
+    if (w == 6 && strncmp(v, "strict", 6) == 0 && v[w + strspn(v + w, " \t")] == '\0') {
+        p->priority = PRIORITY_STRICT;
+        free(p->weights);
+        p->weights = NULL;
+        p->nweights = 0;
+        return 0;
+    }
+    if (w != 8 || strncmp(v, "weighted", 8) != 0) {
+        snprintf(err, len, "must be strict, or weighted and a weight per stream, e.g. weighted 8 4 2 1 (got '%s')", v);
+        return -1;
+    }
+    int *weights = NULL;
+    size_t n = 0;
+    for (const char *s = v + w + strspn(v + w, " \t"); *s; s += strspn(s, " \t")) {
+        size_t ww = strcspn(s, " \t");
+        char num[24];
+        long x;
+        snprintf(num, sizeof num, "%.*s", (int)(ww < sizeof num ? ww : sizeof num - 1), s);
+        if (ww >= sizeof num || int_parse(num, 1, CONF_WEIGHT_MAX, &x) == -1 || n == CONF_STREAMS_MAX) {
+            snprintf(err, len, "weights must be whole numbers from 1 to %d, at most %d of them (got '%.*s')",
+                     CONF_WEIGHT_MAX, CONF_STREAMS_MAX, (int)(ww > 30 ? 30 : ww), s);
+            free(weights);
+            return -1;
+        }
+        weights = xrealloc(weights, (n + 1) * sizeof *weights);
+        weights[n++] = (int)x;
+        s += ww;
+    }
+    if (n == 0) {
+        snprintf(err, len, "weighted needs a weight per stream, e.g. weighted 8 4 2 1");
+        return -1;
+    }
+    free(p->weights);
+    p->priority = PRIORITY_WEIGHTED;
+    p->weights = weights;
+    p->nweights = n;
     return 0;
 }
 
@@ -2085,15 +2187,40 @@ static void validate_pool(struct loader *l, size_t i)
      * an endpoint (every command and transfer is polled with a deadline) and stamps its
      * heartbeat at least every second, so a few seconds suffice whatever timeout and block
      * are; the key's own minimum (1s) is the only bound. */
+    int pl = abs(seen[key_index(SEC_POOL, "priority")]);
+    if (pl && p->nstreams == 1)
+        problem(l, pl, "priority needs several streams (stream = first second ...), [pool:%s] reads one",
+                p->name);
+    else if (p->priority == PRIORITY_WEIGHTED && p->nweights != p->nstreams)
+        problem(l, pl, "priority = weighted has %zu weights for %zu streams: give one per stream, in their order",
+                p->nweights, p->nstreams);
+    /* One dead-letter stream per stream by default: a dead letter stays beside its kind. An
+     * explicit dlq takes them all (dlq.stream says where each came from). */
+    bool explicit_dlq = p->dlq != NULL;
     if (p->dlq == NULL && p->stream) {
         struct buf b = BUF_INIT;
         buf_printf(&b, "%s:dlq", p->stream);
         p->dlq = b.p;
     }
-    if (p->dlq && p->stream && strcmp(p->dlq, p->stream) == 0)
-        problem(l, p->line, "[pool:%s] dlq must not be the stream itself", p->name);
-    /* retain only holds trimming back: alone it would read as "trim what is older", which it
-     * is not. */
+    free_strv(p->dlqs, p->dlqs ? p->nstreams : 0);
+    p->dlqs = p->nstreams ? xcalloc(p->nstreams, sizeof *p->dlqs) : NULL;
+    for (size_t s = 0; s < p->nstreams; s++) {
+        struct buf b = BUF_INIT;
+        buf_printf(&b, explicit_dlq ? "%s" : "%s:dlq", explicit_dlq ? p->dlq : p->streams[s]);
+        p->dlqs[s] = b.p;
+    }
+    for (size_t s = 0; s < p->nstreams; s++) {
+        for (size_t d = 0; d < p->nstreams; d++) {
+            if (strcmp(p->dlqs[d], p->streams[s]) == 0) {
+                if (p->nstreams == 1)
+                    problem(l, p->line, "[pool:%s] dlq must not be the stream itself", p->name);
+                else
+                    problem(l, p->line, "[pool:%s] dead-letter stream '%s' is also one of its streams",
+                            p->name, p->dlqs[d]);
+                s = d = p->nstreams;
+            }
+        }
+    }
     if (p->workers_max == 0)
         p->workers_max = p->workers;
     /* The scale_* keys steer a range only: with a fixed count they would do nothing. */
@@ -2102,6 +2229,8 @@ static void validate_pool(struct loader *l, size_t i)
         if (p->workers_max == p->workers && seen[key_index(SEC_POOL, scale_keys[k])])
             problem(l, abs(seen[key_index(SEC_POOL, scale_keys[k])]),
                     "%s only applies with workers = MIN..MAX (a range to scale within)", scale_keys[k]);
+    /* retain only holds trimming back: alone it would read as "trim what is older", which it
+     * is not. */
     if (p->retain_ms > 0 && !p->trim_acked)
         problem(l, abs(seen[key_index(SEC_POOL, "retain")]),
                 "retain only applies with trim = acked (it keeps acknowledged entries; it never trims by itself)");
@@ -2119,15 +2248,18 @@ static void check_pairs_unique(struct loader *l)
     const struct conf *c = l->c;
     for (size_t i = 0; i < c->npools; i++) {
         const struct pool_conf *p = &c->pools[i];
-        for (size_t j = 0; p->stream && p->group && j < i; j++) {
-            const struct pool_conf *q = &c->pools[j];
-            if (q->stream && q->group && strcmp(p->stream, q->stream) == 0 &&
-                strcmp(p->group, q->group) == 0) {
-                problem(l, p->line, "[pool:%s] reads stream '%s' as group '%s', like [pool:%s] at line %d",
-                        p->name, p->stream, p->group, q->name, q->line);
-                break;
-            }
+        const char *same = NULL;
+        const struct pool_conf *q = NULL;
+        for (size_t j = 0; p->group && j < i && !same; j++) {
+            q = &c->pools[j];
+            for (size_t a = 0; q->group && strcmp(p->group, q->group) == 0 && a < p->nstreams && !same; a++)
+                for (size_t b = 0; b < q->nstreams && !same; b++)
+                    if (strcmp(p->streams[a], q->streams[b]) == 0)
+                        same = p->streams[a];
         }
+        if (same)
+            problem(l, p->line, "[pool:%s] reads stream '%s' as group '%s', like [pool:%s] at line %d",
+                    p->name, same, p->group, q->name, q->line);
     }
 }
 
@@ -2295,6 +2427,9 @@ static void pool_release(struct pool_conf *p)
 {
     free(p->name);
     free(p->stream);
+    free_strv(p->streams, p->nstreams);
+    free(p->weights);
+    free_strv(p->dlqs, p->dlqs ? p->nstreams : 0);
     free(p->group);
     free(p->url);
     free(p->body_field);
@@ -2440,6 +2575,15 @@ bool conf_pool_same(const struct pool_conf *a, const struct pool_conf *b)
             return false;
     for (size_t i = 0; i < a->ntargets; i++)
         if (!conf_pool_same(&a->targets[i], &b->targets[i]))
+            return false;
+    if (a->nstreams != b->nstreams || a->priority != b->priority || a->nweights != b->nweights)
+        return false;
+    for (size_t i = 0; i < a->nstreams; i++)
+        if (!str_same(a->streams[i], b->streams[i]) ||
+            (a->dlqs && b->dlqs && !str_same(a->dlqs[i], b->dlqs[i])))
+            return false;
+    for (size_t i = 0; i < a->nweights; i++)
+        if (a->weights[i] != b->weights[i])
             return false;
     return str_same(a->name, b->name) && str_same(a->stream, b->stream) && str_same(a->group, b->group) &&
            a->batch == b->batch && a->block_ms == b->block_ms && a->handler == b->handler &&

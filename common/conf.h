@@ -14,6 +14,8 @@
 #define CONF_BATCH_MAX  10000
 #define CONF_INFLIGHT_MAX 1024
 #define CONF_HEADERS_MAX 32
+#define CONF_STREAMS_MAX 16    /* stream = k1 k2 ...: streams of one pool */
+#define CONF_WEIGHT_MAX 1000
 #define CONF_ROUTES_MAX 31     /* route.TYPE lines per pool (with route.default: a scoreboard
                                 * counter each, SB_NROUTES) */
 
@@ -21,6 +23,8 @@ enum log_level { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR };
 enum log_format { LOG_FORMAT_TEXT, LOG_FORMAT_JSON };
 enum handler_kind { HANDLER_LOG, HANDLER_NOOP, HANDLER_HTTP, HANDLER_EXEC, HANDLER_SUBPROCESS, HANDLER_PLUGIN };
 enum http_method { HTTP_POST, HTTP_PUT, HTTP_PATCH };
+/* How a pool of several streams picks the next one to read (priority = ...). */
+enum priority_kind { PRIORITY_STRICT, PRIORITY_WEIGHTED };
 
 /* A sentinel of redis-sentinel://, or a seed of redis-cluster://. */
 struct redis_node {
@@ -68,8 +72,13 @@ struct route_conf {
 struct pool_conf {
     char *name;
     int line;                   /* line of its [pool:NAME] header, for messages */
-    char *stream;
-    char *group;
+    char *stream;               /* the first of streams: the pool's one stream, usually */
+    char **streams;             /* stream = k1 k2 ...: in order of priority, no duplicates */
+    size_t nstreams;            /* 1..CONF_STREAMS_MAX */
+    enum priority_kind priority;/* with several streams (default strict) */
+    int *weights;               /* priority = weighted W1 W2 ...: one per stream, 1..CONF_WEIGHT_MAX */
+    size_t nweights;
+    char *group;                /* created on each stream */
     int workers;                /* 1..CONF_WORKERS_MAX; with a range, its minimum */
     int workers_max;            /* workers = MIN..MAX: the maximum; else the same as workers */
     long scale_up_after_ms;     /* a range: one more worker while an entry waits this long */
@@ -125,6 +134,7 @@ struct pool_conf {
     int backoff_jitter_pct;     /* 0..100 */
     long claim_idle_ms;         /* a pending entry idle this long belongs to a dead consumer */
     char *dlq;                  /* dead-letter stream, default "<stream>:dlq" */
+    char **dlqs;                /* that of each of streams: dlq when set, else "<stream>:dlq" */
     long dedupe_ttl_ms;         /* 0: off */
     long long max_message_bytes;
 

@@ -3,6 +3,8 @@
  *   streamfleet dlq replay -c FILE --pool NAME (--all | ID...)
  *   streamfleet dlq purge  -c FILE --pool NAME (--all | --before DURATION)
  * (each with --help; exit status 0 done, 1 failed, 2 usage)
+ * A pool of several streams has a dead-letter stream each (or one for all): the verbs act on
+ * every one, and a replayed letter goes back to the stream it left (its dlq.stream).
  * A short-lived process with one connection on common/redis.c's blocking helper. */
 #include "supervisor/dlq.h"
 #include "supervisor/rediscli.h"
@@ -317,6 +319,41 @@ static int letter_check(const struct letter *l, bool parsed, const char *dlq)
     return 0;
 }
 
+/* Where a replayed letter goes: for a pool of several streams, the one it left (dlq.stream),
+ * when that is one of the pool's; else the pool's stream, as for a pool of one. */
+static const char *letter_target(const struct pool_conf *p, const struct letter *l)
+{
+    const struct redis_reply *from = letter_meta(l, META_STREAM);
+    for (size_t k = 0; p->nstreams > 1 && k < p->nstreams; k++)
+        if (from->len == strlen(p->streams[k]) && memcmp(from->str, p->streams[k], from->len) == 0)
+            return p->streams[k];
+    return p->stream;
+}
+
+/* What the summary lines name as where the letters went. */
+static const char *targets(const struct pool_conf *p)
+{
+    return p->nstreams > 1 ? "their streams" : p->stream;
+}
+
+/* The pool's dead-letter streams, each once (one for all when dlq is set): returns how many. */
+static size_t pool_dlqs(const struct pool_conf *p, const char *dlqs[CONF_STREAMS_MAX])
+{
+    size_t n = 0;
+    if (p->nstreams <= 1 || p->dlqs == NULL) {
+        dlqs[n++] = p->dlq;
+        return n;
+    }
+    for (size_t k = 0; k < p->nstreams; k++) {
+        bool seen = false;
+        for (size_t j = 0; j < n; j++)
+            seen = seen || strcmp(dlqs[j], p->dlqs[k]) == 0;
+        if (!seen)
+            dlqs[n++] = p->dlqs[k];
+    }
+    return n;
+}
+
 /* A pipelined command's reply, kept for after the last one has come. */
 static void keep_reply(void *arg, const struct redis_reply *v)
 {
@@ -326,10 +363,13 @@ static void keep_reply(void *arg, const struct redis_reply *v)
 /* Put the dead letter l back on the pool's stream and delete it from the dead-letter stream,
  * atomically (see replay_before_lua). Returns 0 with the new entry id in newid, 1 when the
  * dead letter was gone meanwhile (nothing changed), -1 on an error (said on stderr; nothing
- * changed, unless the connection broke before the outcome was known). */
-static int replay_letter(struct redis *rc, const struct pool_conf *p, const struct letter *l, char *newid, size_t len)
+ * changed, unless the connection broke before the outcome was known). *to: the stream it went
+ * back to (letter_target()). */
+static int replay_letter(struct redis *rc, const struct pool_conf *p, const struct letter *l, char *newid, size_t len,
+                         const char **to)
 {
     int status = -1;
+    const char *stream = *to = letter_target(p, l);
     struct buf scratch = BUF_INIT;
     buf_printf(&scratch, "%s:replay-tx", p->dlq);
     size_t nx = 3 + 2 * l->norig;
@@ -339,13 +379,13 @@ static int replay_letter(struct redis *rc, const struct pool_conf *p, const stru
         fprintf(stderr, "streamfleet: replay %s: out of memory\n", l->id);
         goto out;
     }
-    argv[0] = "XADD", argv[1] = p->stream, argv[2] = "*";
+    argv[0] = "XADD", argv[1] = stream, argv[2] = "*";
     for (size_t i = 0; i < 2 * l->norig; i++)
         argv[3 + i] = l->kv->element[i]->str, alen[3 + i] = l->kv->element[i]->len;
     for (size_t i = 0; i < 3; i++)
         alen[i] = strlen(argv[i]);
-    const char *before[5] = { "EVAL", replay_before_lua, "2", p->stream, scratch.p };
-    const char *after[7] = { "EVAL", replay_after_lua, "3", p->stream, scratch.p, p->dlq, l->id };
+    const char *before[5] = { "EVAL", replay_before_lua, "2", stream, scratch.p };
+    const char *after[7] = { "EVAL", replay_after_lua, "3", stream, scratch.p, p->dlq, l->id };
     size_t blen[5], aflen[7];
     for (int i = 0; i < 5; i++)
         blen[i] = strlen(before[i]);
@@ -396,13 +436,14 @@ out:
     return status;
 }
 
-/* Fetch the dead letter id and check it can be replayed. Returns 0 with *reply (free it) and
- * l filled, 1 when there is no such entry, -1 when it cannot be replayed or Redis failed
- * (said on stderr). */
-static int letter_fetch(struct redis *rc, const struct pool_conf *p, const char *id, struct redis_reply **reply, struct letter *l)
+/* Fetch the dead letter id from dlq and check it can be replayed. Returns 0 with *reply (free
+ * it) and l filled, 1 when there is no such entry, -1 when it cannot be replayed or Redis
+ * failed (said on stderr). */
+static int letter_fetch_from(struct redis *rc, const char *dlq, const char *id, struct redis_reply **reply,
+                             struct letter *l)
 {
     *reply = NULL;
-    struct redis_reply *r = redis_callv(rc, CALL_MS, "XRANGE", p->dlq, id, id, NULL);
+    struct redis_reply *r = redis_callv(rc, CALL_MS, "XRANGE", dlq, id, id, NULL);
     if (r->type != REDIS_T_ARRAY) {
         fprintf(stderr, "streamfleet: %s: %s\n", id,
                 r->type == REDIS_T_ERROR ? r->str : "unexpected reply");
@@ -416,12 +457,30 @@ static int letter_fetch(struct redis *rc, const struct pool_conf *p, const char 
     bool parsed = letter_parse(r->element[0], l) == 0;
     if (l->id == NULL)
         l->id = id;
-    if (letter_check(l, parsed, p->dlq) == -1) {
+    if (letter_check(l, parsed, dlq) == -1) {
         redis_reply_free(r);
         return -1;
     }
     *reply = r;
     return 0;
+}
+
+/* letter_fetch_from() the first of the pool's dead-letter streams that has id; *dlq: which
+ * (the first when none has it). */
+static int letter_fetch(struct redis *rc, const struct pool_conf *p, const char *id, struct redis_reply **reply,
+                        struct letter *l, const char **dlq)
+{
+    const char *dlqs[CONF_STREAMS_MAX];
+    size_t n = pool_dlqs(p, dlqs);
+    *dlq = dlqs[0];
+    for (size_t k = 0; k < n; k++) {
+        int got = letter_fetch_from(rc, dlqs[k], id, reply, l);
+        if (got != 1) {
+            *dlq = dlqs[k];
+            return got;
+        }
+    }
+    return 1;
 }
 
 static int replay_ids(struct redis *rc, const struct pool_conf *p, char **ids, int nids)
@@ -430,33 +489,36 @@ static int replay_ids(struct redis *rc, const struct pool_conf *p, char **ids, i
     char newid[64];
     struct letter l;
     struct redis_reply *r;
+    const char *dlq, *to;
     /* Every ID must be a dead letter before any is replayed: a typo must not replay half a list. */
     for (int i = 0; i < nids; i++) {
-        int got = letter_fetch(rc, p, ids[i], &r, &l);
+        int got = letter_fetch(rc, p, ids[i], &r, &l, &dlq);
         if (r)
             redis_reply_free(r);
         if (got == 1)
-            fprintf(stderr, "streamfleet: no dead letter %s in %s: nothing replayed\n", ids[i], p->dlq);
+            fprintf(stderr, "streamfleet: no dead letter %s in %s: nothing replayed\n", ids[i], dlq);
         if (got != 0)
             return 1;
     }
     for (int i = 0; i < nids; i++) {
-        int got = letter_fetch(rc, p, ids[i], &r, &l);
+        int got = letter_fetch(rc, p, ids[i], &r, &l, &dlq);
         if (got == 1)
             continue;       /* replayed or purged by someone else since the check */
-        int rr = got == 0 ? replay_letter(rc, p, &l, newid, sizeof newid) : -1;
+        struct pool_conf from = *p;     /* the dead-letter stream it was found in */
+        from.dlq = (char *)dlq;
+        int rr = got == 0 ? replay_letter(rc, &from, &l, newid, sizeof newid, &to) : -1;
         if (r)
             redis_reply_free(r);
         if (rr == -1) {
-            printf("replayed %ld dead letter%s to %s before the error\n", n, n == 1 ? "" : "s", p->stream);
+            printf("replayed %ld dead letter%s to %s before the error\n", n, n == 1 ? "" : "s", targets(p));
             return 1;
         }
         if (rr == 0) {
-            printf("%s -> %s %s\n", ids[i], p->stream, newid);
+            printf("%s -> %s %s\n", ids[i], to, newid);
             n++;
         }
     }
-    printf("replayed %ld dead letter%s to %s\n", n, n == 1 ? "" : "s", p->stream);
+    printf("replayed %ld dead letter%s to %s\n", n, n == 1 ? "" : "s", targets(p));
     return 0;
 }
 
@@ -490,7 +552,7 @@ static int replay_all(struct redis *rc, const struct pool_conf *p)
             fprintf(stderr, "streamfleet: xrange %s: %s\n", p->dlq,
                     r->type == REDIS_T_ERROR ? r->str : "unexpected reply");
             redis_reply_free(r);
-            printf("replayed %ld dead letter%s to %s before the error\n", n, n == 1 ? "" : "s", p->stream);
+            printf("replayed %ld dead letter%s to %s before the error\n", n, n == 1 ? "" : "s", targets(p));
             return 1;
         }
         for (size_t i = 0; i < r->elements; i++) {
@@ -502,10 +564,11 @@ static int replay_all(struct redis *rc, const struct pool_conf *p)
                 skipped++;
                 continue;
             }
-            int rr = replay_letter(rc, p, &l, newid, sizeof newid);
+            const char *to;
+            int rr = replay_letter(rc, p, &l, newid, sizeof newid, &to);
             if (rr == -1) {
                 redis_reply_free(r);
-                printf("replayed %ld dead letter%s to %s before the error\n", n, n == 1 ? "" : "s", p->stream);
+                printf("replayed %ld dead letter%s to %s before the error\n", n, n == 1 ? "" : "s", targets(p));
                 return 1;
             }
             n += rr == 0;
@@ -515,7 +578,7 @@ static int replay_all(struct redis *rc, const struct pool_conf *p)
         if (done)
             break;
     }
-    printf("replayed %ld dead letter%s to %s\n", n, n == 1 ? "" : "s", p->stream);
+    printf("replayed %ld dead letter%s to %s\n", n, n == 1 ? "" : "s", targets(p));
     if (skipped) {
         fprintf(stderr, "streamfleet: %ld entr%s of %s not replayed (see above)\n", skipped,
                 skipped == 1 ? "y" : "ies", p->dlq);
@@ -632,12 +695,21 @@ int dlq_main(int argc, char **argv)
     struct redis *rc = connect_redis(&c->redis);
     if (rc == NULL)
         goto out;
-    if (is_list)
-        status = do_list(rc, p, count, fields);
-    else if (is_replay)
-        status = all ? replay_all(rc, p) : replay_ids(rc, p, argv + optind, argc - optind);
-    else
-        status = do_purge(rc, p, all, before_ms);
+    if (is_replay && !all) {
+        status = replay_ids(rc, p, argv + optind, argc - optind);
+    } else {
+        /* Each of the pool's dead-letter streams in turn (one, for a pool of one stream). */
+        const char *dlqs[CONF_STREAMS_MAX];
+        size_t ndlqs = pool_dlqs(p, dlqs);
+        status = 0;
+        for (size_t k = 0; k < ndlqs; k++) {
+            struct pool_conf one = *p;
+            one.dlq = (char *)dlqs[k];
+            int st = is_list ? do_list(rc, &one, count, fields) : is_replay ? replay_all(rc, &one)
+                                                                            : do_purge(rc, &one, all, before_ms);
+            status = st ? st : status;
+        }
+    }
     redis_free(rc);
 out:
     conf_free(c);

@@ -159,6 +159,14 @@ static void view_worker(struct master *m, const struct proc *p, struct worker_vi
         w->error[0] = '\0';
 }
 
+/* Seconds since the Unix ms in an entry id (now: Unix seconds), or -1 for none. */
+static double age_of(double now, long long id_ms)
+{
+    if (id_ms < 0)
+        return -1;
+    return now * 1000 > (double)id_ms ? (now * 1000 - (double)id_ms) / 1000.0 : 0;
+}
+
 /* The fleet as it is now, pools added up by name (a pool being replaced by a new generation
  * shows as one), with each worker when workers is true (it costs a read of /proc per worker,
  * which /metrics and /health do without). The caller frees v->pools and v->workers. */
@@ -259,9 +267,13 @@ static void build_view(struct master *m, struct fleet_view *v, bool workers)
             pv->lag = rs->lag;
             pv->dlq_length = rs->dlq_length;
             pv->redis_polled = (double)rs->polled_ms / 1000.0;
-            pv->oldest_pending_age = rs->oldest_pending_ms < 0 ? -1
-                                     : v->now * 1000 > (double)rs->oldest_pending_ms
-                                         ? (v->now * 1000 - (double)rs->oldest_pending_ms) / 1000.0 : 0;
+            pv->oldest_pending_age = age_of(v->now, rs->oldest_pending_ms);
+            pv->nstreams = rs->nstreams > 1 ? (unsigned)rs->nstreams : 0;
+            for (unsigned k = 0; k < pv->nstreams; k++) {
+                const struct redis_stream_stats *s = &rs->streams[k];
+                pv->streams[k] = (struct stream_view){ s->stream, s->length, s->pending, s->lag, s->dlq_length,
+                                                       age_of(v->now, s->oldest_pending_ms) };
+            }
         }
         struct history *h = history_of(m, pv->name);
         pv->short_too_long = h->short_since_ms && now - h->short_since_ms > START_GRACE_MS;

@@ -171,16 +171,30 @@ void metrics_render(struct buf *out, const struct fleet_view *v)
         family(out, gauges[k].name, "gauge", gauges[k].help);
         for (unsigned i = 0; i < v->npools; i++) {
             const struct pool_view *p = &v->pools[i];
-            if (!p->redis_known || (gauges[k].which == 2 && p->lag < 0))
+            if (!p->redis_known)
                 continue;
-            buf_printf(out, "%s{pool=\"", gauges[k].name);
-            label(out, p->name);
-            switch (gauges[k].which) {
-            case 0: buf_printf(out, "\"} %lld\n", p->stream_length); break;
-            case 1: buf_printf(out, "\"} %lld\n", p->pending); break;
-            case 2: buf_printf(out, "\"} %lld\n", p->lag); break;
-            case 3: buf_printf(out, "\"} %.3f\n", p->oldest_pending_age > 0 ? p->oldest_pending_age : 0); break;
-            default: buf_printf(out, "\"} %lld\n", p->dlq_length); break;
+            /* A pool of several streams: one series per stream, labelled with it (and none
+             * for the pool: a sum beside its parts would be counted twice). */
+            unsigned n = p->nstreams ? p->nstreams : 1;
+            for (unsigned s = 0; s < n; s++) {
+                struct stream_view one = { p->stream, p->stream_length, p->pending, p->lag, p->dlq_length,
+                                           p->oldest_pending_age };
+                const struct stream_view *sv = p->nstreams ? &p->streams[s] : &one;
+                if (gauges[k].which == 2 && sv->lag < 0)
+                    continue;
+                buf_printf(out, "%s{pool=\"", gauges[k].name);
+                label(out, p->name);
+                if (p->nstreams) {
+                    buf_adds(out, "\",stream=\"");
+                    label(out, sv->stream);
+                }
+                switch (gauges[k].which) {
+                case 0: buf_printf(out, "\"} %lld\n", sv->stream_length); break;
+                case 1: buf_printf(out, "\"} %lld\n", sv->pending); break;
+                case 2: buf_printf(out, "\"} %lld\n", sv->lag); break;
+                case 3: buf_printf(out, "\"} %.3f\n", sv->oldest_pending_age > 0 ? sv->oldest_pending_age : 0); break;
+                default: buf_printf(out, "\"} %lld\n", sv->dlq_length); break;
+                }
             }
         }
     }

@@ -124,10 +124,36 @@ static void on_policy(void *arg, const struct redis_reply *v)
     on_config(m, v, m->policy, sizeof m->policy);
 }
 
-/* The tag of a stats command: which pool, which query, of which generation of the pool list. */
-static uintptr_t tag(const struct redismon *m, size_t idx, int kind)
+/* The tag of a stats command: which pool, which of its streams, which query, of which
+ * generation of the pool list. */
+static uintptr_t tag(const struct redismon *m, size_t idx, size_t stream, int kind)
 {
-    return ((uintptr_t)(m->gen & 0xffff) << 32) | (idx << 2) | (uintptr_t)kind;
+    return ((uintptr_t)(m->gen & 0xffff) << 32) | (idx << 7) | (stream << 3) | (uintptr_t)kind;
+}
+
+/* The pool's figures from its streams' (one stream: the same figures). */
+static void add_up(struct redis_pool_stats *ps)
+{
+    ps->length = ps->pending = ps->dlq_length = 0;
+    ps->lag = 0;
+    ps->oldest_pending_ms = -1;
+    ps->group_exists = true;
+    for (size_t k = 0; k < ps->nstreams; k++) {
+        const struct redis_stream_stats *s = &ps->streams[k];
+        ps->length += s->length;
+        ps->pending += s->pending;
+        ps->lag = ps->lag < 0 || s->lag < 0 ? -1 : ps->lag + s->lag;
+        if (s->oldest_pending_ms >= 0 && (ps->oldest_pending_ms < 0 || s->oldest_pending_ms < ps->oldest_pending_ms))
+            ps->oldest_pending_ms = s->oldest_pending_ms;
+        if (s->pending_polled_ms > ps->pending_polled_ms)
+            ps->pending_polled_ms = s->pending_polled_ms;
+        ps->group_exists = ps->group_exists && s->group_exists;
+        bool counted = false;           /* dlq = one for all: counted once */
+        for (size_t j = 0; j < k; j++)
+            counted = counted || strcmp(ps->streams[j].dlq, s->dlq) == 0;
+        if (!counted)
+            ps->dlq_length += s->dlq_length;
+    }
 }
 
 static void tag_push(struct redismon *m, uintptr_t t)
@@ -164,24 +190,25 @@ static void on_stats(void *arg, const struct redis_reply *reply)
     uintptr_t t = m->tags[m->tag_head++];
     if (--m->tag_len == 0)
         m->tag_head = 0;
-    size_t idx = (t & 0xffffffffu) >> 2;
-    int kind = (int)(t & 3);
-    if ((unsigned)(t >> 32) != (m->gen & 0xffff) || idx >= m->npools)
+    size_t idx = (t & 0xffffffffu) >> 7;
+    size_t k = (t >> 3) & 15;
+    int kind = (int)(t & 7);
+    if ((unsigned)(t >> 32) != (m->gen & 0xffff) || idx >= m->npools || k >= m->pools[idx].nstreams)
         return;
-    struct redis_pool_stats *ps = &m->pools[idx];
+    struct redis_pool_stats *pool = &m->pools[idx];
+    struct redis_stream_stats *ps = &pool->streams[k];
     bool err = reply->type == REDIS_T_ERROR;
     switch (kind) {
     case Q_XLEN:
         ps->length = reply->type == REDIS_T_INTEGER ? reply->integer : 0;
-        ps->known = true;
+        pool->known = true;
         break;
     case Q_DLQ: {
         ps->dlq_length = reply->type == REDIS_T_INTEGER ? reply->integer : 0;
-        /* The last of a pool's four replies: `streamfleet status` says how old the figures are
-         * (a Redis that stopped answering leaves them as they were). */
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ps->polled_ms = (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+        /* The last of a pool's replies (its last stream's dlq): `streamfleet status` says how
+         * old the figures are (a Redis that stopped answering leaves them as they were). */
+        if (k + 1 == pool->nstreams)
+            pool->polled_ms = wall_ms();
         break;
     }
     case Q_GROUPS:
@@ -192,13 +219,14 @@ static void on_stats(void *arg, const struct redis_reply *reply)
         for (size_t i = 0; !err && reply->type == REDIS_T_ARRAY && i < reply->elements; i++) {
             const struct redis_reply *g = reply->element[i];
             const struct redis_reply *name = redis_reply_map_get(g, "name");
-            if (name == NULL || name->type != REDIS_T_STRING || strcmp(name->str, ps->group) != 0)
+            if (name == NULL || name->type != REDIS_T_STRING || strcmp(name->str, pool->group) != 0)
                 continue;
             const struct redis_reply *pending = redis_reply_map_get(g, "pending");
             const struct redis_reply *lag = redis_reply_map_get(g, "lag");
             const struct redis_reply *last = redis_reply_map_get(g, "last-delivered-id");
-            if (last && last->type == REDIS_T_STRING)
-                snprintf(ps->last_delivered, sizeof ps->last_delivered, "%s", last->str);
+            /* The workers re-create a lost group of the first stream there (sb_set_delivered). */
+            if (k == 0 && last && last->type == REDIS_T_STRING)
+                snprintf(pool->last_delivered, sizeof pool->last_delivered, "%s", last->str);
             ps->group_exists = true;
             ps->pending = pending && pending->type == REDIS_T_INTEGER ? pending->integer : 0;
             ps->lag = lag && lag->type == REDIS_T_INTEGER ? lag->integer : -1;
@@ -213,21 +241,25 @@ static void on_stats(void *arg, const struct redis_reply *reply)
             ps->oldest_pending_ms = id_ms(reply->element[1]->str);
         break;
     }
+    add_up(pool);
 }
 
 /* Ask Redis how each pool's stream stands. Replies land in on_stats(). */
 static void poll_stats(struct redismon *m)
 {
     for (size_t i = 0; i < m->npools; i++) {
-        const struct redis_pool_stats *ps = &m->pools[i];
-        if (redis_commandv(m->rc, on_stats, m, STATS_TIMEOUT_MS, "XLEN", ps->stream, NULL) == 0)
-            tag_push(m, tag(m, i, Q_XLEN));
-        if (redis_commandv(m->rc, on_stats, m, STATS_TIMEOUT_MS, "XINFO", "GROUPS", ps->stream, NULL) == 0)
-            tag_push(m, tag(m, i, Q_GROUPS));
-        if (redis_commandv(m->rc, on_stats, m, STATS_TIMEOUT_MS, "XPENDING", ps->stream, ps->group, NULL) == 0)
-            tag_push(m, tag(m, i, Q_PENDING));
-        if (redis_commandv(m->rc, on_stats, m, STATS_TIMEOUT_MS, "XLEN", ps->dlq, NULL) == 0)
-            tag_push(m, tag(m, i, Q_DLQ));
+        const struct redis_pool_stats *pool = &m->pools[i];
+        for (size_t k = 0; k < pool->nstreams; k++) {
+            const struct redis_stream_stats *ps = &pool->streams[k];
+            if (redis_commandv(m->rc, on_stats, m, STATS_TIMEOUT_MS, "XLEN", ps->stream, NULL) == 0)
+                tag_push(m, tag(m, i, k, Q_XLEN));
+            if (redis_commandv(m->rc, on_stats, m, STATS_TIMEOUT_MS, "XINFO", "GROUPS", ps->stream, NULL) == 0)
+                tag_push(m, tag(m, i, k, Q_GROUPS));
+            if (redis_commandv(m->rc, on_stats, m, STATS_TIMEOUT_MS, "XPENDING", ps->stream, pool->group, NULL) == 0)
+                tag_push(m, tag(m, i, k, Q_PENDING));
+            if (redis_commandv(m->rc, on_stats, m, STATS_TIMEOUT_MS, "XLEN", ps->dlq, NULL) == 0)
+                tag_push(m, tag(m, i, k, Q_DLQ));
+        }
     }
 }
 
@@ -238,6 +270,10 @@ static void free_pools(struct redismon *m)
         free(m->pools[i].stream);
         free(m->pools[i].group);
         free(m->pools[i].dlq);
+        for (size_t k = 0; k < m->pools[i].nstreams; k++) {
+            free(m->pools[i].streams[k].stream);
+            free(m->pools[i].streams[k].dlq);
+        }
     }
     free(m->pools);
     m->pools = NULL;
@@ -257,6 +293,16 @@ void redismon_set_pools(struct redismon *m, const struct conf *c)
         m->pools[i].dlq = xstrdup(c->pools[i].dlq);
         m->pools[i].lag = -1;
         m->pools[i].oldest_pending_ms = -1;
+        const struct pool_conf *p = &c->pools[i];
+        size_t n = p->nstreams && p->streams ? p->nstreams : 1;
+        m->pools[i].nstreams = n;
+        for (size_t k = 0; k < n; k++) {
+            struct redis_stream_stats *s = &m->pools[i].streams[k];
+            s->stream = xstrdup(n > 1 ? p->streams[k] : p->stream);
+            s->dlq = xstrdup(n > 1 ? p->dlqs[k] : p->dlq);
+            s->lag = -1;
+            s->oldest_pending_ms = -1;
+        }
     }
     m->poll_every_ms = c->poll_interval_ms;
     m->next_poll_ms = 0;

@@ -12,7 +12,17 @@
 
 struct redismon;
 
-/* How a pool's stream stands in Redis, from the master's periodic poll. */
+/* How one stream of a pool stands in Redis (a pool of several streams has one each). */
+struct redis_stream_stats {
+    char *stream, *dlq;
+    bool group_exists;
+    long long length, pending, lag, oldest_pending_ms, dlq_length;  /* as below */
+    long long pending_polled_ms;
+};
+
+/* How a pool's stream stands in Redis, from the master's periodic poll. A pool of several
+ * streams: the figures below add its streams up (lag -1 when one is unknown; the oldest
+ * pending entry of them all; each dead-letter stream counted once), streams[] has each. */
 struct redis_pool_stats {
     char *name, *stream, *group, *dlq;
     bool known;                     /* polled at least once */
@@ -27,6 +37,8 @@ struct redis_pool_stats {
     /* The group's last-delivered-id at the last poll that found the group ("" before any):
      * kept while the group is missing, for workers that re-create it (sb_set_delivered). */
     char last_delivered[48];
+    size_t nstreams;
+    struct redis_stream_stats streams[CONF_STREAMS_MAX];
 };
 
 /* addr must outlive the monitor. Connects lazily, on the first redismon_tick(). */

@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "common/buf.h"
+#include "common/conf.h"            /* CONF_STREAMS_MAX */
 #include "common/sb.h"
 
 /* Why a worker was replaced: the label of streamfleet_worker_restarts_total. */
@@ -48,6 +49,13 @@ struct pool_view {
     double redis_polled;            /* Unix seconds of the poll these figures are from; 0: unknown */
     unsigned group_not_created;     /* workers that find the group missing, Redis refusing to create it */
     unsigned group_wrongtype;       /* workers that find the stream key holding another type */
+    /* A pool of several streams: each one's figures (the ones above add them up). */
+    unsigned nstreams;              /* 0: one stream */
+    struct stream_view {
+        const char *stream;
+        long long stream_length, pending, lag, dlq_length;
+        double oldest_pending_age;
+    } streams[CONF_STREAMS_MAX];
     long max_lag;                   /* thresholds of the pool, 0: off */
     double max_pending_age;
 

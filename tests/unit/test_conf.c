@@ -1162,12 +1162,68 @@ static void test_cross_key_rules(void **state)
     unload(&ld);
 }
 
+/* stream = k1 k2 ... with priority = strict | weighted W...: several streams read by one pool,
+ * one dead-letter stream each unless dlq names one for all. */
+static void test_priority_streams(void **state)
+{
+    (void)state;
+    struct loaded ld;
+    load(&ld, FLEET "[pool:p]\nstream = ev:critical  ev:fast\tev:slow\ngroup = g\nhandler = log\n");
+    assert_non_null(ld.c);
+    const struct pool_conf *p = &ld.c->pools[0];
+    assert_int_equal(p->nstreams, 3);
+    assert_string_equal(p->stream, "ev:critical");
+    assert_string_equal(p->streams[1], "ev:fast");
+    assert_string_equal(p->streams[2], "ev:slow");
+    assert_int_equal(p->priority, PRIORITY_STRICT);
+    assert_string_equal(p->dlqs[0], "ev:critical:dlq");
+    assert_string_equal(p->dlqs[2], "ev:slow:dlq");
+    assert_string_equal(p->dlq, "ev:critical:dlq");
+    unload(&ld);
+
+    load(&ld, FLEET "[pool:p]\nstream = a b c d\npriority = weighted 8 4 2 1\ndlq = dead\ngroup = g\n"
+              "handler = log\n");
+    assert_non_null(ld.c);
+    p = &ld.c->pools[0];
+    assert_int_equal(p->priority, PRIORITY_WEIGHTED);
+    assert_int_equal(p->nweights, 4);
+    assert_int_equal(p->weights[0], 8);
+    assert_int_equal(p->weights[3], 1);
+    assert_string_equal(p->dlqs[0], "dead");
+    assert_string_equal(p->dlqs[3], "dead");
+    unload(&ld);
+
+    /* a single stream stays what it was: one name, its own dlq */
+    load(&ld, FLEET POOL);
+    assert_non_null(ld.c);
+    assert_int_equal(ld.c->pools[0].nstreams, 1);
+    assert_string_equal(ld.c->pools[0].dlqs[0], "s:dlq");
+    unload(&ld);
+
+    expect_only(FLEET "[pool:p]\nstream = a b a\ngroup = g\nhandler = log\n", 4, "stream: names stream 'a' twice");
+    expect_only(FLEET "[pool:p]\nstream = a\npriority = strict\ngroup = g\nhandler = log\n", 5,
+                "priority needs several streams");
+    expect_only(FLEET "[pool:p]\nstream = a b\npriority = weighted 8 4 2\ngroup = g\nhandler = log\n", 5,
+                "priority = weighted has 3 weights for 2 streams");
+    expect_only(FLEET "[pool:p]\nstream = a b\npriority = weighted 8 0\ngroup = g\nhandler = log\n", 5,
+                "priority: weights must be whole numbers from 1 to 1000");
+    expect_only(FLEET "[pool:p]\nstream = a b\npriority = weighted\ngroup = g\nhandler = log\n", 5,
+                "priority: weighted needs a weight per stream");
+    expect_only(FLEET "[pool:p]\nstream = a b\npriority = fair\ngroup = g\nhandler = log\n", 5,
+                "priority: must be strict, or weighted");
+    expect_only(FLEET "[pool:p]\nstream = a b:dlq b\ngroup = g\nhandler = log\n", 3,
+                "dead-letter stream 'b:dlq' is also one of its streams");
+    /* one group on one stream is one reader, whichever pool lists it */
+    expect_only(FLEET POOL "[pool:q]\nstream = t s\ngroup = g\nhandler = noop\n", 7,
+                "[pool:q] reads stream 's' as group 'g', like [pool:p] at line 3");
+}
+
 static void test_names_and_fields(void **state)
 {
     (void)state;
-    expect_only(FLEET "[pool:p]\nstream = a b\ngroup = g\nhandler = log\n", 4,
-                "stream: must be 1 to 48 printable characters without spaces (got 'a b')");
-    expect_only(FLEET "[pool:p]\nstream =\ngroup = g\nhandler = log\n", 4, "stream: must be 1 to 48");
+    expect_only(FLEET "[pool:p]\nstream = a b\x01\ngroup = g\nhandler = log\n", 4,
+                "stream: 'b\x01' is not a stream name (1 to 48 printable characters without spaces)");
+    expect_only(FLEET "[pool:p]\nstream =\ngroup = g\nhandler = log\n", 4, "stream: must name a stream");
     expect_only(FLEET "[pool:p]\nstream = s\ngroup = gggggggggggggggggggggggggggggggggggggggggggggggggg\n"
                 "handler = log\n", 5, "group: must be 1 to 48");
     expect_only(HTTP_POOL "url = http://h/\nbody_field = a:b\n", 8, "body_field: must be a field name");
@@ -1577,6 +1633,7 @@ int main(void)
         cmocka_unit_test_setup(test_headers, setup),
         cmocka_unit_test_setup(test_tls_and_files, setup),
         cmocka_unit_test_setup(test_cross_key_rules, setup),
+        cmocka_unit_test_setup(test_priority_streams, setup),
         cmocka_unit_test_setup(test_names_and_fields, setup),
         cmocka_unit_test_setup(test_many_errors_at_once, setup),
         cmocka_unit_test_setup(test_errors_append, setup),

@@ -217,6 +217,34 @@ static void health_degraded_over_max_lag_and_pending_age(void **state)
     buf_release(&out);
 }
 
+/* A pool of several streams: each stream's figures with a stream label, none for the pool
+ * alone (a sum beside its parts would be counted twice by sum()); a pool of one: as ever. */
+static void streams_of_a_pool_have_their_own_series(void **state)
+{
+    (void)state;
+    struct fleet_view v = make_view();
+    pools[0].redis_known = true;
+    pools[0].pending = 5;
+    pools[0].lag = 7;
+    pools[1].redis_known = true;
+    pools[1].pending = 9;
+    pools[1].lag = -1;
+    pools[1].nstreams = 2;
+    pools[1].streams[0] = (struct stream_view){ "hi", 10, 4, 3, 1, 2.0 };
+    pools[1].streams[1] = (struct stream_view){ "lo", 20, 5, -1, 0, 1.0 };
+    struct buf out = BUF_INIT;
+    metrics_render(&out, &v);
+    assert_non_null(strstr(out.p, "streamfleet_group_pending{pool=\"emails\"} 5\n"));
+    assert_non_null(strstr(out.p, "streamfleet_group_pending{pool=\"hooks\",stream=\"hi\"} 4\n"));
+    assert_non_null(strstr(out.p, "streamfleet_group_pending{pool=\"hooks\",stream=\"lo\"} 5\n"));
+    assert_null(strstr(out.p, "streamfleet_group_pending{pool=\"hooks\"}"));
+    assert_non_null(strstr(out.p, "streamfleet_group_lag{pool=\"hooks\",stream=\"hi\"} 3\n"));
+    assert_null(strstr(out.p, "streamfleet_group_lag{pool=\"hooks\",stream=\"lo\"}"));  /* unknown */
+    assert_non_null(strstr(out.p, "streamfleet_stream_length{pool=\"hooks\",stream=\"lo\"} 20\n"));
+    assert_non_null(strstr(out.p, "streamfleet_dlq_length{pool=\"hooks\",stream=\"hi\"} 1\n"));
+    buf_release(&out);
+}
+
 /* Workers that cannot read their group (it cannot be created, the key is no stream) make the
  * pool degraded in /health and in streamfleet_pool_degraded alike. */
 static void health_degraded_when_the_group_cannot_be_read(void **state)
@@ -330,6 +358,7 @@ int main(void)
         cmocka_unit_test(health_degraded_over_max_lag_and_pending_age),
         cmocka_unit_test(status_json_has_pools_and_history),
         cmocka_unit_test(health_degraded_when_the_group_cannot_be_read),
+        cmocka_unit_test(streams_of_a_pool_have_their_own_series),
         cmocka_unit_test(entry_ids_in_slots),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

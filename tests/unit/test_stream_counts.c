@@ -7,9 +7,11 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "child/stream.h"
+#include "common/redis.h"
 
 static struct str S(const char *p)
 {
@@ -122,6 +124,72 @@ static void test_id_order(void **state)
     assert_true(stream_id_cmp(&lead, &one) > 0);
 }
 
+/* ---- reading several streams ---- */
+
+static struct redis_reply *R_str(const char *p)
+{
+    struct redis_reply *r = calloc(1, sizeof *r);
+    r->type = REDIS_T_STRING;
+    r->str = p;
+    r->len = strlen(p);
+    return r;
+}
+
+static struct redis_reply *R_arr(size_t n, ...)
+{
+    struct redis_reply *r = calloc(1, sizeof *r);
+    r->type = REDIS_T_ARRAY;
+    r->elements = n;
+    r->element = calloc(n ? n : 1, sizeof *r->element);
+    va_list ap;
+    va_start(ap, n);
+    for (size_t i = 0; i < n; i++)
+        r->element[i] = va_arg(ap, struct redis_reply *);
+    va_end(ap);
+    return r;
+}
+
+static void R_free(struct redis_reply *r)
+{
+    for (size_t i = 0; r->type == REDIS_T_ARRAY && i < r->elements; i++)
+        R_free(r->element[i]);
+    free(r->element);
+    free(r);
+}
+
+/* A read of several streams brings a [key, entries] pair per stream that had entries: every
+ * entry is taken, and each names its own stream. */
+static void test_a_read_of_two_streams_names_each_entrys_stream(void **state)
+{
+    (void)state;
+    struct redis_reply *r = R_arr(2,
+        R_arr(2, R_str("ev:high"), R_arr(2, R_arr(2, R_str("1-0"), R_arr(2, R_str("a"), R_str("1"))),
+                                            R_arr(2, R_str("2-0"), R_arr(4, R_str("a"), R_str("2"), R_str("b"), R_str("x"))))),
+        R_arr(2, R_str("ev:low"), R_arr(1, R_arr(2, R_str("1-0"), R_arr(2, R_str("c"), R_str("3"))))));
+    struct stream s;
+    memset(&s, 0, sizeof s);
+    s.key = "ev:high";
+    assert_int_equal(stream_parse_read(&s, r), 0);
+    assert_int_equal(s.n, 3);
+    assert_string_equal(s.msgs[0].stream, "ev:high");
+    assert_string_equal(s.msgs[1].stream, "ev:high");
+    assert_string_equal(s.msgs[2].stream, "ev:low");
+    assert_string_equal(s.msgs[2].id.p, "1-0");
+    assert_int_equal(s.msgs[1].nf, 2);
+    assert_string_equal(s.msgs[1].f[3].p, "x");
+    assert_int_equal(s.msgs[2].nf, 1);
+    assert_string_equal(s.msgs[2].f[0].p, "c");
+    assert_string_equal(s.msgs[2].f[1].p, "3");
+    /* a malformed second pair makes the reply an error */
+    struct redis_reply *bad = R_arr(2, R_arr(2, R_str("ev:high"), R_arr(0)), R_str("junk"));
+    assert_int_equal(stream_parse_read(&s, bad), -1);
+    R_free(bad);
+    R_free(r);
+    free(s.msgs);
+    free(s.fields);
+    idlist_release(&s.vanished);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -131,6 +199,7 @@ int main(void)
         cmocka_unit_test(test_ids_of_different_lengths_are_matched_in_numeric_order),
         cmocka_unit_test(test_no_rows_and_rows_out_of_order_stay_in_bounds),
         cmocka_unit_test(test_id_order),
+        cmocka_unit_test(test_a_read_of_two_streams_names_each_entrys_stream),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
