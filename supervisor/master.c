@@ -12,6 +12,7 @@
  * A pool with watch = yes also gets new workers when a file of its handlers changes
  * (replace_watched()). */
 #include "supervisor/master.h"
+#include "common/aimd.h"
 #include "common/log.h"
 #include "supervisor/httpd.h"
 #include "supervisor/notify.h"
@@ -846,6 +847,8 @@ int master_run(struct master *m, struct conf *conf)
         fatal("signalfd");
     if (sb_open(&m->sb, SB_SLOTS_MAX) == -1)
         fatal("mmap of the scoreboard");
+    if (aimd_open() == -1)
+        fatal("mmap of the destination table");
     m->sb_used = xcalloc(m->sb.nslots, sizeof *m->sb_used);
     m->mon = redismon_open(&conf->redis);
     redismon_set_pools(m->mon, conf);
