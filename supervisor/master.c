@@ -187,6 +187,7 @@ static void build_view(struct master *m, struct fleet_view *v)
     }
     v->now = wall_seconds();
     v->master_rss_bytes = (uint64_t)resident_bytes();
+    v->ndests = aimd_snapshot(aimd_shared(), aimd_now_us(), v->dests, AIMD_DESTS);
     long long now = master_now_ms();
     for (unsigned i = 0; i < v->npools; i++) {
         struct pool_view *pv = &v->pools[i];

@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "common/aimd.h"
 #include "common/buf.h"
 #include "common/sb.h"
 
@@ -73,6 +74,8 @@ struct fleet_view {
     uint64_t master_rss_bytes;
     struct pool_view *pools;
     unsigned npools;
+    struct aimd_view dests[AIMD_DESTS];     /* http destinations with adaptive concurrency */
+    unsigned ndests;
 };
 
 /* Prometheus text format 0.0.4 of v, appended to out. */
