@@ -6,6 +6,7 @@ Each test drives the real binary against its own redis-server and a real HTTP se
 here: it answers 429 at once to a request that would make more than LIMIT in flight, else 200
 after 20 to 50 ms, and counts what is in flight."""
 import http.server
+import json
 import os
 import random
 import signal
@@ -193,3 +194,6 @@ def test_worker_killed_while_holding_slots_gives_them_back(redis_server, limit_s
     fl.wait_for(lambda: metric(fl, "streamfleet_destination_inflight") == 0,
                 what="nothing in flight in the table")
     assert metric(fl, "streamfleet_destination_concurrency_limit") == 16
+    status, _, raw = fl.http_get("/status.json")
+    (dest,) = json.loads(raw)["destinations"]
+    assert (dest["destination"], dest["limit"], dest["inflight"]) == (sink.url, 16, 0), dest
