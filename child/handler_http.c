@@ -53,7 +53,8 @@ struct req {
     const char *content_type;
     long long attempt;
     bool slot;                      /* it holds a slot of the destination (adaptive) */
-    int64_t started_us;             /* when it was sent (aimd_now_us), for the decrease window */
+    int64_t started_us;             /* when it was sent (aimd_now_us), for the decrease window,
+                                     * or queued for a slot */
     bool requested;                 /* a request went out and ended: the fields below are set */
     long status;                    /* its status (0: no answer) */
     double seconds;                 /* and how long it took */
@@ -251,19 +252,38 @@ static void start_taken(struct handler *h, struct req *r)
     report(h, r, &o);
 }
 
-/* Start the queued requests the destination has slots for, oldest first. */
+/* Start the queued requests the destination has slots for, oldest first. A Retry-After, or
+ * a wait longer than one request's timeout, hands them back to the child untried instead (as
+ * the circuit breaker does, and for its reason: its retries keep their idle time fresh, so no
+ * other worker claims them, and their attempt does not count). */
 static void start_queued(struct handler *h)
 {
-    while (h->queued && aimd_take(h->aimd, h->dest, h->worker, aimd_now_us())) {
+    int64_t now = aimd_now_us();
+    long held_off = aimd_held_off_ms(h->aimd, h->dest, now);
+    while (h->queued) {
         struct req *r = h->queued;
+        bool stale = now - r->started_us > (int64_t)h->pool->timeout_ms * 1000;
+        bool take = !held_off && !stale && aimd_take(h->aimd, h->dest, h->worker, now);
+        if (!take && !held_off && !stale)
+            break;
         h->queued = r->next;
         if (h->queued == NULL)
             h->queued_end = &h->queued;
         h->nqueued--;
         r->next = NULL;
-        r->slot = true;
-        h->slots++;
-        start_taken(h, r);
+        if (take) {
+            r->slot = true;
+            h->slots++;
+            start_taken(h, r);
+            continue;
+        }
+        struct outcome o = {
+            .disp = DISP_RETRY, .seconds = -1, .outage = true,
+            .retry_after_ms = held_off > HANDBACK_MIN_MS ? held_off : HANDBACK_MIN_MS,
+            .error = held_off ? "not tried: the endpoint asked to wait (Retry-After)"
+                              : "not tried: the endpoint is at its concurrency limit",
+        };
+        report(h, r, &o);
     }
 }
 
@@ -275,6 +295,7 @@ static void start_or_retry(struct handler *h, struct req *r)
         start_taken(h, r);
         return;
     }
+    r->started_us = aimd_now_us();
     *h->queued_end = r;
     h->queued_end = &r->next;
     h->nqueued++;
@@ -516,6 +537,10 @@ static int http_fds(struct handler *h, struct pollfd *pfd, int max, long *timeou
     }
     if (h->queued && (*timeout_ms < 0 || *timeout_ms > SLOT_POLL_MS))
         *timeout_ms = SLOT_POLL_MS;
+    /* and when a Retry-After ends (accepting() says yes again) */
+    long held_off = h->dest >= 0 ? aimd_held_off_ms(h->aimd, h->dest, aimd_now_us()) : 0;
+    if (held_off > 0 && (*timeout_ms < 0 || *timeout_ms > held_off))
+        *timeout_ms = held_off;
     return n;
 }
 
@@ -531,9 +556,12 @@ static unsigned http_inflight(struct handler *h)
     return deliver_active(h->d) + h->nwaiting + h->nqueued;
 }
 
-/* Closed: always. Open: when the next probe may go and none is out. */
+/* Closed: always. Open: when the next probe may go and none is out. Never while a
+ * Retry-After holds the destination off: what came would only be handed back. */
 static bool http_accepting(struct handler *h)
 {
+    if (h->dest >= 0 && aimd_held_off_ms(h->aimd, h->dest, aimd_now_us()) > 0)
+        return false;
     return !h->open || (h->probe == NULL && now_ms() >= h->next_probe_ms);
 }
 

@@ -113,6 +113,12 @@ int aimd_lookup(struct aimd_table *t, const char *key, uint32_t ceiling)
 
 /* ---- the limit --------------------------------------------------------------------------- */
 
+long aimd_held_off_ms(const struct aimd_table *t, int d, int64_t now_us)
+{
+    int64_t until = atomic_load(&t->dest[d].blocked_until_us);
+    return until > now_us ? (long)((until - now_us + 999) / 1000) : 0;
+}
+
 uint32_t aimd_limit(const struct aimd_table *t, int d)
 {
     uint32_t l = atomic_load_explicit(&t->dest[d].limit, memory_order_relaxed) / AIMD_UNIT;

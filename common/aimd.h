@@ -80,6 +80,8 @@ bool aimd_take(struct aimd_table *t, int d, int w, int64_t now_us);
  * signal s; retry_after_ms >= 0 holds off new requests that long. */
 void aimd_give(struct aimd_table *t, int d, int w, enum aimd_signal s, int64_t started_us,
                int64_t now_us, long retry_after_ms);
+/* How long a Retry-After still holds d off at now_us, in ms (0: it does not). */
+long aimd_held_off_ms(const struct aimd_table *t, int d, int64_t now_us);
 /* The limit of d in whole requests (at least 1). */
 uint32_t aimd_limit(const struct aimd_table *t, int d);
 /* Give back every slot worker w holds (it died, or is about to exit). */

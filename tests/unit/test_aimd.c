@@ -142,6 +142,9 @@ static void test_retry_after_holds_every_worker_off(void **state)
     aimd_give(t, d, 0, AIMD_OVERLOAD, 1000, 2000, 3);  /* Retry-After: 3 ms (3000 us) */
     assert_false(aimd_take(t, d, 1, 2000));
     assert_false(aimd_take(t, d, 1, 4999));
+    assert_int_equal(aimd_held_off_ms(t, d, 2000), 3);
+    assert_int_equal(aimd_held_off_ms(t, d, 4500), 1);
+    assert_int_equal(aimd_held_off_ms(t, d, 5000), 0);
     assert_true(aimd_take(t, d, 1, 5000));
     struct aimd_view v[2];
     assert_int_equal(aimd_snapshot(t, 4000, v, 2), 1);
