@@ -197,3 +197,29 @@ def test_worker_killed_while_holding_slots_gives_them_back(redis_server, limit_s
     status, _, raw = fl.http_get("/status.json")
     (dest,) = json.loads(raw)["destinations"]
     assert (dest["destination"], dest["limit"], dest["inflight"]) == (sink.url, 16, 0), dest
+
+
+def test_retry_after_holds_every_worker_off_the_destination_without_costing_attempts(
+        redis_server, sink, fleet):
+    """One 429 with Retry-After: 3 to one worker: no worker of the fleet sends anything to
+    that endpoint for 3 s, and the messages that came meanwhile go out once each afterwards
+    (none was sent to be refused, so none lost an attempt)."""
+    sink.rule(429, body_contains=b"limited", retry_after="3", times=1)
+    r = redis_server.client()
+    fl = fleet({"pool:ra": http_pool(sink, "ra", workers=2, batch=4, inflight=4,
+                                     body_field="payload", backoff_base="100ms",
+                                     backoff_jitter="0%", backoff_max="1h")})
+    add_messages(r, "ra", 1, fields={"type": "x", "payload": "limited"})
+    (first,) = sink.wait_count(1, timeout=TIMEOUT)
+    assert first.status == 429
+    others = add_messages(r, "ra", 20, fields=lambda i: {"type": "x", "payload": f"ok{i}"})
+    sink.wait_count(22, timeout=TIMEOUT)
+    fl.wait_for(lambda: pending_count(r, "ra", "ra-group") == 0, what="pending 0")
+    reqs = sorted(sink.snapshot(), key=lambda q: q.time)
+    gap = reqs[1].time - first.time
+    print(f"\nRetry-After: 3 to one of 2 workers: the next request of the fleet {gap:.2f} s later")
+    assert gap >= 2.9, f"a request {gap:.2f} s after the 429 with Retry-After: 3"
+    sent = [q.headers["webhook-id"] for q in reqs[1:]]
+    assert sorted(sent) == sorted(others + [first.headers["webhook-id"]]), "each sent once"
+    assert all(q.status == 200 for q in reqs[1:])
+    assert metric(fl, "streamfleet_messages_dead_lettered_total") == 0
