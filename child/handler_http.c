@@ -14,8 +14,10 @@
  *
  * With adaptive = yes (the default), every request takes a slot of its destination in the
  * fleet's shared table first (common/aimd.h): a request that finds the fleet at the
- * destination's limit, or the destination held off by a Retry-After, waits here in a queue
- * (unsent, so it burns no attempt) until a slot frees, whichever worker frees it. */
+ * destination's limit waits here in a queue (unsent, so it burns no attempt) until a slot
+ * frees, whichever worker frees it. While a Retry-After holds the destination off, or after
+ * waiting longer than one request's timeout, it is handed back untried, like a message the
+ * open circuit does not take. */
 #include "child/classify.h"
 #include "child/deliver.h"
 #include "child/fields.h"
