@@ -14,6 +14,9 @@
 #include <time.h>
 #include <unistd.h>
 
+/* A worker's row of destination slots is its scoreboard slot's index. */
+static_assert(AIMD_WORKERS >= SB_SLOTS_MAX, "one row of destination slots per scoreboard slot");
+
 #define QUICK_DEATH_MS 5000          /* dying sooner than this after start is a crash loop */
 #define RESPAWN_MIN_MS 1000
 #define RESPAWN_MAX_MS 30000
