@@ -212,6 +212,12 @@ def test_retry_after_holds_every_worker_off_the_destination_without_costing_atte
     add_messages(r, "ra", 1, fields={"type": "x", "payload": "limited"})
     (first,) = sink.wait_count(1, timeout=TIMEOUT)
     assert first.status == 429
+
+    def held_off():
+        _, _, raw = fl.http_get("/status.json")
+        return [d for d in json.loads(raw)["destinations"] if d["held_off"]]
+    # the sink records a request before it answers: wait until the worker has the answer
+    fl.wait_for(held_off, timeout=2.5, what="/status.json: the destination held off")
     others = add_messages(r, "ra", 20, fields=lambda i: {"type": "x", "payload": f"ok{i}"})
     sink.wait_count(22, timeout=TIMEOUT)
     fl.wait_for(lambda: pending_count(r, "ra", "ra-group") == 0, what="pending 0")
