@@ -229,3 +229,21 @@ def test_retry_after_holds_every_worker_off_the_destination_without_costing_atte
     assert sorted(sent) == sorted(others + [first.headers["webhook-id"]]), "each sent once"
     assert all(q.status == 200 for q in reqs[1:])
     assert metric(fl, "streamfleet_messages_dead_lettered_total") == 0
+
+
+def test_adaptive_no_leaves_each_worker_at_its_own_inflight(redis_server, limit_sink, fleet):
+    """adaptive = no: the 429s lower nothing; each worker keeps up to inflight going."""
+    sink = limit_sink(limit=10, delay=(0.2, 0.2))
+    r = redis_server.client()
+    add_messages(r, "an", 3000, fields=lambda i: {"type": "x", "n": str(i)})
+    fl = fleet({"pool:an": http_pool(sink, "an", workers=2, batch=32, inflight=32,
+                                     adaptive="no", max_attempts=1000, backoff_base="100ms",
+                                     backoff_max="200ms")})
+    wait_until(lambda: len(sink.ok) >= 200, timeout=TIMEOUT, what="200 delivered")
+    busy = [c for _, c in list(sink.samples)[-100:]]
+    print(f"\nadaptive = no: in flight up to {max(busy)} against a limit of 10, "
+          f"{sink.rejected} 429s")
+    assert max(busy) >= 20, "the fleet did not back off"
+    status, _, raw = fl.http_get("/status.json")
+    assert json.loads(raw)["destinations"] == []
+    assert fl.metrics().series("streamfleet_destination_concurrency_limit") == []
