@@ -113,7 +113,7 @@ def dlq_len(r, stream):
 
 def test_fleet_settles_just_under_the_endpoints_capacity_without_dead_letters(
         redis_server, limit_sink, fleet):
-    """Two pools of two workers, inflight 64 each (256 at once without adaptation), share one
+    """Two pools of one worker each, inflight 64 (128 at once without adaptation), share one
     endpoint that takes 20 at once: within 10 s the fleet keeps 20 +- 3 in flight, loses no
     message to the 429s, and delivers at least 90% of what the endpoint can take."""
     sink = limit_sink(limit=20)
@@ -121,7 +121,7 @@ def test_fleet_settles_just_under_the_endpoints_capacity_without_dead_letters(
     per_stream = 9000
     for s in ("ada", "adb"):
         add_messages(r, s, per_stream, fields=lambda i: {"type": "x", "n": str(i)})
-    pools = {f"pool:{s}": http_pool(sink, s, workers=2, batch=64, inflight=64, timeout="5s",
+    pools = {f"pool:{s}": http_pool(sink, s, workers=1, batch=64, inflight=64, timeout="5s",
                                     max_attempts=5, backoff_base="500ms", backoff_max="2s")
              for s in ("ada", "adb")}
     started = time.monotonic()
