@@ -10,7 +10,14 @@
  * outage-type failures in a row (no connection, timeout, 502/503/504, TLS refused) the handler
  * hands failed messages back without counting their attempt and sends one message at a time,
  * with doubling delays, until the endpoint answers again. Each probe is another message, so
- * that one message the endpoint always fails (a poison message) cannot pass for an outage. */
+ * that one message the endpoint always fails (a poison message) cannot pass for an outage.
+ *
+ * With adaptive = yes (the default), every request takes a slot of its destination in the
+ * fleet's shared table first (common/aimd.h): a request that finds the fleet at the
+ * destination's limit waits here in a queue (unsent, so it burns no attempt) until a slot
+ * frees, whichever worker frees it. While a Retry-After holds the destination off, or after
+ * waiting longer than one request's timeout, it is handed back untried, like a message the
+ * open circuit does not take. */
 #include "child/classify.h"
 #include "child/deliver.h"
 #include "child/fields.h"
@@ -18,6 +25,7 @@
 #include "child/msgjson.h"
 #include "child/sign.h"
 #include "child/urltmpl.h"
+#include "common/aimd.h"
 #include "common/buf.h"
 #include "common/log.h"
 
@@ -34,6 +42,8 @@
 #define MSG_ID_MAX 256              /* the longest webhook-id taken from id_field */
 #define CONFIG_LOG_MS 60000         /* a config problem (TLS) is logged again after this long */
 #define NHEADERS_OWN 5              /* Content-Type, webhook-id, -timestamp, -signature, attempt */
+#define SLOT_POLL_MS 5              /* how often a queue waiting for a slot looks again (another
+                                     * worker's slot freeing wakes nobody here) */
 
 /* One delivery: a copy of everything it needs, since a msg lives only during submit(). */
 struct req {
@@ -44,6 +54,9 @@ struct req {
     struct buf body;
     const char *content_type;
     long long attempt;
+    bool slot;                      /* it holds a slot of the destination (adaptive) */
+    int64_t started_us;             /* when it was sent (aimd_now_us), for the decrease window,
+                                     * or queued for a slot */
     bool requested;                 /* a request went out and ended: the fields below are set */
     long status;                    /* its status (0: no answer) */
     double seconds;                 /* and how long it took */
@@ -71,6 +84,15 @@ struct handler {
     long probe_delay_ms;
     long long next_probe_ms;
     long long config_logged_ms;     /* when a config problem was last logged; 0: never */
+
+    /* adaptive concurrency: the shared table and our destination's entry in it (dest -1:
+     * adaptive = no, or no room in the table), requests waiting for a slot, slots held */
+    struct aimd_table *aimd;
+    int dest, worker;
+    struct req *queued;
+    struct req **queued_end;
+    unsigned nqueued;
+    unsigned slots;
 };
 
 static long long now_ms(void)
@@ -94,6 +116,7 @@ static struct req *req_get(struct handler *h)
     r->next = NULL;
     r->ticket = NULL;
     r->requested = false;
+    r->slot = false;
     return r;
 }
 
@@ -208,14 +231,77 @@ static void hand_back(struct handler *h, struct req *r, const char *error, doubl
     report(h, r, &o);
 }
 
-/* Start r as an ordinary delivery; a request that cannot start is a retry. */
-static void start_or_retry(struct handler *h, struct req *r)
+/* Give back r's slot of the destination, with what its answer says about load. */
+static void slot_give(struct handler *h, struct req *r, enum aimd_signal s, long retry_after_ms)
 {
+    if (!r->slot)
+        return;
+    r->slot = false;
+    h->slots--;
+    aimd_give(h->aimd, h->dest, h->worker, s, r->started_us, aimd_now_us(), retry_after_ms);
+}
+
+/* Start r with a slot of the destination (taken), as an ordinary delivery; a request that
+ * cannot start is a retry. */
+static void start_taken(struct handler *h, struct req *r)
+{
+    r->started_us = aimd_now_us();
     if (start(h, r) == 0)
         return;
+    slot_give(h, r, AIMD_NEUTRAL, -1);
     struct outcome o = { .disp = DISP_RETRY, .retry_after_ms = -1, .error = h->error,
                          .seconds = -1 };
     report(h, r, &o);
+}
+
+/* Start the queued requests the destination has slots for, oldest first. A Retry-After, or
+ * a wait longer than one request's timeout, hands them back to the child untried instead (as
+ * the circuit breaker does, and for its reason: its retries keep their idle time fresh, so no
+ * other worker claims them, and their attempt does not count). */
+static void start_queued(struct handler *h)
+{
+    int64_t now = aimd_now_us();
+    long held_off = aimd_held_off_ms(h->aimd, h->dest, now);
+    while (h->queued) {
+        struct req *r = h->queued;
+        bool stale = now - r->started_us > (int64_t)h->pool->timeout_ms * 1000;
+        bool take = !held_off && !stale && aimd_take(h->aimd, h->dest, h->worker, now);
+        if (!take && !held_off && !stale)
+            break;
+        h->queued = r->next;
+        if (h->queued == NULL)
+            h->queued_end = &h->queued;
+        h->nqueued--;
+        r->next = NULL;
+        if (take) {
+            r->slot = true;
+            h->slots++;
+            start_taken(h, r);
+            continue;
+        }
+        struct outcome o = {
+            .disp = DISP_RETRY, .seconds = -1, .outage = true,
+            .retry_after_ms = held_off > HANDBACK_MIN_MS ? held_off : HANDBACK_MIN_MS,
+            .error = held_off ? "not tried: the endpoint asked to wait (Retry-After)"
+                              : "not tried: the endpoint is at its concurrency limit",
+        };
+        report(h, r, &o);
+    }
+}
+
+/* Start r as an ordinary delivery when the destination has a slot for it, else queue it
+ * behind the others waiting. */
+static void start_or_retry(struct handler *h, struct req *r)
+{
+    if (h->dest < 0) {
+        start_taken(h, r);
+        return;
+    }
+    r->started_us = aimd_now_us();
+    *h->queued_end = r;
+    h->queued_end = &r->next;
+    h->nqueued++;
+    start_queued(h);
 }
 
 /* The probe's answer is in: start what waited for it (go), or hand it back. */
@@ -278,6 +364,12 @@ static void on_done(void *arg, void *user, const struct deliver_result *res)
 
     struct verdict v;
     classify(res->code, res->status, res->retry_after, time(NULL), h->pool->backoff_max_ms, &v);
+    /* 429, 503 and timeouts are the destination saying it has too much; a Retry-After with
+     * them holds every worker off it. */
+    bool overload = res->code == CL_CURLE_OPERATION_TIMEDOUT ||
+                    (res->code == 0 && (res->status == 429 || res->status == 503));
+    slot_give(h, r, v.kind == CL_DELIVERED ? AIMD_SUCCESS : overload ? AIMD_OVERLOAD : AIMD_NEUTRAL,
+              overload && res->retry_after ? v.retry_after_ms : -1);
     bool down = v.kind == CL_OUTAGE || v.kind == CL_CONFIG;
     /* Any real answer, even a 4xx, shows the endpoint is there. A broken connection (the
      * endpoint going away) shows nothing either way. */
@@ -445,22 +537,33 @@ static int http_fds(struct handler *h, struct pollfd *pfd, int max, long *timeou
         if (left > 0 && (left < *timeout_ms || *timeout_ms < 0))
             *timeout_ms = (long)left;
     }
+    if (h->queued && (*timeout_ms < 0 || *timeout_ms > SLOT_POLL_MS))
+        *timeout_ms = SLOT_POLL_MS;
+    /* and when a Retry-After ends (accepting() says yes again) */
+    long held_off = h->dest >= 0 ? aimd_held_off_ms(h->aimd, h->dest, aimd_now_us()) : 0;
+    if (held_off > 0 && (*timeout_ms < 0 || *timeout_ms > held_off))
+        *timeout_ms = held_off;
     return n;
 }
 
 static void http_run(struct handler *h, const struct pollfd *pfd, int n)
 {
     deliver_run(h->d, pfd, n);
+    if (h->queued)
+        start_queued(h);
 }
 
 static unsigned http_inflight(struct handler *h)
 {
-    return deliver_active(h->d) + h->nwaiting;
+    return deliver_active(h->d) + h->nwaiting + h->nqueued;
 }
 
-/* Closed: always. Open: when the next probe may go and none is out. */
+/* Closed: always. Open: when the next probe may go and none is out. Never while a
+ * Retry-After holds the destination off: what came would only be handed back. */
 static bool http_accepting(struct handler *h)
 {
+    if (h->dest >= 0 && aimd_held_off_ms(h->aimd, h->dest, aimd_now_us()) > 0)
+        return false;
     return !h->open || (h->probe == NULL && now_ms() >= h->next_probe_ms);
 }
 
@@ -479,6 +582,16 @@ static void http_close(struct handler *h)
         h->free = r->next;
         req_free(r);
     }
+    /* What deliver_free() aborted held slots: the fleet gets them back now, not at our
+     * reaping. The queued never took one; their messages stay pending, as the waiting's. */
+    if (h->dest >= 0)
+        for (; h->slots; h->slots--)
+            aimd_give(h->aimd, h->dest, h->worker, AIMD_NEUTRAL, 0, 0, -1);
+    while (h->queued) {
+        struct req *r = h->queued;
+        h->queued = r->next;
+        req_free(r);
+    }
     buf_release(&h->hdrs);
     sign_free(h->sign);
     free(h);
@@ -492,6 +605,18 @@ static struct handler *http_open(struct child *c, const struct pool_conf *p)
     h->child = c;
     h->pool = p;
     h->waiting_end = &h->waiting;
+    h->queued_end = &h->queued;
+    h->dest = -1;
+    h->aimd = aimd_shared();
+    h->worker = aimd_worker();
+    char key[AIMD_KEY_MAX];
+    if (p->adaptive && h->aimd && h->worker >= 0 && aimd_dest_key(p->url, key, sizeof key) == 0) {
+        uint32_t ceiling = (uint32_t)p->inflight * (uint32_t)(p->workers > 0 ? p->workers : 1);
+        h->dest = aimd_lookup(h->aimd, key, ceiling);
+        if (h->dest < 0)
+            log_warnx("pool %s: no room for %s in the destination table (%d destinations): "
+                      "its concurrency does not adapt", p->name, key, AIMD_DESTS);
+    }
     h->dconf = (struct deliver_conf){
         .method = methods[p->method],
         .connect_timeout_ms = p->connect_timeout_ms,

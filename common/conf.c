@@ -188,6 +188,7 @@ static const struct key keys[] = {
     { SEC_POOL, "tls_verify",          set_bool,         P(tls_verify),          0, 0, KEY_HTTP },
     { SEC_POOL, "signing_secret_file", set_file,         P(signing_secret_file), 0, 0, KEY_HTTP },
     { SEC_POOL, "id_field",            set_field,        P(id_field),            0, 0, KEY_HTTP },
+    { SEC_POOL, "adaptive",            set_bool,         P(adaptive),            0, 0, KEY_HTTP },
 
     /* handler = plugin; its `plugin.KEY = value` lines are taken by on_pair() */
     { SEC_POOL, "plugin",              set_plugin,       P(plugin),              0, 0, 0 },
@@ -1576,6 +1577,7 @@ static void pool_defaults(struct pool_conf *p, const char *name, size_t n, int l
     p->connect_timeout_ms = 2 * SECOND;
     p->timeout_ms = 30 * SECOND;
     p->tls_verify = true;
+    p->adaptive = true;
     p->max_attempts = 5;
     p->backoff = BACKOFF_EXPONENTIAL;
     p->backoff_base_ms = 2 * SECOND;
@@ -2592,6 +2594,7 @@ bool conf_pool_same(const struct pool_conf *a, const struct pool_conf *b)
            a->connect_timeout_ms == b->connect_timeout_ms && a->timeout_ms == b->timeout_ms &&
            str_same(a->tls_ca, b->tls_ca) && str_same(a->tls_cert, b->tls_cert) &&
            str_same(a->tls_key, b->tls_key) && a->tls_verify == b->tls_verify &&
+           a->adaptive == b->adaptive &&
            str_same(a->signing_secret_file, b->signing_secret_file) && str_same(a->id_field, b->id_field) &&
            a->max_attempts == b->max_attempts && a->backoff == b->backoff &&
            a->backoff_base_ms == b->backoff_base_ms && a->backoff_max_ms == b->backoff_max_ms &&

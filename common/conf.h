@@ -102,6 +102,8 @@ struct pool_conf {
     bool tls_verify;
     char *signing_secret_file;
     char *id_field;             /* NULL: the stream entry id is the message id */
+    bool adaptive;              /* default yes: the fleet's concurrency per destination adapts
+                                 * (common/aimd.h) between 1 and inflight x workers */
 
     /* handler = exec, subprocess (with inflight, timeout and body_field above) */
     char *command;              /* as written */

@@ -12,6 +12,7 @@
  * A pool with watch = yes also gets new workers when a file of its handlers changes
  * (replace_watched()). */
 #include "supervisor/master.h"
+#include "common/aimd.h"
 #include "common/log.h"
 #include "supervisor/httpd.h"
 #include "supervisor/notify.h"
@@ -256,6 +257,7 @@ static void build_view(struct master *m, struct fleet_view *v, bool workers)
     }
     v->now = wall_seconds();
     v->master_rss_bytes = (uint64_t)resident_bytes(0);
+    v->ndests = aimd_snapshot(aimd_shared(), aimd_now_us(), v->dests, AIMD_DESTS);
     long long now = master_now_ms();
     for (unsigned i = 0; i < v->npools; i++) {
         struct pool_view *pv = &v->pools[i];
@@ -994,6 +996,8 @@ int master_run(struct master *m, struct conf *conf)
         fatal("signalfd");
     if (sb_open(&m->sb, SB_SLOTS_MAX) == -1)
         fatal("mmap of the scoreboard");
+    if (aimd_open() == -1)
+        fatal("mmap of the destination table");
     m->sb_used = xcalloc(m->sb.nslots, sizeof *m->sb_used);
     m->mon = redismon_open(&conf->redis);
     redismon_set_pools(m->mon, conf);

@@ -75,6 +75,32 @@ static void histogram(struct buf *out, const struct fleet_view *v, const char *n
     }
 }
 
+/* Adaptive concurrency, per destination (the whole fleet's, not a pool's). */
+static void destinations(struct buf *out, const struct fleet_view *v)
+{
+    static const char *const fam[][2] = {
+        { "streamfleet_destination_concurrency_limit", "gauge\tRequests the fleet may have in flight to the destination at once (adaptive)." },
+        { "streamfleet_destination_inflight", "gauge\tRequests the fleet has in flight to the destination." },
+        { "streamfleet_destination_decreases_total", "counter\tTimes the destination's limit was lowered (429, 503, timeout), once per overload." },
+    };
+    for (int f = 0; f < 3; f++) {
+        const char *tab = strchr(fam[f][1], '\t');
+        buf_printf(out, "# HELP %s %s\n# TYPE %s %.*s\n", fam[f][0], tab + 1, fam[f][0],
+                   (int)(tab - fam[f][1]), fam[f][1]);
+        for (unsigned i = 0; i < v->ndests; i++) {
+            const struct aimd_view *d = &v->dests[i];
+            buf_printf(out, "%s{destination=\"", fam[f][0]);
+            label(out, d->key);
+            if (f == 0)
+                buf_printf(out, "\"} %.3f\n", d->limit);
+            else if (f == 1)
+                buf_printf(out, "\"} %u\n", d->inflight);
+            else
+                buf_printf(out, "\"} %" PRIu64 "\n", d->decreases);
+        }
+    }
+}
+
 void metrics_render(struct buf *out, const struct fleet_view *v)
 {
     family(out, "streamfleet_build_info", "gauge", "Version of the running streamfleet.");
@@ -159,6 +185,7 @@ void metrics_render(struct buf *out, const struct fleet_view *v)
         label(out, v->pools[i].name);
         buf_printf(out, "\"} %d\n", v->pools[i].circuit_open ? 1 : 0);
     }
+    destinations(out, v);
 
     struct { const char *name, *help; int which; } gauges[] = {
         { "streamfleet_stream_length", "Entries in the stream (XLEN).", 0 },
@@ -586,6 +613,14 @@ void status_render(struct buf *out, const struct fleet_view *v)
             buf_addc(out, '}');
         }
         buf_adds(out, "]}");
+    }
+    buf_adds(out, "],\"destinations\":[");
+    for (unsigned i = 0; i < v->ndests; i++) {
+        const struct aimd_view *d = &v->dests[i];
+        buf_adds(out, i ? ",{\"destination\":" : "{\"destination\":");
+        json_str(out, d->key);
+        buf_printf(out, ",\"limit\":%.3f,\"inflight\":%u,\"decreases\":%" PRIu64 ",\"held_off\":%s}",
+                   d->limit, d->inflight, d->decreases, d->blocked ? "true" : "false");
     }
     buf_adds(out, "]}\n");
     buf_release(&reasons);

@@ -2,6 +2,7 @@
  * heartbeats, and the per-child drain. */
 #include "supervisor/master.h"
 #include "child/child.h"
+#include "common/aimd.h"
 #include "common/backoff.h"
 #include "common/log.h"
 
@@ -12,6 +13,9 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+/* A worker's row of destination slots is its scoreboard slot's index. */
+static_assert(AIMD_WORKERS >= SB_SLOTS_MAX, "one row of destination slots per scoreboard slot");
 
 #define QUICK_DEATH_MS 5000          /* dying sooner than this after start is a crash loop */
 #define RESPAWN_MIN_MS 1000
@@ -77,8 +81,10 @@ int procs_spawn(struct master *m, struct proc *p, long long now)
     /* Only the first child of a slot of a new generation skips its pending list (the old
      * generation still works on it); a replacement must recover what its predecessor held. */
     bool fresh = p->pool->fresh && !p->started_before;
-    if (pid == 0)
+    if (pid == 0) {
+        aimd_set_worker(p->sb);
         child_main(p->pool->owner, p->pool->conf, p->index, slot, master, fresh);
+    }
     p->started_before = true;
     p->pid = pid;
     p->started_ms = now;
@@ -126,6 +132,8 @@ static void on_exit_of(struct master *m, struct proc *p, int status, long long n
 {
     struct sb_slot *slot = &m->sb.slot[p->sb];
     sb_fold(p->pool->retired, slot);
+    /* The slots it held at HTTP destinations go back to the fleet, however it died. */
+    aimd_reap(aimd_shared(), p->sb);
     m->sb_used[p->sb] = false;
     atomic_store(&slot->state, SB_FREE);
     p->sb = -1;

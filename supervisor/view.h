@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "common/aimd.h"
 #include "common/buf.h"
 #include "common/conf.h"            /* CONF_STREAMS_MAX */
 #include "common/sb.h"
@@ -103,6 +104,8 @@ struct fleet_view {
     unsigned npools;
     struct worker_view *workers;    /* by pool, then slot */
     unsigned nworkers;
+    struct aimd_view dests[AIMD_DESTS];     /* http destinations with adaptive concurrency */
+    unsigned ndests;
 };
 
 /* The q-quantile (0..1) of a histogram's bucket counts (not cumulative; le: upper bounds, the
