@@ -17,7 +17,7 @@
  *   - #errors tbody: one row per last error, newest first (data-k time, pool, worker, error);
  *   - no URL of anything but status.json, and text of the fleet's only through textContent.
  * Written without double quotes and backslashes (but one \u00b7 escape), so that the literal
- * below reads like the HTML it is; keep it under 12 KB. */
+ * below reads like the HTML it is; keep it under 16 KB. */
 const char status_page_html[] =
 "<!doctype html>\n"
 "<html lang='en'><head><meta charset='utf-8'><title>streamfleet</title>\n"

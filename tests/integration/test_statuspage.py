@@ -142,7 +142,9 @@ def test_page_is_one_small_self_contained_document(redis_server, fleet):
     status, headers, body = fl.http_get("/")
     assert status == 200
     assert headers["content-type"] == "text/html; charset=utf-8", headers
-    assert len(body) < 12 * 1024, f"the page is {len(body)} bytes"
+    # 16 KiB: the page grew a workers table, a latency chart and a destinations table (12.3 KiB
+    # then); it stays one request a phone loads at once.
+    assert len(body) < 16 * 1024, f"the page is {len(body)} bytes"
     html = body.decode()
     assert "://" not in html, "the page names an absolute URL"
     refs = re.findall(r"""(?:src|href|action|poster|srcset)\s*=\s*['"]?([^'" >]*)""", html, re.I)
