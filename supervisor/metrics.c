@@ -559,14 +559,14 @@ void status_render(struct buf *out, const struct fleet_view *v)
         buf_printf(out, ",\"status\":\"%s\",\"reason\":", bad ? "degraded" : "ok");
         json_str(out, why.p ? why.p : "");
         buf_release(&why);
-        /* workers stays an object (scripts read .workers.running); its list has one object
-         * per slot: the workers' own figures */
-        buf_printf(out, ",\"workers\":{\"running\":%u,\"starting\":%u,\"draining\":%u,\"expected\":%u,\"list\":[",
+        /* worker_counts: processes by state; workers: one object per slot, the workers' own
+         * figures */
+        buf_printf(out, ",\"worker_counts\":{\"running\":%u,\"starting\":%u,\"draining\":%u,\"expected\":%u},\"workers\":[",
                    p->workers_live - p->workers_starting, p->workers_starting, p->workers_draining,
                    p->workers_expected);
         workers_render(out, v, p->name);
         buf_printf(out,
-                   "]},\"restarts\":%" PRIu64 ",\"restarts_per_min\":%.2f,\"crash_loop\":%s"
+                   "],\"restarts\":%" PRIu64 ",\"restarts_per_min\":%.2f,\"crash_loop\":%s"
                    ",\"inflight\":%u,\"circuit_open\":%s,\"rss_bytes\":%" PRIu64,
                    p->restarts, p->restarts_per_min, p->crash_loop ? "true" : "false",
                    p->inflight, p->circuit_open ? "true" : "false", p->rss_bytes);

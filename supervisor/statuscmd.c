@@ -217,7 +217,7 @@ static int redis_pool_json(struct redis *rc, const struct pool_conf *p, double n
     buf_printf(out, "\",\"status\":\"%s\",\"reason\":\"", why.len && group ? "degraded" : "unknown");
     if (why.len)
         buf_add_json_str(out, why.p, why.len);
-    buf_printf(out, "\",\"group_exists\":%s,\"workers\":null,\"restarts\":null,\"rate\":null",
+    buf_printf(out, "\",\"group_exists\":%s,\"worker_counts\":null,\"workers\":null,\"restarts\":null,\"rate\":null",
                group ? "true" : "false");
     json_count(out, "stream_length", length);
     json_count(out, "pending", pending);
@@ -320,7 +320,7 @@ static void pool_row(const struct json *p, struct row *r)
     const char *name = json_str(p, "name"), *status = json_str(p, "status");
     snprintf(r->cell[COL_POOL], sizeof r->cell[0], "%s", name ? name : "?");
     snprintf(r->cell[COL_STATUS], sizeof r->cell[0], "%s", status ? status : "?");
-    const struct json *w = json_get(p, "workers");
+    const struct json *w = json_get(p, "worker_counts");
     double running, starting, draining, expected, v;
     if (json_num(w, "running", &running) && json_num(w, "expected", &expected)) {
         /* n stays inside the cell even when a huge figure was cut short (1e308 is 309 digits). */
@@ -555,7 +555,7 @@ int status_show_workers(const char *doc, size_t len, struct buf *out)
     for (size_t i = 0; i < json_len(pools); i++) {
         const struct json *p = json_at(pools, i);
         const char *name = json_str(p, "name");
-        const struct json *list = json_get(json_get(p, "workers"), "list");
+        const struct json *list = json_get(p, "workers");
         size_t n = json_len(list);
         if (json_kind(list) != JSON_K_ARRAY) {
             buf_printf(out, "\nworkers of pool %s: unknown (the master does not answer)\n", name ? name : "?");

@@ -13,7 +13,7 @@
  *     beside it (data-k latency) one of the handler duration's p50 and p99 of the same steps,
  *     a <path data-q=p50|p99> each (paths, not polylines: a gap where a step handled nothing);
  *   - #workers tbody: one tr[data-pool=NAME][data-slot=N] per worker slot, cells with data-k
- *     and data-v as the keys of the pool's workers.list (held_oldest: its id; held_age: its age);
+ *     and data-v as the keys of the pool's workers[] (held_oldest: its id; held_age: its age);
  *   - #errors tbody: one row per last error, newest first (data-k time, pool, worker, error);
  *   - no URL of anything but status.json, and text of the fleet's only through textContent.
  * Written without double quotes and backslashes (but one \u00b7 escape), so that the literal
@@ -145,7 +145,7 @@ const char status_page_html[] =
 "  return t;\n"
 "}\n"
 "function row(p) {\n"
-"  var tr = document.createElement('tr'), w = p.workers, td;\n"
+"  var tr = document.createElement('tr'), w = p.worker_counts, td;\n"
 "  tr.dataset.pool = p.name;\n"
 "  var name = el('th', 'name', p.name, p.name);\n"
 "  name.scope = 'row';\n"
@@ -190,7 +190,7 @@ const char status_page_html[] =
 "  if (s.redis.durable === false && s.redis.durability) why.push('redis is not durable: ' + s.redis.durability);\n"
 "  var body = $('pools').tBodies[0], errs = [], ws = [];\n"
 "  body.replaceChildren.apply(body, s.pools.map(row));\n"
-"  s.pools.forEach(function (p) { ((p.workers || {}).list || []).forEach(function (w) { ws.push(wrow(p, w)); }); });\n"
+"  s.pools.forEach(function (p) { (p.workers || []).forEach(function (w) { ws.push(wrow(p, w)); }); });\n"
 "  body = $('workers').tBodies[0];\n"
 "  body.replaceChildren.apply(body, ws);\n"
 "  s.pools.forEach(function (p) {\n"

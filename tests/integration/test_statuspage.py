@@ -89,7 +89,7 @@ def page_differences(page, s):
     if sorted(rows) != sorted(p["name"] for p in s["pools"]):
         return diff + [f"pools {sorted(rows)} != {[p['name'] for p in s['pools']]}"]
     for p in s["pools"]:
-        r, w = rows[p["name"]], p["workers"]
+        r, w = rows[p["name"]], p["worker_counts"]
         want = {"name": p["name"], "status": p["status"],
                 "workers": f"{w['running']}/{w['starting']}/{w['draining']}/{w['expected']}",
                 "pending": raw(p["pending"]), "lag": raw(p["lag"]),
@@ -277,7 +277,7 @@ def test_status_json_is_the_masters_status_document(redis_server, fleet):
     doc = json.loads(res.stdout)
     assert doc["source"] == "master" and doc["status"] == "ok" and doc["version"] == "0.1.0"
     assert [p["name"] for p in doc["pools"]] == ["a", "b"]
-    assert doc["pools"][0]["workers"]["expected"] == 2
+    assert doc["pools"][0]["worker_counts"]["expected"] == 2
     assert set(doc) >= set(status_json(fl)), "every key of /status.json"
 
 
@@ -337,7 +337,7 @@ def test_status_falls_back_to_redis_when_the_master_is_down(redis_server, sink, 
     assert doc["source"] == "redis" and doc["status"] == "down" and doc["redis"]["up"] is True
     p = {x["name"]: x for x in doc["pools"]}
     assert p["orders"]["stream_length"] == 17 and p["orders"]["lag"] == 7 and p["orders"]["dlq_length"] == 2
-    assert p["orders"]["workers"] is None and p["audit"]["pending"] == 0
+    assert p["orders"]["workers"] is None and p["orders"]["worker_counts"] is None and p["audit"]["pending"] == 0
 
 
 def test_status_shows_the_oldest_pending_entry_from_redis(redis_server, fleet):

@@ -2,8 +2,8 @@
 --workers` and the status page's workers table and latency chart, driven as an operator would:
 a real redis-server, a real sink, the real binary, a real browser.
 
-Each pool object of /status.json keeps its `workers` counts and gets `workers.list`: one object
-per worker slot (slot, pid, generation, state, uptime, handled, inflight, held, held_oldest,
+Each pool object of /status.json has `worker_counts` (processes by state) and `workers`: one
+object per worker slot (slot, pid, generation, state, uptime, handled, inflight, held, held_oldest,
 held_ids, rss_bytes, last_error, restarts). `latency.p50` and `latency.p99` are the handler
 duration's quantiles per 10 s step of the last 15 minutes, beside `history`."""
 import json
@@ -44,7 +44,7 @@ def status_json(fl):
 def workers_of(fl, name):
     """The workers list of pool name in /status.json, by slot."""
     p = next(p for p in status_json(fl)["pools"] if p["name"] == name)
-    return {w["slot"]: w for w in p["workers"]["list"]}
+    return {w["slot"]: w for w in p["workers"]}
 
 
 def status_cmd(fl, *args):
@@ -131,7 +131,7 @@ def test_a_reload_that_changes_a_pool_starts_a_new_generation(redis_server, flee
     fl.signal(signal.SIGHUP)
 
     def new_generation():
-        ws = [w for p in status_json(fl)["pools"] if p["name"] == "g" for w in p["workers"]["list"]]
+        ws = [w for p in status_json(fl)["pools"] if p["name"] == "g" for w in p["workers"]]
         return ws if [w["generation"] for w in ws] == [2] and ws[0]["state"] == "running" else None
     ws = fl.wait_for(new_generation, timeout=TIMEOUT, what="only generation 2 left")
     assert ws[0]["pid"] != first["pid"]
@@ -201,7 +201,7 @@ def test_status_workers_prints_each_worker_and_what_it_holds(redis_server, sink,
     assert res.returncode == 0, res.stdout + res.stderr
     t = worker_tables(res.stdout)
     assert set(t) == {"slow", "fast"} and set(t["fast"]) == {"0", "1"}, res.stdout
-    s = {p["name"]: {w["slot"]: w for w in p["workers"]["list"]} for p in status_json(fl)["pools"]}
+    s = {p["name"]: {w["slot"]: w for w in p["workers"]} for p in status_json(fl)["pools"]}
     for name, rows in t.items():
         for slot, row in rows.items():
             w = s[name][int(slot)]
@@ -254,7 +254,7 @@ def raw(v):
 def workers_differences(page, s):
     """What the page's workers table and latency charts show differently from s ([]: agree)."""
     diff = []
-    want = {(p["name"], str(w["slot"])): w for p in s["pools"] for w in p["workers"]["list"]}
+    want = {(p["name"], str(w["slot"])): w for p in s["pools"] for w in p["workers"]}
     got = {(r["row_pool"], r["row_slot"]): r for r in page["workers"]}
     if sorted(got) != sorted(want):
         return [f"worker rows {sorted(got)} != {sorted(want)}"]
