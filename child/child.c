@@ -636,6 +636,10 @@ _Noreturn void child_main(const struct conf *conf, const struct pool_conf *pool,
         if (c.ops->run)
             c.ops->run(c.h, pfd + first_handler, n - first_handler);
         atomic_store_explicit(&slot->inflight, child_inflight(&c), memory_order_relaxed);
+        bool ready = stream_connected(&c.st) && c.ready && child_accepting(&c);
+        uint64_t since = atomic_load_explicit(&slot->ready_ms, memory_order_relaxed);
+        if (ready != (since != 0))
+            atomic_store_explicit(&slot->ready_ms, ready ? (uint64_t)child_now_ms() : 0, memory_order_relaxed);
     }
     teardown(&c);
     exit(c.exit_code);

@@ -95,6 +95,10 @@ struct sb_slot {
     _Atomic int pid;
     /* Written by the child only. */
     _Atomic uint64_t heartbeat_ms;       /* CLOCK_MONOTONIC milliseconds of its last loop turn */
+    /* Since when (CLOCK_MONOTONIC ms) it has been ready without a break: connected, its group
+     * made sure of, its handler accepting (a subprocess running, a circuit closed); 0 while it
+     * is not. The master promotes a canary only after it stayed ready a while. */
+    _Atomic uint64_t ready_ms;
     _Atomic uint32_t inflight;
     _Atomic uint32_t circuit_open;
     _Atomic uint64_t rss_bytes;          /* resident memory, refreshed every few seconds */
