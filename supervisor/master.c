@@ -844,6 +844,13 @@ static void replace_watched(struct master *m, const char *name, const char *file
             ps = m->pools[i];
     if (ps == NULL || !ps->conf->watch || m->draining)
         return;
+    /* The canary's promotion retires ps: a generation started here would be drained with it,
+     * and ps freed under the canary. The canary started after the change runs the new file. */
+    for (size_t i = 0; i < m->npools; i++)
+        if (m->pools[i]->canary_of == ps) {
+            log_warnx("watch: %s changed: pool %s has a reload's canary on trial: left to it", file, name);
+            return;
+        }
     size_t free_slots = slots_free(m);
     if ((size_t)ps->workers > free_slots) {
         log_errorx("watch: %s changed: pool %s keeps its workers: the new ones need %d scoreboard slots "
