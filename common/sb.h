@@ -29,6 +29,12 @@ enum sb_counter {
     SB_REDIS_ERRORS,
     SB_DLQ_FAILURES,    /* dead-letter moves that failed (the entry stayed pending) */
     SB_GROUP_RECREATED, /* NOGROUP: the group was created again */
+    /* A drain (SIGTERM, a reload, a scale-down): what the worker held once it stopped reading,
+     * and what became of it. HELD (not exported) = FINISHED + RELEASED + ABANDONED. */
+    SB_DRAIN_HELD,
+    SB_DRAIN_FINISHED,  /* handled to an outcome (acked, dead-lettered, or failed to a retry) */
+    SB_DRAIN_RELEASED,  /* waiting for a retry, never started again: left pending under its name */
+    SB_DRAIN_ABANDONED, /* still in progress when it was killed; the master counts these */
     SB_DLQ_FIRST,                         /* streamfleet_messages_dead_lettered_total{reason} */
     SB_DLQ_LAST = SB_DLQ_FIRST + 14,
     SB_HTTP_FIRST,                        /* streamfleet_http_requests_total{code} */

@@ -1141,6 +1141,15 @@ int master_run(struct master *m, struct conf *conf)
         collect(m);
     }
 
+    /* The drain report: one line per pool of what its workers held when told to finish. */
+    struct fleet_view v;
+    build_view(m, &v);
+    for (unsigned i = 0; i < v.npools; i++)
+        log_info("drained pool=%s held=%llu finished=%llu released=%llu abandoned=%llu", v.pools[i].name,
+                 (unsigned long long)v.pools[i].c[SB_DRAIN_HELD], (unsigned long long)v.pools[i].c[SB_DRAIN_FINISHED],
+                 (unsigned long long)v.pools[i].c[SB_DRAIN_RELEASED],
+                 (unsigned long long)v.pools[i].c[SB_DRAIN_ABANDONED]);
+    free(v.pools);
     log_info("all workers stopped: exiting");
     httpd_close(m->httpd);
     redismon_free(m->mon);

@@ -97,6 +97,19 @@ void metrics_render(struct buf *out, const struct fleet_view *v)
         }
     }
 
+    family(out, "streamfleet_drain_messages_total", "counter",
+           "Entries workers held when told to finish, by what became of them: finished, released "
+           "(left pending, never started again), abandoned (in progress when killed at drain_timeout).");
+    static const struct { const char *outcome; enum sb_counter idx; } drained[] = {
+        { "finished", SB_DRAIN_FINISHED }, { "released", SB_DRAIN_RELEASED }, { "abandoned", SB_DRAIN_ABANDONED },
+    };
+    for (unsigned i = 0; i < v->npools; i++)
+        for (size_t k = 0; k < sizeof drained / sizeof drained[0]; k++) {
+            buf_adds(out, "streamfleet_drain_messages_total{pool=\"");
+            label(out, v->pools[i].name);
+            buf_printf(out, "\",outcome=\"%s\"} %" PRIu64 "\n", drained[k].outcome, v->pools[i].c[drained[k].idx]);
+        }
+
     family(out, "streamfleet_workers", "gauge", "Worker processes by state.");
     for (unsigned i = 0; i < v->npools; i++) {
         const struct pool_view *p = &v->pools[i];
