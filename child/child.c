@@ -721,6 +721,41 @@ static void teardown(struct child *c)
     log_debug("consumer %s drained", c->st.consumer);
 }
 
+/* The drain report: once stopping and no read is on the wire, what we hold is fixed (nothing
+ * more is read, no retry starts). Those waiting for a retry are released at once; the others
+ * are finished as they leave the handler and the acknowledgement queue. What is still in
+ * progress if we are killed, the master counts as abandoned (HELD - FINISHED - RELEASED). */
+static void drain_report(struct child *c, struct sb_slot *slot, bool exiting)
+{
+    static bool started;
+    static uint64_t held, released, finished;
+    size_t total = 0;
+    for (int s = 0; s < LEDGER_NSTATES; s++)
+        total += ledger_count(&c->ledger, (enum ledger_state)s);
+    size_t waiting = ledger_count(&c->ledger, LEDGER_RETRY_DUE);
+    if (!started) {
+        if (c->reading)
+            return;
+        started = true;
+        held = total;
+        released = waiting;
+        sb_add(slot, SB_DRAIN_HELD, held);
+        sb_add(slot, SB_DRAIN_RELEASED, released);
+    }
+    /* Entries that fail now wait for a retry too, but they were finished (to an outcome). */
+    uint64_t busy = total - waiting;
+    uint64_t done = held - released > busy ? held - released - busy : 0;
+    if (done > finished) {
+        sb_add(slot, SB_DRAIN_FINISHED, done - finished);
+        finished = done;
+    }
+    /* Leaving with acknowledgements unsent (Redis gone): those stay pending too. */
+    if (exiting && held > released + finished) {
+        sb_add(slot, SB_DRAIN_RELEASED, held - released - finished);
+        released = held - finished;
+    }
+}
+
 _Noreturn void child_main(const struct conf *conf, const struct pool_conf *pool, int index,
                           struct sb_slot *slot, pid_t master, bool fresh)
 {
@@ -782,7 +817,15 @@ _Noreturn void child_main(const struct conf *conf, const struct pool_conf *pool,
             c.ops->run(c.h, pfd + first_handler, n - first_handler);
         atomic_store_explicit(&slot->inflight, child_inflight(&c), memory_order_relaxed);
         cluster_counts(&c);
+        if (child_stopping)
+            drain_report(&c, slot, false);
+        bool ready = stream_connected(&c.st) && c.ready && child_accepting(&c);
+        uint64_t since = atomic_load_explicit(&slot->ready_ms, memory_order_relaxed);
+        if (ready != (since != 0))
+            atomic_store_explicit(&slot->ready_ms, ready ? (uint64_t)child_now_ms() : 0, memory_order_relaxed);
     }
+    if (child_stopping)
+        drain_report(&c, slot, true);
     teardown(&c);
     exit(c.exit_code);
 }

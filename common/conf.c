@@ -224,6 +224,8 @@ static const struct key keys[] = {
     { SEC_POOL, "scale_up_after",    set_dur,     P(scale_up_after_ms), 100, DAY, KEY_POOL },
     { SEC_POOL, "scale_down_after",  set_dur,     P(scale_down_after_ms), 0, DAY, KEY_POOL },
     { SEC_POOL, "scale_interval",    set_dur,     P(scale_interval_ms), 100, HOUR, KEY_POOL },
+    { SEC_POOL, "canary_timeout",    set_dur,     P(canary_timeout_ms), 0, DAY, KEY_POOL },
+    { SEC_POOL, "canary_messages",   set_long,    P(canary_messages),   0, 1000000L, KEY_POOL },
 };
 
 #define NKEYS (sizeof keys / sizeof keys[0])
@@ -1586,6 +1588,7 @@ static void pool_defaults(struct pool_conf *p, const char *name, size_t n, int l
     p->claim_idle_ms = 5 * MINUTE;
     p->max_message_bytes = 1024 * 1024;
     p->heartbeat_timeout_ms = MINUTE;
+    p->canary_timeout_ms = 30 * SECOND;
 }
 
 /* Enter [handler:NAME], NAME being name[0..n). */

@@ -165,6 +165,14 @@ struct pool_conf {
     bool trim_acked;
     long retain_ms;
 
+    /* A reload that changes the pool starts one worker of the new generation first (the
+     * canary, supervisor/master.c): it must be ready within canary_timeout_ms (0: no canary,
+     * the whole generation starts at once) and handle canary_messages entries successfully,
+     * or the reload is rolled back for this pool. The master's alone, read from the new
+     * config: not compared by conf_pool_same(). */
+    long canary_timeout_ms;
+    long canary_messages;
+
     /* Named handlers and routes. A routed pool (handler = NAME, or route.* keys) hands each
      * message to one of its targets: a config per [handler:NAME] section it uses, made of the
      * pool's own settings and that section's handler keys (a handler opens with its target as

@@ -190,6 +190,7 @@ void sb_slot_reset(struct sb_slot *s)
     atomic_store(&s->error_unix_ms, 0);
     s->error[0] = '\0';
     atomic_store(&s->heartbeat_ms, 0);
+    atomic_store(&s->ready_ms, 0);
     atomic_store(&s->inflight, 0);
     atomic_store(&s->circuit_open, 0);
     atomic_store(&s->circuit_since_ms, 0);

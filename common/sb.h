@@ -32,6 +32,12 @@ enum sb_counter {
     SB_CLUSTER_MOVED,   /* Redis Cluster: MOVED redirections followed */
     SB_CLUSTER_ASK,     /* ASK redirections followed */
     SB_CLUSTER_REFRESHES, /* slot maps asked again (CLUSTER SLOTS) after the first */
+    /* A drain (SIGTERM, a reload, a scale-down): what the worker held once it stopped reading,
+     * and what became of it. HELD (not exported) = FINISHED + RELEASED + ABANDONED. */
+    SB_DRAIN_HELD,
+    SB_DRAIN_FINISHED,  /* handled to an outcome (acked, dead-lettered, or failed to a retry) */
+    SB_DRAIN_RELEASED,  /* waiting for a retry, never started again: left pending under its name */
+    SB_DRAIN_ABANDONED, /* still in progress when it was killed; the master counts these */
     SB_DLQ_FIRST,                         /* streamfleet_messages_dead_lettered_total{reason} */
     SB_DLQ_LAST = SB_DLQ_FIRST + 14,
     SB_HTTP_FIRST,                        /* streamfleet_http_requests_total{code} */
@@ -123,6 +129,10 @@ struct sb_slot {
     _Atomic int pid;
     /* Written by the child only. */
     _Atomic uint64_t heartbeat_ms;       /* CLOCK_MONOTONIC milliseconds of its last loop turn */
+    /* Since when (CLOCK_MONOTONIC ms) it has been ready without a break: connected, its group
+     * made sure of, its handler accepting (a subprocess running, a circuit closed); 0 while it
+     * is not. The master promotes a canary only after it stayed ready a while. */
+    _Atomic uint64_t ready_ms;
     _Atomic uint32_t inflight;
     _Atomic uint32_t circuit_open;
     _Atomic uint64_t rss_bytes;          /* resident memory, refreshed every few seconds */

@@ -182,6 +182,10 @@ static void build_view(struct master *m, struct fleet_view *v, bool workers)
     v->durability = redismon_durability(m->mon);
     v->reloads_ok = m->reloads_ok;
     v->reloads_failed = m->reloads_failed;
+    v->reloads_rolled_back = m->reloads_rolled_back;
+    v->last_reload = m->last_reload.result;
+    v->last_reload_time = m->last_reload.time;
+    v->last_reload_reason = m->last_reload.reason;
     v->pools = xcalloc(m->npools ? m->npools : 1, sizeof *v->pools);
     for (size_t i = 0; i < m->npools; i++) {
         const struct pool_state *ps = m->pools[i];
@@ -192,7 +196,7 @@ static void build_view(struct master *m, struct fleet_view *v, bool workers)
             pv->restarts_by[k] += ps->restarts[k];
             pv->restarts += ps->restarts[k];
         }
-        if (!ps->removed) {
+        if (!ps->removed && ps->canary_of == NULL) {
             pv->workers_expected += (unsigned)ps->workers;
             pv->stream = ps->conf->stream;
             pv->group = ps->conf->group;
@@ -229,6 +233,8 @@ static void build_view(struct master *m, struct fleet_view *v, bool workers)
         sb_fold(pv->c, slot);
         if (p->pid > 0 && (p->draining || p->pool->removed)) {
             pv->workers_draining++;
+        } else if (p->pid > 0 && p->pool->canary_of) {
+            pv->workers_canary++;
         } else if (p->pid > 0) {
             pv->workers_live++;
             /* Starting until its first loop turn stamps a heartbeat later than its fork. */
@@ -484,7 +490,7 @@ static void collect(struct master *m)
         /* Children waiting for a respawn of a removed pool: drop them too. */
         for (size_t k = 0; k < m->npools; k++) {
             struct pool_state *heir = m->pools[k];
-            if (heir != ps && !heir->removed && strcmp(heir->name, ps->name) == 0) {
+            if (heir != ps && !heir->removed && heir->canary_of == NULL && strcmp(heir->name, ps->name) == 0) {
                 for (int c = 0; c < SB_NCOUNTERS; c++)
                     heir->retired[c] += ps->retired[c];
                 for (int c = 0; c < RESTART_NREASONS; c++)
@@ -622,6 +628,131 @@ static int relisten(struct master *m, const struct conf *oc, const struct conf *
 
 /* ---- reload ---- */
 
+/* Remember how the last reload ended, for /health and /status.json. */
+static void note_reload(struct master *m, const char *result, const char *reason)
+{
+    m->last_reload.result = result;
+    m->last_reload.time = wall_seconds();
+    snprintf(m->last_reload.reason, sizeof m->last_reload.reason, "%s", reason);
+}
+
+/* A canary of the last reload was promoted or rolled back: once the last one is, the reload
+ * counts as ok, or as rolled back when any of its pools was. */
+static void canary_settled(struct master *m)
+{
+    if (m->canaries == 0 || --m->canaries > 0)
+        return;
+    if (m->canary_failed) {
+        m->reloads_rolled_back++;
+        note_reload(m, "rolled_back", m->canary_why);
+    } else {
+        m->reloads_ok++;
+        note_reload(m, "ok", "");
+        log_info("reload: done: every canary proved itself");
+    }
+}
+
+/* Stop canary c: its worker drains (SIGTERM), and what it held stays pending in Redis under
+ * its consumer name, which it shares with slot 0 of the generation it was to replace: that
+ * generation reclaims it after claim_idle. The old generation runs on untouched, with its
+ * old settings, so that the next SIGHUP tries the new ones again. */
+static void canary_roll_back(struct master *m, struct pool_state *c, const char *why, long long now)
+{
+    log_errorx("reload: pool %s rolled back: its canary %s; the running workers keep their settings", c->name, why);
+    c->canary_of = NULL;
+    pool_retire(m, c, now);
+    m->canary_failed = true;
+    snprintf(m->canary_why, sizeof m->canary_why, "pool %s: canary %s", c->name, why);
+    canary_settled(m);
+}
+
+/* Canary c proved itself: the rest of its generation starts and the old one drains, as a
+ * reload without canaries does at once. */
+static void canary_promote(struct master *m, struct pool_state *c, uint64_t handled, long long now)
+{
+    struct pool_state *old = c->canary_of;
+    log_info("reload: pool %s: the canary is ready and handled %llu messages: starting the new generation "
+             "of %d workers", c->name, (unsigned long long)handled, c->conf->workers);
+    c->canary_of = NULL;
+    pool_scale(m, c, c->conf->workers, now);
+    pool_retire(m, old, now);
+    canary_settled(m);
+}
+
+/* A ready flag that flickers (a subprocess that starts and dies at once) proves nothing: the
+ * canary must stay ready this long without a break. */
+#define CANARY_STEADY_MS 1000
+
+/* Decide the canaries on trial: promote the ones ready (for CANARY_STEADY_MS) that handled
+ * canary_messages entries successfully; roll back the ones that dead-lettered, failed as
+ * many entries as they had to handle, died, or ran out of canary_timeout. */
+static void check_canaries(struct master *m, long long now)
+{
+    for (size_t i = 0; i < m->npools; i++) {
+        struct pool_state *c = m->pools[i];
+        if (c->canary_of == NULL || c->removed)
+            continue;
+        const struct proc *p = NULL;
+        for (size_t k = 0; k < m->nprocs && p == NULL; k++)
+            if (m->procs[k].pool == c)
+                p = &m->procs[k];
+        uint64_t ok = c->retired[SB_ACKED], failed = c->retired[SB_FAILED], dead = c->retired[SB_DEAD_LETTERED];
+        uint64_t ready_ms = 0;
+        char err[sizeof m->sb.slot[0].error] = "";
+        if (p && p->pid > 0 && p->sb >= 0) {
+            const struct sb_slot *slot = &m->sb.slot[p->sb];
+            ok += atomic_load_explicit(&slot->c[SB_ACKED], memory_order_acquire);
+            failed += atomic_load_explicit(&slot->c[SB_FAILED], memory_order_acquire);
+            dead += atomic_load_explicit(&slot->c[SB_DEAD_LETTERED], memory_order_acquire);
+            ready_ms = atomic_load_explicit(&slot->ready_ms, memory_order_acquire);
+            if (sb_get_error(slot, err, sizeof err) == 0)
+                err[0] = '\0';
+        }
+        long need = c->conf->canary_messages;
+        bool ready = ready_ms && now - (long long)ready_ms >= CANARY_STEADY_MS;
+        char why[200] = "";
+        if (ready && ok >= (uint64_t)need) {
+            canary_promote(m, c, ok, now);
+            continue;
+        }
+        if (dead > 0)
+            snprintf(why, sizeof why, "dead-lettered %llu messages", (unsigned long long)dead);
+        else if (need > 0 && failed >= (uint64_t)need)
+            snprintf(why, sizeof why, "failed %llu messages before %ld succeeded%s%s", (unsigned long long)failed,
+                     need, err[0] ? ": " : "", err);
+        else if (p == NULL || (p->pid == 0 && p->quick_deaths > 0))
+            snprintf(why, sizeof why, "worker exited%s%s", err[0] ? ": " : "", err);
+        else if (now >= c->canary_deadline_ms && !ready)
+            snprintf(why, sizeof why, "was not ready within canary_timeout (%ld ms)%s%s",
+                     c->conf->canary_timeout_ms, err[0] ? ": " : "", err);
+        else if (now >= c->canary_deadline_ms)
+            snprintf(why, sizeof why, "handled %llu of %ld messages within canary_timeout (%ld ms)",
+                     (unsigned long long)ok, need, c->conf->canary_timeout_ms);
+        if (why[0])
+            canary_roll_back(m, c, why, now);
+    }
+}
+
+/* A reload while canaries of the last one are on trial: they stop (the pools they were for
+ * keep running as they are), and the new reload compares against those pools' settings. */
+static void supersede_canaries(struct master *m, long long now)
+{
+    for (size_t i = 0; i < m->npools; i++) {
+        struct pool_state *c = m->pools[i];
+        if (c->canary_of && !c->removed) {
+            log_warnx("reload: pool %s: the canary of the previous reload is stopped: a newer reload replaces it",
+                      c->name);
+            c->canary_of = NULL;
+            pool_retire(m, c, now);
+        }
+    }
+    if (m->canaries) {
+        m->canaries = 0;
+        m->reloads_rolled_back++;
+        note_reload(m, "rolled_back", "superseded by a newer reload before its canaries proved themselves");
+    }
+}
+
 static void set_logging(const struct conf *c)
 {
     log_init(c->log_level, c->log_format);
@@ -646,7 +777,7 @@ static size_t slots_wanted(const struct master *m, const struct conf *nc, bool r
         const struct pool_conf *pc = &nc->pools[i];
         const struct pool_state *ps = NULL;
         for (size_t k = 0; k < m->npools && ps == NULL; k++)
-            if (!m->pools[k]->removed && strcmp(m->pools[k]->name, pc->name) == 0)
+            if (!m->pools[k]->removed && m->pools[k]->canary_of == NULL && strcmp(m->pools[k]->name, pc->name) == 0)
                 ps = m->pools[k];
         if (ps == NULL || redis_changed || !conf_pool_same(ps->conf, pc))
             want += (size_t)pc->workers;
@@ -674,6 +805,7 @@ static void reload(struct master *m, long long now)
                    m->conf->path);
         conf_errors_release(&errs);
         m->reloads_failed++;
+        note_reload(m, "failed", "the config has errors (see the log)");
         notify("READY=1");
         return;
     }
@@ -698,6 +830,7 @@ static void reload(struct master *m, long long now)
                    oc->listen_port);
         conf_free(nc);
         m->reloads_failed++;
+        note_reload(m, "failed", "refused: workers, plugin or listener (see the log)");
         notify("READY=1");
         return;
     }
@@ -713,7 +846,8 @@ static void reload(struct master *m, long long now)
     trim_set_pools(m->trim, nc);
     set_logging(nc);
 
-    unsigned started = 0, replaced = 0, removed = 0, scaled = 0;
+    supersede_canaries(m, now);
+    unsigned started = 0, replaced = 0, removed = 0, scaled = 0, canaries = 0;
     size_t nold = m->npools;
     for (size_t i = 0; i < nold; i++) {
         struct pool_state *ps = m->pools[i];
@@ -737,6 +871,16 @@ static void reload(struct master *m, long long now)
                 pool_scale(m, ps, count, now);
                 scaled++;
             }
+        } else if (pc->canary_timeout_ms > 0) {
+            log_info("reload: pool %s changed: starting one canary worker of the new generation (ready within "
+                     "%ld ms, %ld messages handled)", ps->name, pc->canary_timeout_ms, pc->canary_messages);
+            struct pool_state *next = pool_new(m, nc, pc, now);
+            next->fresh = true;
+            next->workers = 1;
+            next->canary_of = ps;
+            next->canary_deadline_ms = now + pc->canary_timeout_ms;
+            procs_add(m, next, 0, now);
+            canaries++;
         } else {
             log_info("reload: pool %s changed: starting a new generation of %d workers", ps->name, pc->workers);
             struct pool_state *next = pool_new(m, nc, pc, now);
@@ -766,9 +910,17 @@ static void reload(struct master *m, long long now)
     drop_idle_drained(m);
     collect(m);
     watch_set(m->watch, nc);
-    m->reloads_ok++;
-    log_info("reload: done (%u pools added, %u removed, %u restarted with new settings, %u rescaled)", started,
-             removed, replaced, scaled);
+    if (canaries) {
+        /* Counted when the last canary is promoted or rolled back (check_canaries()). */
+        m->canaries = canaries;
+        m->canary_failed = false;
+        note_reload(m, "canary", "");
+    } else {
+        m->reloads_ok++;
+        note_reload(m, "ok", "");
+    }
+    log_info("reload: done (%u pools added, %u removed, %u restarted with new settings, %u rescaled, "
+             "%u on trial with a canary)", started, removed, replaced, scaled, canaries);
     notify("READY=1");
 }
 
@@ -781,10 +933,17 @@ static void replace_watched(struct master *m, const char *name, const char *file
 {
     struct pool_state *ps = NULL;
     for (size_t i = 0; i < m->npools && ps == NULL; i++)
-        if (!m->pools[i]->removed && strcmp(m->pools[i]->name, name) == 0)
+        if (!m->pools[i]->removed && m->pools[i]->canary_of == NULL && strcmp(m->pools[i]->name, name) == 0)
             ps = m->pools[i];
     if (ps == NULL || !ps->conf->watch || m->draining)
         return;
+    /* The canary's promotion retires ps: a generation started here would be drained with it,
+     * and ps freed under the canary. The canary started after the change runs the new file. */
+    for (size_t i = 0; i < m->npools; i++)
+        if (m->pools[i]->canary_of == ps) {
+            log_warnx("watch: %s changed: pool %s has a reload's canary on trial: left to it", file, name);
+            return;
+        }
     size_t free_slots = slots_free(m);
     if ((size_t)ps->workers > free_slots) {
         log_errorx("watch: %s changed: pool %s keeps its workers: the new ones need %d scoreboard slots "
@@ -815,7 +974,7 @@ static void rescale_all(struct master *m, int delta, long long now)
 {
     for (size_t i = 0; i < m->npools; i++) {
         struct pool_state *ps = m->pools[i];
-        if (ps->removed)
+        if (ps->removed || ps->canary_of)
             continue;
         int want = ps->workers + delta;
         if (ps->workers_min + delta < 1 || ps->workers_max + delta > CONF_WORKERS_MAX || want < 1 ||
@@ -840,7 +999,7 @@ static void autoscale(struct master *m, long long now)
 {
     for (size_t i = 0; i < m->npools; i++) {
         struct pool_state *ps = m->pools[i];
-        if (ps->removed || ps->workers_min == ps->workers_max)
+        if (ps->removed || ps->canary_of || ps->workers_min == ps->workers_max)
             continue;
         const struct redis_pool_stats *rs = redismon_pool(m->mon, ps->name);
         struct scale_input in = {
@@ -883,7 +1042,7 @@ static void log_stats(struct master *m, long long now)
         const struct pool_view *pv = &v.pools[i];
         struct pool_state *ps = NULL;
         for (size_t k = 0; k < m->npools && !ps; k++)
-            if (!m->pools[k]->removed && strcmp(m->pools[k]->name, pv->name) == 0)
+            if (!m->pools[k]->removed && m->pools[k]->canary_of == NULL && strcmp(m->pools[k]->name, pv->name) == 0)
                 ps = m->pools[k];
         if (ps == NULL || now - ps->stats_ms < m->conf->stats_interval_ms)
             continue;
@@ -1069,13 +1228,24 @@ int master_run(struct master *m, struct conf *conf)
             log_stats(m, now);
             sample(m, now);
             publish_delivered(m);
-            if (!m->draining)
+            if (!m->draining) {
+                check_canaries(m, now);
                 autoscale(m, now);
+            }
             m->next_check_ms = now + 500;
         }
         collect(m);
     }
 
+    /* The drain report: one line per pool of what its workers held when told to finish. */
+    struct fleet_view v;
+    build_view(m, &v, false);
+    for (unsigned i = 0; i < v.npools; i++)
+        log_info("drained pool=%s held=%llu finished=%llu released=%llu abandoned=%llu", v.pools[i].name,
+                 (unsigned long long)v.pools[i].c[SB_DRAIN_HELD], (unsigned long long)v.pools[i].c[SB_DRAIN_FINISHED],
+                 (unsigned long long)v.pools[i].c[SB_DRAIN_RELEASED],
+                 (unsigned long long)v.pools[i].c[SB_DRAIN_ABANDONED]);
+    free(v.pools);
     log_info("all workers stopped: exiting");
     httpd_close(m->httpd);
     redismon_free(m->mon);

@@ -27,6 +27,11 @@ struct pool_state {
     struct scale_state scale;
     bool removed;                   /* draining out: removed from the config, or replaced */
     bool fresh;                     /* a new generation: children read new entries first */
+    /* A canary: the one worker a reload starts of a changed pool's new generation, beside
+     * canary_of (the generation it would replace, running on untouched) until it proves itself
+     * or canary_deadline_ms passes (master.c, check_canaries()). NULL: not a canary. */
+    struct pool_state *canary_of;
+    long long canary_deadline_ms;
     long long started_ms;
     unsigned generation;            /* 1, then one more per new pool_state of the same name */
     long long stats_ms;             /* time and read count of the last stats line */
@@ -93,7 +98,15 @@ struct master {
     bool draining;
     bool fast_stop;
     long long drain_deadline_ms;
-    uint64_t reloads_ok, reloads_failed;
+    uint64_t reloads_ok, reloads_failed, reloads_rolled_back;
+    unsigned canaries;              /* canaries of the last reload still on trial */
+    bool canary_failed;             /* one of them was rolled back (why: canary_why) */
+    char canary_why[256];
+    struct {                        /* the last reload, for /health and /status.json */
+        const char *result;         /* "ok", "failed", "rolled_back", "canary" (on trial); NULL: none */
+        double time;                /* Unix seconds it settled (or started, while on trial) */
+        char reason[256];
+    } last_reload;
     long long next_check_ms;        /* heartbeats and stats */
     struct history *hist;
     size_t nhist;

@@ -124,6 +124,19 @@ void metrics_render(struct buf *out, const struct fleet_view *v)
         }
     }
 
+    family(out, "streamfleet_drain_messages_total", "counter",
+           "Entries workers held when told to finish, by what became of them: finished, released "
+           "(left pending, never started again), abandoned (in progress when killed at drain_timeout).");
+    static const struct { const char *outcome; enum sb_counter idx; } drained[] = {
+        { "finished", SB_DRAIN_FINISHED }, { "released", SB_DRAIN_RELEASED }, { "abandoned", SB_DRAIN_ABANDONED },
+    };
+    for (unsigned i = 0; i < v->npools; i++)
+        for (size_t k = 0; k < sizeof drained / sizeof drained[0]; k++) {
+            buf_adds(out, "streamfleet_drain_messages_total{pool=\"");
+            label(out, v->pools[i].name);
+            buf_printf(out, "\",outcome=\"%s\"} %" PRIu64 "\n", drained[k].outcome, v->pools[i].c[drained[k].idx]);
+        }
+
     family(out, "streamfleet_workers", "gauge", "Worker processes by state.");
     for (unsigned i = 0; i < v->npools; i++) {
         const struct pool_view *p = &v->pools[i];
@@ -167,6 +180,7 @@ void metrics_render(struct buf *out, const struct fleet_view *v)
     family(out, "streamfleet_reloads_total", "counter", "Configuration reloads (SIGHUP), by result.");
     buf_printf(out, "streamfleet_reloads_total{result=\"ok\"} %" PRIu64 "\n", v->reloads_ok);
     buf_printf(out, "streamfleet_reloads_total{result=\"failed\"} %" PRIu64 "\n", v->reloads_failed);
+    buf_printf(out, "streamfleet_reloads_total{result=\"rolled_back\"} %" PRIu64 "\n", v->reloads_rolled_back);
     family(out, "streamfleet_pool_degraded", "gauge", "1 when /health counts the pool as degraded (see its reason there).");
     for (unsigned i = 0; i < v->npools; i++) {
         buf_adds(out, "streamfleet_pool_degraded{pool=\"");
@@ -344,6 +358,18 @@ bool pool_degraded(const struct pool_view *p, struct buf *why)
     return bad;
 }
 
+/* ,"last_reload":{...} of v, when there was a reload. */
+static void last_reload_render(struct buf *out, const struct fleet_view *v)
+{
+    if (v->last_reload == NULL)
+        return;
+    buf_adds(out, ",\"last_reload\":{\"result\":");
+    json_str(out, v->last_reload);
+    buf_printf(out, ",\"time\":%.3f,\"reason\":", v->last_reload_time);
+    json_str(out, v->last_reload_reason ? v->last_reload_reason : "");
+    buf_addc(out, '}');
+}
+
 int health_render(struct buf *out, const struct fleet_view *v, const char *only)
 {
     const struct pool_view *sel = NULL;
@@ -392,7 +418,10 @@ int health_render(struct buf *out, const struct fleet_view *v, const char *only)
         buf_adds(out, ",\"error\":");
         json_str(out, v->redis_error);
     }
-    buf_adds(out, "},\"pools\":{");
+    buf_addc(out, '}');
+    /* A rolled-back reload is a warning, not an outage: the fleet runs as before it. */
+    last_reload_render(out, v);
+    buf_adds(out, ",\"pools\":{");
     bool first = true;
     for (unsigned i = 0; i < v->npools; i++) {
         const struct pool_view *p = &v->pools[i];
@@ -530,7 +559,9 @@ void status_render(struct buf *out, const struct fleet_view *v)
     int status = health_render(&reasons, v, NULL);
     buf_printf(out, "{\"version\":\"%s\",\"time\":%.3f,\"start_time\":%.3f,\"status\":\"%s\"", v->version,
                v->now, v->start_time, status == 200 ? "ok" : "degraded");
-    buf_printf(out, ",\"reloads\":{\"ok\":%" PRIu64 ",\"failed\":%" PRIu64 "}", v->reloads_ok, v->reloads_failed);
+    buf_printf(out, ",\"reloads\":{\"ok\":%" PRIu64 ",\"failed\":%" PRIu64 ",\"rolled_back\":%" PRIu64 "}",
+               v->reloads_ok, v->reloads_failed, v->reloads_rolled_back);
+    last_reload_render(out, v);
     buf_printf(out, ",\"master_rss_bytes\":%" PRIu64, v->master_rss_bytes);
     buf_printf(out, ",\"redis\":{\"up\":%s", v->redis_up ? "true" : "false");
     if (!v->redis_up && v->redis_error) {
@@ -561,9 +592,10 @@ void status_render(struct buf *out, const struct fleet_view *v)
         buf_release(&why);
         /* worker_counts: processes by state; workers: one object per slot, the workers' own
          * figures */
-        buf_printf(out, ",\"worker_counts\":{\"running\":%u,\"starting\":%u,\"draining\":%u,\"expected\":%u},\"workers\":[",
+        buf_printf(out, ",\"worker_counts\":{\"running\":%u,\"starting\":%u,\"draining\":%u,\"expected\":%u,\"canary\":%u},"
+                   "\"workers\":[",
                    p->workers_live - p->workers_starting, p->workers_starting, p->workers_draining,
-                   p->workers_expected);
+                   p->workers_expected, p->workers_canary);
         workers_render(out, v, p->name);
         buf_printf(out,
                    "],\"restarts\":%" PRIu64 ",\"restarts_per_min\":%.2f,\"crash_loop\":%s"

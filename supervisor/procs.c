@@ -134,6 +134,12 @@ static void on_exit_of(struct master *m, struct proc *p, int status, long long n
     sb_fold(p->pool->retired, slot);
     /* The slots it held at HTTP destinations go back to the fleet, however it died. */
     aimd_reap(aimd_shared(), p->sb);
+    /* What it held at its drain and neither finished nor released was lost with it (killed
+     * at drain_timeout, or died): it stays pending in Redis. */
+    uint64_t held = atomic_load(&slot->c[SB_DRAIN_HELD]), done = atomic_load(&slot->c[SB_DRAIN_FINISHED]) +
+                                                             atomic_load(&slot->c[SB_DRAIN_RELEASED]);
+    if (held > done)
+        p->pool->retired[SB_DRAIN_ABANDONED] += held - done;
     m->sb_used[p->sb] = false;
     atomic_store(&slot->state, SB_FREE);
     p->sb = -1;

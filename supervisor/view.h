@@ -23,6 +23,7 @@ struct pool_view {
     unsigned workers_starting;      /* forked, not yet through their first loop turn */
     unsigned workers_draining;      /* finishing what they hold */
     unsigned workers_expected;
+    unsigned workers_canary;        /* a reload's canary on trial (not counted above) */
     uint64_t restarts;              /* all reasons */
     uint64_t restarts_by[RESTART_NREASONS];
     unsigned inflight;
@@ -97,7 +98,10 @@ struct fleet_view {
     const char *redis_error;        /* why not, when !redis_up */
     int redis_durable;              /* 1, 0, or -1 unknown */
     const char *durability;         /* why not durable */
-    uint64_t reloads_ok, reloads_failed;
+    uint64_t reloads_ok, reloads_failed, reloads_rolled_back;
+    const char *last_reload;        /* its result ("ok", "failed", "rolled_back", "canary"); NULL: none */
+    double last_reload_time;
+    const char *last_reload_reason; /* why it failed or was rolled back ("" when it did not) */
     double now;                     /* Unix seconds of the snapshot */
     uint64_t master_rss_bytes;
     struct pool_view *pools;

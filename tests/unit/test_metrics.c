@@ -146,6 +146,29 @@ static void health_ok_when_all_is_well(void **state)
     buf_release(&out);
 }
 
+/* A rolled-back reload is a warning the operator must see, not an outage: 200, with why. */
+static void health_shows_a_rolled_back_reload_and_stays_ok(void **state)
+{
+    (void)state;
+    struct fleet_view v = make_view();
+    v.reloads_rolled_back = 1;
+    v.last_reload = "rolled_back";
+    v.last_reload_time = 1700000000.5;
+    v.last_reload_reason = "pool h: canary failed 10 messages before 5 succeeded";
+    struct buf out = BUF_INIT;
+    assert_int_equal(health_render(&out, &v, NULL), 200);
+    assert_non_null(strstr(out.p, "\"last_reload\":{\"result\":\"rolled_back\",\"time\":1700000000.500,"
+                                  "\"reason\":\"pool h: canary failed 10 messages before 5 succeeded\"}"));
+    buf_reset(&out);
+    metrics_render(&out, &v);
+    assert_non_null(strstr(out.p, "streamfleet_reloads_total{result=\"rolled_back\"} 1\n"));
+    buf_reset(&out);
+    status_render(&out, &v);
+    assert_non_null(strstr(out.p, "\"rolled_back\":1}"));
+    assert_non_null(strstr(out.p, "\"last_reload\":{\"result\":\"rolled_back\""));
+    buf_release(&out);
+}
+
 static void health_degraded_without_redis(void **state)
 {
     (void)state;
@@ -351,6 +374,7 @@ int main(void)
         cmocka_unit_test(http_codes_have_their_own_counters),
         cmocka_unit_test(metrics_show_pool_counters),
         cmocka_unit_test(health_ok_when_all_is_well),
+        cmocka_unit_test(health_shows_a_rolled_back_reload_and_stays_ok),
         cmocka_unit_test(health_degraded_without_redis),
         cmocka_unit_test(health_degraded_with_a_missing_worker),
         cmocka_unit_test(durability_is_shown),
