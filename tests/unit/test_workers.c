@@ -110,7 +110,7 @@ static void status_json_lists_each_worker(void **state)
                             .pools = &pool, .npools = 1, .workers = w, .nworkers = 2 };
     struct buf out = BUF_INIT;
     status_render(&out, &v);
-    assert_non_null(strstr(out.p, "\"worker_counts\":{\"running\":1,\"starting\":0,\"draining\":0,\"expected\":2},"
+    assert_non_null(strstr(out.p, "\"worker_counts\":{\"running\":1,\"starting\":0,\"draining\":0,\"expected\":2,\"canary\":0},"
                                   "\"workers\":[{\"slot\":0,\"pid\":4242,\"generation\":3,\"state\":\"running\","
                                   "\"restarts\":2,\"uptime\":12.500,\"handled\":7,\"acked\":6,\"inflight\":1,"
                                   "\"held\":9,\"held_oldest\":{\"id\":\"1699999990000-0\",\"age\":5.000},"
