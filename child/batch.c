@@ -329,7 +329,8 @@ static void submit(struct child *c, struct str *keys, bool *dup)
         }
         unsigned charges;
         enum sb_cause cause;
-        if (charged(c, key, &charges, &cause) && charges >= (unsigned)p->crash_limit) {
+        if (m->attempt <= p->max_attempts && charged(c, key, &charges, &cause) &&
+            charges >= (unsigned)p->crash_limit) {
             /* It killed crash_limit workers, alone in their handlers: no more. */
             char err[96];
             snprintf(err, sizeof err, "killed %u workers (%s), crash_limit is %d", charges, sb_cause_name[cause],
@@ -417,6 +418,8 @@ static void submit(struct child *c, struct str *keys, bool *dup)
     free(dup);
     stream_batch_release(st);
     atomic_store_explicit(&c->slot->inflight, child_inflight(c), memory_order_relaxed);
+    if (p->crash_limit > 0)
+        held_publish_now(c);
 }
 
 /* The done-markers' reply (MGET): on a Redis error nothing is skipped, handling twice is

@@ -188,6 +188,9 @@ void oversize_probe(struct child *c);
 /* held.c */
 /* Publish in the slot what the ledger holds (a few times a second; now: child_now_ms()). */
 void held_publish(struct child *c, long long now);
+/* Publish it at once: a batch went to the handler, and should the worker die of it before
+ * the next publication, the master must know what it held (crash_limit). */
+void held_publish_now(struct child *c);
 
 /* group.c */
 /* Order of two entry ids "ms-seq" (a missing seq counts as 0). */
