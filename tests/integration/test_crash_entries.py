@@ -60,8 +60,10 @@ static int init(const struct sf_host *h, const struct sf_param *p, size_t n, voi
     (void)p; (void)n; (void)e; (void)el;
     struct st *s = calloc(1, sizeof *s);
     s->host = h;
-    if (pipe2(s->wake, O_NONBLOCK | O_CLOEXEC) == -1)
+    if (pipe(s->wake) == -1)
         return -1;
+    fcntl(s->wake[0], F_SETFL, O_NONBLOCK);
+    fcntl(s->wake[1], F_SETFL, O_NONBLOCK);
     *out = s;
     return 0;
 }
