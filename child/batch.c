@@ -418,7 +418,10 @@ static void submit(struct child *c, struct str *keys, bool *dup)
     free(dup);
     stream_batch_release(st);
     atomic_store_explicit(&c->slot->inflight, child_inflight(c), memory_order_relaxed);
-    if (p->crash_limit > 0)
+    /* Several in the handler at once: should one kill the worker, the master must know every
+     * entry it held to suspect them (with one, the slot's alone names it, and a synchronous
+     * handler has none left by now). */
+    if (p->crash_limit > 0 && child_inflight(c) > 1)
         held_publish_now(c);
 }
 
