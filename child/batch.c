@@ -49,9 +49,83 @@ static void ticket_put(struct child *c, struct ticket *t)
     c->free_tickets = t;
 }
 
+/* ---- entries that killed workers (crash_limit, supervisor/crash.h) ----------------------- */
+
+/* The numbers of the entry id in ledger key. */
+static void key_numbers(const struct child *c, const char *key, uint64_t *ms, uint64_t *n)
+{
+    size_t k;
+    char *end;
+    const char *id = child_key_id(c, key, &k);
+    *ms = strtoull(id, &end, 10);
+    *n = *end == '-' ? strtoull(end + 1, NULL, 10) : 0;
+}
+
+/* Whether the master charged entry key with deaths, or suspects it (*charges 0). */
+static bool charged(struct child *c, const char *key, unsigned *charges, enum sb_cause *cause)
+{
+    if (c->pool->crash_limit <= 0)
+        return false;
+    if (c->pool_key == 0)
+        c->pool_key = sb_pool_key(c->pool->name);
+    uint64_t ms, n;
+    key_numbers(c, key, &ms, &n);
+    return sb_charge_get(c->pool_key, ms, n, charges, cause);
+}
+
+static void alone_clear(struct child *c)
+{
+    c->alone[0] = '\0';
+    sb_id_set(&c->slot->alone, 0, 0);
+}
+
+/* The handler is about to take entry key: it is alone there when nothing else is, and the
+ * one that was alone no longer is. What the master charges a death to. */
+static void alone_enter(struct child *c, const char *key)
+{
+    if (child_inflight(c) > 0) {
+        if (c->alone[0])
+            alone_clear(c);
+        return;
+    }
+    uint64_t ms, n;
+    key_numbers(c, key, &ms, &n);
+    snprintf(c->alone, sizeof c->alone, "%s", key);
+    sb_id_set(&c->slot->alone, ms, n);
+}
+
+/* Entry key waits until the handler is free for it (or, a suspect, for it alone): it stays
+ * in our pending list, due at once, and the claim that takes it back counts no attempt. */
+static void defer(struct child *c, const char *key, long long attempt)
+{
+    struct ledger_rec *r = ledger_add(&c->ledger, key, LEDGER_RETRY_DUE);
+    r->attempt = attempt > 1 ? attempt - 1 : 0;
+    r->outage = false;
+    ledger_schedule(&c->ledger, r, LEDGER_RETRY_DUE, child_now_ms());
+}
+
+bool batch_isolating(struct child *c)
+{
+    if (c->solo[0])
+        return true;
+    if (c->solo_wait[0]) {
+        /* It waits as a retry due, or is on the wire in a claim; anything else (dead-lettered,
+         * gone from Redis) ends the wait. */
+        const struct ledger_rec *r = ledger_get(&c->ledger, c->solo_wait);
+        if (r && (r->state == LEDGER_RETRY_DUE || r->state == LEDGER_IN_HANDLER))
+            return true;
+        c->solo_wait[0] = '\0';
+    }
+    return false;
+}
+
 /* The outcome of entry id: count it, and move its record on. */
 static void outcome(struct child *c, const char *id, const struct outcome *o)
 {
+    if (c->alone[0] && strcmp(c->alone, id) == 0)
+        alone_clear(c);
+    if (c->solo[0] && strcmp(c->solo, id) == 0)
+        c->solo[0] = '\0';
     /* Every message handed over gets one duration: the handler's own measure, or for an
      * asynchronous handler that decided at once (a bad message), zero. A synchronous handler's
      * submit() is timed by batch_submit(). */
@@ -210,6 +284,31 @@ static void submit(struct child *c, struct str *keys, bool *dup)
     struct stream *st = &c->st;
     const struct pool_conf *p = c->pool;
     long long arrived = child_unix_ms();
+    /* A handler with several messages in flight (fds): a suspect entry of the batch runs alone
+     * and the rest waits for it, or, the handler busy, the whole batch waits until it is
+     * free. A synchronous handler has each alone anyway. */
+    size_t solo_at = SIZE_MAX;
+    bool isolate = c->solo[0] != '\0';
+    if (c->ops->fds && p->crash_limit > 0 && !isolate) {
+        for (size_t i = 0; i < st->n && !isolate; i++) {
+            char keybuf[LEDGER_ID_MAX];
+            const char *key = child_key(c, st->msgs[i].stream, st->msgs[i].id.p, keybuf);
+            const struct ledger_rec *r = c->pending_phase ? ledger_get(&c->ledger, key) : NULL;
+            if (r && (r->state == LEDGER_RETRY_DUE || r->state == LEDGER_DEAD_DUE))
+                continue;
+            unsigned charges;
+            enum sb_cause cause;
+            if (!charged(c, key, &charges, &cause) || charges >= (unsigned)p->crash_limit)
+                continue;
+            isolate = true;
+            if (child_inflight(c) == 0) {
+                solo_at = i;
+            } else {
+                snprintf(c->solo_wait, sizeof c->solo_wait, "%s", key);
+                log_info("message %s is suspected of killing a worker: it waits to run alone", st->msgs[i].id.p);
+            }
+        }
+    }
     for (size_t i = 0; i < st->n; i++) {
         const struct msg *m = &st->msgs[i];
         char keybuf[LEDGER_ID_MAX];
@@ -227,6 +326,25 @@ static void submit(struct child *c, struct str *keys, bool *dup)
                 }
                 continue;
             }
+        }
+        unsigned charges;
+        enum sb_cause cause;
+        if (m->attempt <= p->max_attempts && charged(c, key, &charges, &cause) &&
+            charges >= (unsigned)p->crash_limit) {
+            /* It killed crash_limit workers, alone in their handlers: no more. */
+            char err[96];
+            snprintf(err, sizeof err, "killed %u workers (%s), crash_limit is %d", charges, sb_cause_name[cause],
+                     p->crash_limit);
+            sb_add(c->slot, SB_READ, 1);
+            sb_add(c->slot, SB_FAILED, 1);
+            log_warnx("message %s %s: dead-lettering it", m->id.p, err);
+            child_publish_error(c, "%s: %s: %s", m->id.p, sb_cause_name[cause], err);
+            retry_dead(c, key, sb_cause_name[cause], m->attempt, err);
+            continue;
+        }
+        if (isolate && i != solo_at) {
+            defer(c, key, m->attempt);
+            continue;
         }
         sb_add(c->slot, SB_READ, 1);
         if (m->attempt > p->max_attempts) {
@@ -282,6 +400,13 @@ static void submit(struct child *c, struct str *keys, bool *dup)
             sb_observe(c->slot, SB_AGE_FIRST, arrived > added ? (double)(arrived - added) / 1000.0 : 0);
         double t0 = now_s();
         c->handled++;
+        if (i == solo_at) {
+            /* Cleared by its outcome: nothing joins it in the handler until then. */
+            log_info("message %s is suspected of killing a worker: running it alone", m->id.p);
+            snprintf(c->solo, sizeof c->solo, "%s", key);
+            c->solo_wait[0] = '\0';
+        }
+        alone_enter(c, key);
         c->ops->submit(c->h, m, ticket_get(c, key));
         if (c->ops->fds == NULL)
             sb_observe(c->slot, SB_DUR_FIRST, now_s() - t0);
@@ -293,6 +418,11 @@ static void submit(struct child *c, struct str *keys, bool *dup)
     free(dup);
     stream_batch_release(st);
     atomic_store_explicit(&c->slot->inflight, child_inflight(c), memory_order_relaxed);
+    /* Several in the handler at once: should one kill the worker, the master must know every
+     * entry it held to suspect them (with one, the slot's alone names it, and a synchronous
+     * handler has none left by now). */
+    if (p->crash_limit > 0 && child_inflight(c) > 1)
+        held_publish_now(c);
 }
 
 /* The done-markers' reply (MGET): on a Redis error nothing is skipped, handling twice is

@@ -97,6 +97,8 @@ unsigned child_inflight(struct child *c)
 
 bool child_accepting(struct child *c)
 {
+    if (c->solo[0] || (c->solo_wait[0] && child_inflight(c) > 0))
+        return false;       /* a suspect entry runs alone, or is to (batch.c) */
     return c->ops->accepting ? c->ops->accepting(c->h) : true;
 }
 
@@ -477,7 +479,8 @@ static void request(struct child *c)
         return;
     }
     /* Our pending list is only re-read with nothing in flight: what is in flight is in it. */
-    if (!child_stopping && child_accepting(c) && busy < c->capacity && !(c->pending_phase && busy > 0)) {
+    if (!child_stopping && child_accepting(c) && busy < c->capacity && !(c->pending_phase && busy > 0) &&
+        !batch_isolating(c)) {
         unsigned room = c->capacity - busy;
         int count = room < (unsigned)c->pool->batch ? (int)room : c->pool->batch;
         if (c->read_one)

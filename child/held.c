@@ -33,9 +33,16 @@ static void keep_oldest(struct sb_held_copy *h, uint64_t ms, uint64_t n, uint64_
         h->n++;
 }
 
+static long long next_ms;
+
+void held_publish_now(struct child *c)
+{
+    next_ms = 0;
+    held_publish(c, child_now_ms());
+}
+
 void held_publish(struct child *c, long long now)
 {
-    static long long next_ms;
     if (now < next_ms)
         return;
     next_ms = now + HELD_PERIOD_MS;

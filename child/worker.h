@@ -95,6 +95,11 @@ struct child {
                                      * to us through ">" */
     char adopt_upto[STREAM_ID_MAX]; /* in flight when the group was re-created: ids up to this
                                      * that fail are put back too; "" when none */
+    /* Entries that killed workers (crash_limit; batch.c). */
+    uint64_t pool_key;              /* sb_pool_key() of our pool; 0: not computed yet */
+    char alone[STREAM_ID_MAX];      /* the key published as alone in the handler; "": none */
+    char solo[STREAM_ID_MAX];       /* a suspect in the handler alone: nothing joins it */
+    char solo_wait[STREAM_ID_MAX];  /* a suspect waiting for the handler to empty: no reads */
 };
 
 /* Set by SIGTERM/SIGINT, and by the worker's own reasons to stop: drain and exit. */
@@ -143,6 +148,9 @@ void batch_handle(struct child *c);
  * (but those waiting for a retry or a dead-letter move, over their attempts, too large, or
  * already handled), and free the batch. */
 void batch_intake(struct child *c, bool counts);
+/* Whether a suspect entry runs alone in the handler, or waits to (crash_limit): then the
+ * worker reads nothing new, and takes nothing while the handler is busy. */
+bool batch_isolating(struct child *c);
 
 /* retry.c */
 /* A failed outcome o of record r: retry due after backoff, or dead-letter due. */
@@ -180,6 +188,9 @@ void oversize_probe(struct child *c);
 /* held.c */
 /* Publish in the slot what the ledger holds (a few times a second; now: child_now_ms()). */
 void held_publish(struct child *c, long long now);
+/* Publish it at once: a batch went to the handler, and should the worker die of it before
+ * the next publication, the master must know what it held (crash_limit). */
+void held_publish_now(struct child *c);
 
 /* group.c */
 /* Order of two entry ids "ms-seq" (a missing seq counts as 0). */

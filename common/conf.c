@@ -200,6 +200,7 @@ static const struct key keys[] = {
     { SEC_POOL, "stdin",               set_stdin,        P(stdin_body),          0, 0, KEY_PROC },
 
     { SEC_POOL, "max_attempts",      set_int,     P(max_attempts),      1, 1000, KEY_POOL },
+    { SEC_POOL, "crash_limit",       set_int,     P(crash_limit),       0, 1000, KEY_POOL },
     { SEC_POOL, "backoff",           set_backoff, P(backoff),           0, 0, KEY_POOL },
     { SEC_POOL, "backoff_base",      set_dur,     P(backoff_base_ms),   1, DAY, KEY_POOL },
     { SEC_POOL, "backoff_max",       set_dur,     P(backoff_max_ms),    1, DAY, KEY_POOL },
@@ -1581,6 +1582,7 @@ static void pool_defaults(struct pool_conf *p, const char *name, size_t n, int l
     p->tls_verify = true;
     p->adaptive = true;
     p->max_attempts = 5;
+    p->crash_limit = 3;
     p->backoff = BACKOFF_EXPONENTIAL;
     p->backoff_base_ms = 2 * SECOND;
     p->backoff_max_ms = HOUR;
@@ -2599,7 +2601,7 @@ bool conf_pool_same(const struct pool_conf *a, const struct pool_conf *b)
            str_same(a->tls_key, b->tls_key) && a->tls_verify == b->tls_verify &&
            a->adaptive == b->adaptive &&
            str_same(a->signing_secret_file, b->signing_secret_file) && str_same(a->id_field, b->id_field) &&
-           a->max_attempts == b->max_attempts && a->backoff == b->backoff &&
+           a->max_attempts == b->max_attempts && a->crash_limit == b->crash_limit && a->backoff == b->backoff &&
            a->backoff_base_ms == b->backoff_base_ms && a->backoff_max_ms == b->backoff_max_ms &&
            a->backoff_jitter_pct == b->backoff_jitter_pct && a->claim_idle_ms == b->claim_idle_ms &&
            str_same(a->dlq, b->dlq) && a->dedupe_ttl_ms == b->dedupe_ttl_ms &&

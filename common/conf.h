@@ -130,6 +130,8 @@ struct pool_conf {
 
     /* retries, dead letters, orphans, duplicates */
     int max_attempts;           /* deliveries before dead-lettering, 1..1000 */
+    int crash_limit;            /* worker deaths charged to one entry before it is dead-lettered
+                                 * (crash, watchdog, memory), 0..1000; 0: off */
     enum backoff_kind backoff;
     long backoff_base_ms;
     long backoff_max_ms;        /* also caps Retry-After and the circuit breaker's probe delay */

@@ -45,9 +45,12 @@ static_assert(1 + sizeof http_codes / sizeof http_codes[0] + 5 + 1 == SB_NHTTP,
 
 const char *const sb_dlq_label[SB_NDLQ] = {
     "max_attempts", "bad_message", "too_large", "no_route", "exec_rejected", "exec_failed",
+    "crash", "watchdog", "memory",
     "http_400", "http_401", "http_403", "http_404", "http_410", "http_413", "http_422", "http_other",
     "other",
 };
+
+const char *const sb_cause_name[SB_NCAUSES] = { "crash", "watchdog", "memory" };
 
 int sb_dlq_index(const char *reason)
 {
@@ -59,6 +62,10 @@ int sb_dlq_index(const char *reason)
     return SB_DLQ_LAST;
 }
 
+/* The charge table of this process's scoreboard, for workers: they get it with the master's
+ * image (fork), and sb_charge_get() needs no handle that child_main() would have to carry. */
+static struct sb_charges *charges_map;
+
 int sb_open(struct sb *sb, size_t nslots)
 {
     void *p = mmap(NULL, nslots * sizeof(struct sb_slot), PROT_READ | PROT_WRITE,
@@ -67,6 +74,14 @@ int sb_open(struct sb *sb, size_t nslots)
         return -1;
     sb->slot = p;
     sb->nslots = nslots;
+    void *t = mmap(NULL, sizeof *sb->charges, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (t == MAP_FAILED) {
+        munmap(p, nslots * sizeof(struct sb_slot));
+        sb->slot = NULL;
+        return -1;
+    }
+    sb->charges = t;
+    charges_map = t;
     return 0;
 }
 
@@ -76,6 +91,102 @@ void sb_close(struct sb *sb)
         munmap(sb->slot, sb->nslots * sizeof(struct sb_slot));
     sb->slot = NULL;
     sb->nslots = 0;
+    if (sb->charges) {
+        if (charges_map == sb->charges)
+            charges_map = NULL;
+        munmap(sb->charges, sizeof *sb->charges);
+    }
+    sb->charges = NULL;
+}
+
+uint64_t sb_pool_key(const char *pool)
+{
+    uint64_t h = 1469598103934665603ULL;        /* FNV-1a */
+    for (const unsigned char *p = (const unsigned char *)pool; *p; p++)
+        h = (h ^ *p) * 1099511628211ULL;
+    return h ? h : 1;
+}
+
+static void charge_write(struct sb_charge *e, uint64_t pool, uint64_t ms, uint64_t n, uint32_t charges,
+                         uint32_t cause)
+{
+    uint32_t seq = atomic_load_explicit(&e->seq, memory_order_relaxed);
+    atomic_store_explicit(&e->seq, seq + 1, memory_order_relaxed);
+    atomic_thread_fence(memory_order_release);
+    atomic_store_explicit(&e->pool, pool, memory_order_relaxed);
+    atomic_store_explicit(&e->ms, ms, memory_order_relaxed);
+    atomic_store_explicit(&e->n, n, memory_order_relaxed);
+    atomic_store_explicit(&e->charges, charges, memory_order_relaxed);
+    atomic_store_explicit(&e->cause, cause, memory_order_relaxed);
+    atomic_store_explicit(&e->seq, seq + 2, memory_order_release);
+}
+
+unsigned sb_charge(struct sb *sb, uint64_t pool, uint64_t ms, uint64_t n, enum sb_cause cause, bool charge,
+                   uint64_t now)
+{
+    struct sb_charges *t = sb->charges;
+    uint32_t used = atomic_load_explicit(&t->used, memory_order_relaxed);
+    struct sb_charge *e = NULL, *stalest = NULL;
+    for (uint32_t i = 0; i < used && e == NULL; i++) {
+        struct sb_charge *x = &t->e[i];
+        if (atomic_load_explicit(&x->pool, memory_order_relaxed) == pool &&
+            atomic_load_explicit(&x->ms, memory_order_relaxed) == ms &&
+            atomic_load_explicit(&x->n, memory_order_relaxed) == n)
+            e = x;
+        else if (stalest == NULL || x->touched_ms < stalest->touched_ms)
+            stalest = x;
+    }
+    unsigned charges = 0;
+    if (e) {
+        charges = atomic_load_explicit(&e->charges, memory_order_relaxed);
+    } else if (used < SB_CHARGES_MAX) {
+        /* A reader that finds it before charge_write() is done sees a free entry or an odd seq. */
+        e = &t->e[used];
+        atomic_store_explicit(&t->used, used + 1, memory_order_release);
+    } else {
+        /* Full: forget the entry untouched longest (dead-lettered or handled long ago, most
+         * likely; at worst one that will need crash_limit deaths again). */
+        e = stalest;
+    }
+    if (charge)
+        charges++;
+    e->touched_ms = now;
+    charge_write(e, pool, ms, n, charges, charge ? (uint32_t)cause
+                                                 : atomic_load_explicit(&e->cause, memory_order_relaxed));
+    return charges;
+}
+
+bool sb_charge_get(uint64_t pool, uint64_t ms, uint64_t n, unsigned *charges, enum sb_cause *cause)
+{
+    const struct sb_charges *t = charges_map;
+    if (t == NULL)
+        return false;
+    uint32_t used = atomic_load_explicit(&t->used, memory_order_acquire);
+    for (uint32_t i = 0; i < used && i < SB_CHARGES_MAX; i++) {
+        const struct sb_charge *e = &t->e[i];
+        if (atomic_load_explicit(&e->ms, memory_order_relaxed) != ms)
+            continue;
+        for (int tries = 0; tries < 100; tries++) {
+            uint32_t before = atomic_load_explicit(&e->seq, memory_order_acquire);
+            if (before & 1)
+                continue;
+            uint64_t p = atomic_load_explicit(&e->pool, memory_order_relaxed);
+            uint64_t m = atomic_load_explicit(&e->ms, memory_order_relaxed);
+            uint64_t k = atomic_load_explicit(&e->n, memory_order_relaxed);
+            uint32_t c = atomic_load_explicit(&e->charges, memory_order_relaxed);
+            uint32_t why = atomic_load_explicit(&e->cause, memory_order_relaxed);
+            atomic_thread_fence(memory_order_acquire);
+            if (atomic_load_explicit(&e->seq, memory_order_relaxed) != before)
+                continue;
+            if (p == pool && m == ms && k == n) {
+                *charges = c;
+                *cause = why < SB_NCAUSES ? (enum sb_cause)why : SB_CAUSE_CRASH;
+                return true;
+            }
+            break;
+        }
+    }
+    return false;
 }
 
 void sb_set_error(struct sb_slot *s, const char *text, uint64_t unix_ms)
@@ -200,6 +311,8 @@ void sb_slot_reset(struct sb_slot *s)
     atomic_store(&s->group_state, SB_GROUP_OK);
     sb_id_set(&s->seen, 0, 0);      /* a slot may serve another pool next */
     sb_id_set(&s->delivered, 0, 0);
+    atomic_store(&s->alone.seq, 0);
+    sb_id_set(&s->alone, 0, 0);
     atomic_store(&s->pid, 0);
     atomic_store(&s->state, SB_FREE);
 }

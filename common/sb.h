@@ -10,6 +10,7 @@
 #define SF_SB_H
 
 #include <assert.h>
+#include <stdbool.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -39,7 +40,7 @@ enum sb_counter {
     SB_DRAIN_RELEASED,  /* waiting for a retry, never started again: left pending under its name */
     SB_DRAIN_ABANDONED, /* still in progress when it was killed; the master counts these */
     SB_DLQ_FIRST,                         /* streamfleet_messages_dead_lettered_total{reason} */
-    SB_DLQ_LAST = SB_DLQ_FIRST + 14,
+    SB_DLQ_LAST = SB_DLQ_FIRST + 17,
     SB_HTTP_FIRST,                        /* streamfleet_http_requests_total{code} */
     SB_HTTP_LAST = SB_HTTP_FIRST + 31,
     SB_DUR_FIRST,                         /* streamfleet_handler_duration_seconds */
@@ -159,6 +160,9 @@ struct sb_slot {
     struct sb_id delivered;
     /* Written by the child only: what it holds (sb_set_held). */
     struct sb_held held;
+    /* Written by the child only: the entry in its handler while it is the only one there
+     * (0-0: none, or several), so that the master can charge a death to it (crash_limit). */
+    struct sb_id alone;
 } __attribute__((aligned(64)));
 
 static_assert(sizeof(struct sb_slot) % 64 == 0, "slots must not share a cache line");
@@ -171,6 +175,7 @@ static_assert(SB_AGE_LAST - SB_AGE_FIRST + 1 == SB_NBUCKETS, "one counter per bu
 struct sb {
     struct sb_slot *slot;
     size_t nslots;
+    struct sb_charges *charges;     /* master-written, worker-read (sb_charge) */
 };
 
 /* Map the region (master, before any fork). Returns 0 or -1 with errno. */
@@ -226,6 +231,43 @@ static inline int sb_id_get(const struct sb_id *id, uint64_t *ms, uint64_t *n)
         return -1;
     return 0;
 }
+
+/* Entries charged with the deaths of the workers that held them (crash_limit). A worker that
+ * died by a crash signal, for its heartbeat or for memory_limit is charged to the entry alone
+ * in its handler; when several were there, those it held become suspects (0 charges), which
+ * workers then run alone. One writer, the master, which makes seq odd while it writes an
+ * entry; workers read (sb_charge_get). The table is one mapping made by sb_open() before the
+ * first fork, so every worker sees it; it lives as long as the master: a master restart
+ * forgets every charge. An entry is named by its pool (sb_pool_key) and its id, not its
+ * stream: in a pool of several streams an id charged in one applies to the same id in the
+ * others (ids from the same millisecond and sequence in two streams of one pool). */
+enum sb_cause { SB_CAUSE_CRASH, SB_CAUSE_WATCHDOG, SB_CAUSE_MEMORY, SB_NCAUSES };
+extern const char *const sb_cause_name[SB_NCAUSES];     /* also the dead-letter reasons */
+
+#define SB_CHARGES_MAX 256
+struct sb_charge {
+    _Atomic uint32_t seq;
+    _Atomic uint64_t pool;                /* sb_pool_key() of its pool; 0: a free entry */
+    _Atomic uint64_t ms, n;
+    _Atomic uint32_t charges;             /* deaths charged to it alone */
+    _Atomic uint32_t cause;               /* enum sb_cause of the last of them */
+    uint64_t touched_ms;                  /* the master's own: the stalest goes when full */
+};
+struct sb_charges {
+    _Atomic uint32_t used;                /* entries [0, used) may be taken: readers stop there */
+    struct sb_charge e[SB_CHARGES_MAX];
+};
+
+/* A pool's name as a key of the table: never 0. */
+uint64_t sb_pool_key(const char *pool);
+/* Master side: charge (charge true) or only suspect (false) entry ms-n of pool with cause,
+ * at now (any clock, for choosing what to forget when the table is full). Returns the
+ * entry's charges after it. */
+unsigned sb_charge(struct sb *sb, uint64_t pool, uint64_t ms, uint64_t n, enum sb_cause cause, bool charge,
+                   uint64_t now);
+/* Worker side: whether entry ms-n of pool is in the table (a suspect, or charged: *charges
+ * and *cause say). Cheap while the table is empty. */
+bool sb_charge_get(uint64_t pool, uint64_t ms, uint64_t n, unsigned *charges, enum sb_cause *cause);
 
 /* Master side: add a slot's counters into totals (acquire loads). */
 void sb_fold(uint64_t totals[SB_NCOUNTERS], const struct sb_slot *s);

@@ -14,6 +14,7 @@
 #include "supervisor/master.h"
 #include "common/aimd.h"
 #include "common/log.h"
+#include "supervisor/crash.h"
 #include "supervisor/httpd.h"
 #include "supervisor/notify.h"
 #include "supervisor/plugincheck.h"
@@ -295,6 +296,8 @@ static void build_view(struct master *m, struct fleet_view *v, bool workers)
         pv->rate = h->n ? pv->history[h->n - 1] : 0;
         pv->watch_restarts = h->watch_restarts;
         pv->trimmed = trim_total(m->trim, pv->name);
+        for (int k = 0; k < SB_NCAUSES; k++)
+            pv->crash_charges[k] = crash_charges_total(m->crash, pv->name, (enum sb_cause)k);
     }
 }
 
@@ -1250,6 +1253,7 @@ int master_run(struct master *m, struct conf *conf)
     httpd_close(m->httpd);
     redismon_free(m->mon);
     trim_free(m->trim);
+    crash_free(m->crash);
     watch_free(m->watch);
     procs_release(m);
     for (size_t i = 0; i < m->npools; i++) {

@@ -77,6 +77,7 @@ struct proc {
 struct httpd;
 struct redismon;
 struct trim;
+struct crash;
 struct watch;
 
 struct master {
@@ -94,6 +95,7 @@ struct master {
     struct redismon *mon;
     struct trim *trim;              /* trim = acked, run by mon; outlives every mon */
     struct watch *watch;            /* watch = yes pools' files (supervisor/watch.h) */
+    struct crash *crash;            /* deaths charged to entries (supervisor/crash.h); NULL: none */
     double start_time;
     bool draining;
     bool fast_stop;

@@ -168,6 +168,14 @@ void metrics_render(struct buf *out, const struct fleet_view *v)
             label(out, v->pools[i].name);
             buf_printf(out, "\",reason=\"%s\"} %" PRIu64 "\n", restart_reason_name[k], v->pools[i].restarts_by[k]);
         }
+    family(out, "streamfleet_crash_charges_total", "counter",
+           "Workers' deaths (crash, watchdog, memory) charged to the one entry they were handling (crash_limit).");
+    for (unsigned i = 0; i < v->npools; i++)
+        for (int k = 0; k < SB_NCAUSES; k++) {
+            buf_adds(out, "streamfleet_crash_charges_total{pool=\"");
+            label(out, v->pools[i].name);
+            buf_printf(out, "\",cause=\"%s\"} %" PRIu64 "\n", sb_cause_name[k], v->pools[i].crash_charges[k]);
+        }
     /* Only pools that watch (or did): a fleet without watch = yes shows a bare family. */
     family(out, "streamfleet_watch_restarts_total", "counter",
            "New generations of workers started because a watched handler file changed (watch = yes).");

@@ -1,6 +1,7 @@
 /* procs.c: the child table: fork, reap, respawn with a growing delay after quick deaths,
  * heartbeats, and the per-child drain. */
 #include "supervisor/master.h"
+#include "supervisor/crash.h"
 #include "child/child.h"
 #include "common/aimd.h"
 #include "common/backoff.h"
@@ -131,6 +132,7 @@ static enum restart_reason reason_of(const struct proc *p, int status)
 static void on_exit_of(struct master *m, struct proc *p, int status, long long now)
 {
     struct sb_slot *slot = &m->sb.slot[p->sb];
+    crash_note(m, p, status);       /* while the slot still says what it held */
     sb_fold(p->pool->retired, slot);
     /* The slots it held at HTTP destinations go back to the fleet, however it died. */
     aimd_reap(aimd_shared(), p->sb);

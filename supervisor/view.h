@@ -43,6 +43,7 @@ struct pool_view {
     bool watch;                     /* watch = yes */
     uint64_t watch_restarts;        /* new generations started because a watched file changed */
     uint64_t trimmed;               /* entries trim = acked removed from its stream */
+    uint64_t crash_charges[SB_NCAUSES]; /* workers' deaths charged to its entries, by cause */
 
     /* From the master's Redis poll (redis_known false until the first one). */
     bool redis_known;
