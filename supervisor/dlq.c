@@ -924,7 +924,7 @@ static int web_list(struct redis *rc, const struct pool_conf *p, const struct dl
         buf_adds(out, k ? "," : "");
         json_s(out, s, strlen(s));
     }
-    buf_adds(out, "],\"dlqs\":[");
+    buf_printf(out, "],\"writable\":%s,\"dlqs\":[", rq->writable ? "true" : "false");
     for (size_t d = 0; d < n; d++) {
         buf_adds(out, d ? ",{\"name\":" : "{\"name\":");
         json_s(out, dlqs[d], strlen(dlqs[d]));

@@ -21,6 +21,7 @@ struct dlq_request {
     const char *pool, *stream, *reason, *before, *id;
     long count;
     bool all;
+    bool writable;                  /* list: say that the page may offer replay and purge */
     char **ids;
     int nids;
 };
