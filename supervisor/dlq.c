@@ -730,9 +730,12 @@ out:
  * filter that matches nothing must not read a million entries. */
 #define WEB_SCAN_MAX 5000
 
+/* A JSON string of s[0..n), quotes included. */
 static void json_s(struct buf *b, const char *s, size_t n)
 {
+    buf_addc(b, '"');
     buf_add_json_str(b, s, n);
+    buf_addc(b, '"');
 }
 
 static void json_reply(struct buf *b, const struct redis_reply *v)

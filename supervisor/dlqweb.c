@@ -126,9 +126,9 @@ static bool id_ok(const char *s)
 
 static int error_json(struct buf *body, const char **ctype, int status, const char *msg)
 {
-    buf_adds(body, "{\"error\":");
+    buf_adds(body, "{\"error\":\"");
     buf_add_json_str(body, msg, strlen(msg));
-    buf_adds(body, "}");
+    buf_adds(body, "\"}");
     *ctype = JSON_TYPE;
     return status;
 }
