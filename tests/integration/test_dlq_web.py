@@ -92,6 +92,9 @@ def open_page(tmp_path, fl, pool="orders", width=1280, height=800):
     return b
 
 
+# whether an element takes room on the page (hidden by itself or an ancestor: it does not)
+SHOWN = "(e => e.getClientRects().length > 0)"
+
 ROWS = """Array.from(document.querySelectorAll('#letters tbody tr')).map(tr => {
   const o = {id: tr.dataset.id};
   for (const c of tr.cells) if (c.dataset.k) o[c.dataset.k] = c.textContent;
@@ -153,11 +156,12 @@ def test_replay_one_from_the_page_is_delivered_then_purge_the_rest(redis_server,
     letters = dead_lettered(fl, r, 3)
     with open_page(tmp_path, fl) as b:
         b.wait_for("document.querySelectorAll('#letters tbody tr').length == 3", what="three rows")
-        assert b.eval("document.getElementById('unlock').hidden == false && "
-                      "document.getElementById('actions').hidden"), "locked until the token is given"
+        assert b.eval(f"{SHOWN}(document.getElementById('unlock')) && "
+                      f"!{SHOWN}(document.getElementById('replay-shown'))"), "locked until the token is given"
         b.eval(f"document.getElementById('token').value = '{ADMIN}';"
                "document.querySelector('#unlock button').click()")
-        b.wait_for("!document.getElementById('actions').hidden", what="unlocked")
+        b.wait_for(f"{SHOWN}(document.getElementById('replay-shown')) && "
+                   f"!{SHOWN}(document.getElementById('unlock'))", what="unlocked")
         assert b.eval("document.cookie") == "", "no cookie"
         # open the oldest and replay it (the sink's 3 refusals are used up: it is accepted now)
         target = letters[0]
@@ -191,8 +195,9 @@ def test_without_admin_token_file_the_buttons_are_absent_and_post_is_refused(red
     letter = fake_dead_letter(r, "orders:dlq", {"type": "t", "payload": "x"})
     with open_page(tmp_path, fl) as b:
         b.wait_for("document.querySelectorAll('#letters tbody tr').length == 1", what="the row")
-        assert b.eval("['unlock', 'actions', 'one-actions'].every(id => document.getElementById(id).hidden)"
-                      " && Array.from(document.querySelectorAll('.pick')).every(c => c.hidden)")
+        assert b.eval("['unlock', 'actions', 'one-actions', 'replay-one', 'purge-shown']"
+                      f".every(id => !{SHOWN}(document.getElementById(id)))"
+                      f" && Array.from(document.querySelectorAll('.pick')).every(c => !{SHOWN}(c))")
         assert not b.exceptions, b.exceptions
     for verb in ("replay", "purge"):
         status, _, body = post(fl, verb, {"pool": "orders", "ids": [letter]})
