@@ -978,12 +978,10 @@ static int web_one(struct redis *rc, const struct pool_conf *p, const char *id, 
     return 404;
 }
 
-/* Purge the dead letters ids of the pool's dead-letter streams (XDEL, in one command each):
+/* Purge the dead letters ids of the dead-letter streams dlqs[0..n) (XDEL, one command each):
  * those no longer there are not counted. */
-static int purge_ids(struct redis *rc, const struct pool_conf *p, char **ids, int nids, long *done)
+static int purge_ids(struct redis *rc, const char *const *dlqs, size_t n, char **ids, int nids, long *done)
 {
-    const char *dlqs[CONF_STREAMS_MAX];
-    size_t n = pool_dlqs(p, dlqs);
     *done = 0;
     const char **argv = xcalloc((size_t)nids + 2, sizeof *argv);
     size_t *alen = xcalloc((size_t)nids + 2, sizeof *alen);
@@ -1038,7 +1036,7 @@ static int web_act(struct redis *rc, const struct pool_conf *p, const struct dlq
     int st = 0;
     bool replay = rq->op == DLQ_OP_REPLAY;
     if (!rq->all) {
-        st = replay ? replay_ids(rc, p, rq->ids, rq->nids, &done) : purge_ids(rc, p, rq->ids, rq->nids, &done);
+        st = replay ? replay_ids(rc, p, rq->ids, rq->nids, &done) : purge_ids(rc, dlqs, n, rq->ids, rq->nids, &done);
         total = done;
     } else {
         for (size_t k = 0; k < n && st == 0; k++) {
