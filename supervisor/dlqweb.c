@@ -254,6 +254,7 @@ int dlqweb_request(struct dlqweb *w, const struct conf *c, struct httpd_req *req
     if (strcmp(path, "/dlq") != 0 && !act && !look)
         return HTTPD_PASS;
     if ((act && !post) || (!act && !get)) {
+        httpd_req_set_allow(req, act ? "POST" : "GET, HEAD");
         buf_adds(body, "method not allowed\n");
         return 405;
     }

@@ -46,6 +46,7 @@ struct httpd_req {
     unsigned long long id;
     int status;
     const char *ctype;
+    const char *allow;              /* the Allow header of a 405 (NULL: GET, HEAD) */
     struct buf answer;
 };
 
@@ -130,7 +131,7 @@ static bool token_ok(const char *expected, const char *header)
     return diff == 0;
 }
 
-static enum MHD_Result respond(struct MHD_Connection *conn, const char *method, int status, const char *ctype,
+static enum MHD_Result respond(struct MHD_Connection *conn, const char *allow, int status, const char *ctype,
                                struct buf *body)
 {
     struct MHD_Response *resp = MHD_create_response_from_buffer(body->len, body->p ? body->p : (char *)"",
@@ -140,7 +141,7 @@ static enum MHD_Result respond(struct MHD_Connection *conn, const char *method, 
     MHD_add_response_header(resp, "Content-Type", ctype);
     MHD_add_response_header(resp, "Cache-Control", "no-store");
     if (status == 405)
-        MHD_add_response_header(resp, "Allow", strcmp(method, "POST") == 0 ? "GET, HEAD" : "POST");
+        MHD_add_response_header(resp, "Allow", allow ? allow : "GET, HEAD");
     if (status == 401)
         MHD_add_response_header(resp, "WWW-Authenticate", "Bearer realm=\"streamfleet\"");
     enum MHD_Result r = MHD_queue_response(conn, (unsigned)status, resp);
@@ -168,7 +169,7 @@ static enum MHD_Result answer(void *cls, struct MHD_Connection *conn, const char
         /* Resumed: give the answer that came meanwhile. */
         if (rq->c)
             rq->c->since_ms = mono_ms(), rq->c->waiting = false;
-        enum MHD_Result r = respond(conn, method, rq->status, rq->ctype, &rq->answer);
+        enum MHD_Result r = respond(conn, rq->allow, rq->status, rq->ctype, &rq->answer);
         rq->ready = false;
         return r;
     }
@@ -227,7 +228,7 @@ static enum MHD_Result answer(void *cls, struct MHD_Connection *conn, const char
         const char *pool = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "pool");
         status = h->route.fn(h->route.arg, url, pool, &body, &ctype);
     }
-    enum MHD_Result r = respond(conn, method, status, ctype, &body);
+    enum MHD_Result r = respond(conn, rq->allow, status, ctype, &body);
     buf_release(&body);
     return r;
 }
@@ -270,6 +271,11 @@ const char *httpd_req_body(const struct httpd_req *rq, size_t *len)
 {
     *len = rq->body.len;
     return rq->body.p ? rq->body.p : "";
+}
+
+void httpd_req_set_allow(struct httpd_req *rq, const char *allow)
+{
+    rq->allow = allow;
 }
 
 unsigned long long httpd_req_id(const struct httpd_req *rq)

@@ -35,6 +35,8 @@ const char *httpd_req_arg(const struct httpd_req *req, const char *name);
 const char *httpd_req_header(const struct httpd_req *req, const char *name);
 /* The request's body (NUL-terminated is not promised: use *len). */
 const char *httpd_req_body(const struct httpd_req *req, size_t *len);
+/* The methods a 405 answer names in its Allow header (a string constant; default "GET, HEAD"). */
+void httpd_req_set_allow(struct httpd_req *req, const char *allow);
 /* What names a suspended request for httpd_resume(); never reused. */
 unsigned long long httpd_req_id(const struct httpd_req *req);
 /* Answer the suspended request id with status, content type (a string constant) and body
