@@ -45,8 +45,6 @@ struct job {
 
 struct dlqweb {
     struct job jobs[DLQWEB_CHILDREN];
-    const struct conf *token_conf;  /* the config admin was read from */
-    char *admin;                    /* its admin token; NULL: writing is off */
 };
 
 struct dlqweb *dlqweb_open(void)
@@ -76,30 +74,28 @@ void dlqweb_free(struct dlqweb *w)
             kill(w->jobs[i].pid, SIGKILL);
             job_end(&w->jobs[i]);
         }
-    if (w->admin) {
-        explicit_bzero(w->admin, strlen(w->admin));
-        free(w->admin);
-    }
     free(w);
 }
 
-/* The admin token of c (read again when the config changed). */
-static const char *admin_token(struct dlqweb *w, const struct conf *c)
+/* The admin token of c, read at each request: a small local file, and no cache that a reload
+ * could leave stale. Caller wipes and frees it (token_free()); NULL: writing is off. */
+static char *admin_token(const struct conf *c)
 {
-    if (w->token_conf == c)
-        return w->admin;
-    if (w->admin) {
-        explicit_bzero(w->admin, strlen(w->admin));
-        free(w->admin);
-        w->admin = NULL;
+    if (c->admin_token_file == NULL)
+        return NULL;
+    char err[300];
+    char *t = conf_read_token(c->admin_token_file, err, sizeof err);
+    if (t == NULL)
+        log_errorx("dead letters on the web are read-only: admin_token_file: %s", err);
+    return t;
+}
+
+static void token_free(char *t)
+{
+    if (t) {
+        explicit_bzero(t, strlen(t));
+        free(t);
     }
-    w->token_conf = c;
-    if (c->admin_token_file) {
-        char err[300];
-        if ((w->admin = conf_read_token(c->admin_token_file, err, sizeof err)) == NULL)
-            log_errorx("dead letters on the web are read-only: admin_token_file: %s", err);
-    }
-    return w->admin;
 }
 
 /* Constant time in the length of the expected token. */
@@ -244,8 +240,8 @@ static int read_action(const struct httpd_req *req, struct dlq_request *rq, stru
     return 0;
 }
 
-int dlqweb_request(struct dlqweb *w, const struct conf *c, struct httpd_req *req, struct buf *body,
-                   const char **ctype)
+static int request(struct dlqweb *w, const struct conf *c, const char *admin, struct httpd_req *req,
+                   struct buf *body, const char **ctype)
 {
     const char *path = httpd_req_path(req), *method = httpd_req_method(req);
     bool get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0, post = strcmp(method, "POST") == 0;
@@ -258,7 +254,6 @@ int dlqweb_request(struct dlqweb *w, const struct conf *c, struct httpd_req *req
         buf_adds(body, "method not allowed\n");
         return 405;
     }
-    const char *admin = admin_token(w, c);
     if (strcmp(path, "/dlq") == 0) {
         buf_adds(body, dlq_page_html);
         *ctype = "text/html; charset=utf-8";
@@ -315,6 +310,18 @@ int dlqweb_request(struct dlqweb *w, const struct conf *c, struct httpd_req *req
                  rq.nids, rq.nids == 1 ? "" : "s", rq.pool);
     free(rq.ids);
     json_free(doc);
+    return status;
+}
+
+int dlqweb_request(struct dlqweb *w, const struct conf *c, struct httpd_req *req, struct buf *body,
+                   const char **ctype)
+{
+    const char *path = httpd_req_path(req);
+    if (strncmp(path, "/dlq", 4) != 0)
+        return HTTPD_PASS;
+    char *admin = admin_token(c);
+    int status = request(w, c, admin, req, body, ctype);
+    token_free(admin);
     return status;
 }
 
