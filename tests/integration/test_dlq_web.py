@@ -338,6 +338,91 @@ def test_the_master_answers_while_a_dlq_request_waits_on_a_frozen_redis(redis_se
     wait_until(lambda: request(fl, "GET", "/dlq.json?pool=orders")[0] == 200, what="answers again")
 
 
+class SlowRedis:
+    """A TCP server speaking just enough RESP: every command is answered +OK (PING +PONG) but
+    XLEN, answered :1 after xlen_delay seconds, and XREVRANGE and XREADGROUP, never answered:
+    a Redis that is up but stalls in the middle of a request."""
+
+    def __init__(self, xlen_delay):
+        import socket
+        import threading
+        self.xlen_delay = xlen_delay
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.conns = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        import threading
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(c)
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _serve(self, c):
+        f = c.makefile("rb")
+        try:
+            while True:
+                line = f.readline()
+                if not line:
+                    return
+                n = int(line[1:])
+                args = []
+                for _ in range(n):
+                    size = int(f.readline()[1:])
+                    args.append(f.read(size + 2)[:-2].upper())
+                cmd = args[0] if args else b""
+                if cmd in (b"XREVRANGE", b"XREADGROUP"):
+                    continue                    # never answered
+                if cmd == b"XLEN":
+                    time.sleep(self.xlen_delay)
+                    c.sendall(b":1\r\n")
+                else:
+                    c.sendall(b"+PONG\r\n" if cmd == b"PING" else b"+OK\r\n")
+        except (OSError, ValueError):
+            return
+
+    def close(self):
+        self.sock.close()
+        for c in self.conns:
+            try:
+                c.close()
+            except OSError:
+                pass
+
+
+def test_a_dlq_request_stalled_in_redis_is_killed_at_its_deadline_with_504(sink, fleet, tmp_path):
+    # Each command of the child has its own 10 s timeout; XLEN takes 6 s, then XREVRANGE hangs:
+    # only the master's deadline (10 s from the fork) can end it before 16 s.
+    slow = SlowRedis(xlen_delay=6)
+    try:
+        fl = fleet({"fleet": {"redis": f"redis://127.0.0.1:{slow.port}"},
+                    "pool:orders": log_pool("orders")})
+        t = time.monotonic()
+        status, _, body = request(fl, "GET", "/dlq.json?pool=orders", timeout=60)
+        took = time.monotonic() - t
+        print(f"answered {status} after {took:.2f} s")
+        assert status == 504, (status, body)
+        assert 9 < took < 10 + 5 * SLOWNESS, took
+        assert request(fl, "GET", "/livez", timeout=5)[0] == 200
+        # the child is gone (killed, then reaped)
+        def comm(pid):
+            try:
+                return open(f"/proc/{pid}/comm").read()
+            except OSError:
+                return ""
+        fl.wait_for(lambda: not [p for p in fl.children(include_zombies=True) if "sf-dlqweb" in comm(p)],
+                    what="the killed child reaped")
+    finally:
+        fl.stop()
+        slow.close()
+
+
 # --------------------------------------------------------------------------------------------
 # the config key
 # --------------------------------------------------------------------------------------------
