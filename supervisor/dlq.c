@@ -5,7 +5,9 @@
  * (each with --help; exit status 0 done, 1 failed, 2 usage)
  * A pool of several streams has a dead-letter stream each (or one for all): the verbs act on
  * every one, and a replayed letter goes back to the stream it left (its dlq.stream).
- * A short-lived process with one connection on common/redis.c's blocking helper. */
+ * A short-lived process with one connection on common/redis.c's blocking helper. The status
+ * page's dead letters (dlq_web(), at the end) run here too, in a child the master forks for
+ * each request (supervisor/dlqweb.c): replay and purge are the same functions. */
 #include "supervisor/dlq.h"
 #include "supervisor/rediscli.h"
 #include "common/conf.h"
