@@ -870,7 +870,7 @@ static int web_list(struct redis *rc, const struct pool_conf *p, const struct dl
         struct redis_reply *len = redis_callv(rc, CALL_MS, "XLEN", dlqs[d], NULL);
         lengths[d] = len->type == REDIS_T_INTEGER ? len->integer : -1;
         redis_reply_free(len);
-        char cursor[80], page[16];
+        char cursor[80], page[24];
         if (rq->before && *rq->before)
             snprintf(cursor, sizeof cursor, "(%s", rq->before);
         else
