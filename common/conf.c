@@ -159,6 +159,7 @@ static const struct key keys[] = {
     { SEC_FLEET, "group",         set_account,    F(group),            0, 0, 0 },
     { SEC_FLEET, "allow_root",    set_bool,       F(allow_root),       0, 0, 0 },
     { SEC_FLEET, "listen_token_file", set_file,   F(listen_token_file), 0, 0, 0 },
+    { SEC_FLEET, "admin_token_file", set_file,    F(admin_token_file), 0, 0, 0 },
     { SEC_FLEET, "redis_tls_ca",   set_file,      F(redis.tls_ca),     0, 0, 0 },
     { SEC_FLEET, "redis_tls_cert", set_file,      F(redis.tls_cert),   0, 0, 0 },
     { SEC_FLEET, "redis_tls_key",  set_file,      F(redis.tls_key),    0, 0, 0 },
@@ -2250,6 +2251,32 @@ static void validate_pool(struct loader *l, size_t i)
 
 /* Two pools reading one stream as one group would be one consumer group with two configs:
  * whichever child claims an entry decides how it is delivered. */
+/* admin_token_file: read now, so that a token that cannot work is said at its line rather than
+ * at the first click. It must not be the read token: whoever may look (listen_token_file) must
+ * not thereby be able to replay or purge. */
+static void check_admin_token(struct loader *l, const struct conf *c)
+{
+    int line = l->fleet_keys[key_index(SEC_FLEET, "admin_token_file")];
+    if (!line || c->admin_token_file == NULL)
+        return;
+    char err[300];
+    char *admin = conf_read_token(c->admin_token_file, err, sizeof err);
+    if (admin == NULL) {
+        problem(l, line, "admin_token_file %s is empty", c->admin_token_file);
+        return;
+    }
+    char *reader = c->listen_token_file ? conf_read_token(c->listen_token_file, err, sizeof err) : NULL;
+    if (reader && strcmp(reader, admin) == 0)
+        problem(l, line, "admin_token_file holds the same token as listen_token_file: the admin token must "
+                         "differ from the read token");
+    if (reader) {
+        explicit_bzero(reader, strlen(reader));
+        free(reader);
+    }
+    explicit_bzero(admin, strlen(admin));
+    free(admin);
+}
+
 static void check_pairs_unique(struct loader *l)
 {
     const struct conf *c = l->c;
@@ -2319,6 +2346,7 @@ static void validate(struct loader *l)
         problem(l, tc, "redis_tls_cert needs redis_tls_key");
     else if (tk && !tc)
         problem(l, tk, "redis_tls_key needs redis_tls_cert");
+    check_admin_token(l, c);
     int sp = l->fleet_keys[key_index(SEC_FLEET, "sentinel_password_file")];
     if (sp && !c->redis.sentinel_master && (c->redis.host || c->redis.unix_path))
         problem(l, sp, "sentinel_password_file needs redis = redis-sentinel://...");
@@ -2488,6 +2516,7 @@ void conf_free(struct conf *c)
     free(c->user);
     free(c->group);
     free(c->listen_token_file);
+    free(c->admin_token_file);
     for (size_t i = 0; i < c->npools; i++)
         pool_release(&c->pools[i]);
     free(c->pools);

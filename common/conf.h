@@ -208,6 +208,7 @@ struct conf {
     char *user, *group;         /* drop to these when started as root */
     bool allow_root;            /* run workers as root (no user given) without complaint */
     char *listen_token_file;    /* bearer token for the HTTP endpoint (but /livez) */
+    char *admin_token_file;     /* token of the dead-letter actions on the web; NULL: read-only */
     struct pool_conf *pools;
     size_t npools;
     /* [handler:NAME] sections, as parsed (name, line and handler keys; the rest at defaults) */

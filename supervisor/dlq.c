@@ -5,7 +5,9 @@
  * (each with --help; exit status 0 done, 1 failed, 2 usage)
  * A pool of several streams has a dead-letter stream each (or one for all): the verbs act on
  * every one, and a replayed letter goes back to the stream it left (its dlq.stream).
- * A short-lived process with one connection on common/redis.c's blocking helper. */
+ * A short-lived process with one connection on common/redis.c's blocking helper. The status
+ * page's dead letters (dlq_web(), at the end) run here too, in a child the master forks for
+ * each request (supervisor/dlqweb.c): replay and purge are the same functions. */
 #include "supervisor/dlq.h"
 #include "supervisor/rediscli.h"
 #include "common/conf.h"
@@ -483,9 +485,10 @@ static int letter_fetch(struct redis *rc, const struct pool_conf *p, const char 
     return 1;
 }
 
-static int replay_ids(struct redis *rc, const struct pool_conf *p, char **ids, int nids)
+static int replay_ids(struct redis *rc, const struct pool_conf *p, char **ids, int nids, long *done)
 {
     long n = 0;
+    *done = 0;
     char newid[64];
     struct letter l;
     struct redis_reply *r;
@@ -515,7 +518,7 @@ static int replay_ids(struct redis *rc, const struct pool_conf *p, char **ids, i
         }
         if (rr == 0) {
             printf("%s -> %s %s\n", ids[i], to, newid);
-            n++;
+            *done = ++n;
         }
     }
     printf("replayed %ld dead letter%s to %s\n", n, n == 1 ? "" : "s", targets(p));
@@ -526,9 +529,10 @@ static int replay_ids(struct redis *rc, const struct pool_conf *p, char **ids, i
  * messages that fail again come back to the dead-letter stream with newer ids while this
  * runs; they are not replayed a second time (re-reading until the stream is empty would go on
  * as long as they keep failing). An entry that is not a dead letter is skipped and said. */
-static int replay_all(struct redis *rc, const struct pool_conf *p)
+static int replay_all(struct redis *rc, const struct pool_conf *p, long *done)
 {
     long n = 0, skipped = 0;
+    *done = 0;
     char newid[64], last[64], cursor[80] = "-";
     struct redis_reply *r = redis_callv(rc, CALL_MS, "XREVRANGE", p->dlq, "+", "-", "COUNT", "1", NULL);
     if (r->type != REDIS_T_ARRAY) {
@@ -572,10 +576,11 @@ static int replay_all(struct redis *rc, const struct pool_conf *p)
                 return 1;
             }
             n += rr == 0;
+            *done = n;
         }
-        bool done = r->elements < DLQ_PAGE || strcmp(cursor + 1, last) == 0;
+        bool last_page = r->elements < DLQ_PAGE || strcmp(cursor + 1, last) == 0;
         redis_reply_free(r);
-        if (done)
+        if (last_page)
             break;
     }
     printf("replayed %ld dead letter%s to %s\n", n, n == 1 ? "" : "s", targets(p));
@@ -587,9 +592,10 @@ static int replay_all(struct redis *rc, const struct pool_conf *p)
     return 0;
 }
 
-static int do_purge(struct redis *rc, const struct pool_conf *p, bool all, long before_ms)
+static int do_purge(struct redis *rc, const struct pool_conf *p, bool all, long before_ms, long *done)
 {
     struct redis_reply *r;
+    *done = 0;
     if (all) {
         r = redis_callv(rc, CALL_MS, "XTRIM", p->dlq, "MAXLEN", "0", NULL);
     } else {
@@ -607,6 +613,7 @@ static int do_purge(struct redis *rc, const struct pool_conf *p, bool all, long 
         return 1;
     }
     printf("purged %lld dead letter%s from %s\n", r->integer, r->integer == 1 ? "" : "s", p->dlq);
+    *done = (long)r->integer;
     redis_reply_free(r);
     return 0;
 }
@@ -695,8 +702,9 @@ int dlq_main(int argc, char **argv)
     struct redis *rc = connect_redis(&c->redis);
     if (rc == NULL)
         goto out;
+    long done;
     if (is_replay && !all) {
-        status = replay_ids(rc, p, argv + optind, argc - optind);
+        status = replay_ids(rc, p, argv + optind, argc - optind, &done);
     } else {
         /* Each of the pool's dead-letter streams in turn (one, for a pool of one stream). */
         const char *dlqs[CONF_STREAMS_MAX];
@@ -705,13 +713,375 @@ int dlq_main(int argc, char **argv)
         for (size_t k = 0; k < ndlqs; k++) {
             struct pool_conf one = *p;
             one.dlq = (char *)dlqs[k];
-            int st = is_list ? do_list(rc, &one, count, fields) : is_replay ? replay_all(rc, &one)
-                                                                            : do_purge(rc, &one, all, before_ms);
+            int st = is_list ? do_list(rc, &one, count, fields) : is_replay ? replay_all(rc, &one, &done)
+                                                                            : do_purge(rc, &one, all, before_ms, &done);
             status = st ? st : status;
         }
     }
     redis_free(rc);
 out:
     conf_free(c);
+    return status;
+}
+
+/* ---- the same for the web page (supervisor/dlqweb.c runs it in a child of the master) ---- */
+
+#define WEB_PREVIEW_FIELDS 4
+#define WEB_PREVIEW_BYTES 80
+/* A reason filter reads the dead letters newest first, page by page, up to this many: a
+ * filter that matches nothing must not read a million entries. */
+#define WEB_SCAN_MAX 5000
+
+/* A JSON string of s[0..n), quotes included. */
+static void json_s(struct buf *b, const char *s, size_t n)
+{
+    buf_addc(b, '"');
+    buf_add_json_str(b, s, n);
+    buf_addc(b, '"');
+}
+
+static void json_reply(struct buf *b, const struct redis_reply *v)
+{
+    if (v->type == REDIS_T_STRING)
+        json_s(b, v->str, v->len);
+    else
+        buf_adds(b, "null");
+}
+
+static bool reply_is(const struct redis_reply *v, const char *s)
+{
+    return v->type == REDIS_T_STRING && v->len == strlen(s) && memcmp(v->str, s, v->len) == 0;
+}
+
+/* The dead-letter streams the request is about: the pool's, or only stream's (and then, when
+ * it shares its dead-letter stream with others, *shared is set: filter on dlq.stream). Returns
+ * how many, 0 when stream is none of the pool's. */
+static size_t web_dlqs(const struct pool_conf *p, const char *stream, const char *dlqs[CONF_STREAMS_MAX],
+                       bool *shared)
+{
+    *shared = false;
+    if (stream == NULL || *stream == '\0')
+        return pool_dlqs(p, dlqs);
+    if (p->nstreams <= 1) {
+        if (strcmp(stream, p->stream) != 0)
+            return 0;
+        dlqs[0] = p->dlq;
+        return 1;
+    }
+    for (size_t k = 0; k < p->nstreams; k++)
+        if (strcmp(stream, p->streams[k]) == 0) {
+            dlqs[0] = p->dlqs ? p->dlqs[k] : p->dlq;
+            for (size_t j = 0; j < p->nstreams; j++)
+                *shared = *shared || (j != k && (p->dlqs == NULL || strcmp(p->dlqs[j], dlqs[0]) == 0));
+            return 1;
+        }
+    return 0;
+}
+
+/* Entry ids compared as Redis orders them ("ms-seq"). */
+static int id_cmp(const char *a, const char *b)
+{
+    unsigned long long am = strtoull(a, NULL, 10), bm = strtoull(b, NULL, 10);
+    const char *ad = strchr(a, '-'), *bd = strchr(b, '-');
+    unsigned long long as = ad ? strtoull(ad + 1, NULL, 10) : 0, bs = bd ? strtoull(bd + 1, NULL, 10) : 0;
+    return am != bm ? (am < bm ? -1 : 1) : as != bs ? (as < bs ? -1 : 1) : 0;
+}
+
+/* One dead letter as the list shows it: its metadata and a preview of its first fields, or
+ * all its fields (full). */
+static void web_letter(struct buf *b, const struct redis_reply *e, const char *dlq, bool full)
+{
+    struct letter l;
+    bool ok = letter_parse(e, &l) == 0;
+    buf_adds(b, "{\"id\":");
+    json_s(b, l.id, strlen(l.id));
+    buf_adds(b, ",\"dlq\":");
+    json_s(b, dlq, strlen(dlq));
+    buf_printf(b, ",\"valid\":%s", ok ? "true" : "false");
+    if (ok) {
+        static const char *const keys[DLQ_META] = { "stream", "source_id", "reason", "attempts", "error", "time" };
+        for (int m = 0; m < DLQ_META; m++) {
+            buf_printf(b, ",\"%s\":", keys[m]);
+            json_reply(b, letter_meta(&l, m));
+        }
+    }
+    size_t nfields = ok ? l.norig : l.kv && l.kv->type == REDIS_T_ARRAY ? l.kv->elements / 2 : 0;
+    size_t show = full || nfields < WEB_PREVIEW_FIELDS ? nfields : WEB_PREVIEW_FIELDS;
+    buf_printf(b, ",\"nfields\":%zu,\"fields\":[", nfields);
+    for (size_t k = 0; k < show; k++) {
+        const struct redis_reply *name = l.kv->element[2 * k], *value = l.kv->element[2 * k + 1];
+        buf_adds(b, k ? ",[" : "[");
+        json_reply(b, name);
+        buf_addc(b, ',');
+        if (!full && value->type == REDIS_T_STRING && value->len > WEB_PREVIEW_BYTES) {
+            /* Cut at a character's start: half a UTF-8 sequence would show as garbage. */
+            size_t n = WEB_PREVIEW_BYTES;
+            while (n > 0 && ((unsigned char)value->str[n] & 0xc0) == 0x80)
+                n--;
+            json_s(b, value->str, n);
+        } else {
+            json_reply(b, value);
+        }
+        buf_addc(b, ']');
+    }
+    buf_adds(b, "]}");
+}
+
+/* Whether the entry e (an XRANGE element) passes the filters: its dlq.reason is reason, its
+ * dlq.stream is stream (each when not NULL). */
+static bool web_match(const struct redis_reply *e, const char *reason, const char *stream)
+{
+    struct letter l;
+    if (reason == NULL && stream == NULL)
+        return true;
+    if (letter_parse(e, &l) == -1)
+        return false;
+    return (reason == NULL || reply_is(letter_meta(&l, META_REASON), reason)) &&
+           (stream == NULL || reply_is(letter_meta(&l, META_STREAM), stream));
+}
+
+struct web_hit {
+    const struct redis_reply *e;        /* an entry of an XREVRANGE reply */
+    size_t d;                           /* of which dead-letter stream */
+};
+
+/* The newest count dead letters of the request's streams older than rq->before, with the
+ * filters; "next" is the id to ask for the page after (null at the end). */
+static int web_list(struct redis *rc, const struct pool_conf *p, const struct dlq_request *rq, struct buf *out)
+{
+    const char *dlqs[CONF_STREAMS_MAX];
+    bool shared;
+    size_t n = web_dlqs(p, rq->stream, dlqs, &shared);
+    if (n == 0) {
+        buf_adds(out, "{\"error\":\"no such stream in this pool\"}");
+        return 404;
+    }
+    const char *reason = rq->reason && *rq->reason ? rq->reason : NULL;
+    const char *stream = shared ? rq->stream : NULL;
+    /* Per dead-letter stream, up to count matches, newest first; then the newest count of all. */
+    struct redis_reply *pages[CONF_STREAMS_MAX][WEB_SCAN_MAX / DLQ_PAGE];
+    size_t npages[CONF_STREAMS_MAX] = { 0 };
+    struct web_hit *hits = xcalloc(n * (size_t)rq->count + 1, sizeof *hits);
+    size_t nhits = 0;
+    long long lengths[CONF_STREAMS_MAX];
+    bool more = false;
+    int status = 200;
+    for (size_t d = 0; d < n; d++) {
+        struct redis_reply *len = redis_callv(rc, CALL_MS, "XLEN", dlqs[d], NULL);
+        lengths[d] = len->type == REDIS_T_INTEGER ? len->integer : -1;
+        redis_reply_free(len);
+        char cursor[80], page[24];
+        if (rq->before && *rq->before)
+            snprintf(cursor, sizeof cursor, "(%s", rq->before);
+        else
+            snprintf(cursor, sizeof cursor, "+");
+        long found = 0, scanned = 0;
+        long want = reason || stream ? DLQ_PAGE * 5 : rq->count + 1;
+        while (found <= rq->count && scanned < WEB_SCAN_MAX && npages[d] < WEB_SCAN_MAX / DLQ_PAGE) {
+            snprintf(page, sizeof page, "%ld", want);
+            struct redis_reply *r = redis_callv(rc, CALL_MS, "XREVRANGE", dlqs[d], cursor, "-", "COUNT", page, NULL);
+            if (r->type != REDIS_T_ARRAY) {
+                buf_reset(out);
+                buf_adds(out, "{\"error\":");
+                char msg[300];
+                snprintf(msg, sizeof msg, "xrevrange %s: %s", dlqs[d], r->type == REDIS_T_ERROR ? r->str : "unexpected reply");
+                json_s(out, msg, strlen(msg));
+                buf_adds(out, "}");
+                redis_reply_free(r);
+                status = 502;
+                goto out;
+            }
+            pages[d][npages[d]++] = r;
+            for (size_t i = 0; i < r->elements; i++) {
+                const struct redis_reply *e = r->element[i];
+                if (e->type != REDIS_T_ARRAY || e->elements != 2 || e->element[0]->type != REDIS_T_STRING)
+                    continue;
+                snprintf(cursor, sizeof cursor, "(%s", e->element[0]->str);
+                if (!web_match(e, reason, stream))
+                    continue;
+                if (found++ < rq->count)
+                    hits[nhits++] = (struct web_hit){ e, d };
+                else
+                    more = true;
+            }
+            scanned += (long)r->elements;
+            if ((long)r->elements < want)
+                break;
+        }
+        more = more || (found <= rq->count && scanned >= WEB_SCAN_MAX);
+    }
+    /* Newest first over every dead-letter stream (each is already). */
+    for (size_t i = 1; i < nhits; i++)
+        for (size_t j = i; j > 0 && id_cmp(hits[j - 1].e->element[0]->str, hits[j].e->element[0]->str) < 0; j--) {
+            struct web_hit t = hits[j];
+            hits[j] = hits[j - 1];
+            hits[j - 1] = t;
+        }
+    if (nhits > (size_t)rq->count) {
+        nhits = (size_t)rq->count;
+        more = true;
+    }
+    buf_adds(out, "{\"pool\":");
+    json_s(out, p->name, strlen(p->name));
+    buf_adds(out, ",\"streams\":[");
+    for (size_t k = 0; k < (p->nstreams > 1 ? p->nstreams : 1); k++) {
+        const char *s = p->nstreams > 1 ? p->streams[k] : p->stream;
+        buf_adds(out, k ? "," : "");
+        json_s(out, s, strlen(s));
+    }
+    buf_printf(out, "],\"writable\":%s,\"dlqs\":[", rq->writable ? "true" : "false");
+    for (size_t d = 0; d < n; d++) {
+        buf_adds(out, d ? ",{\"name\":" : "{\"name\":");
+        json_s(out, dlqs[d], strlen(dlqs[d]));
+        buf_printf(out, ",\"length\":%lld}", lengths[d]);
+    }
+    buf_adds(out, "],\"letters\":[");
+    for (size_t i = 0; i < nhits; i++) {
+        buf_adds(out, i ? "," : "");
+        web_letter(out, hits[i].e, dlqs[hits[i].d], false);
+    }
+    buf_adds(out, "],\"next\":");
+    if (more && nhits > 0)
+        json_s(out, hits[nhits - 1].e->element[0]->str, hits[nhits - 1].e->element[0]->len);
+    else
+        buf_adds(out, "null");
+    buf_adds(out, "}");
+out:
+    for (size_t d = 0; d < n; d++)
+        for (size_t k = 0; k < npages[d]; k++)
+            redis_reply_free(pages[d][k]);
+    free(hits);
+    return status;
+}
+
+/* One dead letter with all its fields. */
+static int web_one(struct redis *rc, const struct pool_conf *p, const char *id, struct buf *out)
+{
+    const char *dlqs[CONF_STREAMS_MAX];
+    size_t n = pool_dlqs(p, dlqs);
+    for (size_t d = 0; d < n; d++) {
+        struct redis_reply *r = redis_callv(rc, CALL_MS, "XRANGE", dlqs[d], id, id, NULL);
+        if (r->type != REDIS_T_ARRAY) {
+            buf_adds(out, "{\"error\":");
+            json_reply(out, r);
+            buf_adds(out, "}");
+            redis_reply_free(r);
+            return 502;
+        }
+        if (r->elements == 1 && r->element[0]->type == REDIS_T_ARRAY && r->element[0]->elements == 2 &&
+            r->element[0]->element[0]->type == REDIS_T_STRING) {
+            web_letter(out, r->element[0], dlqs[d], true);
+            redis_reply_free(r);
+            return 200;
+        }
+        redis_reply_free(r);
+    }
+    buf_adds(out, "{\"error\":\"no such dead letter\"}");
+    return 404;
+}
+
+/* Purge the dead letters ids of the dead-letter streams dlqs[0..n) (XDEL, one command each):
+ * those no longer there are not counted. */
+static int purge_ids(struct redis *rc, const char *const *dlqs, size_t n, char **ids, int nids, long *done)
+{
+    *done = 0;
+    const char **argv = xcalloc((size_t)nids + 2, sizeof *argv);
+    size_t *alen = xcalloc((size_t)nids + 2, sizeof *alen);
+    int status = 0;
+    argv[0] = "XDEL";
+    for (int i = 0; i < nids; i++)
+        argv[2 + i] = ids[i];
+    for (size_t d = 0; d < n && status == 0; d++) {
+        argv[1] = dlqs[d];
+        for (int i = 0; i < nids + 2; i++)
+            alen[i] = strlen(argv[i]);
+        struct redis_reply *r = redis_call(rc, nids + 2, argv, alen, CALL_MS);
+        if (r->type == REDIS_T_INTEGER) {
+            *done += (long)r->integer;
+            printf("purged %lld dead letter%s from %s\n", r->integer, r->integer == 1 ? "" : "s", dlqs[d]);
+        } else {
+            fprintf(stderr, "streamfleet: xdel %s: %s\n", dlqs[d], r->type == REDIS_T_ERROR ? r->str : "unexpected reply");
+            status = 1;
+        }
+        redis_reply_free(r);
+    }
+    free(argv);
+    free(alen);
+    return status;
+}
+
+/* Replay or purge, by the functions of the command line; what they print becomes "output"
+ * and "errors" of the answer. */
+static int web_act(struct redis *rc, const struct pool_conf *p, const struct dlq_request *rq, struct buf *out)
+{
+    const char *dlqs[CONF_STREAMS_MAX];
+    bool shared;
+    size_t n = web_dlqs(p, rq->stream, dlqs, &shared);
+    if (n == 0) {
+        buf_adds(out, "{\"error\":\"no such stream in this pool\"}");
+        return 404;
+    }
+    if (rq->all && shared) {
+        buf_adds(out, "{\"error\":\"this stream shares its dead-letter stream with others: choose the letters\"}");
+        return 400;
+    }
+    char *text = NULL, *errs = NULL;
+    size_t ntext = 0, nerrs = 0;
+    fflush(stdout);
+    fflush(stderr);
+    FILE *saved_out = stdout, *saved_err = stderr;
+    FILE *o = open_memstream(&text, &ntext), *e = open_memstream(&errs, &nerrs);
+    if (o == NULL || e == NULL)
+        fatal("open_memstream");
+    stdout = o, stderr = e;
+    long done = 0, total = 0;
+    int st = 0;
+    bool replay = rq->op == DLQ_OP_REPLAY;
+    if (!rq->all) {
+        st = replay ? replay_ids(rc, p, rq->ids, rq->nids, &done) : purge_ids(rc, dlqs, n, rq->ids, rq->nids, &done);
+        total = done;
+    } else {
+        for (size_t k = 0; k < n && st == 0; k++) {
+            struct pool_conf one = *p;
+            one.dlq = (char *)dlqs[k];
+            st = replay ? replay_all(rc, &one, &done) : do_purge(rc, &one, true, 0, &done);
+            total += done;
+        }
+    }
+    stdout = saved_out, stderr = saved_err;
+    fclose(o);
+    fclose(e);
+    buf_printf(out, "{\"ok\":%s,\"count\":%ld,\"output\":", st == 0 ? "true" : "false", total);
+    json_s(out, text, ntext);
+    buf_adds(out, ",\"errors\":");
+    json_s(out, errs, nerrs);
+    buf_adds(out, "}");
+    free(text);
+    free(errs);
+    return st == 0 ? 200 : 409;
+}
+
+int dlq_web(const struct conf *c, const struct dlq_request *rq, struct buf *out)
+{
+    const struct pool_conf *p = conf_pool(c, rq->pool ? rq->pool : "");
+    if (p == NULL) {
+        buf_adds(out, "{\"error\":\"no such pool\"}");
+        return 404;
+    }
+    char err[300];
+    struct redis *rc = rediscli_connect(&c->redis, 5000, err, sizeof err);
+    if (rc == NULL) {
+        buf_adds(out, "{\"error\":");
+        json_s(out, err, strlen(err));
+        buf_adds(out, "}");
+        return 502;
+    }
+    int status;
+    switch (rq->op) {
+    case DLQ_OP_LIST: status = web_list(rc, p, rq, out); break;
+    case DLQ_OP_LETTER: status = web_one(rc, p, rq->id, out); break;
+    default: status = web_act(rc, p, rq, out); break;
+    }
+    redis_free(rc);
     return status;
 }

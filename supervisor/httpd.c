@@ -30,6 +30,24 @@ struct conn {
     struct conn *prev, *next;
     int fd;
     long long since_ms;
+    bool waiting;                   /* its request is suspended: our answer is late, not the client */
+};
+
+/* One request (libmicrohttpd's per-request context): its body, and while it is suspended its
+ * place among the suspended ones and then the answer to give when it is resumed. */
+#define BODY_MAX (64 * 1024)
+struct httpd_req {
+    struct httpd_req *prev, *next;  /* the suspended ones */
+    struct MHD_Connection *conn;
+    struct conn *c;
+    const char *method, *path;      /* libmicrohttpd's, valid during the request */
+    struct buf body;
+    bool started, too_big, suspended, ready;
+    unsigned long long id;
+    int status;
+    const char *ctype;
+    const char *allow;              /* the Allow header of a 405 (NULL: GET, HEAD) */
+    struct buf answer;
 };
 
 struct httpd {
@@ -39,7 +57,10 @@ struct httpd {
     struct conn *conns;             /* newest first */
     unsigned nconns;
     bool cut;                       /* connections were shut down: run libmicrohttpd again */
+    struct httpd_req *waiting;      /* suspended requests */
 };
+
+static unsigned long long next_req_id = 1;     /* unique across listeners (a reload may open another) */
 
 static long long mono_ms(void)
 {
@@ -110,31 +131,96 @@ static bool token_ok(const char *expected, const char *header)
     return diff == 0;
 }
 
+static enum MHD_Result respond(struct MHD_Connection *conn, const char *allow, int status, const char *ctype,
+                               struct buf *body)
+{
+    struct MHD_Response *resp = MHD_create_response_from_buffer(body->len, body->p ? body->p : (char *)"",
+                                                                MHD_RESPMEM_MUST_COPY);
+    if (resp == NULL)
+        return MHD_NO;
+    MHD_add_response_header(resp, "Content-Type", ctype);
+    MHD_add_response_header(resp, "Cache-Control", "no-store");
+    if (status == 405)
+        MHD_add_response_header(resp, "Allow", allow ? allow : "GET, HEAD");
+    if (status == 401)
+        MHD_add_response_header(resp, "WWW-Authenticate", "Bearer realm=\"streamfleet\"");
+    enum MHD_Result r = MHD_queue_response(conn, (unsigned)status, resp);
+    MHD_destroy_response(resp);
+    return r;
+}
+
 static enum MHD_Result answer(void *cls, struct MHD_Connection *conn, const char *url,
                               const char *method, const char *version, const char *upload_data,
                               size_t *upload_data_size, void **con_cls)
 {
     (void)version;
-    (void)upload_data;
-    (void)con_cls;
     struct httpd *h = cls;
-    struct buf body = BUF_INIT;
-    const char *ctype = "text/plain; charset=utf-8";
-    int status;
-    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
-    if (ci && ci->socket_context)
-        ((struct conn *)ci->socket_context)->since_ms = mono_ms();    /* a request arrived whole */
-
+    struct httpd_req *rq = *con_cls;
+    if (rq == NULL) {
+        rq = *con_cls = xcalloc(1, sizeof *rq);
+        rq->conn = conn;
+        rq->id = next_req_id++;
+        const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+        rq->c = ci ? ci->socket_context : NULL;
+    }
+    rq->method = method;
+    rq->path = url;
+    if (rq->ready) {
+        /* Resumed: give the answer that came meanwhile. */
+        if (rq->c)
+            rq->c->since_ms = mono_ms(), rq->c->waiting = false;
+        enum MHD_Result r = respond(conn, rq->allow, rq->status, rq->ctype, &rq->answer);
+        rq->ready = false;
+        return r;
+    }
+    bool post = strcmp(method, "POST") == 0;
     if (*upload_data_size != 0) {
-        /* A body we do not want: drop it and answer once it has been read. */
+        /* A POST's body, kept up to BODY_MAX; any other body is dropped. We answer once it has
+         * been read. */
+        if (post && rq->body.len + *upload_data_size <= BODY_MAX)
+            buf_add(&rq->body, upload_data, *upload_data_size);
+        else
+            rq->too_big = post;
         *upload_data_size = 0;
         return MHD_YES;
     }
+    if (post && !rq->started) {
+        rq->started = true;     /* the first call: the body (if any) comes next */
+        return MHD_YES;
+    }
+    rq->started = true;
+    if (rq->c)
+        rq->c->since_ms = mono_ms();    /* a request arrived whole */
+
+    struct buf body = BUF_INIT;
+    const char *ctype = "text/plain; charset=utf-8";
+    int status = HTTPD_PASS;
     bool unauthorized = h->token && strcmp(url, "/livez") != 0 &&
                         !token_ok(h->token, MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Authorization"));
     if (unauthorized) {
         status = 401;
         buf_adds(&body, "unauthorized\n");
+    } else if (rq->too_big) {
+        status = 413;
+        buf_adds(&body, "request body too large\n");
+    } else if (h->route.req_fn) {
+        status = h->route.req_fn(h->route.arg, rq, &body, &ctype);
+    }
+    if (status == HTTPD_SUSPENDED) {
+        /* The answer comes with httpd_resume(); until then libmicrohttpd leaves it alone. */
+        rq->suspended = true;
+        rq->next = h->waiting;
+        if (h->waiting)
+            h->waiting->prev = rq;
+        h->waiting = rq;
+        if (rq->c)
+            rq->c->waiting = true;
+        MHD_suspend_connection(conn);
+        buf_release(&body);
+        return MHD_YES;
+    }
+    if (status != HTTPD_PASS) {
+        /* the route said */
     } else if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
         status = 405;
         buf_adds(&body, "method not allowed\n");
@@ -142,20 +228,84 @@ static enum MHD_Result answer(void *cls, struct MHD_Connection *conn, const char
         const char *pool = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "pool");
         status = h->route.fn(h->route.arg, url, pool, &body, &ctype);
     }
-    struct MHD_Response *resp = MHD_create_response_from_buffer(body.len, body.p ? body.p : (char *)"",
-                                                                MHD_RESPMEM_MUST_COPY);
+    enum MHD_Result r = respond(conn, rq->allow, status, ctype, &body);
     buf_release(&body);
-    if (resp == NULL)
-        return MHD_NO;
-    MHD_add_response_header(resp, "Content-Type", ctype);
-    MHD_add_response_header(resp, "Cache-Control", "no-store");
-    if (status == 405)
-        MHD_add_response_header(resp, "Allow", "GET, HEAD");
-    if (status == 401)
-        MHD_add_response_header(resp, "WWW-Authenticate", "Bearer realm=\"streamfleet\"");
-    enum MHD_Result r = MHD_queue_response(conn, (unsigned)status, resp);
-    MHD_destroy_response(resp);
     return r;
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode toe)
+{
+    (void)cls;
+    (void)conn;
+    (void)toe;
+    struct httpd_req *rq = *con_cls;
+    if (rq == NULL)
+        return;
+    buf_release(&rq->body);
+    buf_release(&rq->answer);
+    free(rq);
+    *con_cls = NULL;
+}
+
+const char *httpd_req_method(const struct httpd_req *rq)
+{
+    return rq->method;
+}
+
+const char *httpd_req_path(const struct httpd_req *rq)
+{
+    return rq->path;
+}
+
+const char *httpd_req_arg(const struct httpd_req *rq, const char *name)
+{
+    return MHD_lookup_connection_value(rq->conn, MHD_GET_ARGUMENT_KIND, name);
+}
+
+const char *httpd_req_header(const struct httpd_req *rq, const char *name)
+{
+    return MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND, name);
+}
+
+const char *httpd_req_body(const struct httpd_req *rq, size_t *len)
+{
+    *len = rq->body.len;
+    return rq->body.p ? rq->body.p : "";
+}
+
+void httpd_req_set_allow(struct httpd_req *rq, const char *allow)
+{
+    rq->allow = allow;
+}
+
+unsigned long long httpd_req_id(const struct httpd_req *rq)
+{
+    return rq->id;
+}
+
+int httpd_resume(struct httpd *h, unsigned long long id, int status, const char *ctype, const char *body, size_t len)
+{
+    struct httpd_req *rq = h->waiting;
+    while (rq && rq->id != id)
+        rq = rq->next;
+    if (rq == NULL)
+        return -1;
+    if (rq->prev)
+        rq->prev->next = rq->next;
+    else
+        h->waiting = rq->next;
+    if (rq->next)
+        rq->next->prev = rq->prev;
+    rq->prev = rq->next = NULL;
+    rq->suspended = false;
+    rq->ready = true;
+    rq->status = status;
+    rq->ctype = ctype;
+    buf_reset(&rq->answer);
+    buf_add(&rq->answer, body, len);
+    MHD_resume_connection(rq->conn);
+    MHD_run(h->d);
+    return 0;
 }
 
 static void mhd_log(void *arg, const char *fmt, va_list ap)
@@ -184,7 +334,7 @@ struct httpd *httpd_open(const char *host, int port, const char *token, struct h
     struct httpd *h = xcalloc(1, sizeof *h);
     h->route = route;
     h->token = token ? xstrdup(token) : NULL;
-    unsigned flags = MHD_USE_EPOLL | MHD_USE_ERROR_LOG;
+    unsigned flags = MHD_USE_EPOLL | MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME;
     if (ai->ai_family == AF_INET6)
         flags |= MHD_USE_IPv6;
     /* Binding by port alone would listen on every address: always give the address. The
@@ -201,6 +351,7 @@ struct httpd *httpd_open(const char *host, int port, const char *token, struct h
                             MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024),
                             MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
                             MHD_OPTION_NOTIFY_CONNECTION, on_connection, h,
+                            MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
                             MHD_OPTION_END);
     freeaddrinfo(ai);
     if (h->d == NULL) {
@@ -256,7 +407,7 @@ void httpd_run(struct httpd *h)
      * libmicrohttpd sees the socket end and closes the connection on its next run. */
     long long now = mono_ms();
     for (struct conn *c = h->conns; c; c = c->next)
-        if (c->fd >= 0 && now - c->since_ms > REQUEST_DEADLINE_MS) {
+        if (c->fd >= 0 && !c->waiting && now - c->since_ms > REQUEST_DEADLINE_MS) {
             shutdown(c->fd, SHUT_RDWR);
             c->fd = -1;
             h->cut = true;
@@ -271,6 +422,11 @@ void httpd_close(struct httpd *h)
 {
     if (h == NULL)
         return;
+    /* libmicrohttpd 0.9.75 must not be stopped with suspended connections: answer them. */
+    while (h->waiting) {
+        static const char gone[] = "the listener closed\n";
+        httpd_resume(h, h->waiting->id, 503, "text/plain; charset=utf-8", gone, sizeof gone - 1);
+    }
     MHD_stop_daemon(h->d);
     while (h->conns) {
         struct conn *c = h->conns;

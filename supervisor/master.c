@@ -15,6 +15,7 @@
 #include "common/aimd.h"
 #include "common/log.h"
 #include "supervisor/crash.h"
+#include "supervisor/dlqweb.h"
 #include "supervisor/httpd.h"
 #include "supervisor/notify.h"
 #include "supervisor/plugincheck.h"
@@ -414,6 +415,15 @@ static int serve(void *arg, const char *path, const char *query_pool, struct buf
     return 404;
 }
 
+/* The dead letters on the web: answered by a child each (supervisor/dlqweb.h). */
+static int serve_req(void *arg, struct httpd_req *req, struct buf *body, const char **ctype)
+{
+    struct master *m = arg;
+    if (m->dlqweb == NULL)
+        m->dlqweb = dlqweb_open();
+    return dlqweb_request(m->dlqweb, m->conf, req, body, ctype);
+}
+
 /* ---- pools ---- */
 
 static struct pool_state *pool_new(struct master *m, const struct conf *owner, const struct pool_conf *pc,
@@ -569,7 +579,7 @@ static struct httpd *listen_for(struct master *m, const struct conf *conf)
     if (token_of(conf, &token) == -1)
         return NULL;
     struct httpd *h = httpd_open(conf->listen_host, conf->listen_port, token,
-                                 (struct httpd_route){ .fn = serve, .arg = m }, err, sizeof err);
+                                 (struct httpd_route){ .fn = serve, .req_fn = serve_req, .arg = m }, err, sizeof err);
     if (h == NULL)
         log_errorx("%s", err);
     token_free(token);
@@ -615,7 +625,7 @@ static int relisten(struct master *m, const struct conf *oc, const struct conf *
     } else {
         char err[300];
         struct httpd *h = httpd_open(nc->listen_host, nc->listen_port, token,
-                                     (struct httpd_route){ .fn = serve, .arg = m }, err, sizeof err);
+                                     (struct httpd_route){ .fn = serve, .req_fn = serve_req, .arg = m }, err, sizeof err);
         if (h == NULL) {
             log_errorx("reload: %s", err);
             rc = -1;
@@ -1196,6 +1206,8 @@ int master_run(struct master *m, struct conf *conf)
 
         long timeout = LOOP_MAX_MS;
         timeout = min_timeout(timeout, httpd_timeout_ms(m->httpd));
+        if (m->dlqweb)
+            timeout = min_timeout(timeout, dlqweb_timeout_ms(m->dlqweb, now));
         timeout = min_timeout(timeout, redismon_timeout_ms(m->mon, now));
         timeout = min_timeout(timeout, procs_timeout_ms(m, now));
         timeout = min_timeout(timeout, watch_timeout_ms(m->watch, now));
@@ -1203,7 +1215,7 @@ int master_run(struct master *m, struct conf *conf)
         if (m->draining && !m->fast_stop)
             timeout = min_timeout(timeout, m->drain_deadline_ms > now ? (long)(m->drain_deadline_ms - now) : 0);
 
-        struct pollfd pfd[4] = {
+        struct pollfd pfd[4 + DLQWEB_CHILDREN] = {
             { .fd = m->sigfd, .events = POLLIN },
             { .fd = httpd_fd(m->httpd), .events = POLLIN },
         };
@@ -1211,6 +1223,8 @@ int master_run(struct master *m, struct conf *conf)
         n += redismon_fds(m->mon, &pfd[2]);
         int wi = n;                     /* the inotify descriptor: -1 (ignored by poll) when unused */
         pfd[n++] = (struct pollfd){ .fd = watch_fd(m->watch), .events = POLLIN };
+        if (m->dlqweb)
+            n += dlqweb_fds(m->dlqweb, &pfd[n]);      /* read in dlqweb_run() */
         if (poll(pfd, (nfds_t)n, (int)timeout) == -1 && errno != EINTR)
             fatal("poll");
 
@@ -1218,6 +1232,8 @@ int master_run(struct master *m, struct conf *conf)
         if (pfd[0].revents)
             handle_signals(m, now);
         httpd_run(m->httpd);
+        if (m->dlqweb)
+            dlqweb_run(m->dlqweb, m->httpd, now);
         redismon_run(m->mon, wi > 2 ? pfd[2].revents : 0, now);
         if (pfd[wi].revents)
             watch_read(m->watch, now);
@@ -1250,6 +1266,7 @@ int master_run(struct master *m, struct conf *conf)
                  (unsigned long long)v.pools[i].c[SB_DRAIN_ABANDONED]);
     free(v.pools);
     log_info("all workers stopped: exiting");
+    dlqweb_free(m->dlqweb);
     httpd_close(m->httpd);
     redismon_free(m->mon);
     trim_free(m->trim);

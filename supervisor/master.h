@@ -74,6 +74,7 @@ struct proc {
     unsigned restarts;              /* times this slot's worker was replaced */
 };
 
+struct dlqweb;
 struct httpd;
 struct redismon;
 struct trim;
@@ -92,6 +93,7 @@ struct master {
     size_t nprocs, procs_cap;
     int sigfd;
     struct httpd *httpd;
+    struct dlqweb *dlqweb;          /* the dead letters on the web; NULL until first asked */
     struct redismon *mon;
     struct trim *trim;              /* trim = acked, run by mon; outlives every mon */
     struct watch *watch;            /* watch = yes pools' files (supervisor/watch.h) */

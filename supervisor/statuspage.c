@@ -15,7 +15,8 @@
  *   - #workers tbody: one tr[data-pool=NAME][data-slot=N] per worker slot, cells with data-k
  *     and data-v as the keys of the pool's workers[] (held_oldest: its id; held_age: its age);
  *   - #errors tbody: one row per last error, newest first (data-k time, pool, worker, error);
- *   - no URL of anything but status.json, and text of the fleet's only through textContent.
+ *   - the dead letters cell links to dlq?pool=NAME (supervisor/dlqpage.c);
+ *   - no URL of anything but status.json (fetched), and text of the fleet's only through textContent.
  * Written without double quotes and backslashes (but one \u00b7 escape), so that the literal
  * below reads like the HTML it is; keep it under 16 KB. */
 const char status_page_html[] =
@@ -169,6 +170,10 @@ const char status_page_html[] =
 "  tr.append(el('td', 'oldest_pending_age', age(p.oldest_pending_age), p.oldest_pending_age));\n"
 "  td = el('td', 'dlq_length', num(p.dlq_length), p.dlq_length);\n"
 "  if (p.messages) td.title = p.messages.dead_lettered + ' dead-lettered since the master started';\n"
+"  var a = document.createElement('a');         /* the dead letters themselves: /dlq */\n"
+"  a.href = 'dlq?pool=' + encodeURIComponent(p.name);\n"
+"  a.textContent = td.textContent;\n"
+"  td.replaceChildren(a);\n"
 "  tr.append(td);\n"
 "  tr.append(el('td', 'restarts', num(p.restarts), p.restarts));\n"
 "  td = el('td', 'circuit_open', p.circuit_open ? 'open' : 'closed', !!p.circuit_open);\n"

@@ -148,7 +148,9 @@ def test_page_is_one_small_self_contained_document(redis_server, fleet):
     html = body.decode()
     assert "://" not in html, "the page names an absolute URL"
     refs = re.findall(r"""(?:src|href|action|poster|srcset)\s*=\s*['"]?([^'" >]*)""", html, re.I)
-    assert refs == ["data:,"], f"the page refers to {refs}"   # the favicon: none, not a 404
+    # the favicon (none, not a 404), and the link of each pool's dead letters to the /dlq page
+    # (relative, followed only when clicked: nothing is fetched)
+    assert refs == ["data:,", "dlq?pool="], f"the page refers to {refs}"
     assert "@import" not in html and "url(" not in html, "the stylesheet loads something"
     assert "fetch('status.json'" in html, "the page must fetch status.json by a relative URL"
     assert "<table" in html and "scope='col'" in html and "<caption>" in html
