@@ -7,6 +7,7 @@ import signal
 import time
 
 from conftest import SLOWNESS, add_messages, pending_count, wait_until
+from test_statuspage import needs_chromium, open_page, wait_page_agrees
 from supervisor_helpers import (BIG_TIMEOUT, Producer, http_pool, live_children, pool,
                                 pool_children, rewrite_config, send_signal, wait_children)
 
@@ -172,3 +173,25 @@ def test_only_the_changed_pool_is_canaried_and_an_unfed_canary_times_out(redis_s
     assert sorted(pool_children(fl, "a")) == a_old
     assert sorted(pool_children(fl, "b")) == b_old
     assert fl.stop() == 0
+
+
+@needs_chromium
+def test_the_status_page_shows_a_canary_on_trial(redis_server, fleet, tmp_path):
+    """While a reload's canary is on trial (canary_messages = 5, nothing to handle, a long
+    canary_timeout), the page's pool row says so beside the workers."""
+    fl = fleet({"pool:a": pool("cp", workers=2)})
+    wait_children(fl, 2)
+    rewrite_config(fl, lambda c: c["pool:a"].update(batch="30", canary_messages="5",
+                                                    canary_timeout="5m"))
+    send_signal(fl, signal.SIGHUP)
+    fl.wait_for(lambda: status_pool(fl, "a")["worker_counts"]["canary"] == 1, timeout=BIG_TIMEOUT,
+                what="a's canary on trial")
+    b = open_page(tmp_path, fl)
+    try:
+        page, s = wait_page_agrees(b, fl)
+        row = next(r for r in page["pools"] if r["pool"] == "a")
+        assert row["workers"].endswith("/1"), row
+        text = b.eval("document.querySelector('#pools tr[data-pool=a] td[data-k=workers]').textContent")
+        assert "+1 canary" in text, text
+    finally:
+        b.close()

@@ -91,7 +91,7 @@ def page_differences(page, s):
     for p in s["pools"]:
         r, w = rows[p["name"]], p["worker_counts"]
         want = {"name": p["name"], "status": p["status"],
-                "workers": f"{w['running']}/{w['starting']}/{w['draining']}/{w['expected']}",
+                "workers": f"{w['running']}/{w['starting']}/{w['draining']}/{w['expected']}/{w['canary']}",
                 "pending": raw(p["pending"]), "lag": raw(p["lag"]),
                 "dlq_length": raw(p["dlq_length"]), "restarts": raw(p["restarts"]),
                 "circuit_open": raw(p["circuit_open"])}
@@ -182,7 +182,7 @@ def test_page_in_chromium_shows_the_numbers_of_status_json(redis_server, sink, f
         assert "version 0.1.0" in page["meta"], page["meta"]
         assert page["reason"] == "", page["reason"]
         rows = {x["pool"]: x for x in page["pools"]}
-        assert rows["orders"]["dlq_length"] == "3" and rows["audit"]["workers"] == "3/0/0/3"
+        assert rows["orders"]["dlq_length"] == "3" and rows["audit"]["workers"] == "3/0/0/3/0"
         assert all(x["polyline"] == 1 for x in page["pools"]), "a chart with 2+ points has a line"
         # the three 422s: newest first, worker and text as the master tells them
         assert len(page["errors"]) >= 1 and all("http_422" in e["error"] for e in page["errors"])
