@@ -135,6 +135,12 @@ static void charge_read(struct child *c)
 {
     struct stream *st = &c->st;
     size_t n = c->pool->nstreams;
+    if (c->shard_blocked) {
+        /* The wait on one shard is over, with entries or not: a round of them all next. */
+        c->shard_blocked = false;
+        c->all_empty = false;
+        return;
+    }
     if (st->n == 0) {
         if (c->read_first)
             priority_charge(&c->prio, c->read_order, n, 0);

@@ -16,6 +16,7 @@
 #include "child/proc.h"
 #include "child/route.h"
 #include "child/worker.h"
+#include "common/cluster.h"
 #include "common/log.h"
 #include "common/redis.h"
 
@@ -31,6 +32,8 @@
 #define POLL_MAX (2 * CONF_INFLIGHT_MAX + 16) /* Redis, and curl's sockets (two per transfer
                                                 * while happy eyeballs tries v4 and v6) */
 #define HEARTBEAT_MS 1000      /* the longest the loop sleeps between two stamps */
+#define SHARD_BLOCK_MS 100     /* shards on a cluster: the wait on one shard after a round found
+                                * all empty (entries on the others wait at most this long) */
 #define BUSY_BLOCK_MS 50       /* BLOCK while deliveries are in flight, so acks are not held */
 #define RECONNECT_MIN_MS 100
 #define RECONNECT_MAX_MS 5000
@@ -443,9 +446,26 @@ static int send_read_several(struct child *c, int count, long block)
 {
     const struct pool_conf *p = c->pool;
     c->read_first = false;
+    c->shard_blocked = false;
     if (c->pending_phase) {
         child_use(c, c->cur);
         return stream_send_read(&c->st, NULL, c->from, count, -1);
+    }
+    if (c->sharded) {
+        /* Streams in different slots of a cluster: neither the script nor a read of several
+         * keys may span them (CROSSSLOT). A round asks every shard at once, without BLOCK
+         * (pipelined: a round trip per node). When a round found them all empty, block on one
+         * shard, in turn, for at most SHARD_BLOCK_MS, then go round again: a blocked command
+         * holds its node's connection (acks to it wait), and entries that come to the other
+         * shards meanwhile wait that long. Every worker reads every shard (docs/scaling.md). */
+        int share = count / (int)p->nstreams;
+        if (!c->all_empty)
+            return stream_send_read_shards(&c->st, (const char *const *)p->streams, p->nstreams,
+                                           share > 0 ? share : 1);
+        child_use(c, c->block_shard);
+        c->block_shard = (c->block_shard + 1) % p->nstreams;
+        c->shard_blocked = true;
+        return stream_send_read(&c->st, NULL, ">", count, block < SHARD_BLOCK_MS ? block : SHARD_BLOCK_MS);
     }
     if (!c->all_empty) {
         const char *keys[CONF_STREAMS_MAX];
@@ -485,6 +505,8 @@ static void request(struct child *c)
         long block = -1;
         if (!c->pending_phase) {
             block = busy > 0 && c->pool->block_ms > BUSY_BLOCK_MS ? BUSY_BLOCK_MS : c->pool->block_ms;
+            if (c->sharded && block > SHARD_BLOCK_MS)
+                block = SHARD_BLOCK_MS;
             /* Redis holds a blocked read: a retry that falls due must not wait behind it. */
             long rt = retry_due_in(c, child_now_ms(), true, true);
             if (rt >= 0 && rt < block)
@@ -671,6 +693,13 @@ static void setup(struct child *c, const struct conf *conf, const struct pool_co
     c->pool = pool;
     c->slot = slot;
     priority_init(&c->prio, pool);
+    /* Shards on a cluster read one command per shard (send_read_several()) unless every one
+     * is in the same slot (one hash tag): then the script and the blocking read work as on
+     * one server. */
+    for (size_t k = 1; conf->redis.cluster && k < pool->nstreams; k++)
+        c->sharded = c->sharded || cluster_keyslot(pool->streams[k], strlen(pool->streams[k])) !=
+                                   cluster_keyslot(pool->streams[0], strlen(pool->streams[0]));
+    c->block_shard = (size_t)index % (pool->nstreams ? pool->nstreams : 1);
     /* A routed pool's handler hands each message to one of its named handlers (route.c). */
     c->ops = pool->routed ? &handler_route_ops : handler_ops_for(pool->handler);
     c->index = index;

@@ -2183,17 +2183,22 @@ static void check_cluster_keys(struct loader *l, const struct pool_conf *p)
 {
     int line = l->pool_keys[p - l->c->pools][key_index(SEC_POOL, "stream")];
     line = line ? abs(line) : p->line;
-    if (p->stream == NULL)
-        return;
-    if (!cluster_has_tag(p->stream, strlen(p->stream))) {
-        problem(l, line, "on a cluster, stream '%s' needs a hash tag, e.g. stream = {%s}, so that its "
-                "dead-letter stream and markers are in its slot", p->stream, p->stream);
-        return;
-    }
-    if (p->dlq && cluster_keyslot(p->dlq, strlen(p->dlq)) != cluster_keyslot(p->stream, strlen(p->stream))) {
-        int dl = l->pool_keys[p - l->c->pools][key_index(SEC_POOL, "dlq")];
-        problem(l, dl ? abs(dl) : line, "on a cluster, dlq '%s' must be in the slot of stream '%s': give it the "
-                "stream's hash tag", p->dlq, p->stream);
+    /* Each stream of several (shards: events:{0..15}) on its own: its dead-letter stream must
+     * share its slot; the streams need not share one (the worker reads each on its own). */
+    for (size_t k = 0; k < p->nstreams; k++) {
+        const char *st = p->streams[k];
+        const char *dlq = p->dlqs && p->dlqs[k] ? p->dlqs[k] : p->dlq;
+        if (!cluster_has_tag(st, strlen(st))) {
+            problem(l, line, "on a cluster, stream '%s' needs a hash tag, e.g. stream = {%s}, so that its "
+                    "dead-letter stream and markers are in its slot", st, st);
+            return;
+        }
+        if (dlq && cluster_keyslot(dlq, strlen(dlq)) != cluster_keyslot(st, strlen(st))) {
+            int dl = l->pool_keys[p - l->c->pools][key_index(SEC_POOL, "dlq")];
+            problem(l, dl ? abs(dl) : line, "on a cluster, dlq '%s' must be in the slot of stream '%s': give it the "
+                    "stream's hash tag%s", dlq, st, p->nstreams > 1 ? " (or leave dlq out: each stream's own)" : "");
+            return;
+        }
     }
 }
 
