@@ -12,8 +12,9 @@ import redis as redislib
 from redis.crc import key_slot
 
 from cluster_helpers import cluster  # noqa: F401 (fixture)
-from conftest import SLOWNESS, TIMEOUT, wait_until
-from reliability_helpers import BIG_TIMEOUT, http_pool, metric, s, wait_metric
+import chromium
+from conftest import SLOWNESS, TIMEOUT, free_port, run_binary, wait_until, write_ini
+from reliability_helpers import BIG_TIMEOUT, dlq_cli, http_pool, log_pool, metric, s, wait_metric
 from test_cluster import wait_promotion_and_first_ack
 
 SHARDS = 12
@@ -51,6 +52,11 @@ def delivered(sink):
         n = json.loads(r.body)["n"]
         out[n] = out.get(n, 0) + 1
     return out
+
+
+def fl_cli_path(fl):
+    """A path for a config of the command line tools, beside the fleet's own."""
+    return fl.config_path.parent / "cli.ini"
 
 
 def pending_total(cl):
@@ -112,6 +118,61 @@ def test_60000_messages_over_12_shards_are_each_acked_once(cluster, sink, fleet_
         assert s(info[GROUP]["last-delivered-id"]) == s(c.xinfo_stream(shard(k))["last-generated-id"])
     print(f"\n60000 messages over {SHARDS} shards on 3 masters: {took:.1f} s "
           f"({60000 / took:.0f} msgs/s incl. filling, sanitizer build)")
+
+    # the master's monitor: each shard's figures in /status.json and /metrics, summed per pool
+    def figures():
+        st, headers, body = fl.http_get("/status.json")
+        p = json.loads(body)["pools"][0]
+        done = p.get("streams") and p["stream_length"] == 60000
+        return p if done and all(x["pending"] == 0 for x in p["streams"]) else None
+    p = fl.wait_for(figures, TIMEOUT, what="/status.json with every shard's figures")
+    assert [x["stream"] for x in p["streams"]] == [shard(k) for k in range(SHARDS)]
+    assert all(x["stream_length"] == 5000 for x in p["streams"]), p["streams"]
+    assert p["pending"] == 0 and p["dlq_length"] == 0
+    assert fl.metrics().sum("streamfleet_stream_length", pool="h", stream=shard(7)) == 5000
+
+    # dead letters on three shards of three masters; `dlq list` and `replay` across them
+    sink.rule(500, body_contains="poison")
+    poisoned = [k for k in range(SHARDS) if cl.master_of(shard(k)) in cl.masters()]
+    by_master = {}
+    for k in poisoned:
+        by_master.setdefault(cl.master_of(shard(k)).port, k)
+    poisoned = sorted(by_master.values())
+    assert len(poisoned) == 3
+    poison_ids = {s(c.xadd(shard(k), {"type": "t", "n": f"poison{k}"})) for k in poisoned}
+    wait_until(lambda: all(c.xlen(shard(k) + ":dlq") == 1 for k in poisoned), BIG_TIMEOUT,
+               what="the poison messages dead-lettered, each in its shard's dlq")
+    fl.wait_for(lambda: json.loads(fl.http_get("/status.json")[2])["pools"][0]["dlq_length"] == 3, TIMEOUT,
+                what="3 dead letters summed in /status.json")
+    cfg = write_ini(fl_cli_path(fl),
+                    {"fleet": {"redis": cl.url(), "listen": f"127.0.0.1:{free_port()}"},
+                     "pool:h": log_pool(f"ev:{{0..{SHARDS - 1}}}", group=GROUP)})
+    # (no master at the config's listen address: status reads each shard from the cluster)
+    st = json.loads(run_binary(["status", "-c", str(cfg), "--json"]).stdout)
+    sp = st["pools"][0]
+    assert st["redis"]["up"] is True, st
+    assert sp["stream_length"] == 60003 and sp["pending"] == 0 and sp["dlq_length"] == 3, sp
+    assert len(sp["streams"]) == SHARDS and sum(x["dlq_length"] for x in sp["streams"]) == 3, sp
+    res = dlq_cli(cfg, "list", "--pool", "h")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert all(i in res.stdout for i in poison_ids), res.stdout
+    sink.clear_rules()
+    res = dlq_cli(cfg, "replay", "--pool", "h", "--all")
+    assert res.returncode == 0, res.stdout + res.stderr
+    wait_until(lambda: all(c.xlen(shard(k) + ":dlq") == 0 for k in poisoned), TIMEOUT, what="dead letters replayed")
+    wait_until(lambda: all(delivered(sink).get(f"poison{k}") == 1 for k in poisoned), BIG_TIMEOUT,
+               what="the replayed messages delivered")
+    wait_until(lambda: pending_total(c) == 0, TIMEOUT, what="nothing pending after the replay")
+
+    # the status page lists the shards under the pool
+    if chromium.available():
+        with chromium.Browser(fl_cli_path(fl).parent / "chromium-profile", width=1280, height=640) as b:
+            b.goto(f"http://127.0.0.1:{fl.port}/")
+            b.wait_for("document.querySelector('#pools tbody tr[data-shards=h] td') !== null")
+            cell = b.eval("(() => { const td = document.querySelector('#pools tbody tr[data-shards=h] td');"
+                          " return [td.dataset.v, td.textContent]; })()")
+            assert cell[0] == str(SHARDS), cell
+            assert all(shard(k) in cell[1] for k in range(SHARDS)), cell
 
 
 def shards_in_first_slots(cl, n=1000):
