@@ -135,10 +135,20 @@ static void charge_read(struct child *c)
 {
     struct stream *st = &c->st;
     size_t n = c->pool->nstreams;
-    if (c->shard_blocked) {
-        /* The wait on one shard is over, with entries or not: a round of them all next. */
+    if (c->shard_blocked || (c->sharded && st->n)) {
+        /* The wait on one shard is over, with entries or not, or a round found entries: a
+         * new turn of rounds over the shards next. */
         c->shard_blocked = false;
+        c->shard_empty_run = 0;
         c->all_empty = false;
+        return;
+    }
+    if (c->sharded) {
+        /* Every shard empty only once a whole turn of rounds found none. */
+        c->shard_empty_run += c->shard_asked;
+        c->all_empty = c->shard_empty_run >= n;
+        if (c->all_empty)
+            c->shard_empty_run = 0;
         return;
     }
     if (st->n == 0) {

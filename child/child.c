@@ -34,6 +34,7 @@
 #define HEARTBEAT_MS 1000      /* the longest the loop sleeps between two stamps */
 #define SHARD_BLOCK_MS 100     /* shards on a cluster: the wait on one shard after a round found
                                 * all empty (entries on the others wait at most this long) */
+#define SHARD_COUNT_MIN 32     /* ... a round asks each shard for at least this many */
 #define BUSY_BLOCK_MS 50       /* BLOCK while deliveries are in flight, so acks are not held */
 #define RECONNECT_MIN_MS 100
 #define RECONNECT_MAX_MS 5000
@@ -458,10 +459,22 @@ static int send_read_several(struct child *c, int count, long block)
          * shard, in turn, for at most SHARD_BLOCK_MS, then go round again: a blocked command
          * holds its node's connection (acks to it wait), and entries that come to the other
          * shards meanwhile wait that long. Every worker reads every shard (docs/scaling.md). */
-        int share = count / (int)p->nstreams;
-        if (!c->all_empty)
-            return stream_send_read_shards(&c->st, (const char *const *)p->streams, p->nstreams,
-                                           share > 0 ? share : 1);
+        if (!c->all_empty) {
+            /* A command's cost is mostly per command, not per entry: a round asks only as
+             * many shards, next in turn, as get SHARD_COUNT_MIN entries of count each (a
+             * backlog on 12 shards, batch 100, at 8 entries a command cost twice the CPU per
+             * message of one stream). The worker blocks only after a whole turn found every
+             * shard empty (batch.c). */
+            size_t w = (size_t)count / SHARD_COUNT_MIN;
+            w = w < 1 ? 1 : w > p->nstreams ? p->nstreams : w;
+            const char *keys[CONF_STREAMS_MAX];
+            for (size_t i = 0; i < w; i++)
+                keys[i] = p->streams[(c->shard_next + i) % p->nstreams];
+            c->shard_next = (c->shard_next + w) % p->nstreams;
+            c->shard_asked = w;
+            int share = count / (int)w;
+            return stream_send_read_shards(&c->st, keys, w, share > 0 ? share : 1);
+        }
         child_use(c, c->block_shard);
         c->block_shard = (c->block_shard + 1) % p->nstreams;
         c->shard_blocked = true;
@@ -700,6 +713,7 @@ static void setup(struct child *c, const struct conf *conf, const struct pool_co
         c->sharded = c->sharded || cluster_keyslot(pool->streams[k], strlen(pool->streams[k])) !=
                                    cluster_keyslot(pool->streams[0], strlen(pool->streams[0]));
     c->block_shard = (size_t)index % (pool->nstreams ? pool->nstreams : 1);
+    c->shard_next = c->block_shard;     /* workers start their turns on different shards */
     /* A routed pool's handler hands each message to one of its named handlers (route.c). */
     c->ops = pool->routed ? &handler_route_ops : handler_ops_for(pool->handler);
     c->index = index;

@@ -69,6 +69,9 @@ struct child {
     bool sharded;                   /* streams in different slots of a cluster: a read each */
     bool shard_blocked;             /* ... the read on the wire waits on one of them */
     size_t block_shard;             /* ... the one the next wait is on */
+    size_t shard_next;              /* ... the first the next round asks */
+    size_t shard_asked;             /* ... how many the round on the wire asked */
+    size_t shard_empty_run;         /* ... found empty in a row since entries came */
     size_t group_next;              /* connecting: the stream whose group is made sure of */
     bool reading;                   /* a read request is on the wire */
     int read_count;                 /* the COUNT of that read */
