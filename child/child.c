@@ -34,7 +34,8 @@
 #define HEARTBEAT_MS 1000      /* the longest the loop sleeps between two stamps */
 #define SHARD_BLOCK_MS 100     /* shards on a cluster: the wait on one shard after a round found
                                 * all empty (entries on the others wait at most this long) */
-#define SHARD_COUNT_MIN 32     /* ... a round asks each shard for at least this many */
+#define SHARD_REPEATS 8        /* ... shards that filled a round are asked again this often */
+#define SHARD_COUNT_MIN 100    /* ... a round asks each shard for at least this many */
 #define BUSY_BLOCK_MS 50       /* BLOCK while deliveries are in flight, so acks are not held */
 #define RECONNECT_MIN_MS 100
 #define RECONNECT_MAX_MS 5000
@@ -463,17 +464,30 @@ static int send_read_several(struct child *c, int count, long block)
             /* A command's cost is mostly per command, not per entry: a round asks only as
              * many shards, next in turn, as get SHARD_COUNT_MIN entries of count each (a
              * backlog on 12 shards, batch 100, at 8 entries a command cost twice the CPU per
-             * message of one stream). The worker blocks only after a whole turn found every
-             * shard empty (batch.c). */
+             * message of one stream; docs/scaling.md). The worker blocks only after a whole
+             * turn found every shard empty (batch.c). */
             size_t w = (size_t)count / SHARD_COUNT_MIN;
             w = w < 1 ? 1 : w > p->nstreams ? p->nstreams : w;
+            /* Shards that filled the last round's whole share are asked again, up to
+             * SHARD_REPEATS rounds: the acks of a batch go to its shard's node, and a read
+             * to the same node goes out with them (one round trip, not two). */
+            size_t first = c->shard_next;
+            if (c->shard_full && c->shard_repeats < SHARD_REPEATS) {
+                first = c->shard_prev;
+                c->shard_repeats++;
+            } else {
+                c->shard_repeats = 0;
+            }
             const char *keys[CONF_STREAMS_MAX];
             for (size_t i = 0; i < w; i++)
-                keys[i] = p->streams[(c->shard_next + i) % p->nstreams];
-            c->shard_next = (c->shard_next + w) % p->nstreams;
+                keys[i] = p->streams[(first + i) % p->nstreams];
+            c->shard_prev = first;
+            c->shard_next = (first + w) % p->nstreams;
             c->shard_asked = w;
             int share = count / (int)w;
-            return stream_send_read_shards(&c->st, keys, w, share > 0 ? share : 1);
+            share = share > 0 ? share : 1;
+            c->shard_want = (size_t)share * w;
+            return stream_send_read_shards(&c->st, keys, w, share);
         }
         child_use(c, c->block_shard);
         c->block_shard = (c->block_shard + 1) % p->nstreams;

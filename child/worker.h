@@ -71,6 +71,10 @@ struct child {
     size_t block_shard;             /* ... the one the next wait is on */
     size_t shard_next;              /* ... the first the next round asks */
     size_t shard_asked;             /* ... how many the round on the wire asked */
+    size_t shard_want;              /* ... and the entries it asked for in all */
+    size_t shard_prev;              /* ... the first it asked */
+    bool shard_full;                /* ... the last round brought all it asked for */
+    unsigned shard_repeats;         /* ... rounds in a row on the same shards */
     size_t shard_empty_run;         /* ... found empty in a row since entries came */
     size_t group_next;              /* connecting: the stream whose group is made sure of */
     bool reading;                   /* a read request is on the wire */
