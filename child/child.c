@@ -457,11 +457,12 @@ static int send_read_several(struct child *c, int count, long block)
     }
     if (c->sharded) {
         /* Streams in different slots of a cluster: neither the script nor a read of several
-         * keys may span them (CROSSSLOT). A round asks every shard at once, without BLOCK
-         * (pipelined: a round trip per node). When a round found them all empty, block on one
-         * shard, in turn, for at most SHARD_BLOCK_MS, then go round again: a blocked command
-         * holds its node's connection (acks to it wait), and entries that come to the other
-         * shards meanwhile wait that long. Every worker reads every shard (docs/scaling.md). */
+         * keys may span them (CROSSSLOT). A round asks some shards at once, a command each,
+         * without BLOCK (pipelined: a round trip per node). When a turn of rounds found them
+         * all empty, block on one shard, in turn, for at most SHARD_BLOCK_MS, then go round
+         * again: a blocked command holds its node's connection (acks to it wait), and entries
+         * that come to the other shards meanwhile wait that long. Every worker reads every
+         * shard (docs/scaling.md says why, and what shard k to worker k mod N measured). */
         if (!c->all_empty) {
             /* A command's cost is mostly per command, not per entry: a round asks only as
              * many shards, next in turn, as get SHARD_COUNT_MIN entries of count each (a
