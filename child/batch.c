@@ -209,6 +209,25 @@ static void charge_read(struct child *c)
 {
     struct stream *st = &c->st;
     size_t n = c->pool->nstreams;
+    if (c->shard_blocked || (c->sharded && st->n)) {
+        /* The wait on one shard is over, with entries or not, or a round found entries: a
+         * new turn of rounds over the shards next (the same shards first when they filled
+         * the round: send_read_several()). */
+        c->shard_full = !c->shard_blocked && st->n >= c->shard_want;
+        c->shard_blocked = false;
+        c->shard_empty_run = 0;
+        c->all_empty = false;
+        return;
+    }
+    if (c->sharded) {
+        /* Every shard empty only once a whole turn of rounds found none. */
+        c->shard_full = false;
+        c->shard_empty_run += c->shard_asked;
+        c->all_empty = c->shard_empty_run >= n;
+        if (c->all_empty)
+            c->shard_empty_run = 0;
+        return;
+    }
     if (st->n == 0) {
         if (c->read_first)
             priority_charge(&c->prio, c->read_order, n, 0);

@@ -16,6 +16,7 @@
 #include "child/proc.h"
 #include "child/route.h"
 #include "child/worker.h"
+#include "common/cluster.h"
 #include "common/log.h"
 #include "common/redis.h"
 
@@ -31,6 +32,10 @@
 #define POLL_MAX (2 * CONF_INFLIGHT_MAX + 16) /* Redis, and curl's sockets (two per transfer
                                                 * while happy eyeballs tries v4 and v6) */
 #define HEARTBEAT_MS 1000      /* the longest the loop sleeps between two stamps */
+#define SHARD_BLOCK_MS 100     /* shards on a cluster: the wait on one shard after a round found
+                                * all empty (entries on the others wait at most this long) */
+#define SHARD_REPEATS 8        /* ... shards that filled a round are asked again this often */
+#define SHARD_COUNT_MIN 100    /* ... a round asks each shard for at least this many */
 #define BUSY_BLOCK_MS 50       /* BLOCK while deliveries are in flight, so acks are not held */
 #define RECONNECT_MIN_MS 100
 #define RECONNECT_MAX_MS 5000
@@ -416,23 +421,25 @@ static void acked(struct stream *s, void *arg, const struct redis_reply *v)
  * come back through the pending-list read. Returns 0 or -1 (c->st.err). */
 static int send_acks_apart(struct child *c)
 {
-    for (size_t k = 0; k < c->pool->nstreams && c->acks.n; k++) {
-        struct idlist ids = { 0 };
-        for (size_t i = 0; i < c->acks.n; i++) {
-            size_t sk;
-            const char *id = child_key_id(c, c->acks.id[i], &sk);
-            if (sk == k)
-                idlist_add(&ids, id);
-        }
-        int rc = 0;
-        if (ids.n) {
-            child_use(c, k);
-            rc = stream_ack(&c->st, &ids, acked, c);
-        }
-        idlist_release(&ids);
-        if (rc == -1)
-            return -1;
+    /* One pass over the acks, sorted by stream (a pass per stream cost a parse of every ack
+     * per stream: with 12 shards, a good part of a worker's CPU per message). */
+    struct idlist ids[CONF_STREAMS_MAX] = { 0 };
+    for (size_t i = 0; i < c->acks.n; i++) {
+        size_t sk;
+        const char *id = child_key_id(c, c->acks.id[i], &sk);
+        idlist_add(&ids[sk], id);
     }
+    int rc = 0;
+    for (size_t k = 0; k < c->pool->nstreams && rc == 0; k++) {
+        if (ids[k].n) {
+            child_use(c, k);
+            rc = stream_ack(&c->st, &ids[k], acked, c);
+        }
+    }
+    for (size_t k = 0; k < c->pool->nstreams; k++)
+        idlist_release(&ids[k]);
+    if (rc == -1)
+        return -1;
     acks_sent(c);
     return 0;
 }
@@ -445,9 +452,52 @@ static int send_read_several(struct child *c, int count, long block)
 {
     const struct pool_conf *p = c->pool;
     c->read_first = false;
+    c->shard_blocked = false;
     if (c->pending_phase) {
         child_use(c, c->cur);
         return stream_send_read(&c->st, NULL, c->from, count, -1);
+    }
+    if (c->sharded) {
+        /* Streams in different slots of a cluster: neither the script nor a read of several
+         * keys may span them (CROSSSLOT). A round asks some shards at once, a command each,
+         * without BLOCK (pipelined: a round trip per node). When a turn of rounds found them
+         * all empty, block on one shard, in turn, for at most SHARD_BLOCK_MS, then go round
+         * again: a blocked command holds its node's connection (acks to it wait), and entries
+         * that come to the other shards meanwhile wait that long. Every worker reads every
+         * shard (docs/scaling.md says why, and what shard k to worker k mod N measured). */
+        if (!c->all_empty) {
+            /* A command's cost is mostly per command, not per entry: a round asks only as
+             * many shards, next in turn, as get SHARD_COUNT_MIN entries of count each (a
+             * backlog on 12 shards, batch 100, at 8 entries a command cost twice the CPU per
+             * message of one stream; docs/scaling.md). The worker blocks only after a whole
+             * turn found every shard empty (batch.c). */
+            size_t w = (size_t)count / SHARD_COUNT_MIN;
+            w = w < 1 ? 1 : w > p->nstreams ? p->nstreams : w;
+            /* Shards that filled the last round's whole share are asked again, up to
+             * SHARD_REPEATS rounds: the acks of a batch go to its shard's node, and a read
+             * to the same node goes out with them (one round trip, not two). */
+            size_t first = c->shard_next;
+            if (c->shard_full && c->shard_repeats < SHARD_REPEATS) {
+                first = c->shard_prev;
+                c->shard_repeats++;
+            } else {
+                c->shard_repeats = 0;
+            }
+            const char *keys[CONF_STREAMS_MAX];
+            for (size_t i = 0; i < w; i++)
+                keys[i] = p->streams[(first + i) % p->nstreams];
+            c->shard_prev = first;
+            c->shard_next = (first + w) % p->nstreams;
+            c->shard_asked = w;
+            int share = count / (int)w;
+            share = share > 0 ? share : 1;
+            c->shard_want = (size_t)share * w;
+            return stream_send_read_shards(&c->st, keys, w, share);
+        }
+        child_use(c, c->block_shard);
+        c->block_shard = (c->block_shard + 1) % p->nstreams;
+        c->shard_blocked = true;
+        return stream_send_read(&c->st, NULL, ">", count, block < SHARD_BLOCK_MS ? block : SHARD_BLOCK_MS);
     }
     if (!c->all_empty) {
         const char *keys[CONF_STREAMS_MAX];
@@ -488,6 +538,8 @@ static void request(struct child *c)
         long block = -1;
         if (!c->pending_phase) {
             block = busy > 0 && c->pool->block_ms > BUSY_BLOCK_MS ? BUSY_BLOCK_MS : c->pool->block_ms;
+            if (c->sharded && block > SHARD_BLOCK_MS)
+                block = SHARD_BLOCK_MS;
             /* Redis holds a blocked read: a retry that falls due must not wait behind it. */
             long rt = retry_due_in(c, child_now_ms(), true, true);
             if (rt >= 0 && rt < block)
@@ -674,6 +726,14 @@ static void setup(struct child *c, const struct conf *conf, const struct pool_co
     c->pool = pool;
     c->slot = slot;
     priority_init(&c->prio, pool);
+    /* Shards on a cluster read one command per shard (send_read_several()) unless every one
+     * is in the same slot (one hash tag): then the script and the blocking read work as on
+     * one server. */
+    for (size_t k = 1; conf->redis.cluster && k < pool->nstreams; k++)
+        c->sharded = c->sharded || cluster_keyslot(pool->streams[k], strlen(pool->streams[k])) !=
+                                   cluster_keyslot(pool->streams[0], strlen(pool->streams[0]));
+    c->block_shard = (size_t)index % (pool->nstreams ? pool->nstreams : 1);
+    c->shard_next = c->block_shard;     /* workers start their turns on different shards */
     /* A routed pool's handler hands each message to one of its named handlers (route.c). */
     c->ops = pool->routed ? &handler_route_ops : handler_ops_for(pool->handler);
     c->index = index;

@@ -7,10 +7,12 @@
 void priority_init(struct priority *p, const struct pool_conf *pool)
 {
     memset(p, 0, sizeof *p);
-    p->kind = pool->priority;
+    /* Shards (stream = name{A..B}) are equals: a round robin of weight 1 each, where strict
+     * would drain the first shard before looking at the next. */
+    p->kind = pool->sharded ? PRIORITY_WEIGHTED : pool->priority;
     p->n = pool->nstreams ? pool->nstreams : 1;
     for (size_t i = 0; i < p->n; i++) {
-        p->weight[i] = pool->priority == PRIORITY_WEIGHTED && i < pool->nweights ? pool->weights[i] : 1;
+        p->weight[i] = !pool->sharded && pool->priority == PRIORITY_WEIGHTED && i < pool->nweights ? pool->weights[i] : 1;
         p->total += p->weight[i];
     }
 }

@@ -567,6 +567,84 @@ int stream_send_read_all(struct stream *s, const char *const *keys, size_t nkeys
     return send_read(s, NULL, keys, nkeys, ">", count, block_ms);
 }
 
+/* A shard's reply to stream_send_read_shards(): its [key, entries] pair (if any) is copied
+ * into the batch's reply as it comes; the last reply completes the read. The first reply
+ * releases the previous batch, as read_cb() does: until then it may still be in use. */
+static void shard_cb(void *arg, const struct redis_reply *v)
+{
+    struct stream *s = arg;
+    s->expect--;
+    if (s->shard_fresh) {
+        s->shard_fresh = false;
+        stream_batch_release(s);
+        s->reply = arena_alloc(&s->arena, sizeof *s->reply);
+        *s->reply = (struct redis_reply){ .type = REDIS_T_ARRAY };
+        s->reply->element = arena_alloc(&s->arena, s->shard_cap * sizeof *s->reply->element);
+    }
+    if (v->type == REDIS_T_ERROR) {
+        if (s->err == SERR_NONE)
+            set_err(s, error_kind(v), "xreadgroup", v->str);
+    } else if (v->type == REDIS_T_ARRAY && s->err == SERR_NONE) {
+        /* One key asked: at most one pair; more would be a server's error, taken up to cap. */
+        for (size_t i = 0; i < v->elements && s->reply->elements < s->shard_cap; i++)
+            s->reply->element[s->reply->elements++] = copy_reply(&s->arena, v->element[i]);
+    } else if (v->type != REDIS_T_NIL && s->err == SERR_NONE) {
+        set_err(s, SERR_REPLY, "xreadgroup", "unexpected reply shape");
+    }
+    if (s->expect > 0)
+        return;
+    if (s->err != SERR_NONE) {
+        stream_batch_release(s);
+        s->read_state = -1;
+        return;
+    }
+    if (s->reply->elements == 0)
+        s->reply->type = REDIS_T_NIL;
+    if (stream_parse_read(s, s->reply) == -1) {
+        stream_batch_release(s);
+        s->read_state = -1;
+        return;
+    }
+    s->read_state = 1;
+}
+
+int stream_send_read_shards(struct stream *s, const char *const *keys, size_t nkeys, int count)
+{
+    s->expect = 0;
+    s->acked = 0;
+    s->acks_sent = false;
+    s->read_state = 0;
+    s->shard_fresh = true;
+    s->shard_cap = nkeys;
+    size_t entry = s->entry_limit ? s->entry_limit : (size_t)s->max_message_bytes * 2 + 65536;
+    s->read_limit = (size_t)(count > 0 ? count : 1) * entry;      /* each reply is one shard's */
+    s->err = SERR_NONE;
+    if (s->rc == NULL) {
+        set_err(s, SERR_IO, "xreadgroup", "not connected");
+        return -1;
+    }
+    redis_set_max_reply_bytes(s->rc, s->read_limit);
+    char cnt[16];
+    snprintf(cnt, sizeof cnt, "%d", count);
+    for (size_t i = 0; i < nkeys; i++) {
+        const char *argv[] = { "XREADGROUP", "GROUP", s->group, s->consumer, "COUNT", cnt, "STREAMS", keys[i], ">" };
+        size_t len[sizeof argv / sizeof argv[0]];
+        for (size_t j = 0; j < sizeof argv / sizeof argv[0]; j++)
+            len[j] = strlen(argv[j]);
+        if (redis_command(s->rc, (int)(sizeof argv / sizeof argv[0]), argv, len, shard_cb, s, 5000) == -1)
+            goto fail;
+        s->expect++;
+    }
+    redis_run(s->rc, 0, redis_now_ms());
+    if (redis_fd(s->rc) == -1)
+        goto fail;
+    return 0;
+fail:
+    set_err(s, SERR_IO, "xreadgroup", redis_error(s->rc)[0] ? redis_error(s->rc) : "not connected");
+    stream_disconnect(s);
+    return -1;
+}
+
 /* Read new entries from the first of KEYS that has any, in one round trip and without taking
  * anything from a later stream (XREADGROUP is allowed in a script, BLOCK is not: the caller
  * blocks on all the streams with stream_send_read_all() when every one was empty). The reply

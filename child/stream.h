@@ -79,6 +79,8 @@ struct stream {
     bool acks_sent;
     uint64_t acked;             /* XACK's count for the acks sent with the request */
     int read_state;             /* the read's outcome, set by its reply: 1 done, -1 failed */
+    bool shard_fresh;           /* stream_send_read_shards(): no shard has answered yet */
+    size_t shard_cap;           /* ... the shards asked (the most pairs its reply can hold) */
     bool connecting;            /* until the group's reply after stream_connect(): a failure
                                  * is the connection's */
     size_t read_limit;          /* more than this for one read: SERR_OVERSIZE */
@@ -151,6 +153,12 @@ int stream_send_read_first(struct stream *s, const char *const *keys, size_t nke
  * stream that got entries; a reply may still carry entries of several (each message names its
  * stream). Its outcome comes like a read's (stream_recv()). Returns 0 or -1. */
 int stream_send_read_all(struct stream *s, const char *const *keys, size_t nkeys, int count, long block_ms);
+/* Shards on a cluster (streams in different slots: no script nor read may span them): an
+ * XREADGROUP COUNT count of new entries per key of keys[0..nkeys), all sent at once without
+ * BLOCK (the cluster client pipelines those to one node: a round trip per node). Its outcome
+ * comes like a read's (stream_recv()) once every shard answered: their entries in one batch
+ * (each message names its stream); an error from any fails it. Returns 0 or -1. */
+int stream_send_read_shards(struct stream *s, const char *const *keys, size_t nkeys, int count);
 /* What stream_run() has received for the request. Returns 1 when the batch is complete
  * (s->msgs[0..n), s->acked), 0 when more must be waited for, -1 on error (s->err; an error
  * reply to XACK or XREADGROUP is an error too). */

@@ -66,6 +66,16 @@ struct child {
     size_t read_order[CONF_STREAMS_MAX]; /* the order the read on the wire tried them in */
     bool read_first;                /* the read on the wire is the script (stream_send_read_first) */
     bool all_empty;                 /* it found every stream empty: block on them all next */
+    bool sharded;                   /* streams in different slots of a cluster: a read each */
+    bool shard_blocked;             /* ... the read on the wire waits on one of them */
+    size_t block_shard;             /* ... the one the next wait is on */
+    size_t shard_next;              /* ... the first the next round asks */
+    size_t shard_asked;             /* ... how many the round on the wire asked */
+    size_t shard_want;              /* ... and the entries it asked for in all */
+    size_t shard_prev;              /* ... the first it asked */
+    bool shard_full;                /* ... the last round brought all it asked for */
+    unsigned shard_repeats;         /* ... rounds in a row on the same shards */
+    size_t shard_empty_run;         /* ... found empty in a row since entries came */
     size_t group_next;              /* connecting: the stream whose group is made sure of */
     bool reading;                   /* a read request is on the wire */
     int read_count;                 /* the COUNT of that read */

@@ -604,37 +604,103 @@ static void free_strv(char **v, size_t n)
     free(v);
 }
 
+/* A shard range in a stream name, `{A..B}` (A <= B, decimal): *lo, *hi and the offsets of its
+ * '{' (at) and of what follows its '}' (after). Returns 1 when the name holds one, 0 when it
+ * holds none (braces without `digits..` are a plain hash tag), -1 when it starts one that is
+ * malformed (err). Only the first range counts: `{0..3}x{0..3}` is a name with a '{' left in. */
+static int shard_range(const char *s, size_t w, long *lo, long *hi, size_t *at, size_t *after, char *err,
+                       size_t len)
+{
+    for (size_t i = 0; i < w; i++) {
+        if (s[i] != '{' || i + 1 >= w || !isdigit((unsigned char)s[i + 1]))
+            continue;
+        size_t j = i + 1;
+        while (j < w && isdigit((unsigned char)s[j]))
+            j++;
+        if (j + 1 >= w || s[j] != '.' || s[j + 1] != '.')
+            continue;           /* `{12}`, `{1.5}`: a hash tag, not a range */
+        char num[16];
+        size_t a = j - (i + 1), k = j + 2;
+        while (k < w && isdigit((unsigned char)s[k]))
+            k++;
+        size_t b = k - (j + 2);
+        if (b == 0 || k >= w || s[k] != '}' || a > 9 || b > 9) {
+            snprintf(err, len, "'%.*s': a shard range is {A..B}, A and B numbers of up to 9 digits",
+                     (int)(w > 60 ? 60 : w), s);
+            return -1;
+        }
+        snprintf(num, sizeof num, "%.*s", (int)a, s + i + 1);
+        *lo = strtol(num, NULL, 10);
+        snprintf(num, sizeof num, "%.*s", (int)b, s + j + 2);
+        *hi = strtol(num, NULL, 10);
+        if (*lo > *hi) {
+            snprintf(err, len, "'%.*s': the shard range {%ld..%ld} goes down: write {%ld..%ld}",
+                     (int)(w > 60 ? 60 : w), s, *lo, *hi, *hi, *lo);
+            return -1;
+        }
+        *at = i;
+        *after = k + 1;
+        return 1;
+    }
+    return 0;
+}
+
 /* stream: one name, or several separated by spaces, read in that order of priority (the
  * `priority` key says how). Each name as set_name() wants it; no name twice (one group on
- * a stream is one reader). p->stream is the first: what a pool of one stream uses. */
+ * a stream is one reader). A name with a range `{A..B}` stands for the shards A to B: the
+ * name with each number in the braces (Redis's hash tag, so that each shard and its dead
+ * letters and markers live in one slot of a cluster). p->stream is the first: what a pool of
+ * one stream uses. */
 static int set_streams(const struct key *k, void *base, const char *v, char *err, size_t len)
 {
     struct pool_conf *p = base;
     (void)k;
     char **names = NULL;
     size_t n = 0;
+    bool sharded = false;
     for (const char *s = v + strspn(v, " \t"); *s; s += strspn(s, " \t")) {
         size_t w = strcspn(s, " \t");
-        bool ok = w <= CONF_NAME_MAX;
-        for (size_t i = 0; ok && i < w; i++)
-            ok = isgraph((unsigned char)s[i]);
-        if (!ok) {
-            snprintf(err, len, "'%.*s' is not a stream name (1 to %d printable characters without spaces)",
-                     (int)(w > 60 ? 60 : w), s, CONF_NAME_MAX);
+        long lo = 0, hi = 0;
+        size_t at = 0, after = 0;
+        int range = shard_range(s, w, &lo, &hi, &at, &after, err, len);
+        if (range == -1)
+            goto fail;
+        if (range == 1 && hi - lo >= (long)(CONF_STREAMS_MAX - n)) {
+            snprintf(err, len, "'%.*s' names %ld shards: more than %d streams in all",
+                     (int)(w > 60 ? 60 : w), s, hi - lo + 1, CONF_STREAMS_MAX);
             goto fail;
         }
-        for (size_t i = 0; i < n; i++) {
-            if (strlen(names[i]) == w && memcmp(names[i], s, w) == 0) {
-                snprintf(err, len, "names stream '%s' twice", names[i]);
+        sharded = sharded || range == 1;
+        for (long x = lo; x <= hi; x++) {
+            char name[CONF_NAME_MAX + 2];
+            size_t nw = w;
+            const char *nm = s;
+            if (range == 1) {
+                int m = snprintf(name, sizeof name, "%.*s{%ld}%.*s", (int)at, s, x, (int)(w - after), s + after);
+                nw = m < 0 ? sizeof name : (size_t)m;
+                nm = name;
+            }
+            bool ok = nw <= CONF_NAME_MAX;
+            for (size_t i = 0; ok && i < nw; i++)
+                ok = isgraph((unsigned char)nm[i]);
+            if (!ok) {
+                snprintf(err, len, "'%.*s' is not a stream name (1 to %d printable characters without spaces)",
+                         (int)(nw > 60 ? 60 : nw), nm, CONF_NAME_MAX);
                 goto fail;
             }
+            for (size_t i = 0; i < n; i++) {
+                if (strlen(names[i]) == nw && memcmp(names[i], nm, nw) == 0) {
+                    snprintf(err, len, "names stream '%s' twice", names[i]);
+                    goto fail;
+                }
+            }
+            if (n == CONF_STREAMS_MAX) {
+                snprintf(err, len, "names more than %d streams", CONF_STREAMS_MAX);
+                goto fail;
+            }
+            names = xrealloc(names, (n + 1) * sizeof *names);
+            names[n++] = xstrndup(nm, nw);
         }
-        if (n == CONF_STREAMS_MAX) {
-            snprintf(err, len, "names more than %d streams", CONF_STREAMS_MAX);
-            goto fail;
-        }
-        names = xrealloc(names, (n + 1) * sizeof *names);
-        names[n++] = xstrndup(s, w);
         s += w;
     }
     if (n == 0) {
@@ -645,6 +711,7 @@ static int set_streams(const struct key *k, void *base, const char *v, char *err
     free(p->stream);
     p->streams = names;
     p->nstreams = n;
+    p->sharded = sharded;
     p->stream = xstrdup(names[0]);
     return 0;
 fail:
@@ -2124,17 +2191,22 @@ static void check_cluster_keys(struct loader *l, const struct pool_conf *p)
 {
     int line = l->pool_keys[p - l->c->pools][key_index(SEC_POOL, "stream")];
     line = line ? abs(line) : p->line;
-    if (p->stream == NULL)
-        return;
-    if (!cluster_has_tag(p->stream, strlen(p->stream))) {
-        problem(l, line, "on a cluster, stream '%s' needs a hash tag, e.g. stream = {%s}, so that its "
-                "dead-letter stream and markers are in its slot", p->stream, p->stream);
-        return;
-    }
-    if (p->dlq && cluster_keyslot(p->dlq, strlen(p->dlq)) != cluster_keyslot(p->stream, strlen(p->stream))) {
-        int dl = l->pool_keys[p - l->c->pools][key_index(SEC_POOL, "dlq")];
-        problem(l, dl ? abs(dl) : line, "on a cluster, dlq '%s' must be in the slot of stream '%s': give it the "
-                "stream's hash tag", p->dlq, p->stream);
+    /* Each stream of several (shards: events:{0..15}) on its own: its dead-letter stream must
+     * share its slot; the streams need not share one (the worker reads each on its own). */
+    for (size_t k = 0; k < p->nstreams; k++) {
+        const char *st = p->streams[k];
+        const char *dlq = p->dlqs && p->dlqs[k] ? p->dlqs[k] : p->dlq;
+        if (!cluster_has_tag(st, strlen(st))) {
+            problem(l, line, "on a cluster, stream '%s' needs a hash tag, e.g. stream = {%s}, so that its "
+                    "dead-letter stream and markers are in its slot", st, st);
+            return;
+        }
+        if (dlq && cluster_keyslot(dlq, strlen(dlq)) != cluster_keyslot(st, strlen(st))) {
+            int dl = l->pool_keys[p - l->c->pools][key_index(SEC_POOL, "dlq")];
+            problem(l, dl ? abs(dl) : line, "on a cluster, dlq '%s' must be in the slot of stream '%s': give it the "
+                    "stream's hash tag%s", dlq, st, p->nstreams > 1 ? " (or leave dlq out: each stream's own)" : "");
+            return;
+        }
     }
 }
 
@@ -2198,6 +2270,9 @@ static void validate_pool(struct loader *l, size_t i)
     int pl = abs(seen[key_index(SEC_POOL, "priority")]);
     if (pl && p->nstreams == 1)
         problem(l, pl, "priority needs several streams (stream = first second ...), [pool:%s] reads one",
+                p->name);
+    else if (pl && p->sharded)
+        problem(l, pl, "priority does not apply to shards ({A..B} in stream): [pool:%s] reads its shards as equals",
                 p->name);
     else if (p->priority == PRIORITY_WEIGHTED && p->nweights != p->nstreams)
         problem(l, pl, "priority = weighted has %zu weights for %zu streams: give one per stream, in their order",

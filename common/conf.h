@@ -14,7 +14,7 @@
 #define CONF_BATCH_MAX  10000
 #define CONF_INFLIGHT_MAX 1024
 #define CONF_HEADERS_MAX 32
-#define CONF_STREAMS_MAX 16    /* stream = k1 k2 ...: streams of one pool */
+#define CONF_STREAMS_MAX 64    /* stream = k1 k2 ... or k{0..63}: streams of one pool */
 #define CONF_WEIGHT_MAX 1000
 #define CONF_ROUTES_MAX 31     /* route.TYPE lines per pool (with route.default: a scoreboard
                                 * counter each, SB_NROUTES) */
@@ -75,6 +75,7 @@ struct pool_conf {
     char *stream;               /* the first of streams: the pool's one stream, usually */
     char **streams;             /* stream = k1 k2 ...: in order of priority, no duplicates */
     size_t nstreams;            /* 1..CONF_STREAMS_MAX */
+    bool sharded;               /* a {A..B} range in stream: shards, read as equals */
     enum priority_kind priority;/* with several streams (default strict) */
     int *weights;               /* priority = weighted W1 W2 ...: one per stream, 1..CONF_WEIGHT_MAX */
     size_t nweights;

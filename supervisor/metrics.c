@@ -638,6 +638,23 @@ void status_render(struct buf *out, const struct fleet_view *v)
                          p->oldest_pending_age, false);
         json_num_or_null(out, "dlq_length", p->redis_known, (double)p->dlq_length, true);
         json_num_or_null(out, "redis_polled", p->redis_known && p->redis_polled > 0, p->redis_polled, false);
+        /* A pool of several streams (shards): each one's figures; the pool's above add them up. */
+        if (p->nstreams) {
+            buf_adds(out, ",\"streams\":[");
+            for (unsigned k = 0; k < p->nstreams; k++) {
+                const struct stream_view *sv = &p->streams[k];
+                buf_adds(out, k ? ",{\"stream\":" : "{\"stream\":");
+                json_str(out, sv->stream);
+                json_num_or_null(out, "stream_length", p->redis_known, (double)sv->stream_length, true);
+                json_num_or_null(out, "pending", p->redis_known, (double)sv->pending, true);
+                json_num_or_null(out, "lag", p->redis_known && sv->lag >= 0, (double)sv->lag, true);
+                json_num_or_null(out, "oldest_pending_age", p->redis_known && sv->oldest_pending_age >= 0,
+                                 sv->oldest_pending_age, false);
+                json_num_or_null(out, "dlq_length", p->redis_known, (double)sv->dlq_length, true);
+                buf_addc(out, '}');
+            }
+            buf_addc(out, ']');
+        }
         buf_adds(out, ",\"history\":[");
         for (unsigned k = 0; k < p->nhistory; k++)
             buf_printf(out, k ? ",%.2f" : "%.2f", (double)p->history[k]);

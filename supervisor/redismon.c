@@ -9,6 +9,7 @@
 #include "common/redis.h"
 #include "supervisor/trim.h"
 
+#include <assert.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -128,8 +129,10 @@ static void on_policy(void *arg, const struct redis_reply *v)
  * generation of the pool list. */
 static uintptr_t tag(const struct redismon *m, size_t idx, size_t stream, int kind)
 {
-    return ((uintptr_t)(m->gen & 0xffff) << 32) | (idx << 7) | (stream << 3) | (uintptr_t)kind;
+    return ((uintptr_t)(m->gen & 0xffff) << 32) | (idx << 9) | (stream << 3) | (uintptr_t)kind;
 }
+/* 6 bits of stream index in a tag, 3 of kind. */
+static_assert(CONF_STREAMS_MAX <= 64, "a tag holds a stream index of 6 bits");
 
 /* The pool's figures from its streams' (one stream: the same figures). */
 static void add_up(struct redis_pool_stats *ps)
@@ -190,8 +193,8 @@ static void on_stats(void *arg, const struct redis_reply *reply)
     uintptr_t t = m->tags[m->tag_head++];
     if (--m->tag_len == 0)
         m->tag_head = 0;
-    size_t idx = (t & 0xffffffffu) >> 7;
-    size_t k = (t >> 3) & 15;
+    size_t idx = (t & 0xffffffffu) >> 9;
+    size_t k = (t >> 3) & 63;
     int kind = (int)(t & 7);
     if ((unsigned)(t >> 32) != (m->gen & 0xffff) || idx >= m->npools || k >= m->pools[idx].nstreams)
         return;

@@ -163,16 +163,23 @@ static void json_count(struct buf *out, const char *key, long long n)
         buf_printf(out, ",\"%s\":null", key);
 }
 
-/* What Redis tells of pool p, as one element of the "pools" array of /status.json, with
- * workers, rates and restarts null. Returns -1 when the connection failed midway. */
-static int redis_pool_json(struct redis *rc, const struct pool_conf *p, double now, struct buf *out)
+/* One stream's figures in Redis (lag -1, oldest -1: unknown). */
+struct stream_fig {
+    long long length, dlq, pending, lag;
+    double oldest;
+    bool group;
+};
+
+/* Ask Redis for the figures of stream st (dead letters in dlq) of pool p. Returns -1 when the
+ * connection failed midway. */
+static int stream_figures(struct redis *rc, const struct pool_conf *p, const char *st, const char *dlq,
+                          double now, struct stream_fig *f)
 {
     bool broken = false;
-    long long length = redis_int(rc, "XLEN", p->stream, &broken);
-    long long dlq = redis_int(rc, "XLEN", p->dlq, &broken);
-    long long pending = 0, lag = -1;
-    bool group = false;
-    struct redis_reply *r = redis_callv(rc, FETCH_TIMEOUT_MS, "XINFO", "GROUPS", p->stream, NULL);
+    *f = (struct stream_fig){ .lag = -1, .oldest = -1 };
+    f->length = redis_int(rc, "XLEN", st, &broken);
+    f->dlq = redis_int(rc, "XLEN", dlq, &broken);
+    struct redis_reply *r = redis_callv(rc, FETCH_TIMEOUT_MS, "XINFO", "GROUPS", st, NULL);
     broken |= conn_failed(r);
     for (size_t i = 0; r->type == REDIS_T_ARRAY && i < r->elements; i++) {
         const struct redis_reply *name = redis_reply_map_get(r->element[i], "name");
@@ -180,24 +187,57 @@ static int redis_pool_json(struct redis *rc, const struct pool_conf *p, double n
             continue;
         const struct redis_reply *pe = redis_reply_map_get(r->element[i], "pending");
         const struct redis_reply *lg = redis_reply_map_get(r->element[i], "lag");
-        group = true;
-        pending = pe && pe->type == REDIS_T_INTEGER ? pe->integer : 0;
-        lag = lg && lg->type == REDIS_T_INTEGER ? lg->integer : -1;
+        f->group = true;
+        f->pending = pe && pe->type == REDIS_T_INTEGER ? pe->integer : 0;
+        f->lag = lg && lg->type == REDIS_T_INTEGER ? lg->integer : -1;
     }
     redis_reply_free(r);
-    double oldest = -1;
-    if (group) {
+    if (f->group) {
         /* XPENDING summary: [count, smallest id, greatest id, consumers]. */
-        r = redis_callv(rc, FETCH_TIMEOUT_MS, "XPENDING", p->stream, p->group, NULL);
+        r = redis_callv(rc, FETCH_TIMEOUT_MS, "XPENDING", st, p->group, NULL);
         broken |= conn_failed(r);
         if (r->type == REDIS_T_ARRAY && r->elements >= 2 && r->element[1]->type == REDIS_T_STRING) {
             double ms = atof(r->element[1]->str);
-            oldest = now * 1000 > ms ? (now * 1000 - ms) / 1000.0 : 0;
+            f->oldest = now * 1000 > ms ? (now * 1000 - ms) / 1000.0 : 0;
         }
         redis_reply_free(r);
     }
-    if (broken)
-        return -1;
+    return broken ? -1 : 0;
+}
+
+/* What Redis tells of pool p, as one element of the "pools" array of /status.json, with
+ * workers, rates and restarts null. A pool of several streams (shards, each perhaps on its
+ * own node of a cluster): their figures added up, and each one's in "streams", as the
+ * master's document has them. Returns -1 when the connection failed midway. */
+static int redis_pool_json(struct redis *rc, const struct pool_conf *p, double now, struct buf *out)
+{
+    size_t n = p->nstreams && p->streams ? p->nstreams : 1;
+    struct stream_fig *figs = xcalloc(n, sizeof *figs);
+    long long length = 0, dlq = 0, pending = 0, lag = 0;
+    double oldest = -1;
+    bool group = true;
+    const char *missing = NULL;
+    for (size_t k = 0; k < n; k++) {
+        const char *st = n > 1 ? p->streams[k] : p->stream;
+        const char *dl = n > 1 && p->dlqs ? p->dlqs[k] : p->dlq;
+        if (stream_figures(rc, p, st, dl, now, &figs[k]) == -1) {
+            free(figs);
+            return -1;
+        }
+        length += figs[k].length;
+        /* One dead-letter stream for all (dlq = ...) is counted once. */
+        bool counted = false;
+        for (size_t j = 0; j < k && n > 1 && p->dlqs; j++)
+            counted = counted || strcmp(p->dlqs[j], dl) == 0;
+        dlq += counted ? 0 : figs[k].dlq;
+        pending += figs[k].pending;
+        lag = lag < 0 || figs[k].lag < 0 ? -1 : lag + figs[k].lag;
+        if (figs[k].oldest > oldest)
+            oldest = figs[k].oldest;
+        if (!figs[k].group && missing == NULL)
+            missing = st;
+        group = group && figs[k].group;
+    }
 
     struct buf why = BUF_INIT;
     if (p->max_lag > 0 && lag > p->max_lag)
@@ -206,7 +246,7 @@ static int redis_pool_json(struct redis *rc, const struct pool_conf *p, double n
         buf_printf(&why, "%spool %s: oldest pending entry %.0f s old, over max_pending_age %.0f s",
                    why.len ? "; " : "", p->name, oldest, (double)p->max_pending_age_ms / 1000.0);
     if (!group)
-        buf_printf(&why, "%sgroup %s does not exist on %s", why.len ? "; " : "", p->group, p->stream);
+        buf_printf(&why, "%sgroup %s does not exist on %s", why.len ? "; " : "", p->group, missing);
 
     buf_adds(out, "{\"name\":\"");
     buf_add_json_str(out, p->name, strlen(p->name));
@@ -228,8 +268,27 @@ static int redis_pool_json(struct redis *rc, const struct pool_conf *p, double n
         buf_adds(out, ",\"oldest_pending_age\":null");
     json_count(out, "dlq_length", dlq);
     buf_printf(out, ",\"redis_polled\":%.3f", now);
+    if (n > 1) {
+        buf_adds(out, ",\"streams\":[");
+        for (size_t k = 0; k < n; k++) {
+            buf_adds(out, k ? ",{\"stream\":\"" : "{\"stream\":\"");
+            buf_add_json_str(out, p->streams[k], strlen(p->streams[k]));
+            buf_addc(out, '"');
+            json_count(out, "stream_length", figs[k].length);
+            json_count(out, "pending", figs[k].pending);
+            json_count(out, "lag", figs[k].lag);
+            if (figs[k].oldest >= 0)
+                buf_printf(out, ",\"oldest_pending_age\":%.3f", figs[k].oldest);
+            else
+                buf_adds(out, ",\"oldest_pending_age\":null");
+            json_count(out, "dlq_length", figs[k].dlq);
+            buf_addc(out, '}');
+        }
+        buf_addc(out, ']');
+    }
     buf_adds(out, ",\"history\":[],\"last_errors\":[]}");
     buf_release(&why);
+    free(figs);
     return 0;
 }
 

@@ -8,7 +8,12 @@
  *   - #status (text and data-s: ok|degraded|down), #redis, #durable, #meta, #reason;
  *   - #pools tbody: one tr[data-pool=NAME] per pool, each cell with data-k (the status.json
  *     key) and data-v (the raw value; workers as running/starting/draining/expected); a
- *     routed pool's name cell has the messages per route as its title;
+ *     routed pool's name cell has the messages per route as its title; a pool of several
+ *     streams (shards) has a tr[data-shards=NAME] after it: one cell (data-k streams, data-v
+ *     their number) listing each stream's pending/lag/dead letters;
+ *   - the sparkline: 90 points, 10 s apart, the newest at the right edge (the x axis is
+ *     always 15 minutes); the latency chart: p50 green, p99 red, on the same time axis; both
+ *     put in with innerHTML, so they are made of numbers only, never text of the fleet's;
  *   - the chart: an inline <svg data-points=N> of the last 90 rate points, newest at the right;
  *     beside it (data-k latency) one of the handler duration's p50 and p99 of the same steps,
  *     a <path data-q=p50|p99> each (paths, not polylines: a gap where a step handled nothing);
@@ -84,7 +89,6 @@ const char status_page_html[] =
 "}\n"
 "function num(v) { return v == null ? '-' : v.toLocaleString('en-US'); }\n"
 "function clock(t) { return new Date(t * 1000).toLocaleTimeString(); }\n"
-"/* 90 points, 10 s apart: the newest at the right edge, so the x axis is always 15 minutes. */\n"
 "function spark(h) {\n"
 "  var W = 180, H = 30, n = h.length, top = Math.max.apply(null, h.concat([0])), s = Math.max(top, 1);\n"
 "  var dx = W / 89, pts = h.map(function (r, i) {\n"
@@ -98,7 +102,6 @@ const char status_page_html[] =
 "      `<polyline points='${pts}' fill='none' stroke='#0969da' stroke-width='1.5'/>` : '') + '</svg>';\n"
 "}\n"
 "function ms(v) { return v == null ? '-' : v < 1 ? (v * 1000).toFixed(v < 0.01 ? 1 : 0) + 'ms' : v.toFixed(2) + 's'; }\n"
-"/* p50 (green) and p99 (red) of the handler's durations, on the sparkline's time axis. */\n"
 "function lat(l) {\n"
 "  var W = 180, H = 30, a = l ? l.p50 : [], b = l ? l.p99 : [], n = a.length, dx = (W - 2) / 89;\n"
 "  var s = Math.max.apply(null, b.concat([0])) || 1;\n"
@@ -161,10 +164,10 @@ const char status_page_html[] =
 "    w ? [w.running, w.starting, w.draining, w.expected, w.canary || 0].join('/') : ''));\n"
 "  tr.append(el('td', 'rate', p.rate == null ? '-' : p.rate.toFixed(1), p.rate));\n"
 "  td = el('td', 'history', '', (p.history || []).length);\n"
-"  td.innerHTML = spark(p.history || []);   /* numbers only: no text of the fleet's goes in */\n"
+"  td.innerHTML = spark(p.history || []);\n"
 "  tr.append(td);\n"
 "  td = el('td', 'latency', '', (p.history || []).length);\n"
-"  td.innerHTML = lat(p.latency);          /* numbers only, as above */\n"
+"  td.innerHTML = lat(p.latency);\n"
 "  tr.append(td);\n"
 "  tr.append(el('td', 'pending', num(p.pending), p.pending));\n"
 "  tr.append(el('td', 'lag', num(p.lag), p.lag));\n"
@@ -182,6 +185,17 @@ const char status_page_html[] =
 "  tr.append(td);\n"
 "  return tr;\n"
 "}\n"
+"function srow(p) {\n"
+"  var tr = document.createElement('tr'), td = el('td', 'streams', p.streams.map(function (x) {\n"
+"    return x.stream + ' ' + num(x.pending) + '/' + num(x.lag) + '/' + num(x.dlq_length);\n"
+"  }).join(', '), p.streams.length);\n"
+"  tr.dataset.shards = p.name;\n"
+"  td.colSpan = 12;\n"
+"  td.className = 'l e mute';\n"
+"  td.title = 'each stream: pending/lag/dead letters';\n"
+"  tr.append(td);\n"
+"  return tr;\n"
+"}\n"
 "function show(s) {\n"
 "  var st = $('status'), why = [];\n"
 "  st.textContent = st.dataset.s = s.status;\n"
@@ -195,7 +209,7 @@ const char status_page_html[] =
 "  if (!s.redis.up) why.push('redis unreachable' + (s.redis.error ? ': ' + s.redis.error : ''));\n"
 "  if (s.redis.durable === false && s.redis.durability) why.push('redis is not durable: ' + s.redis.durability);\n"
 "  var body = $('pools').tBodies[0], errs = [], ws = [];\n"
-"  body.replaceChildren.apply(body, s.pools.map(row));\n"
+"  body.replaceChildren.apply(body, s.pools.flatMap(function (p) { return p.streams ? [row(p), srow(p)] : [row(p)]; }));\n"
 "  s.pools.forEach(function (p) { (p.workers || []).forEach(function (w) { ws.push(wrow(p, w)); }); });\n"
 "  body = $('workers').tBodies[0];\n"
 "  body.replaceChildren.apply(body, ws);\n"

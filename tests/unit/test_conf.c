@@ -1218,6 +1218,66 @@ static void test_priority_streams(void **state)
                 "[pool:q] reads stream 's' as group 'g', like [pool:p] at line 3");
 }
 
+/* stream = events:{0..15}: the shards events:{0} ... events:{15}, read as equals, each with
+ * its own dead-letter stream in its slot (events:{3}:dlq). */
+static void test_shard_ranges(void **state)
+{
+    (void)state;
+    struct loaded ld;
+    load(&ld, FLEET "[pool:p]\nstream = events:{0..15}\ngroup = g\nhandler = log\n");
+    assert_non_null(ld.c);
+    const struct pool_conf *p = &ld.c->pools[0];
+    assert_int_equal(p->nstreams, 16);
+    assert_true(p->sharded);
+    assert_string_equal(p->stream, "events:{0}");
+    assert_string_equal(p->streams[3], "events:{3}");
+    assert_string_equal(p->streams[15], "events:{15}");
+    assert_string_equal(p->dlqs[3], "events:{3}:dlq");
+    unload(&ld);
+
+    /* text after the range, a range beside plain names, a range of one, the most streams */
+    load(&ld, FLEET "[pool:p]\nstream = a q{7..8}:in q{10..10}\ngroup = g\nhandler = log\n");
+    assert_non_null(ld.c);
+    p = &ld.c->pools[0];
+    assert_int_equal(p->nstreams, 4);
+    assert_string_equal(p->streams[0], "a");
+    assert_string_equal(p->streams[1], "q{7}:in");
+    assert_string_equal(p->streams[2], "q{8}:in");
+    assert_string_equal(p->streams[3], "q{10}");
+    unload(&ld);
+    load(&ld, FLEET "[pool:p]\nstream = s{0..63}\ngroup = g\nhandler = log\n");
+    assert_non_null(ld.c);
+    assert_int_equal(ld.c->pools[0].nstreams, CONF_STREAMS_MAX);
+    unload(&ld);
+
+    /* a hash tag without a range is a plain name */
+    load(&ld, FLEET "[pool:p]\nstream = ev:{12} ev:{1.5}\ngroup = g\nhandler = log\n");
+    assert_non_null(ld.c);
+    assert_int_equal(ld.c->pools[0].nstreams, 2);
+    assert_false(ld.c->pools[0].sharded);
+    assert_string_equal(ld.c->pools[0].streams[0], "ev:{12}");
+    unload(&ld);
+
+    expect_only(FLEET "[pool:p]\nstream = e{5..2}\ngroup = g\nhandler = log\n", 4,
+                "stream: 'e{5..2}': the shard range {5..2} goes down: write {2..5}");
+    expect_only(FLEET "[pool:p]\nstream = e{0..}\ngroup = g\nhandler = log\n", 4,
+                "stream: 'e{0..}': a shard range is {A..B}");
+    expect_only(FLEET "[pool:p]\nstream = e{0..3\ngroup = g\nhandler = log\n", 4, "a shard range is {A..B}");
+    expect_only(FLEET "[pool:p]\nstream = e{0..x}\ngroup = g\nhandler = log\n", 4, "a shard range is {A..B}");
+    expect_only(FLEET "[pool:p]\nstream = e{0..9999999999}\ngroup = g\nhandler = log\n", 4,
+                "numbers of up to 9 digits");
+    expect_only(FLEET "[pool:p]\nstream = e{0..64}\ngroup = g\nhandler = log\n", 4,
+                "stream: 'e{0..64}' names 65 shards: more than 64 streams in all");
+    expect_only(FLEET "[pool:p]\nstream = a b e{0..62}\ngroup = g\nhandler = log\n", 4,
+                "more than 64 streams in all");
+    expect_only(FLEET "[pool:p]\nstream = e{1} e{0..3}\ngroup = g\nhandler = log\n", 4,
+                "names stream 'e{1}' twice");
+    expect_only(FLEET "[pool:p]\nstream = a{0..3}aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\ngroup = g\nhandler = log\n", 4,
+                "is not a stream name");
+    expect_only(FLEET "[pool:p]\nstream = e{0..3}\npriority = strict\ngroup = g\nhandler = log\n", 5,
+                "priority does not apply to shards");
+}
+
 static void test_names_and_fields(void **state)
 {
     (void)state;
@@ -1634,6 +1694,7 @@ int main(void)
         cmocka_unit_test_setup(test_tls_and_files, setup),
         cmocka_unit_test_setup(test_cross_key_rules, setup),
         cmocka_unit_test_setup(test_priority_streams, setup),
+        cmocka_unit_test_setup(test_shard_ranges, setup),
         cmocka_unit_test_setup(test_names_and_fields, setup),
         cmocka_unit_test_setup(test_many_errors_at_once, setup),
         cmocka_unit_test_setup(test_errors_append, setup),

@@ -57,6 +57,23 @@ static void test_strict_takes_the_first_with_entries(void **state)
     assert_memory_equal(served, want, sizeof want);
 }
 
+/* Shards (stream = name{A..B}) are read as equals: with all full, each is served in turn. */
+static void test_shards_take_turns(void **state)
+{
+    (void)state;
+    struct pool_conf pool;
+    struct priority p;
+    pool_with(&pool, PRIORITY_STRICT, NULL, 4);
+    pool.sharded = true;
+    priority_init(&p, &pool);
+    long left[4] = { -1, -1, -1, -1 };
+    int count[4] = { 0 };
+    for (int i = 0; i < 400; i++)
+        count[read_once(&p, left, 10)]++;
+    for (int k = 0; k < 4; k++)
+        assert_int_equal(count[k], 100);
+}
+
 /* Four streams always full, weights 8 4 2 1, batches of 10: 10,000 entries shared within 1%. */
 static void test_weighted_shares_follow_the_weights(void **state)
 {
@@ -137,6 +154,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_strict_takes_the_first_with_entries),
+        cmocka_unit_test(test_shards_take_turns),
         cmocka_unit_test(test_weighted_shares_follow_the_weights),
         cmocka_unit_test(test_weighted_nothing_starves),
         cmocka_unit_test(test_weighted_no_burst_after_idle),
