@@ -46,10 +46,11 @@ class _Server(http.server.ThreadingHTTPServer):
 class LimitSink:
     """A real HTTP/1.1 server with a capacity: more than `limit` requests at once get 429."""
 
-    def __init__(self, limit=20, delay=(0.02, 0.05)):
-        self.limit, self.delay = limit, delay
+    def __init__(self, limit=20, delay=(0.02, 0.05), reject_delay=0):
+        self.limit, self.delay, self.reject_delay = limit, delay, reject_delay
         self.lock = threading.Lock()
         self.cur = 0                    # requests in flight now
+        self.refusing = 0               # ... of them being answered 429 (after reject_delay)
         self.ok = []                    # (monotonic time answered, webhook-id) of each 200
         self.rejected = 0
         self.service = []               # seconds each 200 took, entry to answer
@@ -67,8 +68,10 @@ class LimitSink:
         t0 = time.monotonic()
         with self.lock:
             self.cur += 1
-            over = self.cur > self.limit
+            over = self.cur - self.refusing > self.limit
+            self.refusing += over
         if over:
+            time.sleep(self.reject_delay)
             return 429, (t0, wid, None)
         time.sleep(random.uniform(*self.delay))
         return 200, (t0, wid, time.monotonic() - t0)
@@ -77,6 +80,7 @@ class LimitSink:
         t0, wid, secs = took
         with self.lock:
             self.cur -= 1
+            self.refusing -= status != 200
             if status == 200:
                 self.ok.append((time.monotonic(), wid))
                 self.service.append(secs)
@@ -232,8 +236,10 @@ def test_retry_after_holds_every_worker_off_the_destination_without_costing_atte
 
 
 def test_adaptive_no_leaves_each_worker_at_its_own_inflight(redis_server, limit_sink, fleet):
-    """adaptive = no: the 429s lower nothing; each worker keeps up to inflight going."""
-    sink = limit_sink(limit=10, delay=(0.2, 0.2))
+    """adaptive = no: the 429s lower nothing; each worker keeps up to inflight going. The 429s
+    take as long as the 200s, so what is in flight is what the fleet sends (2 x 32), not only
+    what the sink lets through."""
+    sink = limit_sink(limit=10, delay=(0.2, 0.2), reject_delay=0.2)
     r = redis_server.client()
     add_messages(r, "an", 3000, fields=lambda i: {"type": "x", "n": str(i)})
     fl = fleet({"pool:an": http_pool(sink, "an", workers=2, batch=32, inflight=32,

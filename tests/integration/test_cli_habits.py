@@ -153,8 +153,8 @@ def test_status_says_when_the_masters_redis_figures_were_polled(redis_server, fl
 
     # Redis gone: the master keeps the last figures, and the status says how old they are.
     redis_server.stop()
-    wait_until(lambda: (d := status_json(fl))["time"] - d["pools"][0]["redis_polled"] > 4,
-               what="figures older than 4 s")
+    wait_until(lambda: (d := status_json(fl))["time"] - d["pools"][0]["redis_polled"] > 5,
+               what="figures older than 5 s")
     res = run_binary(["status", "-c", str(fl.config_path)])
     line = [l for l in res.stdout.splitlines() if POLLED.match(l)]
     assert len(line) == 1, res.stdout
