@@ -485,6 +485,21 @@ static void read_cb(void *arg, const struct redis_reply *v)
     s->read_state = 1;
 }
 
+/* A read's commands queued (all, or, when queued is false, not): write now what can be written
+ * (the rest goes when stream_events() asks for POLLOUT). A command that could not be queued or
+ * written says what failed and drops the connection. */
+static int read_sent(struct stream *s, bool queued, const char *what)
+{
+    if (queued) {
+        redis_run(s->rc, 0, redis_now_ms());
+        if (redis_fd(s->rc) != -1)
+            return 0;
+    }
+    set_err(s, SERR_IO, what, redis_error(s->rc)[0] ? redis_error(s->rc) : "not connected");
+    stream_disconnect(s);
+    return -1;
+}
+
 /* XREADGROUP of keys[0..nkeys), each from `from` (stream_send_read(), stream_send_read_all()). */
 static int send_read(struct stream *s, const struct idlist *acks, const char *const *keys, size_t nkeys,
                      const char *from, int count, long block_ms)
@@ -519,7 +534,7 @@ static int send_read(struct stream *s, const struct idlist *acks, const char *co
         free(argv);
         free(len);
         if (rc == -1)
-            goto fail;
+            return read_sent(s, false, "xreadgroup");
         s->acks_sent = true;
         s->expect++;
     }
@@ -543,17 +558,9 @@ static int send_read(struct stream *s, const struct idlist *acks, const char *co
     for (int i = 0; i < argc; i++)
         len[i] = strlen(argv[i]);
     if (redis_command(s->rc, argc, argv, len, read_cb, s, timeout) == -1)
-        goto fail;
+        return read_sent(s, false, "xreadgroup");
     s->expect++;
-    /* Write now what can be written; the rest goes when stream_events() asks for POLLOUT. */
-    redis_run(s->rc, 0, redis_now_ms());
-    if (redis_fd(s->rc) == -1)
-        goto fail;
-    return 0;
-fail:
-    set_err(s, SERR_IO, "xreadgroup", redis_error(s->rc)[0] ? redis_error(s->rc) : "not connected");
-    stream_disconnect(s);
-    return -1;
+    return read_sent(s, true, "xreadgroup");
 }
 
 int stream_send_read(struct stream *s, const struct idlist *acks, const char *from, int count,
@@ -632,17 +639,10 @@ int stream_send_read_shards(struct stream *s, const char *const *keys, size_t nk
         for (size_t j = 0; j < sizeof argv / sizeof argv[0]; j++)
             len[j] = strlen(argv[j]);
         if (redis_command(s->rc, (int)(sizeof argv / sizeof argv[0]), argv, len, shard_cb, s, 5000) == -1)
-            goto fail;
+            return read_sent(s, false, "xreadgroup");
         s->expect++;
     }
-    redis_run(s->rc, 0, redis_now_ms());
-    if (redis_fd(s->rc) == -1)
-        goto fail;
-    return 0;
-fail:
-    set_err(s, SERR_IO, "xreadgroup", redis_error(s->rc)[0] ? redis_error(s->rc) : "not connected");
-    stream_disconnect(s);
-    return -1;
+    return read_sent(s, true, "xreadgroup");
 }
 
 /* Read new entries from the first of KEYS that has any, in one round trip and without taking
@@ -691,16 +691,9 @@ int stream_send_read_first(struct stream *s, const char *const *keys, size_t nke
     free(argv);
     free(len);
     if (rc == -1)
-        goto fail;
+        return read_sent(s, false, "read script");
     s->expect++;
-    redis_run(s->rc, 0, redis_now_ms());
-    if (redis_fd(s->rc) == -1)
-        goto fail;
-    return 0;
-fail:
-    set_err(s, SERR_IO, "read script", redis_error(s->rc)[0] ? redis_error(s->rc) : "not connected");
-    stream_disconnect(s);
-    return -1;
+    return read_sent(s, true, "read script");
 }
 
 /* The names and values of a list of entries [[id, [f, v, ...] | nil], ...]. */

@@ -3,6 +3,7 @@
 `redis-cli --cluster create ... --cluster-replicas 1 --cluster-yes`, stopped by pid.
 cluster-node-timeout is short (1500 ms), so that a killed master's replica is promoted in a
 couple of seconds."""
+import signal
 import socket
 import subprocess
 import time
@@ -196,3 +197,43 @@ def wait_seconds(fn, timeout, what):
 
 
 __all__ = ["Cluster", "cluster", "cluster_port", "NODE_TIMEOUT_MS", "TIMEOUT", "wait_seconds"]
+
+
+def wait_promotion_and_first_ack(replica, t0, timeout=60):
+    """(time of the replica's promotion, of the first XACK it executed after it), by polling ROLE
+    and INFO commandstats: once the old master is gone, the replica's XACK count moves only with
+    the fleet's acks."""
+    rep = replica.client(socket_timeout=2)
+    acks0 = t_promoted = t_first_ack = None
+    deadline = t0 + timeout * SLOWNESS
+    while time.monotonic() < deadline and t_first_ack is None:
+        try:
+            calls = rep.info("commandstats").get("cmdstat_xack", {}).get("calls", 0)
+            if t_promoted is None and rep.execute_command("ROLE")[0] == b"master":
+                t_promoted = time.monotonic()
+                acks0 = calls
+            elif t_promoted is not None and calls > acks0:
+                t_first_ack = time.monotonic()
+        except redislib.RedisError:
+            pass
+        time.sleep(0.02)
+    assert t_promoted is not None, "the replica was never promoted"
+    assert t_first_ack is not None, f"no ack on the promoted replica within {timeout} s"
+    return t_promoted, t_first_ack
+
+
+def fail_over_under_load(master, replica, prod):
+    """Start the producer thread prod (with a stop event), let it run 2 s, make sure the replica
+    has the master's writes (WAIT), SIGKILL the master, wait for the replica's promotion and its
+    first ack from the fleet, let prod run 2 s more and stop it. Returns (seconds from the kill to
+    the promotion, seconds from the promotion to the first ack)."""
+    prod.start()
+    time.sleep(2)
+    master.client().execute_command("WAIT", 1, 2000)
+    master.kill(signal.SIGKILL)
+    t_kill = time.monotonic()
+    t_promoted, t_first_ack = wait_promotion_and_first_ack(replica, t_kill)
+    time.sleep(2)
+    prod.stop.set()
+    prod.join(TIMEOUT)
+    return t_promoted - t_kill, t_first_ack - t_promoted

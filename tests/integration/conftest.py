@@ -1050,6 +1050,35 @@ class Fleet:
         return self.wait_for(ok, timeout, what="/health 200")
 
 
+def stop_fleet(f, who="streamfleet"):
+    """Stop fleet f at a test's end (SIGTERM, SIGKILL after 15 s) and return what went wrong:
+    a master that needed SIGKILL, children that outlived it (killed here: they are ours), a
+    sanitizer report in its stderr. who names the fleet in those lines."""
+    if f.proc is None:
+        return []
+    problems = []
+    f.stop(timeout=15)
+    if f.needed_sigkill:
+        problems.append(f"{who} (pid {f.pid}) did not exit within 15 s of SIGTERM")
+    # children must go with their master (drain, PDEATHSIG): give them a moment, then
+    # kill what is left and report it.
+    try:
+        wait_until(lambda: not f.surviving_children(), timeout=10 * SLOWNESS)
+    except WaitTimeout:
+        left = f.surviving_children()
+        for p in left:
+            try:
+                os.kill(p, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        problems.append(f"{who}: children {left} outlived master {f.pid}")
+    reports = sanitizer_reports(f.log())
+    if reports:
+        problems.append(f"{who}: sanitizer report in its stderr:\n" + "\n".join(reports)
+                        + "\n--- log excerpt ---\n" + excerpt(f.log(), 120))
+    return problems
+
+
 @pytest.fixture
 def fleet_factory(tmp_path, redis_server, sanitizer_logs):
     """fleet(sections, start=True, env=None, args=(), redis=None) -> Fleet.
@@ -1089,27 +1118,7 @@ def fleet_factory(tmp_path, redis_server, sanitizer_logs):
 
     problems = []
     for f in fleets:
-        if f.proc is None:
-            continue
-        f.stop(timeout=15)
-        if f.needed_sigkill:
-            problems.append(f"streamfleet (pid {f.pid}) did not exit within 15 s of SIGTERM")
-        # children must go with their master (drain, PDEATHSIG): give them a moment, then
-        # kill what is left (they are ours) and report it.
-        try:
-            wait_until(lambda: not f.surviving_children(), timeout=10 * SLOWNESS)
-        except WaitTimeout:
-            left = f.surviving_children()
-            for p in left:
-                try:
-                    os.kill(p, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            problems.append(f"children {left} outlived master {f.pid}")
-        reports = sanitizer_reports(f.log())
-        if reports:
-            problems.append("sanitizer report in streamfleet stderr:\n" + "\n".join(reports)
-                            + "\n--- log excerpt ---\n" + excerpt(f.log(), 120))
+        problems += stop_fleet(f)
     # the reports a stopped fleet wrote to log_path (sanitizer_logs checks again afterwards,
     # for what the test ran without a fleet)
     found = sanitizer_log_reports()

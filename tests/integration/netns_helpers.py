@@ -25,8 +25,7 @@ import threading
 
 import redis as redislib
 
-from conftest import (Fleet, RedisServer, excerpt, require_binary, sanitizer_env,
-                      sanitizer_reports, wait_until)
+from conftest import Fleet, RedisServer, require_binary, sanitizer_env, stop_fleet, wait_until
 
 CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -227,25 +226,7 @@ class Hosts:
         needed SIGKILL, workers that outlived their master)."""
         problems = []
         for f in self.fleets:
-            if f.proc is None:
-                continue
-            f.stop(timeout=15)
-            if f.needed_sigkill:
-                problems.append(f"{f.hostname}: master {f.pid} needed SIGKILL")
-            try:
-                wait_until(lambda f=f: not f.surviving_children(), timeout=10)
-            except AssertionError:
-                left = f.surviving_children()
-                for p in left:
-                    try:
-                        os.kill(p, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
-                problems.append(f"{f.hostname}: workers {left} outlived master {f.pid}")
-            reports = sanitizer_reports(f.log())
-            if reports:
-                problems.append(f"{f.hostname}: sanitizer report in streamfleet stderr:\n"
-                                + "\n".join(reports) + "\n" + excerpt(f.log(), 120))
+            problems += stop_fleet(f, f.hostname)
         self.fleets = []
         for srv in self.servers:
             srv.cleanup()

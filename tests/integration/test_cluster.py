@@ -3,13 +3,12 @@ the key's hash tag, follows MOVED and ASK during a live reshard, and finds the p
 after a master is SIGKILLed. Against a real cluster of Debian's redis-server: 3 masters and 3
 replicas on free loopback ports (cluster_helpers.py), stopped by pid."""
 import json
-import signal
 import threading
 import time
 
 import redis as redislib
 
-from cluster_helpers import cluster  # noqa: F401 (fixture)
+from cluster_helpers import cluster, fail_over_under_load  # noqa: F401 (fixture)
 from conftest import SLOWNESS, TIMEOUT, free_port, run_binary, wait_until, write_ini
 from reliability_helpers import (BIG_TIMEOUT, by_webhook_id, dlq_cli, http_pool, log_pool, metric, s,
                                  wait_metric)
@@ -161,29 +160,6 @@ def test_a_live_reshard_of_the_streams_slot_loses_nothing_and_counts_the_redirec
     wait_metric(fl, "streamfleet_messages_acked_total", "h", lambda v: v >= len(added), timeout=TIMEOUT)
 
 
-def wait_promotion_and_first_ack(replica, t0, timeout=60):
-    """(time of the replica's promotion, of the first XACK it executed after it), by polling ROLE
-    and INFO commandstats: once the old master is gone, the replica's XACK count moves only with
-    the fleet's acks."""
-    rep = replica.client(socket_timeout=2)
-    acks0 = t_promoted = t_first_ack = None
-    deadline = t0 + timeout * SLOWNESS
-    while time.monotonic() < deadline and t_first_ack is None:
-        try:
-            calls = rep.info("commandstats").get("cmdstat_xack", {}).get("calls", 0)
-            if t_promoted is None and rep.execute_command("ROLE")[0] == b"master":
-                t_promoted = time.monotonic()
-                acks0 = calls
-            elif t_promoted is not None and calls > acks0:
-                t_first_ack = time.monotonic()
-        except redislib.RedisError:
-            pass
-        time.sleep(0.02)
-    assert t_promoted is not None, "the replica was never promoted"
-    assert t_first_ack is not None, f"no ack on the promoted replica within {timeout} s"
-    return t_promoted, t_first_ack
-
-
 def test_sigkill_of_the_streams_master_under_load_fails_over_to_its_replica(cluster, sink, fleet_factory):
     cl = cluster()
     c = cl.client()
@@ -195,20 +171,9 @@ def test_sigkill_of_the_streams_master_under_load_fails_over_to_its_replica(clus
                                             claim_idle="10s")})
     wait_metric(fl, "streamfleet_messages_acked_total", "h", lambda v: v >= 2000, timeout=BIG_TIMEOUT)
     pids = worker_pids(fl)
-    prod = Producer(cl, rate=300)
-    prod.start()
-    time.sleep(2)
-    # the replica has what was acked so far (WAIT: the master's writes reached it)
-    master.client().execute_command("WAIT", 1, 2000)
-    master.kill(signal.SIGKILL)
-    t_kill = time.monotonic()
-    t_promoted, t_first_ack = wait_promotion_and_first_ack(replica, t_kill)
-    gap = t_first_ack - t_promoted
-    print(f"\nSIGKILL -> promotion {t_promoted - t_kill:.2f} s; promotion -> first ack on the promoted "
+    to_promotion, gap = fail_over_under_load(master, replica, Producer(cl, rate=300))
+    print(f"\nSIGKILL -> promotion {to_promotion:.2f} s; promotion -> first ack on the promoted "
           f"replica {gap:.2f} s")
-    time.sleep(2)
-    prod.stop.set()
-    prod.join(TIMEOUT)
     cl.wait_ok()
     new = replica.client()
     present = {s(i) for i, _ in new.xrange(STREAM)}

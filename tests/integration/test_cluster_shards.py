@@ -4,18 +4,16 @@ at once (no script nor read may span slots); acks, dead letters and claims go to
 node. Against a real cluster of Debian's redis-server: 3 masters and 3 replicas on free loopback
 ports (cluster_helpers.py), stopped by pid."""
 import json
-import signal
 import threading
 import time
 
 import redis as redislib
 from redis.crc import key_slot
 
-from cluster_helpers import cluster  # noqa: F401 (fixture)
+from cluster_helpers import cluster, fail_over_under_load  # noqa: F401 (fixture)
 import chromium
 from conftest import SLOWNESS, TIMEOUT, free_port, run_binary, wait_until, write_ini
 from reliability_helpers import BIG_TIMEOUT, dlq_cli, http_pool, log_pool, metric, s, wait_metric
-from test_cluster import wait_promotion_and_first_ack
 
 SHARDS = 12
 GROUP = "g"
@@ -240,19 +238,9 @@ def test_sigkill_of_a_master_under_a_sharded_pool_fails_over_and_ends_all_acked(
                         "pool:h": sharded_pool(sink, workers=2, batch=120, inflight=32, claim_idle="10s")})
     wait_metric(fl, "streamfleet_messages_acked_total", "h", lambda v: v >= 3000, timeout=BIG_TIMEOUT)
     pids = worker_pids(fl)
-    prod = ShardProducer(cl, rate=300)
-    prod.start()
-    time.sleep(2)
-    master.client().execute_command("WAIT", 1, 2000)
-    master.kill(signal.SIGKILL)
-    t_kill = time.monotonic()
-    t_promoted, t_first_ack = wait_promotion_and_first_ack(replica, t_kill)
-    gap = t_first_ack - t_promoted
-    print(f"\nshards {affected} on the killed master: SIGKILL -> promotion {t_promoted - t_kill:.2f} s; "
+    to_promotion, gap = fail_over_under_load(master, replica, ShardProducer(cl, rate=300))
+    print(f"\nshards {affected} on the killed master: SIGKILL -> promotion {to_promotion:.2f} s; "
           f"promotion -> first ack on the promoted replica {gap:.2f} s")
-    time.sleep(2)
-    prod.stop.set()
-    prod.join(TIMEOUT)
     cl.wait_ok()
     c = cl.client()
     present = {}

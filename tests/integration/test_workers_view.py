@@ -12,21 +12,11 @@ import re
 import signal
 import time
 
-import pytest
-
 import chromium
-from conftest import REPO, SLOWNESS, TIMEOUT, add_messages, run_binary, wait_until
+from conftest import SLOWNESS, TIMEOUT, add_messages, wait_until
+from test_statuspage import ARTIFACTS, needs_chromium, pool, status_cmd, status_json
 
-ARTIFACTS = REPO / "tests" / "artifacts"
 BIG_TIMEOUT = 120 * SLOWNESS
-
-needs_chromium = pytest.mark.skipif(not chromium.available(),
-                                    reason="chromium not installed (Debian package chromium)")
-
-
-def pool(stream, workers=2, handler="noop", **extra):
-    return {"stream": stream, "group": f"{stream}-group", "workers": workers, "batch": 20,
-            "block": "200ms", "handler": handler, **extra}
 
 
 def http_pool(sink, stream, path, workers=1, **extra):
@@ -35,20 +25,10 @@ def http_pool(sink, stream, path, workers=1, **extra):
                 backoff_max="500ms", **extra)
 
 
-def status_json(fl):
-    status, headers, body = fl.http_get("/status.json")
-    assert status == 200, (status, body[:300])
-    return json.loads(body)
-
-
 def workers_of(fl, name):
     """The workers list of pool name in /status.json, by slot."""
     p = next(p for p in status_json(fl)["pools"] if p["name"] == name)
     return {w["slot"]: w for w in p["workers"]}
-
-
-def status_cmd(fl, *args):
-    return run_binary(["status", "-c", str(fl.config_path), *args])
 
 
 def test_a_slow_entry_shows_as_held_by_its_worker_and_its_age_grows(redis_server, sink, fleet):
