@@ -41,8 +41,14 @@ def test_strict_finishes_critical_before_any_slow_entry_is_taken(redis_server, s
     reqs = sink.wait_count(120, status=200, timeout=120 * SLOWNESS)
     # {kind} is percent-encoded in the URL ("events%3Acritical").
     order = [STREAMS.index(unquote(q.path.lstrip("/"))) for q in reqs]
-    # Each stream's entries all reach the sink before any of a lower one.
-    assert order == sorted(order), order
+    # Each stream's entries reach the sink before those of a lower one, but for the requests in
+    # flight together at a boundary (inflight 4: a lower stream's first request may arrive before
+    # up to 3 sent just before it).
+    for rank in range(1, len(STREAMS)):
+        first = order.index(rank)
+        late = [o for o in order[first:] if o < rank]
+        assert len(late) <= 3, (rank, order)
+    assert order[:30] == [0] * 27 + order[27:30] and order[-27:] == [3] * 27, order
     wait_until(lambda: all(pending_count(r, s, "prio") == 0 for s in STREAMS), what="all acked")
     fl.stop()
 
