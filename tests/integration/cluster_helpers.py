@@ -13,6 +13,7 @@ import redis as redislib
 from redis.cluster import RedisCluster
 
 from conftest import SLOWNESS, TIMEOUT, RedisServer, free_port, wait_until
+from reliability_helpers import wait_promotion_and_first_ack
 
 REDIS_CLI = "/usr/bin/redis-cli"
 NODE_TIMEOUT_MS = 1500
@@ -197,29 +198,6 @@ def wait_seconds(fn, timeout, what):
 
 
 __all__ = ["Cluster", "cluster", "cluster_port", "NODE_TIMEOUT_MS", "TIMEOUT", "wait_seconds"]
-
-
-def wait_promotion_and_first_ack(replica, t0, timeout=60):
-    """(time of the replica's promotion, of the first XACK it executed after it), by polling ROLE
-    and INFO commandstats: once the old master is gone, the replica's XACK count moves only with
-    the fleet's acks."""
-    rep = replica.client(socket_timeout=2)
-    acks0 = t_promoted = t_first_ack = None
-    deadline = t0 + timeout * SLOWNESS
-    while time.monotonic() < deadline and t_first_ack is None:
-        try:
-            calls = rep.info("commandstats").get("cmdstat_xack", {}).get("calls", 0)
-            if t_promoted is None and rep.execute_command("ROLE")[0] == b"master":
-                t_promoted = time.monotonic()
-                acks0 = calls
-            elif t_promoted is not None and calls > acks0:
-                t_first_ack = time.monotonic()
-        except redislib.RedisError:
-            pass
-        time.sleep(0.02)
-    assert t_promoted is not None, "the replica was never promoted"
-    assert t_first_ack is not None, f"no ack on the promoted replica within {timeout} s"
-    return t_promoted, t_first_ack
 
 
 def fail_over_under_load(master, replica, prod):

@@ -3,7 +3,10 @@ test_dlq_cli.py). The fixtures themselves live in conftest.py; this file only ad
 functions on top of them."""
 import os
 import signal
+import time
 from pathlib import Path
+
+import redis as redislib
 
 from conftest import HOST, SLOWNESS, pending_count, record_arrivals, run_binary  # noqa: F401 (re-exported)
 
@@ -36,6 +39,29 @@ def s(v):
 def dlq_entries(client, dlq):
     """[(dlq entry id, {field: value})] of a dead-letter stream, str-decoded."""
     return [(s(i), {s(k): s(v) for k, v in f.items()}) for i, f in client.xrange(dlq)]
+
+
+def wait_promotion_and_first_ack(replica, t0, timeout=60):
+    """(time of the replica's promotion, of the first XACK it executed after it), by polling ROLE
+    and INFO commandstats: once the old master is gone, the replica's XACK count moves only with
+    the fleet's acks."""
+    rep = replica.client(socket_timeout=2)
+    acks0 = t_promoted = t_first_ack = None
+    deadline = t0 + timeout * SLOWNESS
+    while time.monotonic() < deadline and t_first_ack is None:
+        try:
+            calls = rep.info("commandstats").get("cmdstat_xack", {}).get("calls", 0)
+            if t_promoted is None and rep.execute_command("ROLE")[0] == b"master":
+                t_promoted = time.monotonic()
+                acks0 = calls
+            elif t_promoted is not None and calls > acks0:
+                t_first_ack = time.monotonic()
+        except redislib.RedisError:
+            pass
+        time.sleep(0.02)
+    assert t_promoted is not None, "the replica was never promoted"
+    assert t_first_ack is not None, f"no ack on the promoted replica within {timeout} s"
+    return t_promoted, t_first_ack
 
 
 def dead_letters(client, stream):

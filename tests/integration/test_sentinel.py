@@ -13,7 +13,7 @@ import redis as redislib
 from conftest import (SLOWNESS, TIMEOUT, RedisServer, free_port, run_binary, wait_until,
                       write_ini)
 from reliability_helpers import (BIG_TIMEOUT, by_webhook_id, cpu_seconds, dlq_cli, http_pool,
-                                 log_pool, metric, s, wait_metric)
+                                 log_pool, metric, s, wait_metric, wait_promotion_and_first_ack)
 
 SENTINEL_BIN = "/usr/bin/redis-sentinel"
 MASTER = "m"
@@ -246,7 +246,7 @@ def test_failover_under_load_carries_on_against_the_promoted_replica(sentinels, 
     wait_until(lambda: prod.added >= total // 2, BIG_TIMEOUT, what="half the messages produced")
     old.kill(signal.SIGKILL)
     t_kill = time.monotonic()
-    t_promoted, t_first_ack = wait_promotion_and_first_ack(st, t_kill)
+    t_promoted, t_first_ack = wait_promotion_and_first_ack(st.replica, t_kill)
     print(f"\nkill -> promotion {t_promoted - t_kill:.2f} s; kill -> first ack on the new master "
           f"{t_first_ack - t_kill:.2f} s; promotion -> first ack {t_first_ack - t_promoted:.2f} s")
     assert t_first_ack - t_promoted <= 20 * SLOWNESS
@@ -270,29 +270,6 @@ def test_failover_under_load_carries_on_against_the_promoted_replica(sentinels, 
     assert fl.health()[0] == 200
     names = [c.get("name") for c in new.client_list()]
     assert names.count("streamfleet-worker") == 2, names
-
-
-def wait_promotion_and_first_ack(st, t0, timeout=60):
-    """(time of the replica's promotion, of the first XACK it executed after it) from t0, by
-    polling ROLE and INFO commandstats. Once the old master is gone, the replica's XACK count
-    moves only with the fleet's acks."""
-    rep = st.replica.client()
-    acks0 = t_promoted = t_first_ack = None
-    deadline = t0 + timeout * SLOWNESS
-    while time.monotonic() < deadline and t_first_ack is None:
-        try:
-            calls = rep.info("commandstats").get("cmdstat_xack", {}).get("calls", 0)
-            if t_promoted is None and rep.execute_command("ROLE")[0] == b"master":
-                t_promoted = time.monotonic()
-                acks0 = calls
-            elif t_promoted is not None and calls > acks0:
-                t_first_ack = time.monotonic()
-        except redislib.RedisError:
-            pass
-        time.sleep(0.02)
-    assert t_promoted is not None, "the sentinels never promoted the replica"
-    assert t_first_ack is not None, f"no ack on the new master within {timeout} s"
-    return t_promoted, t_first_ack
 
 
 def test_a_frozen_master_is_left_when_the_sentinels_announce_the_switch(sentinels, sink, fleet_factory):
@@ -324,7 +301,7 @@ def test_a_frozen_master_is_left_when_the_sentinels_announce_the_switch(sentinel
     st.master.kill(signal.SIGSTOP)
     t_stop = time.monotonic()
     prod.start()
-    t_promoted, t_first_ack = wait_promotion_and_first_ack(st, t_stop)
+    t_promoted, t_first_ack = wait_promotion_and_first_ack(st.replica, t_stop)
     print(f"\nstop -> promotion {t_promoted - t_stop:.2f} s; promotion -> first ack on the new master "
           f"{t_first_ack - t_promoted:.2f} s")
     assert t_first_ack - t_promoted <= 3 * SLOWNESS, fl.log()[-5000:]
