@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import REPO, SLOWNESS, add_messages, children_of, pending_count, wait_until
+from conftest import REPO, SLOWNESS, add_messages, children_of, group_info, pending_count, wait_until
 from reliability_helpers import cpu_seconds, dead_letters
 
 # The body every test handler shares: read lines from fd 0 as they come, answer through
@@ -65,8 +65,13 @@ def lives(out):
 
 
 def all_done(r, stream, n_dead=0):
-    return lambda: pending_count(r, stream, f"{stream}-group") == 0 and len(dead_letters(r, stream)) == n_dead \
-        and r.xinfo_groups(stream)[0]["entries-read"] == r.xlen(stream)
+    """Every entry read and none pending, from one XINFO GROUPS reply (pending read before
+    entries-read could see the 0 of a group that had not read yet), then the dead letters."""
+    def done():
+        g = group_info(r, stream, f"{stream}-group")
+        return (g is not None and g["entries-read"] == r.xlen(stream) and g["pending"] == 0
+                and len(dead_letters(r, stream)) == n_dead)
+    return done
 
 
 def settle(fl, r, stream, n_dead=0, timeout=None, what="everything handled"):

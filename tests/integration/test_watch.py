@@ -14,7 +14,7 @@ import time
 import pytest
 
 from conftest import REPO, SLOWNESS, add_messages, pending_count, run_binary, write_ini
-from supervisor_helpers import build_plugin, pool, pool_children, rewrite_config, send_signal
+from supervisor_helpers import all_read_and_acked, build_plugin, pool, pool_children, rewrite_config, send_signal
 
 METRIC = "streamfleet_watch_restarts_total"
 
@@ -277,7 +277,7 @@ const struct sf_plugin streamfleet_plugin = { .abi = STREAMFLEET_PLUGIN_ABI, .na
     shutil.copy(v1, so)
     fl = fleet({"pool:w": pool("wp", block="200ms", handler="plugin", plugin=str(so), watch="yes")})
     (a,) = add_messages(r, "wp", 1)
-    fl.wait_for(lambda: pending_count(r, "wp", "wp-group") == 0 and r.xinfo_groups("wp")[0]["entries-read"] == 1,
+    fl.wait_for(lambda: all_read_and_acked(r, "wp", 1),
                 what="v1 acked the first message")
     assert r.xlen("wp:dlq") == 0
     first = set(pool_children(fl, "w"))
@@ -303,7 +303,7 @@ const struct sf_plugin streamfleet_plugin = { .abi = STREAMFLEET_PLUGIN_ABI, .na
     os.rename(tmp, so)
     fl.wait_for(lambda: new_workers(fl, second), timeout=15 * SLOWNESS, what="new workers with the fix")
     (d,) = add_messages(r, "wp", 1)
-    fl.wait_for(lambda: pending_count(r, "wp", "wp-group") == 0 and r.xinfo_groups("wp")[0]["entries-read"] == 4,
+    fl.wait_for(lambda: all_read_and_acked(r, "wp", 4),
                 what="v1 acked the fourth message")
     assert d not in dead_reasons(r, "wp")
     assert watch_restarts(fl) == 2
