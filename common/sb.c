@@ -107,6 +107,34 @@ uint64_t sb_pool_key(const char *pool)
     return h ? h : 1;
 }
 
+/* The filter bit of entry ms-n of pool. */
+static unsigned charge_bit(uint64_t pool, uint64_t ms, uint64_t n)
+{
+    uint64_t h = (pool ^ (ms * 0x9e3779b97f4a7c15ULL) ^ (n * 0xc2b2ae3d27d4eb4fULL)) * 0xff51afd7ed558ccdULL;
+    return (unsigned)(h >> 52) % SB_CHARGE_FILTER_BITS;
+}
+
+static void filter_set(struct sb_charges *t, unsigned bit)
+{
+    atomic_fetch_or_explicit(&t->filter[bit / 64], 1ULL << (bit % 64), memory_order_release);
+}
+
+/* After an entry was replaced: the bits of the entries there now, word by word. A word's store
+ * keeps every bit of an entry still there, so a reader never misses one. */
+static void filter_rebuild(struct sb_charges *t, uint32_t used)
+{
+    uint64_t f[SB_CHARGE_FILTER_BITS / 64] = {0};
+    for (uint32_t i = 0; i < used; i++) {
+        const struct sb_charge *e = &t->e[i];
+        unsigned bit = charge_bit(atomic_load_explicit(&e->pool, memory_order_relaxed),
+                                  atomic_load_explicit(&e->ms, memory_order_relaxed),
+                                  atomic_load_explicit(&e->n, memory_order_relaxed));
+        f[bit / 64] |= 1ULL << (bit % 64);
+    }
+    for (size_t w = 0; w < SB_CHARGE_FILTER_BITS / 64; w++)
+        atomic_store_explicit(&t->filter[w], f[w], memory_order_release);
+}
+
 static void charge_write(struct sb_charge *e, uint64_t pool, uint64_t ms, uint64_t n, uint32_t charges,
                          uint32_t cause)
 {
@@ -137,22 +165,29 @@ unsigned sb_charge(struct sb *sb, uint64_t pool, uint64_t ms, uint64_t n, enum s
             stalest = x;
     }
     unsigned charges = 0;
+    bool replaced = false;
     if (e) {
         charges = atomic_load_explicit(&e->charges, memory_order_relaxed);
     } else if (used < SB_CHARGES_MAX) {
         /* A reader that finds it before charge_write() is done sees a free entry or an odd seq. */
         e = &t->e[used];
         atomic_store_explicit(&t->used, used + 1, memory_order_release);
+        used++;
     } else {
         /* Full: forget the entry untouched longest (dead-lettered or handled long ago, most
          * likely; at worst one that will need crash_limit deaths again). */
         e = stalest;
+        replaced = true;
     }
     if (charge)
         charges++;
     e->touched_ms = now;
     charge_write(e, pool, ms, n, charges, charge ? (uint32_t)cause
                                                  : atomic_load_explicit(&e->cause, memory_order_relaxed));
+    if (replaced)
+        filter_rebuild(t, used);
+    else
+        filter_set(t, charge_bit(pool, ms, n));
     return charges;
 }
 
@@ -160,6 +195,9 @@ bool sb_charge_get(uint64_t pool, uint64_t ms, uint64_t n, unsigned *charges, en
 {
     const struct sb_charges *t = charges_map;
     if (t == NULL)
+        return false;
+    unsigned bit = charge_bit(pool, ms, n);
+    if (!(atomic_load_explicit(&t->filter[bit / 64], memory_order_acquire) & (1ULL << (bit % 64))))
         return false;
     uint32_t used = atomic_load_explicit(&t->used, memory_order_acquire);
     for (uint32_t i = 0; i < used && i < SB_CHARGES_MAX; i++) {

@@ -253,8 +253,14 @@ struct sb_charge {
     _Atomic uint32_t cause;               /* enum sb_cause of the last of them */
     uint64_t touched_ms;                  /* the master's own: the stalest goes when full */
 };
+#define SB_CHARGE_FILTER_BITS 4096      /* ~6% of lookups scan when the table is full */
 struct sb_charges {
     _Atomic uint32_t used;                /* entries [0, used) may be taken: readers stop there */
+    /* A bit per hash of (pool, ms, n) of the entries in the table, set after the entry is
+     * written: a worker scans the table only for an id whose bit is set, so every message
+     * is not a scan of SB_CHARGES_MAX entries once one was charged. Rebuilt when an entry is
+     * forgotten (a bit of one still there is never cleared, not even for a moment). */
+    _Atomic uint64_t filter[SB_CHARGE_FILTER_BITS / 64];
     struct sb_charge e[SB_CHARGES_MAX];
 };
 
@@ -266,7 +272,7 @@ uint64_t sb_pool_key(const char *pool);
 unsigned sb_charge(struct sb *sb, uint64_t pool, uint64_t ms, uint64_t n, enum sb_cause cause, bool charge,
                    uint64_t now);
 /* Worker side: whether entry ms-n of pool is in the table (a suspect, or charged: *charges
- * and *cause say). Cheap while the table is empty. */
+ * and *cause say). One load for most ids that are not (the filter). */
 bool sb_charge_get(uint64_t pool, uint64_t ms, uint64_t n, unsigned *charges, enum sb_cause *cause);
 
 /* Master side: add a slot's counters into totals (acquire loads). */

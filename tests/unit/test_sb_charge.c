@@ -1,6 +1,7 @@
 /* test_sb_charge.c: the table of entries charged with workers' deaths (crash_limit): a charge
  * counts per pool and id, a suspect is known with 0 charges and keeps a charged entry's count,
- * a full table forgets the stalest entry, and an entry being written is never read. */
+ * a full table forgets the stalest entry, an entry being written is never read, and the filter
+ * that spares workers the scan holds the bits of the entries there, not of those forgotten. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -67,11 +68,43 @@ static void a_full_table_forgets_the_stalest(void **state)
     sb_close(&sb);
 }
 
+static unsigned filter_bits(const struct sb *sb)
+{
+    unsigned bits = 0;
+    for (size_t w = 0; w < SB_CHARGE_FILTER_BITS / 64; w++)
+        bits += (unsigned)__builtin_popcountll(atomic_load(&sb->charges->filter[w]));
+    return bits;
+}
+
+static void the_filter_forgets_what_the_table_forgot(void **state)
+{
+    (void)state;
+    struct sb sb;
+    assert_int_equal(sb_open(&sb, 1), 0);
+    uint64_t a = sb_pool_key("a");
+    unsigned charges;
+    enum sb_cause cause;
+    assert_int_equal(filter_bits(&sb), 0);
+    sb_charge(&sb, a, 5, 1, SB_CAUSE_CRASH, true, 1);
+    assert_int_equal(filter_bits(&sb), 1);
+    /* Twenty tables' worth of ids through a full table: without the rebuild the filter would
+     * fill up (every lookup a scan again); with it, no more bits than entries. */
+    for (uint64_t i = 0; i < 20 * SB_CHARGES_MAX; i++)
+        sb_charge(&sb, a, 1000 + i, 7, SB_CAUSE_CRASH, true, 10 + i);
+    assert_true(filter_bits(&sb) <= SB_CHARGES_MAX);
+    for (uint64_t i = 19 * SB_CHARGES_MAX; i < 20 * SB_CHARGES_MAX; i++)
+        assert_true(sb_charge_get(a, 1000 + i, 7, &charges, &cause));
+    assert_false(sb_charge_get(a, 5, 1, &charges, &cause));
+    assert_false(sb_charge_get(a, 1000, 7, &charges, &cause));
+    sb_close(&sb);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(charges_count_per_pool_and_id),
         cmocka_unit_test(a_full_table_forgets_the_stalest),
+        cmocka_unit_test(the_filter_forgets_what_the_table_forgot),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
