@@ -468,7 +468,7 @@ def test_docs_screenshot_of_a_realistic_fleet(redis_server, sink_factory, fleet,
     threading.Thread(target=produce, daemon=True).start()
     try:
         time.sleep(minutes * 60)
-        with open_page(tmp_path, fl, width=1080) as b:
+        with open_page(tmp_path, fl, width=1280) as b:
             b.wait_for("document.body.dataset.time", what="page loaded")
             time.sleep(2.5)
             b.screenshot(REPO / "docs" / "status-page.png")
