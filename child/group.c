@@ -41,8 +41,13 @@ void group_set_resume(struct child *c, size_t k)
 void group_note_seen(struct child *c)
 {
     if (c->pool->nstreams > 1) {
+        /* A read of new entries lists each stream's together and in id order, all naming it
+         * by one string: the last of each run is the one to compare, once a run rather than
+         * once a message. */
         for (size_t i = 0; i < c->st.n; i++) {
             const struct msg *m = &c->st.msgs[i];
+            if (i + 1 < c->st.n && c->st.msgs[i + 1].stream == m->stream)
+                continue;
             size_t k = child_stream_index(c, m->stream);
             if (!c->seen[k][0] || group_id_cmp(m->id.p, c->seen[k]) > 0)
                 snprintf(c->seen[k], sizeof c->seen[k], "%s", m->id.p);
