@@ -333,13 +333,21 @@ static int pick_word(const char *const *words, const char *v, int *idx, char *er
 
 /* ---- setters, one per kind of value ---- */
 
-static int set_int(const struct key *k, void *base, const char *v, char *err, size_t len)
+/* v as a whole number within the key's bounds. */
+static int whole_number(const struct key *k, const char *v, long *n, char *err, size_t len)
 {
-    long n;
-    if (int_parse(v, k->min, k->max, &n) == -1) {
+    if (int_parse(v, k->min, k->max, n) == -1) {
         snprintf(err, len, "must be a whole number from %ld to %ld (got '%s')", k->min, k->max, v);
         return -1;
     }
+    return 0;
+}
+
+static int set_int(const struct key *k, void *base, const char *v, char *err, size_t len)
+{
+    long n;
+    if (whole_number(k, v, &n, err, len) == -1)
+        return -1;
     *(int *)((char *)base + k->off) = (int)n;
     return 0;
 }
@@ -374,10 +382,8 @@ static int set_bool(const struct key *k, void *base, const char *v, char *err, s
 static int set_long(const struct key *k, void *base, const char *v, char *err, size_t len)
 {
     long n;
-    if (int_parse(v, k->min, k->max, &n) == -1) {
-        snprintf(err, len, "must be a whole number from %ld to %ld (got '%s')", k->min, k->max, v);
+    if (whole_number(k, v, &n, err, len) == -1)
         return -1;
-    }
     *(long *)((char *)base + k->off) = n;
     return 0;
 }
@@ -462,29 +468,30 @@ static int set_backoff(const struct key *k, void *base, const char *v, char *err
     return 0;
 }
 
+/* A yes/no key written with two words of its own: the bool field is whether v is words[1]. */
+static int set_either(const char *const *words, const struct key *k, void *base, const char *v, char *err,
+                      size_t len)
+{
+    int i;
+    if (pick_word(words, v, &i, err, len) == -1)
+        return -1;
+    *(bool *)((char *)base + k->off) = i == 1;
+    return 0;
+}
+
 /* Where a group starts when it is first created: the whole stream, or only what comes next.
  * It decides nothing once the fleet has read from the group (a lost group is re-created
  * after the last entry the fleet had delivered). */
 static int set_group_start(const struct key *k, void *base, const char *v, char *err, size_t len)
 {
     static const char *const words[] = { "earliest", "latest", NULL };
-    int i;
-    (void)k;
-    if (pick_word(words, v, &i, err, len) == -1)
-        return -1;
-    ((struct pool_conf *)base)->group_start_latest = i == 1;
-    return 0;
+    return set_either(words, k, base, v, err, len);
 }
 
 static int set_trim(const struct key *k, void *base, const char *v, char *err, size_t len)
 {
     static const char *const words[] = { "off", "acked", NULL };
-    int i;
-    (void)k;
-    if (pick_word(words, v, &i, err, len) == -1)
-        return -1;
-    ((struct pool_conf *)base)->trim_acked = i == 1;
-    return 0;
+    return set_either(words, k, base, v, err, len);
 }
 
 /* workers = N, or a range MIN..MAX the master scales within (supervisor/scale.h). */
@@ -494,10 +501,8 @@ static int set_workers(const struct key *k, void *base, const char *v, char *err
     const char *dots = strstr(v, "..");
     long lo, hi;
     if (dots == NULL) {
-        if (int_parse(v, k->min, k->max, &lo) == -1) {
-            snprintf(err, len, "must be a whole number from %ld to %ld (got '%s')", k->min, k->max, v);
+        if (whole_number(k, v, &lo, err, len) == -1)
             return -1;
-        }
         p->workers = (int)lo;
         p->workers_max = 0;
         return 0;
@@ -881,14 +886,21 @@ static int set_url(const struct key *k, void *base, const char *v, char *err, si
     return 0;
 }
 
-static int set_content_type(const struct key *k, void *base, const char *v, char *err, size_t len)
+/* A string that goes out as it is written (a header value, a command line): what names it in
+ * the message. */
+static int set_text(const char *what, const struct key *k, void *base, const char *v, char *err, size_t len)
 {
     if (!*v || has_ctl(v)) {
-        snprintf(err, len, "must be a non-empty media type without control characters");
+        snprintf(err, len, "must be a non-empty %s without control characters", what);
         return -1;
     }
     set_str(k, base, v);
     return 0;
+}
+
+static int set_content_type(const struct key *k, void *base, const char *v, char *err, size_t len)
+{
+    return set_text("media type", k, base, v, err, len);
 }
 
 static bool is_tchar(int c)
@@ -902,12 +914,7 @@ static bool is_tchar(int c)
  * once shell is known. */
 static int set_command(const struct key *k, void *base, const char *v, char *err, size_t len)
 {
-    if (!*v || has_ctl(v)) {
-        snprintf(err, len, "must be a non-empty command without control characters");
-        return -1;
-    }
-    set_str(k, base, v);
-    return 0;
+    return set_text("command", k, base, v, err, len);
 }
 
 /* An environment variable name: what a shell accepts. */
@@ -975,12 +982,7 @@ static int set_pass_env(const struct key *k, void *base, const char *v, char *er
 static int set_stdin(const struct key *k, void *base, const char *v, char *err, size_t len)
 {
     static const char *const words[] = { "json", "body", NULL };
-    int i;
-    (void)k;
-    if (pick_word(words, v, &i, err, len) == -1)
-        return -1;
-    ((struct pool_conf *)base)->stdin_body = i == 1;
-    return 0;
+    return set_either(words, k, base, v, err, len);
 }
 
 /* Whether name can be executed: a path (with a slash) to an executable file, or a name found
