@@ -1388,33 +1388,44 @@ static int parse_db(const char *p, struct redis_addr *a, char *err, size_t errle
     return 0;
 }
 
-/* The sentinels host[:port],host[:port]... of p[0..n), then /MASTERNAME[/db] in rest. */
-static int parse_sentinels(const char *p, size_t n, const char *rest, struct redis_addr *a, char *err, size_t errlen)
+/* The nodes host[:port],host[:port]... of p[0..n) (n > 0), at most 64, into *nodes and
+ * *count: a port not written is default_port. what names one node in messages ("sentinel 2: "),
+ * many all of them ("more than 64 sentinels"). */
+static int parse_nodes(const char *p, size_t n, int default_port, const char *what, const char *many,
+                       struct redis_node **nodes, size_t *count, char *err, size_t errlen)
 {
     const char *end = p + n;
-    if (n == 0) {
-        snprintf(err, errlen, "no sentinel: write redis-sentinel://host:port,host:port/MASTERNAME");
-        return -1;
-    }
     while (p <= end) {
         const char *comma = memchr(p, ',', (size_t)(end - p));
         size_t sn = comma ? (size_t)(comma - p) : (size_t)(end - p);
-        char what[32];
-        snprintf(what, sizeof what, "sentinel %zu: ", a->nsentinels + 1);
-        if (a->nsentinels == 64) {
-            snprintf(err, errlen, "more than 64 sentinels");
+        char where[32];
+        snprintf(where, sizeof where, "%s %zu: ", what, *count + 1);
+        if (*count == 64) {
+            snprintf(err, errlen, "more than 64 %s", many);
             return -1;
         }
-        a->sentinels = xrealloc(a->sentinels, (a->nsentinels + 1) * sizeof *a->sentinels);
-        struct redis_node *node = &a->sentinels[a->nsentinels++];
+        *nodes = xrealloc(*nodes, (*count + 1) * sizeof **nodes);
+        struct redis_node *node = &(*nodes)[(*count)++];
         node->host = NULL;
-        node->port = 26379;
-        if (parse_host_port(p, sn, &node->host, &node->port, what, err, errlen) == -1)
+        node->port = default_port;
+        if (parse_host_port(p, sn, &node->host, &node->port, where, err, errlen) == -1)
             return -1;
         if (!comma)
             break;
         p = comma + 1;
     }
+    return 0;
+}
+
+/* The sentinels host[:port],host[:port]... of p[0..n), then /MASTERNAME[/db] in rest. */
+static int parse_sentinels(const char *p, size_t n, const char *rest, struct redis_addr *a, char *err, size_t errlen)
+{
+    if (n == 0) {
+        snprintf(err, errlen, "no sentinel: write redis-sentinel://host:port,host:port/MASTERNAME");
+        return -1;
+    }
+    if (parse_nodes(p, n, 26379, "sentinel", "sentinels", &a->sentinels, &a->nsentinels, err, errlen) == -1)
+        return -1;
     if (*rest != '/' || rest[1] == '\0' || rest[1] == '/') {
         snprintf(err, errlen, "missing master name: write redis-sentinel://host:port,.../MASTERNAME[/db]");
         return -1;
@@ -1436,30 +1447,12 @@ static int parse_sentinels(const char *p, size_t n, const char *rest, struct red
  * (a cluster has database 0 only). */
 static int parse_seeds(const char *p, size_t n, const char *rest, struct redis_addr *a, char *err, size_t errlen)
 {
-    const char *end = p + n;
     if (n == 0) {
         snprintf(err, errlen, "no seed node: write redis-cluster://host:port,host:port/");
         return -1;
     }
-    while (p <= end) {
-        const char *comma = memchr(p, ',', (size_t)(end - p));
-        size_t sn = comma ? (size_t)(comma - p) : (size_t)(end - p);
-        char what[32];
-        snprintf(what, sizeof what, "seed %zu: ", a->nseeds + 1);
-        if (a->nseeds == 64) {
-            snprintf(err, errlen, "more than 64 seed nodes");
-            return -1;
-        }
-        a->seeds = xrealloc(a->seeds, (a->nseeds + 1) * sizeof *a->seeds);
-        struct redis_node *node = &a->seeds[a->nseeds++];
-        node->host = NULL;
-        node->port = 6379;
-        if (parse_host_port(p, sn, &node->host, &node->port, what, err, errlen) == -1)
-            return -1;
-        if (!comma)
-            break;
-        p = comma + 1;
-    }
+    if (parse_nodes(p, n, 6379, "seed", "seed nodes", &a->seeds, &a->nseeds, err, errlen) == -1)
+        return -1;
     if (*rest && strcmp(rest, "/") != 0 && strcmp(rest, "/0") != 0) {
         snprintf(err, errlen, "a cluster has database 0 only: write redis-cluster://host:port,host:port/");
         return -1;
