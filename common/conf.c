@@ -1388,26 +1388,44 @@ static int parse_db(const char *p, struct redis_addr *a, char *err, size_t errle
     return 0;
 }
 
-/* The nodes host[:port],host[:port]... of p[0..n) (n > 0), at most 64, into *nodes and
- * *count: a port not written is default_port. what names one node in messages ("sentinel 2: "),
- * many all of them ("more than 64 sentinels"). */
-static int parse_nodes(const char *p, size_t n, int default_port, const char *what, const char *many,
-                       struct redis_node **nodes, size_t *count, char *err, size_t errlen)
+/* What differs between the node lists of redis-sentinel:// and redis-cluster://. */
+struct node_list {
+    const char *one;            /* names a node in messages: "sentinel 2: " */
+    const char *many;           /* "more than 64 sentinels" */
+    const char *none;           /* the message for an empty list */
+    int port;                   /* a node's when it is not written */
+};
+
+static const struct node_list sentinel_list = {
+    "sentinel", "sentinels", "no sentinel: write redis-sentinel://host:port,host:port/MASTERNAME", 26379
+};
+static const struct node_list seed_list = {
+    "seed", "seed nodes", "no seed node: write redis-cluster://host:port,host:port/", 6379
+};
+
+/* The nodes host[:port],host[:port]... of p[0..n), at least one and at most 64, into *nodes
+ * and *count. */
+static int parse_nodes(const char *p, size_t n, const struct node_list *kind, struct redis_node **nodes,
+                       size_t *count, char *err, size_t errlen)
 {
     const char *end = p + n;
+    if (n == 0) {
+        snprintf(err, errlen, "%s", kind->none);
+        return -1;
+    }
     while (p <= end) {
         const char *comma = memchr(p, ',', (size_t)(end - p));
         size_t sn = comma ? (size_t)(comma - p) : (size_t)(end - p);
         char where[32];
-        snprintf(where, sizeof where, "%s %zu: ", what, *count + 1);
+        snprintf(where, sizeof where, "%s %zu: ", kind->one, *count + 1);
         if (*count == 64) {
-            snprintf(err, errlen, "more than 64 %s", many);
+            snprintf(err, errlen, "more than 64 %s", kind->many);
             return -1;
         }
         *nodes = xrealloc(*nodes, (*count + 1) * sizeof **nodes);
         struct redis_node *node = &(*nodes)[(*count)++];
         node->host = NULL;
-        node->port = default_port;
+        node->port = kind->port;
         if (parse_host_port(p, sn, &node->host, &node->port, where, err, errlen) == -1)
             return -1;
         if (!comma)
@@ -1420,11 +1438,7 @@ static int parse_nodes(const char *p, size_t n, int default_port, const char *wh
 /* The sentinels host[:port],host[:port]... of p[0..n), then /MASTERNAME[/db] in rest. */
 static int parse_sentinels(const char *p, size_t n, const char *rest, struct redis_addr *a, char *err, size_t errlen)
 {
-    if (n == 0) {
-        snprintf(err, errlen, "no sentinel: write redis-sentinel://host:port,host:port/MASTERNAME");
-        return -1;
-    }
-    if (parse_nodes(p, n, 26379, "sentinel", "sentinels", &a->sentinels, &a->nsentinels, err, errlen) == -1)
+    if (parse_nodes(p, n, &sentinel_list, &a->sentinels, &a->nsentinels, err, errlen) == -1)
         return -1;
     if (*rest != '/' || rest[1] == '\0' || rest[1] == '/') {
         snprintf(err, errlen, "missing master name: write redis-sentinel://host:port,.../MASTERNAME[/db]");
@@ -1447,11 +1461,7 @@ static int parse_sentinels(const char *p, size_t n, const char *rest, struct red
  * (a cluster has database 0 only). */
 static int parse_seeds(const char *p, size_t n, const char *rest, struct redis_addr *a, char *err, size_t errlen)
 {
-    if (n == 0) {
-        snprintf(err, errlen, "no seed node: write redis-cluster://host:port,host:port/");
-        return -1;
-    }
-    if (parse_nodes(p, n, 6379, "seed", "seed nodes", &a->seeds, &a->nseeds, err, errlen) == -1)
+    if (parse_nodes(p, n, &seed_list, &a->seeds, &a->nseeds, err, errlen) == -1)
         return -1;
     if (*rest && strcmp(rest, "/") != 0 && strcmp(rest, "/0") != 0) {
         snprintf(err, errlen, "a cluster has database 0 only: write redis-cluster://host:port,host:port/");
