@@ -1991,17 +1991,25 @@ static void validate_proc(struct loader *l, struct pool_conf *p, const int *seen
         problem(l, abs(si), "stdin = body needs body_field (the field whose value is the input)");
 }
 
-/* The keys of a handler (a [handler:NAME], or a pool's inline handler): what is required, and
- * what applies to http alone. where: "[pool:NAME]" or "[handler:NAME]". */
-static void check_handler_keys(struct loader *l, struct pool_conf *p, const int *seen, const char *where)
+/* Which handler-only keys apply to p's handler: KEY_HTTP, KEY_PROC, or 0 (neither, or the
+ * handler is not known: !handler_ok). */
+static unsigned handler_kind(const struct pool_conf *p, bool handler_ok)
 {
-    int ih = key_index(SEC_POOL, "handler");
-    bool handler_ok = seen[ih] > 0 && p->handler_name == NULL;
-    bool http = handler_ok && p->handler == HANDLER_HTTP;
-    bool proc = handler_ok && (p->handler == HANDLER_EXEC || p->handler == HANDLER_SUBPROCESS);
-    unsigned kind = http ? KEY_HTTP : proc ? KEY_PROC : 0;
+    if (handler_ok && p->handler == HANDLER_HTTP)
+        return KEY_HTTP;
+    if (handler_ok && (p->handler == HANDLER_EXEC || p->handler == HANDLER_SUBPROCESS))
+        return KEY_PROC;
+    return 0;
+}
+
+/* The SEC_POOL keys of a pool or handler section where ("[pool:NAME]", "[handler:NAME]"),
+ * the KEY_POOL ones when pool_own, else the handler keys: those required and missing, and
+ * those set for a handler kind (kind, from handler_kind()) they do not apply to. */
+static void check_keys(struct loader *l, const struct pool_conf *p, const int *seen, bool pool_own,
+                       bool handler_ok, unsigned kind, const char *where)
+{
     for (size_t k = 0; k < NKEYS; k++) {
-        if (keys[k].sec != SEC_POOL || (keys[k].flags & KEY_POOL))
+        if (keys[k].sec != SEC_POOL || ((keys[k].flags & KEY_POOL) != 0) != pool_own)
             continue;
         unsigned only = keys[k].flags & (KEY_HTTP | KEY_PROC);
         const char *which = only == KEY_HTTP ? "handler = http"
@@ -2013,6 +2021,17 @@ static void check_handler_keys(struct loader *l, struct pool_conf *p, const int 
         if (only && seen[k] && handler_ok && !(only & kind))
             problem(l, abs(seen[k]), "key '%s' only applies to %s", keys[k].name, which);
     }
+}
+
+/* The keys of a handler (a [handler:NAME], or a pool's inline handler): what is required, and
+ * what applies to http alone. where: "[pool:NAME]" or "[handler:NAME]". */
+static void check_handler_keys(struct loader *l, struct pool_conf *p, const int *seen, const char *where)
+{
+    int ih = key_index(SEC_POOL, "handler");
+    bool handler_ok = seen[ih] > 0 && p->handler_name == NULL;
+    unsigned kind = handler_kind(p, handler_ok);
+    bool http = kind == KEY_HTTP, proc = kind == KEY_PROC;
+    check_keys(l, p, seen, false, handler_ok, kind, where);
     validate_plugin(l, p, seen, handler_ok, where);
     if (proc)
         validate_proc(l, p, seen);
@@ -2221,28 +2240,13 @@ static void validate_pool(struct loader *l, size_t i)
     const int *seen = l->pool_keys[i];
     int ih = key_index(SEC_POOL, "handler");
     bool handler_ok = seen[ih] > 0 || p->routed;
-    bool http = handler_ok && p->handler == HANDLER_HTTP;
-    bool proc = handler_ok && (p->handler == HANDLER_EXEC || p->handler == HANDLER_SUBPROCESS);
-    unsigned kind = http ? KEY_HTTP : proc ? KEY_PROC : 0;
-    if (!p->routed && p->handler_name == NULL) {
-        char where[CONF_NAME_MAX + 16];
-        snprintf(where, sizeof where, "[pool:%s]", p->name);
+    unsigned kind = handler_kind(p, handler_ok);
+    bool http = kind == KEY_HTTP, proc = kind == KEY_PROC;
+    char where[CONF_NAME_MAX + 16];
+    snprintf(where, sizeof where, "[pool:%s]", p->name);
+    if (!p->routed && p->handler_name == NULL)
         check_handler_keys(l, p, seen, where);
-    }
-
-    for (size_t k = 0; k < NKEYS; k++) {
-        if (keys[k].sec != SEC_POOL || !(keys[k].flags & KEY_POOL))
-            continue;
-        unsigned only = keys[k].flags & (KEY_HTTP | KEY_PROC);
-        const char *which = only == KEY_HTTP ? "handler = http"
-                          : only == KEY_PROC ? "handler = exec or subprocess"
-                                             : "handler = http, exec or subprocess";
-        if ((keys[k].flags & KEY_REQUIRED) && !seen[k] && (!only || (only & kind)))
-            problem(l, p->line, "[pool:%s] missing required key '%s'%s%s%s", p->name, keys[k].name,
-                    only ? " (" : "", only ? which : "", only ? ")" : "");
-        if (only && seen[k] && handler_ok && !(only & kind))
-            problem(l, abs(seen[k]), "key '%s' only applies to %s", keys[k].name, which);
-    }
+    check_keys(l, p, seen, true, handler_ok, kind, where);
     /* A live worker's message must never look orphaned: claim_idle has to outlast the longest
      * a worker may legitimately hold one (a blocking read, or twice the HTTP timeout). A
      * failed message waiting for its retry (up to backoff_max) stays pending too: its worker
