@@ -804,16 +804,12 @@ static int set_fields(const struct key *k, void *base, const char *v, char *err,
         snprintf(err, len, "must name at least one field");
         goto fail;
     }
-    for (size_t i = 0; i < p->nrequire_fields; i++)
-        free(p->require_fields[i]);
-    free(p->require_fields);
+    free_strv(p->require_fields, p->nrequire_fields);
     p->require_fields = names;
     p->nrequire_fields = n;
     return 0;
 fail:
-    for (size_t i = 0; i < n; i++)
-        free(names[i]);
-    free(names);
+    free_strv(names, n);
     return -1;
 }
 
@@ -2562,9 +2558,7 @@ static void pool_release(struct pool_conf *p)
     free(p->signing_secret_file);
     free(p->id_field);
     free(p->created_field);
-    for (size_t i = 0; i < p->nrequire_fields; i++)
-        free(p->require_fields[i]);
-    free(p->require_fields);
+    free_strv(p->require_fields, p->nrequire_fields);
     free(p->dlq);
     plugin_release(p);
     free(p->handler_name);
@@ -2580,12 +2574,8 @@ static void pool_release(struct pool_conf *p)
     free(p->targets);
     free(p->command);
     argv_free(p->argv);
-    for (size_t i = 0; i < p->nenv; i++)
-        free(p->env[i]);
-    free(p->env);
-    for (size_t i = 0; i < p->npass_env; i++)
-        free(p->pass_env[i]);
-    free(p->pass_env);
+    free_strv(p->env, p->nenv);
+    free_strv(p->pass_env, p->npass_env);
 }
 
 void conf_free(struct conf *c)
@@ -2607,17 +2597,13 @@ void conf_free(struct conf *c)
     for (size_t i = 0; i < c->nhandlers; i++)
         pool_release(&c->handlers[i]);
     free(c->handlers);
-    for (size_t i = 0; i < c->nwarnings; i++)
-        free(c->warnings[i]);
-    free(c->warnings);
+    free_strv(c->warnings, c->nwarnings);
     free(c);
 }
 
 void conf_errors_release(struct conf_errors *errs)
 {
-    for (size_t i = 0; i < errs->n; i++)
-        free(errs->msg[i]);
-    free(errs->msg);
+    free_strv(errs->msg, errs->n);
     errs->msg = NULL;
     errs->n = 0;
 }
