@@ -882,8 +882,8 @@ static int set_url(const struct key *k, void *base, const char *v, char *err, si
     return 0;
 }
 
-/* A string that goes out as it is written (a header value, a command line): what names it in
- * the message. */
+/* A value used as it is written (content_type, command): non-empty, without control
+ * characters. what names it in the message. */
 static int set_text(const char *what, const struct key *k, void *base, const char *v, char *err, size_t len)
 {
     if (!*v || has_ctl(v)) {
