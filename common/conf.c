@@ -333,13 +333,21 @@ static int pick_word(const char *const *words, const char *v, int *idx, char *er
 
 /* ---- setters, one per kind of value ---- */
 
-static int set_int(const struct key *k, void *base, const char *v, char *err, size_t len)
+/* v as a whole number within the key's bounds. */
+static int whole_number(const struct key *k, const char *v, long *n, char *err, size_t len)
 {
-    long n;
-    if (int_parse(v, k->min, k->max, &n) == -1) {
+    if (int_parse(v, k->min, k->max, n) == -1) {
         snprintf(err, len, "must be a whole number from %ld to %ld (got '%s')", k->min, k->max, v);
         return -1;
     }
+    return 0;
+}
+
+static int set_int(const struct key *k, void *base, const char *v, char *err, size_t len)
+{
+    long n;
+    if (whole_number(k, v, &n, err, len) == -1)
+        return -1;
     *(int *)((char *)base + k->off) = (int)n;
     return 0;
 }
@@ -374,10 +382,8 @@ static int set_bool(const struct key *k, void *base, const char *v, char *err, s
 static int set_long(const struct key *k, void *base, const char *v, char *err, size_t len)
 {
     long n;
-    if (int_parse(v, k->min, k->max, &n) == -1) {
-        snprintf(err, len, "must be a whole number from %ld to %ld (got '%s')", k->min, k->max, v);
+    if (whole_number(k, v, &n, err, len) == -1)
         return -1;
-    }
     *(long *)((char *)base + k->off) = n;
     return 0;
 }
@@ -462,29 +468,30 @@ static int set_backoff(const struct key *k, void *base, const char *v, char *err
     return 0;
 }
 
+/* A yes/no key written with two words of its own: the bool field is whether v is words[1]. */
+static int set_either(const char *const *words, const struct key *k, void *base, const char *v, char *err,
+                      size_t len)
+{
+    int i;
+    if (pick_word(words, v, &i, err, len) == -1)
+        return -1;
+    *(bool *)((char *)base + k->off) = i == 1;
+    return 0;
+}
+
 /* Where a group starts when it is first created: the whole stream, or only what comes next.
  * It decides nothing once the fleet has read from the group (a lost group is re-created
  * after the last entry the fleet had delivered). */
 static int set_group_start(const struct key *k, void *base, const char *v, char *err, size_t len)
 {
     static const char *const words[] = { "earliest", "latest", NULL };
-    int i;
-    (void)k;
-    if (pick_word(words, v, &i, err, len) == -1)
-        return -1;
-    ((struct pool_conf *)base)->group_start_latest = i == 1;
-    return 0;
+    return set_either(words, k, base, v, err, len);
 }
 
 static int set_trim(const struct key *k, void *base, const char *v, char *err, size_t len)
 {
     static const char *const words[] = { "off", "acked", NULL };
-    int i;
-    (void)k;
-    if (pick_word(words, v, &i, err, len) == -1)
-        return -1;
-    ((struct pool_conf *)base)->trim_acked = i == 1;
-    return 0;
+    return set_either(words, k, base, v, err, len);
 }
 
 /* workers = N, or a range MIN..MAX the master scales within (supervisor/scale.h). */
@@ -494,10 +501,8 @@ static int set_workers(const struct key *k, void *base, const char *v, char *err
     const char *dots = strstr(v, "..");
     long lo, hi;
     if (dots == NULL) {
-        if (int_parse(v, k->min, k->max, &lo) == -1) {
-            snprintf(err, len, "must be a whole number from %ld to %ld (got '%s')", k->min, k->max, v);
+        if (whole_number(k, v, &lo, err, len) == -1)
             return -1;
-        }
         p->workers = (int)lo;
         p->workers_max = 0;
         return 0;
@@ -799,16 +804,12 @@ static int set_fields(const struct key *k, void *base, const char *v, char *err,
         snprintf(err, len, "must name at least one field");
         goto fail;
     }
-    for (size_t i = 0; i < p->nrequire_fields; i++)
-        free(p->require_fields[i]);
-    free(p->require_fields);
+    free_strv(p->require_fields, p->nrequire_fields);
     p->require_fields = names;
     p->nrequire_fields = n;
     return 0;
 fail:
-    for (size_t i = 0; i < n; i++)
-        free(names[i]);
-    free(names);
+    free_strv(names, n);
     return -1;
 }
 
@@ -881,14 +882,21 @@ static int set_url(const struct key *k, void *base, const char *v, char *err, si
     return 0;
 }
 
-static int set_content_type(const struct key *k, void *base, const char *v, char *err, size_t len)
+/* A value used as it is written (content_type, command): non-empty, without control
+ * characters. what names it in the message. */
+static int set_text(const char *what, const struct key *k, void *base, const char *v, char *err, size_t len)
 {
     if (!*v || has_ctl(v)) {
-        snprintf(err, len, "must be a non-empty media type without control characters");
+        snprintf(err, len, "must be a non-empty %s without control characters", what);
         return -1;
     }
     set_str(k, base, v);
     return 0;
+}
+
+static int set_content_type(const struct key *k, void *base, const char *v, char *err, size_t len)
+{
+    return set_text("media type", k, base, v, err, len);
 }
 
 static bool is_tchar(int c)
@@ -902,12 +910,7 @@ static bool is_tchar(int c)
  * once shell is known. */
 static int set_command(const struct key *k, void *base, const char *v, char *err, size_t len)
 {
-    if (!*v || has_ctl(v)) {
-        snprintf(err, len, "must be a non-empty command without control characters");
-        return -1;
-    }
-    set_str(k, base, v);
-    return 0;
+    return set_text("command", k, base, v, err, len);
 }
 
 /* An environment variable name: what a shell accepts. */
@@ -975,12 +978,7 @@ static int set_pass_env(const struct key *k, void *base, const char *v, char *er
 static int set_stdin(const struct key *k, void *base, const char *v, char *err, size_t len)
 {
     static const char *const words[] = { "json", "body", NULL };
-    int i;
-    (void)k;
-    if (pick_word(words, v, &i, err, len) == -1)
-        return -1;
-    ((struct pool_conf *)base)->stdin_body = i == 1;
-    return 0;
+    return set_either(words, k, base, v, err, len);
 }
 
 /* Whether name can be executed: a path (with a slash) to an executable file, or a name found
@@ -1386,33 +1384,58 @@ static int parse_db(const char *p, struct redis_addr *a, char *err, size_t errle
     return 0;
 }
 
-/* The sentinels host[:port],host[:port]... of p[0..n), then /MASTERNAME[/db] in rest. */
-static int parse_sentinels(const char *p, size_t n, const char *rest, struct redis_addr *a, char *err, size_t errlen)
+/* What differs between the node lists of redis-sentinel:// and redis-cluster://. */
+struct node_list {
+    const char *one;            /* names a node in messages: "sentinel 2: " */
+    const char *many;           /* "more than 64 sentinels" */
+    const char *none;           /* the message for an empty list */
+    int port;                   /* a node's when it is not written */
+};
+
+static const struct node_list sentinel_list = {
+    "sentinel", "sentinels", "no sentinel: write redis-sentinel://host:port,host:port/MASTERNAME", 26379
+};
+static const struct node_list seed_list = {
+    "seed", "seed nodes", "no seed node: write redis-cluster://host:port,host:port/", 6379
+};
+
+/* The nodes host[:port],host[:port]... of p[0..n), at least one and at most 64, into *nodes
+ * and *count. */
+static int parse_nodes(const char *p, size_t n, const struct node_list *kind, struct redis_node **nodes,
+                       size_t *count, char *err, size_t errlen)
 {
     const char *end = p + n;
     if (n == 0) {
-        snprintf(err, errlen, "no sentinel: write redis-sentinel://host:port,host:port/MASTERNAME");
+        snprintf(err, errlen, "%s", kind->none);
         return -1;
     }
     while (p <= end) {
         const char *comma = memchr(p, ',', (size_t)(end - p));
         size_t sn = comma ? (size_t)(comma - p) : (size_t)(end - p);
-        char what[32];
-        snprintf(what, sizeof what, "sentinel %zu: ", a->nsentinels + 1);
-        if (a->nsentinels == 64) {
-            snprintf(err, errlen, "more than 64 sentinels");
+        char where[32];
+        snprintf(where, sizeof where, "%s %zu: ", kind->one, *count + 1);
+        if (*count == 64) {
+            snprintf(err, errlen, "more than 64 %s", kind->many);
             return -1;
         }
-        a->sentinels = xrealloc(a->sentinels, (a->nsentinels + 1) * sizeof *a->sentinels);
-        struct redis_node *node = &a->sentinels[a->nsentinels++];
+        *nodes = xrealloc(*nodes, (*count + 1) * sizeof **nodes);
+        struct redis_node *node = &(*nodes)[(*count)++];
         node->host = NULL;
-        node->port = 26379;
-        if (parse_host_port(p, sn, &node->host, &node->port, what, err, errlen) == -1)
+        node->port = kind->port;
+        if (parse_host_port(p, sn, &node->host, &node->port, where, err, errlen) == -1)
             return -1;
         if (!comma)
             break;
         p = comma + 1;
     }
+    return 0;
+}
+
+/* The sentinels host[:port],host[:port]... of p[0..n), then /MASTERNAME[/db] in rest. */
+static int parse_sentinels(const char *p, size_t n, const char *rest, struct redis_addr *a, char *err, size_t errlen)
+{
+    if (parse_nodes(p, n, &sentinel_list, &a->sentinels, &a->nsentinels, err, errlen) == -1)
+        return -1;
     if (*rest != '/' || rest[1] == '\0' || rest[1] == '/') {
         snprintf(err, errlen, "missing master name: write redis-sentinel://host:port,.../MASTERNAME[/db]");
         return -1;
@@ -1434,30 +1457,8 @@ static int parse_sentinels(const char *p, size_t n, const char *rest, struct red
  * (a cluster has database 0 only). */
 static int parse_seeds(const char *p, size_t n, const char *rest, struct redis_addr *a, char *err, size_t errlen)
 {
-    const char *end = p + n;
-    if (n == 0) {
-        snprintf(err, errlen, "no seed node: write redis-cluster://host:port,host:port/");
+    if (parse_nodes(p, n, &seed_list, &a->seeds, &a->nseeds, err, errlen) == -1)
         return -1;
-    }
-    while (p <= end) {
-        const char *comma = memchr(p, ',', (size_t)(end - p));
-        size_t sn = comma ? (size_t)(comma - p) : (size_t)(end - p);
-        char what[32];
-        snprintf(what, sizeof what, "seed %zu: ", a->nseeds + 1);
-        if (a->nseeds == 64) {
-            snprintf(err, errlen, "more than 64 seed nodes");
-            return -1;
-        }
-        a->seeds = xrealloc(a->seeds, (a->nseeds + 1) * sizeof *a->seeds);
-        struct redis_node *node = &a->seeds[a->nseeds++];
-        node->host = NULL;
-        node->port = 6379;
-        if (parse_host_port(p, sn, &node->host, &node->port, what, err, errlen) == -1)
-            return -1;
-        if (!comma)
-            break;
-        p = comma + 1;
-    }
     if (*rest && strcmp(rest, "/") != 0 && strcmp(rest, "/0") != 0) {
         snprintf(err, errlen, "a cluster has database 0 only: write redis-cluster://host:port,host:port/");
         return -1;
@@ -1986,17 +1987,25 @@ static void validate_proc(struct loader *l, struct pool_conf *p, const int *seen
         problem(l, abs(si), "stdin = body needs body_field (the field whose value is the input)");
 }
 
-/* The keys of a handler (a [handler:NAME], or a pool's inline handler): what is required, and
- * what applies to http alone. where: "[pool:NAME]" or "[handler:NAME]". */
-static void check_handler_keys(struct loader *l, struct pool_conf *p, const int *seen, const char *where)
+/* Which handler-only keys apply to p's handler: KEY_HTTP, KEY_PROC, or 0 (neither, or the
+ * handler is not known: !handler_ok). */
+static unsigned handler_kind(const struct pool_conf *p, bool handler_ok)
 {
-    int ih = key_index(SEC_POOL, "handler");
-    bool handler_ok = seen[ih] > 0 && p->handler_name == NULL;
-    bool http = handler_ok && p->handler == HANDLER_HTTP;
-    bool proc = handler_ok && (p->handler == HANDLER_EXEC || p->handler == HANDLER_SUBPROCESS);
-    unsigned kind = http ? KEY_HTTP : proc ? KEY_PROC : 0;
+    if (handler_ok && p->handler == HANDLER_HTTP)
+        return KEY_HTTP;
+    if (handler_ok && (p->handler == HANDLER_EXEC || p->handler == HANDLER_SUBPROCESS))
+        return KEY_PROC;
+    return 0;
+}
+
+/* The SEC_POOL keys of a pool or handler section where ("[pool:NAME]", "[handler:NAME]"),
+ * the KEY_POOL ones when pool_own, else the handler keys: those required and missing, and
+ * those set for a handler kind (kind, from handler_kind()) they do not apply to. */
+static void check_keys(struct loader *l, const struct pool_conf *p, const int *seen, bool pool_own,
+                       bool handler_ok, unsigned kind, const char *where)
+{
     for (size_t k = 0; k < NKEYS; k++) {
-        if (keys[k].sec != SEC_POOL || (keys[k].flags & KEY_POOL))
+        if (keys[k].sec != SEC_POOL || ((keys[k].flags & KEY_POOL) != 0) != pool_own)
             continue;
         unsigned only = keys[k].flags & (KEY_HTTP | KEY_PROC);
         const char *which = only == KEY_HTTP ? "handler = http"
@@ -2008,6 +2017,17 @@ static void check_handler_keys(struct loader *l, struct pool_conf *p, const int 
         if (only && seen[k] && handler_ok && !(only & kind))
             problem(l, abs(seen[k]), "key '%s' only applies to %s", keys[k].name, which);
     }
+}
+
+/* The keys of a handler (a [handler:NAME], or a pool's inline handler): what is required, and
+ * what applies to http alone. where: "[pool:NAME]" or "[handler:NAME]". */
+static void check_handler_keys(struct loader *l, struct pool_conf *p, const int *seen, const char *where)
+{
+    int ih = key_index(SEC_POOL, "handler");
+    bool handler_ok = seen[ih] > 0 && p->handler_name == NULL;
+    unsigned kind = handler_kind(p, handler_ok);
+    bool http = kind == KEY_HTTP, proc = kind == KEY_PROC;
+    check_keys(l, p, seen, false, handler_ok, kind, where);
     validate_plugin(l, p, seen, handler_ok, where);
     if (proc)
         validate_proc(l, p, seen);
@@ -2216,28 +2236,13 @@ static void validate_pool(struct loader *l, size_t i)
     const int *seen = l->pool_keys[i];
     int ih = key_index(SEC_POOL, "handler");
     bool handler_ok = seen[ih] > 0 || p->routed;
-    bool http = handler_ok && p->handler == HANDLER_HTTP;
-    bool proc = handler_ok && (p->handler == HANDLER_EXEC || p->handler == HANDLER_SUBPROCESS);
-    unsigned kind = http ? KEY_HTTP : proc ? KEY_PROC : 0;
-    if (!p->routed && p->handler_name == NULL) {
-        char where[CONF_NAME_MAX + 16];
-        snprintf(where, sizeof where, "[pool:%s]", p->name);
+    unsigned kind = handler_kind(p, handler_ok);
+    bool http = kind == KEY_HTTP, proc = kind == KEY_PROC;
+    char where[CONF_NAME_MAX + 16];
+    snprintf(where, sizeof where, "[pool:%s]", p->name);
+    if (!p->routed && p->handler_name == NULL)
         check_handler_keys(l, p, seen, where);
-    }
-
-    for (size_t k = 0; k < NKEYS; k++) {
-        if (keys[k].sec != SEC_POOL || !(keys[k].flags & KEY_POOL))
-            continue;
-        unsigned only = keys[k].flags & (KEY_HTTP | KEY_PROC);
-        const char *which = only == KEY_HTTP ? "handler = http"
-                          : only == KEY_PROC ? "handler = exec or subprocess"
-                                             : "handler = http, exec or subprocess";
-        if ((keys[k].flags & KEY_REQUIRED) && !seen[k] && (!only || (only & kind)))
-            problem(l, p->line, "[pool:%s] missing required key '%s'%s%s%s", p->name, keys[k].name,
-                    only ? " (" : "", only ? which : "", only ? ")" : "");
-        if (only && seen[k] && handler_ok && !(only & kind))
-            problem(l, abs(seen[k]), "key '%s' only applies to %s", keys[k].name, which);
-    }
+    check_keys(l, p, seen, true, handler_ok, kind, where);
     /* A live worker's message must never look orphaned: claim_idle has to outlast the longest
      * a worker may legitimately hold one (a blocking read, or twice the HTTP timeout). A
      * failed message waiting for its retry (up to backoff_max) stays pending too: its worker
@@ -2553,9 +2558,7 @@ static void pool_release(struct pool_conf *p)
     free(p->signing_secret_file);
     free(p->id_field);
     free(p->created_field);
-    for (size_t i = 0; i < p->nrequire_fields; i++)
-        free(p->require_fields[i]);
-    free(p->require_fields);
+    free_strv(p->require_fields, p->nrequire_fields);
     free(p->dlq);
     plugin_release(p);
     free(p->handler_name);
@@ -2571,12 +2574,8 @@ static void pool_release(struct pool_conf *p)
     free(p->targets);
     free(p->command);
     argv_free(p->argv);
-    for (size_t i = 0; i < p->nenv; i++)
-        free(p->env[i]);
-    free(p->env);
-    for (size_t i = 0; i < p->npass_env; i++)
-        free(p->pass_env[i]);
-    free(p->pass_env);
+    free_strv(p->env, p->nenv);
+    free_strv(p->pass_env, p->npass_env);
 }
 
 void conf_free(struct conf *c)
@@ -2598,17 +2597,13 @@ void conf_free(struct conf *c)
     for (size_t i = 0; i < c->nhandlers; i++)
         pool_release(&c->handlers[i]);
     free(c->handlers);
-    for (size_t i = 0; i < c->nwarnings; i++)
-        free(c->warnings[i]);
-    free(c->warnings);
+    free_strv(c->warnings, c->nwarnings);
     free(c);
 }
 
 void conf_errors_release(struct conf_errors *errs)
 {
-    for (size_t i = 0; i < errs->n; i++)
-        free(errs->msg[i]);
-    free(errs->msg);
+    free_strv(errs->msg, errs->n);
     errs->msg = NULL;
     errs->n = 0;
 }

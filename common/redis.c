@@ -581,6 +581,26 @@ fail:
 
 static redis_cb auth_cb, select_cb, setname_cb, role_cb;
 
+/* Format one setup command into the output buffer and queue cb for its reply. secret: the
+ * command holds the password (AUTH), so the buffer is wiped once it is sent, and the
+ * formatted copy now. */
+static void setup_push(struct redis *r, int argc, const char **argv, const size_t *len, redis_cb *cb,
+                       bool secret)
+{
+    char *cmd = NULL;
+    int n = redisFormatCommandArgv(&cmd, argc, argv, len);
+    if (n < 0)
+        fatal("out of memory");
+    out_add(r, cmd, (size_t)n);
+    if (secret) {
+        r->out_secret = true;
+        explicit_bzero(cmd, (size_t)n);
+    }
+    redisFreeCommand(cmd);
+    queue_push(r, cb, r, r->opts.connect_timeout_ms);
+    r->setup_left++;
+}
+
 /* What each connection says first, pipelined ahead of anything the owner queued (the owner's
  * commands, queued while we were resolving the master, move behind; their deadlines count
  * from now). */
@@ -595,47 +615,23 @@ static void queue_setup(struct redis *r)
     if (a->password) {
         const char *argv[3] = { "AUTH", a->user ? a->user : a->password, a->password };
         size_t len[3] = { 4, strlen(argv[1]), strlen(argv[2]) };
-        char *cmd = NULL;
-        int n = redisFormatCommandArgv(&cmd, a->user ? 3 : 2, argv, len);
-        if (n < 0)
-            fatal("out of memory");
-        out_add(r, cmd, (size_t)n);
-        r->out_secret = true;
-        explicit_bzero(cmd, (size_t)n);
-        redisFreeCommand(cmd);
-        queue_push(r, auth_cb, r, r->opts.connect_timeout_ms);
-        r->setup_left++;
+        setup_push(r, a->user ? 3 : 2, argv, len, auth_cb, true);
     }
     if (a->db) {
         snprintf(db, sizeof db, "%d", a->db);
         const char *argv[2] = { "SELECT", db };
         size_t len[2] = { 6, strlen(db) };
-        char *cmd = NULL;
-        int n = redisFormatCommandArgv(&cmd, 2, argv, len);
-        if (n < 0)
-            fatal("out of memory");
-        out_add(r, cmd, (size_t)n);
-        redisFreeCommand(cmd);
-        queue_push(r, select_cb, r, r->opts.connect_timeout_ms);
-        r->setup_left++;
+        setup_push(r, 2, argv, len, select_cb, false);
     }
     if (r->client_name) {
         const char *argv[3] = { "CLIENT", "SETNAME", r->client_name };
         size_t len[3] = { 6, 7, strlen(r->client_name) };
-        char *cmd = NULL;
-        int n = redisFormatCommandArgv(&cmd, 3, argv, len);
-        if (n < 0)
-            fatal("out of memory");
-        out_add(r, cmd, (size_t)n);
-        redisFreeCommand(cmd);
-        queue_push(r, setname_cb, r, r->opts.connect_timeout_ms);
-        r->setup_left++;
+        setup_push(r, 3, argv, len, setname_cb, false);
     }
     if (a->sentinel_master) {
-        static const char role[] = "*1\r\n$4\r\nROLE\r\n";
-        out_add(r, role, sizeof role - 1);
-        queue_push(r, role_cb, r, r->opts.connect_timeout_ms);
-        r->setup_left++;
+        const char *argv[1] = { "ROLE" };
+        size_t len[1] = { 4 };
+        setup_push(r, 1, argv, len, role_cb, false);
     }
     long long now = redis_now_ms();
     for (size_t i = 0; i < nowner; i++) {

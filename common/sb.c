@@ -227,16 +227,31 @@ bool sb_charge_get(uint64_t pool, uint64_t ms, uint64_t n, unsigned *charges, en
     return false;
 }
 
+/* The text fields of a slot (error, circuit_error): text cut to fit field[0..cap), always
+ * terminated. Their readers check a sequence or time around text_get(), not the text itself. */
+static void text_put(char *field, size_t cap, const char *text)
+{
+    size_t n = strlen(text);
+    if (n >= cap)
+        n = cap - 1;
+    memcpy(field, text, n);
+    field[n] = '\0';
+}
+
+/* Copy field (cap bytes) into buf (len > 0 bytes), cut to fit and terminated. */
+static void text_get(char *buf, size_t len, const char *field, size_t cap)
+{
+    size_t n = len < cap ? len : cap;
+    memcpy(buf, field, n);
+    buf[n - 1] = '\0';
+}
+
 void sb_set_error(struct sb_slot *s, const char *text, uint64_t unix_ms)
 {
     uint32_t seq = atomic_load_explicit(&s->error_seq, memory_order_relaxed);
     atomic_store_explicit(&s->error_seq, seq + 1, memory_order_relaxed);
     atomic_thread_fence(memory_order_release);
-    size_t n = strlen(text);
-    if (n >= sizeof s->error)
-        n = sizeof s->error - 1;
-    memcpy(s->error, text, n);
-    s->error[n] = '\0';
+    text_put(s->error, sizeof s->error, text);
     atomic_store_explicit(&s->error_unix_ms, unix_ms, memory_order_relaxed);
     atomic_store_explicit(&s->error_seq, seq + 2, memory_order_release);
 }
@@ -246,9 +261,7 @@ uint64_t sb_get_error(const struct sb_slot *s, char *buf, size_t len)
     uint32_t before = atomic_load_explicit(&s->error_seq, memory_order_acquire);
     if (before & 1 || len == 0)
         return 0;
-    size_t n = len < sizeof s->error ? len : sizeof s->error;
-    memcpy(buf, s->error, n);
-    buf[n - 1] = '\0';
+    text_get(buf, len, s->error, sizeof s->error);
     uint64_t when = atomic_load_explicit(&s->error_unix_ms, memory_order_relaxed);
     atomic_thread_fence(memory_order_acquire);
     if (atomic_load_explicit(&s->error_seq, memory_order_relaxed) != before)
@@ -266,11 +279,7 @@ void sb_set_circuit(struct sb_slot *s, uint64_t unix_ms, const char *text)
     /* Closed first, so that a master copying meanwhile sees the time change. */
     atomic_store_explicit(&s->circuit_since_ms, 0, memory_order_release);
     atomic_thread_fence(memory_order_release);
-    size_t n = strlen(text);
-    if (n >= sizeof s->circuit_error)
-        n = sizeof s->circuit_error - 1;
-    memcpy(s->circuit_error, text, n);
-    s->circuit_error[n] = '\0';
+    text_put(s->circuit_error, sizeof s->circuit_error, text);
     atomic_store_explicit(&s->circuit_since_ms, unix_ms, memory_order_release);
     atomic_store_explicit(&s->circuit_open, 1, memory_order_relaxed);
 }
@@ -280,9 +289,7 @@ uint64_t sb_get_circuit(const struct sb_slot *s, char *buf, size_t len)
     uint64_t since = atomic_load_explicit(&s->circuit_since_ms, memory_order_acquire);
     if (since == 0 || len == 0)
         return 0;
-    size_t n = len < sizeof s->circuit_error ? len : sizeof s->circuit_error;
-    memcpy(buf, s->circuit_error, n);
-    buf[n - 1] = '\0';
+    text_get(buf, len, s->circuit_error, sizeof s->circuit_error);
     atomic_thread_fence(memory_order_acquire);
     if (atomic_load_explicit(&s->circuit_since_ms, memory_order_relaxed) != since)
         return 0;

@@ -463,6 +463,55 @@ static void test_redis_sentinel_urls(void **state)
     unload(&ld);
 }
 
+/* The host lists of redis-sentinel:// and redis-cluster:// are read by one parser: each kind
+ * keeps its default port, its name in messages and its limit of 64. */
+static void test_redis_node_lists(void **state)
+{
+    (void)state;
+    struct redis_addr a;
+    char err[200], url[1024];
+    static const struct {
+        const char *scheme, *tail, *one, *many, *none;
+        int port;
+    } kinds[] = {
+        { "redis-sentinel://", "/m", "sentinel", "more than 64 sentinels", "no sentinel: ", 26379 },
+        { "redis-cluster://", "/", "seed", "more than 64 seed nodes", "no seed node: ", 6379 },
+    };
+    for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
+        char want[64];
+        snprintf(url, sizeof url, "%sa:1,b%s", kinds[k].scheme, kinds[k].tail);
+        assert_int_equal(conf_parse_redis(url, &a, err, sizeof err), 0);
+        struct redis_node *nodes = k == 0 ? a.sentinels : a.seeds;
+        assert_int_equal(k == 0 ? a.nsentinels : a.nseeds, 2);
+        assert_int_equal(nodes[0].port, 1);
+        assert_string_equal(nodes[1].host, "b");
+        assert_int_equal(nodes[1].port, kinds[k].port);
+        conf_redis_release(&a);
+
+        snprintf(url, sizeof url, "%s%s", kinds[k].scheme, kinds[k].tail);
+        assert_int_equal(conf_parse_redis(url, &a, err, sizeof err), -1);
+        assert_true(strncmp(err, kinds[k].none, strlen(kinds[k].none)) == 0);
+
+        snprintf(url, sizeof url, "%sa,b,,c%s", kinds[k].scheme, kinds[k].tail);
+        assert_int_equal(conf_parse_redis(url, &a, err, sizeof err), -1);
+        snprintf(want, sizeof want, "%s 3: missing host", kinds[k].one);
+        assert_string_equal(err, want);
+
+        size_t o = (size_t)snprintf(url, sizeof url, "%s", kinds[k].scheme);
+        for (int i = 0; i < 64; i++)
+            o += (size_t)snprintf(url + o, sizeof url - o, "%sh%d", i ? "," : "", i);
+        snprintf(url + o, sizeof url - o, "%s", kinds[k].tail);
+        assert_int_equal(conf_parse_redis(url, &a, err, sizeof err), 0);
+        assert_int_equal(k == 0 ? a.nsentinels : a.nseeds, 64);
+        conf_redis_release(&a);
+        snprintf(url + o, sizeof url - o, ",h64%s", kinds[k].tail);
+        assert_int_equal(conf_parse_redis(url, &a, err, sizeof err), -1);
+        assert_string_equal(err, kinds[k].many);
+        assert_null(a.sentinels);       /* nothing left behind on error */
+        assert_null(a.seeds);
+    }
+}
+
 static void test_redis_unix(void **state)
 {
     (void)state;
@@ -1668,6 +1717,7 @@ int main(void)
         cmocka_unit_test_setup(test_bools_and_words, setup),
         cmocka_unit_test_setup(test_redis_urls, setup),
         cmocka_unit_test_setup(test_redis_sentinel_urls, setup),
+        cmocka_unit_test_setup(test_redis_node_lists, setup),
         cmocka_unit_test_setup(test_redis_unix, setup),
         cmocka_unit_test_setup(test_redis_errors_hide_password, setup),
         cmocka_unit_test_setup(test_inline_comment_after_secret, setup),
