@@ -215,3 +215,22 @@ def fail_over_under_load(master, replica, prod):
     prod.stop.set()
     prod.join(TIMEOUT)
     return t_promoted - t_kill, t_first_ack - t_promoted
+
+
+def reshard_under_load(cl, src, dst, prod, slots=1000):
+    """Start the producer thread prod (with a stop event), let it run 1 s, move `slots` slots
+    from master src to master dst with `redis-cli --cluster reshard` (it takes the first slots
+    of src's range), wait until the cluster is ok, let prod run 2 s more and stop it. Returns
+    (the monotonic time the reshard started, the seconds it took)."""
+    prod.start()
+    time.sleep(1)
+    t0 = time.monotonic()
+    res = cl.cli("--cluster", "reshard", f"127.0.0.1:{src.port}", "--cluster-from", cl.node_id(src),
+                 "--cluster-to", cl.node_id(dst), "--cluster-slots", slots, "--cluster-yes")
+    took = time.monotonic() - t0
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    cl.wait_ok()
+    time.sleep(2)
+    prod.stop.set()
+    prod.join(TIMEOUT)
+    return t0, took

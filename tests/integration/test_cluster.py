@@ -8,7 +8,7 @@ import time
 
 import redis as redislib
 
-from cluster_helpers import cluster, fail_over_under_load  # noqa: F401 (fixture)
+from cluster_helpers import cluster, fail_over_under_load, reshard_under_load  # noqa: F401 (fixture)
 from conftest import SLOWNESS, TIMEOUT, free_port, run_binary, wait_until, write_ini
 from reliability_helpers import (BIG_TIMEOUT, by_webhook_id, dlq_cli, http_pool, log_pool, metric, s,
                                  wait_metric)
@@ -134,18 +134,8 @@ def test_a_live_reshard_of_the_streams_slot_loses_nothing_and_counts_the_redirec
     wait_metric(fl, "streamfleet_messages_acked_total", "h", lambda v: v >= 1000, timeout=BIG_TIMEOUT)
     pids = worker_pids(fl)
     prod = Producer(cl, stream=stream, rate=300)
-    prod.start()
-    time.sleep(1)
-    t0 = time.monotonic()
-    res = cl.cli("--cluster", "reshard", f"127.0.0.1:{src.port}", "--cluster-from", cl.node_id(src),
-                 "--cluster-to", cl.node_id(dst), "--cluster-slots", 1000, "--cluster-yes")
-    took = time.monotonic() - t0
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    cl.wait_ok()
+    _, took = reshard_under_load(cl, src, dst, prod)
     assert cl.master_of(stream) is dst, "the reshard did not move the stream's slot"
-    time.sleep(2)
-    prod.stop.set()
-    prod.join(TIMEOUT)
     added = set(first) | set(prod.ids)
     c = cl.client()
     wait_until(lambda: set(by_webhook_id(sink.snapshot(), ok=True)) >= added and pending(c, stream, group) == 0,

@@ -10,7 +10,7 @@ import time
 import redis as redislib
 from redis.crc import key_slot
 
-from cluster_helpers import cluster, fail_over_under_load  # noqa: F401 (fixture)
+from cluster_helpers import cluster, fail_over_under_load, reshard_under_load  # noqa: F401 (fixture)
 import chromium
 from conftest import SLOWNESS, TIMEOUT, free_port, run_binary, wait_until, write_ini
 from reliability_helpers import BIG_TIMEOUT, dlq_cli, http_pool, log_pool, metric, s, wait_metric
@@ -198,18 +198,8 @@ def test_a_live_reshard_under_a_sharded_pool_loses_nothing_and_restarts_no_worke
     wait_metric(fl, "streamfleet_messages_acked_total", "h", lambda v: v >= 1000, timeout=BIG_TIMEOUT)
     pids = worker_pids(fl)
     prod = ShardProducer(cl, rate=300)
-    prod.start()
-    time.sleep(1)
-    t0 = time.monotonic()
-    res = cl.cli("--cluster", "reshard", f"127.0.0.1:{src.port}", "--cluster-from", cl.node_id(src),
-                 "--cluster-to", cl.node_id(dst), "--cluster-slots", 1000, "--cluster-yes")
-    took = time.monotonic() - t0
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    cl.wait_ok()
+    t0, took = reshard_under_load(cl, src, dst, prod)
     assert all(cl.master_of(shard(k)) is dst for k in moving), "the reshard did not move the shards' slots"
-    time.sleep(2)
-    prod.stop.set()
-    prod.join(TIMEOUT)
     added = set(first) | set(prod.added)
     c = cl.client()
     wait_until(lambda: set(delivered(sink)) >= added and pending_total(c) == 0,
