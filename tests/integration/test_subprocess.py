@@ -383,14 +383,18 @@ for t, id in held:
     assert pending_count(r, "dr", "dr-group") == 0, "the answers came and were acked"
 
 
-def test_memory_of_the_process_counts_for_memory_limit(redis_server, fleet, tmp_path):
-    h, out = handler(tmp_path, """
-hog = bytearray(300 << 20)
+# A handler that holds mib MiB (touched, so resident) before it answers anything.
+MEMORY_HOG = """
+hog = bytearray({mib} << 20)
 for i in range(0, len(hog), 4096):
     hog[i] = 1
 for m in lines():
     answer(m["id"])
-""")
+"""
+
+
+def test_memory_of_the_process_counts_for_memory_limit(redis_server, fleet, tmp_path):
+    h, out = handler(tmp_path, MEMORY_HOG.format(mib=300))
     r = redis_server.client()
     fl = fleet({"pool:mem": sub_pool("mem", h, memory_limit="200M")})
     first = fl.children()[0]
@@ -399,13 +403,7 @@ for m in lines():
 
 
 def test_memory_of_the_process_shows_in_the_pools_resident_memory(redis_server, fleet, tmp_path):
-    h, out = handler(tmp_path, """
-hog = bytearray(150 << 20)
-for i in range(0, len(hog), 4096):
-    hog[i] = 1
-for m in lines():
-    answer(m["id"])
-""")
+    h, out = handler(tmp_path, MEMORY_HOG.format(mib=150))
     fl = fleet({"pool:memm": sub_pool("memm", h)})
     fl.wait_for(lambda: fl.metrics().sum("streamfleet_workers_resident_memory_bytes", pool="memm")
                 > 150 << 20, timeout=30 * SLOWNESS, what="the handler's 150 MiB counted")
