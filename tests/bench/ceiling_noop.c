@@ -163,14 +163,7 @@ int main(int argc, char **argv)
             fprintf(f, "%lld\n", lat[i]);
         fclose(f);
     }
-    double secs = t_last > t_first ? (double)(t_last - t_first) / 1e9 : 0;
-    printf("handled %lld seconds %.6f\n", handled, secs);
-    fflush(stdout);
-    if (hold) {
-        char c;
-        while (read(0, &c, 1) > 0)
-            ;
-    }
+    bench_report_handled(handled, t_first, t_last, hold);
     free(lat);
     return limit >= 0 && handled < limit ? 1 : 0;
 }
