@@ -6,6 +6,7 @@ couple of seconds."""
 import signal
 import socket
 import subprocess
+import threading
 import time
 
 import pytest
@@ -189,6 +190,36 @@ def cluster(tmp_path):
     yield make
     for c in made:
         c.cleanup()
+
+
+class ClusterProducer(threading.Thread):
+    """A thread that adds one entry at a time, at about rate/s, until stopped (or `total` are
+    added), through whatever node serves it: on an error (MOVED mid-reshard, a dead master) it
+    asks the cluster again and retries the same entry. A subclass's add(client, n) adds entry
+    n (counted from 0) and notes it."""
+
+    def __init__(self, cl, rate, total=None):
+        super().__init__(daemon=True)
+        self.cl, self.rate, self.total = cl, rate, total
+        self.stop = threading.Event()
+
+    def add(self, client, n):
+        raise NotImplementedError
+
+    def run(self):
+        c = self.cl.client()
+        n = 0
+        while not self.stop.is_set() and (self.total is None or n < self.total):
+            try:
+                self.add(c, n)
+                n += 1
+                time.sleep(1.0 / self.rate)
+            except (redislib.RedisError, IndexError, KeyError):
+                time.sleep(0.05)
+                try:
+                    c = self.cl.client()
+                except (redislib.RedisError, IndexError, KeyError):
+                    pass
 
 
 def wait_seconds(fn, timeout, what):
