@@ -30,6 +30,7 @@ OBJS    := $(SRCS:%.c=$(BUILD)/%.o)
 COMMON_OBJS := $(filter $(BUILD)/common/%,$(OBJS))
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
+UNIT_HELPER_OBJS := $(BUILD)/tests/unit/scratch.o
 BENCH_SRCS := $(wildcard tests/bench/*.c)
 BENCH_BINS := $(BENCH_SRCS:tests/bench/%.c=$(BUILD)/bench/%)
 
@@ -49,7 +50,7 @@ FUZZ_SRCS  := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BINS  := $(FUZZ_SRCS:tests/fuzz/%.c=build/fuzz/%)
 FUZZ_SECONDS ?= 60
 # objects a pattern rule made on the way to a target: keep them (make would delete them)
-.SECONDARY: $(FUZZ_OBJS)
+.SECONDARY: $(FUZZ_OBJS) $(UNIT_HELPER_OBJS)
 
 .PHONY: all run test unit bootstrap clean install bench fuzz fuzzers plugins man deb
 all: $(BIN) plugins
@@ -76,11 +77,12 @@ $(BUILD)/%.o: %.c
 	@$(CC) $(ALL_CFLAGS) -c -o $@ $<
 
 # A unit test links the pure modules it tests: all of common/, plus the few child/ and
-# supervisor/ files that are pure (listed per test in the test's first line: "// links: a.c b.c").
-$(BUILD)/tests/%: tests/unit/%.c $(OBJS)
+# supervisor/ files that are pure (listed per test in the test's first line: "// links: a.c b.c"),
+# and the helpers the unit tests share (UNIT_HELPER_OBJS).
+$(BUILD)/tests/%: tests/unit/%.c $(OBJS) $(UNIT_HELPER_OBJS)
 	@mkdir -p $(dir $@)
 	@echo "  TEST    $@"
-	@$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $< $(COMMON_OBJS) \
+	@$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $< $(UNIT_HELPER_OBJS) $(COMMON_OBJS) \
 	    $(patsubst %.c,$(BUILD)/%.o,$(shell sed -n '1s|^// links: ||p' $<)) \
 	    $(shell pkg-config --libs cmocka) $(LDLIBS)
 
@@ -173,4 +175,4 @@ deb:
 clean:
 	rm -rf build bin
 
--include $(OBJS:.o=.d) $(FUZZ_OBJS:.o=.d)
+-include $(OBJS:.o=.d) $(FUZZ_OBJS:.o=.d) $(UNIT_HELPER_OBJS:.o=.d)

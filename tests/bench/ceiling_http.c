@@ -20,6 +20,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "tests/bench/bench.h"
+#include "tests/bench/bench_redis.h"
+
 struct xfer {
     CURL *easy;
     char id[48];                    /* the entry id, acknowledged on success */
@@ -28,25 +31,11 @@ struct xfer {
     struct xfer *next;              /* in the free list */
 };
 
-static long long mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
-
 static void usage(void)
 {
     fprintf(stderr, "usage: ceiling_http [-h HOST] -p PORT -s STREAM -g GROUP -c CONSUMER -u URL "
                     "-i INFLIGHT [-w MS]\n");
     exit(2);
-}
-
-static void die(redisContext *rc, const char *what, const redisReply *r)
-{
-    fprintf(stderr, "ceiling_http: %s: %s\n", what,
-            r && r->type == REDIS_REPLY_ERROR ? r->str : rc->errstr);
-    exit(1);
 }
 
 static size_t discard(char *p, size_t size, size_t n, void *u)
@@ -82,15 +71,6 @@ static void add_json(struct xfer *x, const char *p, size_t n)
     }
 }
 
-/* The entries of an XREADGROUP reply, or NULL when nil. */
-static const redisReply *entries_of(const redisReply *r)
-{
-    if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 || r->element[0]->type != REDIS_REPLY_ARRAY ||
-        r->element[0]->elements != 2 || r->element[0]->element[1]->type != REDIS_REPLY_ARRAY)
-        return NULL;
-    return r->element[0]->element[1];
-}
-
 int main(int argc, char **argv)
 {
     const char *host = "127.0.0.1", *stream = NULL, *group = NULL, *consumer = NULL, *url = NULL;
@@ -112,11 +92,7 @@ int main(int argc, char **argv)
     if (port <= 0 || !stream || !group || !consumer || !url || inflight < 1)
         usage();
 
-    redisContext *rc = redisConnect(host, port);
-    if (rc == NULL || rc->err) {
-        fprintf(stderr, "ceiling_http: connect %s:%d: %s\n", host, port, rc ? rc->errstr : "no memory");
-        return 1;
-    }
+    redisContext *rc = bench_redis_connect(host, port);
     curl_global_init(CURL_GLOBAL_DEFAULT);
     CURLM *multi = curl_multi_init();
     curl_multi_setopt(multi, CURLMOPT_MAX_HOST_CONNECTIONS, inflight);
@@ -140,17 +116,12 @@ int main(int argc, char **argv)
         free_list = &xs[i];
     }
 
-    const char **ack = malloc(((size_t)inflight + 3) * sizeof *ack);
-    size_t *acklen = malloc(((size_t)inflight + 3) * sizeof *acklen);
+    const char **ack;
+    size_t *acklen;
+    bench_redis_xack_args(stream, group, (size_t)inflight, &ack, &acklen);
     char (*acked_ids)[48] = malloc((size_t)inflight * sizeof *acked_ids);
-    if (ack == NULL || acklen == NULL || acked_ids == NULL)
+    if (acked_ids == NULL)
         return 1;
-    ack[0] = "XACK";
-    ack[1] = stream;
-    ack[2] = group;
-    acklen[0] = 4;
-    acklen[1] = strlen(stream);
-    acklen[2] = strlen(group);
     size_t nack = 0;
 
     long active = 0;
@@ -186,15 +157,15 @@ int main(int argc, char **argv)
             void *v = NULL;
             if (nack) {
                 if (redisGetReply(rc, &v) != REDIS_OK || ((redisReply *)v)->type != REDIS_REPLY_INTEGER)
-                    die(rc, "xack", v);
+                    bench_redis_die(rc, "xack", v);
                 freeReplyObject(v);
                 nack = 0;
-                t_last = mono_ns();
+                t_last = bench_mono_ns();
             }
             if (reading) {
                 if (redisGetReply(rc, &v) != REDIS_OK || ((redisReply *)v)->type == REDIS_REPLY_ERROR)
-                    die(rc, "xreadgroup", v);
-                const redisReply *e = entries_of(v);
+                    bench_redis_die(rc, "xreadgroup", v);
+                const redisReply *e = bench_redis_entries(v);
                 if (e == NULL || e->elements == 0)
                     exhausted = true;
                 for (size_t i = 0; e && i < e->elements; i++) {
@@ -221,7 +192,7 @@ int main(int argc, char **argv)
                     active++;
                 }
                 if (e && e->elements && t_first == 0)
-                    t_first = mono_ns();
+                    t_first = bench_mono_ns();
                 freeReplyObject(v);
             }
         }

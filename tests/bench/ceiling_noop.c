@@ -24,43 +24,14 @@
 #include <time.h>
 #include <unistd.h>
 
-static long long mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
-
-static long long real_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
+#include "tests/bench/bench.h"
+#include "tests/bench/bench_redis.h"
 
 static void usage(void)
 {
     fprintf(stderr, "usage: ceiling_noop [-h HOST] -p PORT -s STREAM -g GROUP -c CONSUMER -b BATCH "
                     "[-w MS] [-k MS] [-L FILE [-n COUNT] [-T SECONDS]] [-P]\n");
     exit(2);
-}
-
-static void die(redisContext *rc, const char *what, const redisReply *r)
-{
-    fprintf(stderr, "ceiling_noop: %s: %s\n", what,
-            r && r->type == REDIS_REPLY_ERROR ? r->str : rc->errstr);
-    exit(1);
-}
-
-/* The entries of an XREADGROUP reply ([[key, [[id, [f, v, ...]], ...]]]), or NULL when nil. */
-static const redisReply *entries_of(const redisReply *r)
-{
-    if (r->type == REDIS_REPLY_NIL)
-        return NULL;
-    if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 || r->element[0]->type != REDIS_REPLY_ARRAY ||
-        r->element[0]->elements != 2 || r->element[0]->element[1]->type != REDIS_REPLY_ARRAY)
-        return NULL;
-    return r->element[0]->element[1];
 }
 
 int main(int argc, char **argv)
@@ -95,23 +66,12 @@ int main(int argc, char **argv)
     long long *lat = NULL;
     size_t nlat = 0, caplat = 0;
 
-    redisContext *rc = redisConnect(host, port);
-    if (rc == NULL || rc->err) {
-        fprintf(stderr, "ceiling_noop: connect %s:%d: %s\n", host, port, rc ? rc->errstr : "no memory");
-        return 1;
-    }
+    redisContext *rc = bench_redis_connect(host, port);
 
     /* XACK's arguments point into the batch's reply, which lives until the XACK is written. */
-    const char **ack = malloc(((size_t)batch + 3) * sizeof *ack);
-    size_t *acklen = malloc(((size_t)batch + 3) * sizeof *acklen);
-    if (ack == NULL || acklen == NULL)
-        return 1;
-    ack[0] = "XACK";
-    ack[1] = stream;
-    ack[2] = group;
-    acklen[0] = 4;
-    acklen[1] = strlen(stream);
-    acklen[2] = strlen(group);
+    const char **ack;
+    size_t *acklen;
+    bench_redis_xack_args(stream, group, (size_t)batch, &ack, &acklen);
 
     char cnt[24], blk[24], first[24];
     snprintf(cnt, sizeof cnt, "%ld", batch);
@@ -134,15 +94,15 @@ int main(int argc, char **argv)
         rdlen[i] = strlen(rd[i]);
 
     long long handled = 0, t_first = 0, t_last = 0;
-    long long deadline = mono_ns() + (long long)(timeout_s * 1e9);
+    long long deadline = bench_mono_ns() + (long long)(timeout_s * 1e9);
     redisReply *r = redisCommandArgv(rc, 11, rd0, rd0len);
     for (;;) {
         if (r == NULL || r->type == REDIS_REPLY_ERROR)
-            die(rc, "xreadgroup", r);
-        const redisReply *e = entries_of(r);
+            bench_redis_die(rc, "xreadgroup", r);
+        const redisReply *e = bench_redis_entries(r);
         size_t n = e ? e->elements : 0;
         if (n && t_first == 0)
-            t_first = mono_ns();
+            t_first = bench_mono_ns();
         for (size_t i = 0; i < n; i++) {
             const redisReply *id = e->element[i]->element[0];
             const redisReply *kv = e->element[i]->element[1];
@@ -156,13 +116,13 @@ int main(int argc, char **argv)
                             if ((lat = realloc(lat, caplat * sizeof *lat)) == NULL)
                                 return 1;
                         }
-                        lat[nlat++] = real_ns() - atoll(kv->element[j + 1]->str);
+                        lat[nlat++] = bench_real_ns() - atoll(kv->element[j + 1]->str);
                         break;
                     }
             }
         }
         handled += (long long)n;
-        int done = latfile ? ((limit >= 0 && handled >= limit) || mono_ns() > deadline) : n == 0;
+        int done = latfile ? ((limit >= 0 && handled >= limit) || bench_mono_ns() > deadline) : n == 0;
 
         /* The next read goes out with the acknowledgement of this batch. */
         int expect = 0;
@@ -181,8 +141,8 @@ int main(int argc, char **argv)
         void *v = NULL;
         if (n) {
             if (redisGetReply(rc, &v) != REDIS_OK || ((redisReply *)v)->type != REDIS_REPLY_INTEGER)
-                die(rc, "xack", v);
-            t_last = mono_ns();
+                bench_redis_die(rc, "xack", v);
+            t_last = bench_mono_ns();
             freeReplyObject(v);
         }
         if (done)
@@ -203,14 +163,7 @@ int main(int argc, char **argv)
             fprintf(f, "%lld\n", lat[i]);
         fclose(f);
     }
-    double secs = t_last > t_first ? (double)(t_last - t_first) / 1e9 : 0;
-    printf("handled %lld seconds %.6f\n", handled, secs);
-    fflush(stdout);
-    if (hold) {
-        char c;
-        while (read(0, &c, 1) > 0)
-            ;
-    }
+    bench_report_handled(handled, t_first, t_last, hold);
     free(lat);
     return limit >= 0 && handled < limit ? 1 : 0;
 }

@@ -28,12 +28,8 @@
 #include <time.h>
 #include <unistd.h>
 
-static long long mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
+#include "tests/bench/bench.h"
+#include "tests/bench/bench_redis.h"
 
 static void usage(void)
 {
@@ -105,17 +101,6 @@ static redisReply *get_reply(SSL *ssl, redisReader *rd)
     }
 }
 
-/* The entries of an XREADGROUP reply ([[key, [[id, [f, v, ...]], ...]]]), or NULL when nil. */
-static const redisReply *entries_of(const redisReply *r)
-{
-    if (r->type == REDIS_REPLY_NIL)
-        return NULL;
-    if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 || r->element[0]->type != REDIS_REPLY_ARRAY ||
-        r->element[0]->elements != 2 || r->element[0]->element[1]->type != REDIS_REPLY_ARRAY)
-        return NULL;
-    return r->element[0]->element[1];
-}
-
 int main(int argc, char **argv)
 {
     const char *host = "127.0.0.1", *stream = NULL, *group = NULL, *consumer = NULL, *ca = NULL;
@@ -144,16 +129,9 @@ int main(int argc, char **argv)
         return 1;
 
     /* XACK's arguments point into the batch's reply, which lives until the XACK is formatted. */
-    const char **ack = malloc(((size_t)batch + 3) * sizeof *ack);
-    size_t *acklen = malloc(((size_t)batch + 3) * sizeof *acklen);
-    if (ack == NULL || acklen == NULL)
-        return 1;
-    ack[0] = "XACK";
-    ack[1] = stream;
-    ack[2] = group;
-    acklen[0] = 4;
-    acklen[1] = strlen(stream);
-    acklen[2] = strlen(group);
+    const char **ack;
+    size_t *acklen;
+    bench_redis_xack_args(stream, group, (size_t)batch, &ack, &acklen);
 
     char cnt[24], first[24];
     snprintf(cnt, sizeof cnt, "%ld", batch);
@@ -182,10 +160,10 @@ int main(int argc, char **argv)
     for (;;) {
         if (r->type == REDIS_REPLY_ERROR)
             die(r->str);
-        const redisReply *e = entries_of(r);
+        const redisReply *e = bench_redis_entries(r);
         size_t n = e ? e->elements : 0;
         if (n && t_first == 0)
-            t_first = mono_ns();
+            t_first = bench_mono_ns();
         for (size_t i = 0; i < n; i++) {
             const redisReply *id = e->element[i]->element[0];
             ack[3 + i] = id->str;
@@ -215,18 +193,11 @@ int main(int argc, char **argv)
         redisReply *x = get_reply(ssl, rd);
         if (x->type != REDIS_REPLY_INTEGER)
             die("xack");
-        t_last = mono_ns();
+        t_last = bench_mono_ns();
         freeReplyObject(x);
         r = get_reply(ssl, rd);
     }
-    double secs = t_last > t_first ? (double)(t_last - t_first) / 1e9 : 0;
-    printf("handled %lld seconds %.6f\n", handled, secs);
-    fflush(stdout);
-    if (hold) {
-        char c;
-        while (read(0, &c, 1) > 0)
-            ;
-    }
+    bench_report_handled(handled, t_first, t_last, hold);
     free(out);
     redisReaderFree(rd);
     return 0;

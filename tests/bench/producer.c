@@ -18,19 +18,8 @@
 #include <time.h>
 #include <unistd.h>
 
-static long long mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
-
-static long long real_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
+#include "tests/bench/bench.h"
+#include "tests/bench/bench_redis.h"
 
 static void usage(void)
 {
@@ -84,13 +73,9 @@ int main(int argc, char **argv)
         payload[i] = (char)('a' + i % 26);
     payload[bytes] = '\0';
 
-    redisContext *rc = redisConnect(host, port);
-    if (rc == NULL || rc->err) {
-        fprintf(stderr, "producer: connect %s:%d: %s\n", host, port, rc ? rc->errstr : "no memory");
-        return 1;
-    }
+    redisContext *rc = bench_redis_connect(host, port);
 
-    long long t0 = mono_ns();
+    long long t0 = bench_mono_ns();
     long long late_max = 0;
     if (rate == 0) {
         const char *av[9] = { "XADD", stream, "*", "type", "bench", "payload", payload, NULL, NULL };
@@ -127,18 +112,18 @@ int main(int argc, char **argv)
             return 1;
         for (long i = 0; i < count;) {
             long long due = t0 + (long long)(step * (double)i);
-            long long now = mono_ns();
+            long long now = bench_mono_ns();
             if (due > now) {
                 struct timespec ts = { due / 1000000000LL, due % 1000000000LL };
                 while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
                     ;
-                now = mono_ns();
+                now = bench_mono_ns();
             }
             if (now - due > late_max)
                 late_max = now - due;
             long n = 0;
             while (i + n < count && n < depth && t0 + (long long)(step * (double)(i + n)) <= now) {
-                int tl = snprintf(t[n], sizeof t[n], "%lld", real_ns());
+                int tl = snprintf(t[n], sizeof t[n], "%lld", bench_real_ns());
                 const char *av[9] = { "XADD", stream, "*", "type", "bench", "t", t[n], "payload", payload };
                 size_t al[9] = { 4, strlen(stream), 1, 4, 5, 1, (size_t)tl, 7, (size_t)bytes };
                 redisAppendCommandArgv(rc, 9, av, al);
@@ -155,7 +140,7 @@ int main(int argc, char **argv)
         }
         free(t);
     }
-    double secs = (double)(mono_ns() - t0) / 1e9;
+    double secs = (double)(bench_mono_ns() - t0) / 1e9;
 
     if (group) {
         redisReply *r = redisCommand(rc, "XGROUP CREATE %s %s 0", stream, group);

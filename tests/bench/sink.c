@@ -31,6 +31,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "tests/bench/bench.h"
+
 #define MAX_FDS 65536
 #define MAX_HEAD 16384              /* request line and headers */
 #define MAX_BODY (64 << 20)
@@ -67,20 +69,6 @@ static int tfd;
 
 static const char ok_response[] =
     "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n\r\nok\n";
-
-static long long mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
-
-static long long real_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
 
 static void *xrealloc(void *p, size_t n)
 {
@@ -196,7 +184,7 @@ static void on_timer(void)
     uint64_t expirations;
     if (read(tfd, &expirations, sizeof expirations) < 0 && errno != EAGAIN)
         return;
-    long long now = mono_ns();
+    long long now = bench_mono_ns();
     /* Collect first, flush after: a flush may close a connection whose answers are queued. */
     static int *touched;
     static size_t touched_cap;
@@ -301,8 +289,8 @@ static int parse(int fd)
 {
     struct conn *c = &conns[fd];
     size_t off = 0;
-    long long now = mono_ns();
-    long long now_real = record_latency ? real_ns() : 0;
+    long long now = bench_mono_ns();
+    long long now_real = record_latency ? bench_real_ns() : 0;
     while (off < c->inlen) {
         const char *p = c->in + off;
         size_t avail = c->inlen - off;

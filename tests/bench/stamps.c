@@ -18,12 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static long long real_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
+#include "tests/bench/bench.h"
 
 static int write_samples(const char *path, const long long *s, size_t n)
 {
@@ -76,7 +71,7 @@ int main(int argc, char **argv)
             continue;
         if (r <= 0)
             break;
-        long long now = real_ns();
+        long long now = bench_real_ns();
         len += (size_t)r;
         char *p = buf, *end = buf + len, *nl;
         while ((nl = memchr(p, '\n', (size_t)(end - p))) != NULL) {

@@ -18,12 +18,8 @@
 #include <time.h>
 #include <unistd.h>
 
-static long long mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
+#include "tests/bench/bench.h"
+#include "tests/bench/bench_redis.h"
 
 static void usage(void)
 {
@@ -76,12 +72,8 @@ int main(int argc, char **argv)
     if (port <= 0 || !stream || !group || !preloaded || count < 0 || interval_us < 1)
         usage();
 
-    redisContext *rc = redisConnect(host, port);
-    if (rc == NULL || rc->err) {
-        fprintf(stderr, "watch: connect %s:%d: %s\n", host, port, rc ? rc->errstr : "no memory");
-        return 1;
-    }
-    long long t0 = mono_ns();
+    redisContext *rc = bench_redis_connect(host, port);
+    long long t0 = bench_mono_ns();
     redisReply *r = redisCommand(rc, "RENAME %s %s", preloaded, stream);
     if (r == NULL || r->type == REDIS_REPLY_ERROR) {
         fprintf(stderr, "watch: rename %s %s: %s\n", preloaded, stream, r ? r->str : rc->errstr);
@@ -93,7 +85,7 @@ int main(int argc, char **argv)
     long long read = -1, lag = -1, pending = -1;
     struct timespec pause = { interval_us / 1000000, (interval_us % 1000000) * 1000 };
     for (;;) {
-        long long now = mono_ns();
+        long long now = bench_mono_ns();
         r = redisCommand(rc, "XINFO GROUPS %s", stream);
         if (r == NULL) {
             fprintf(stderr, "watch: xinfo groups: %s\n", rc->errstr);

@@ -6,6 +6,7 @@ couple of seconds."""
 import signal
 import socket
 import subprocess
+import threading
 import time
 
 import pytest
@@ -191,6 +192,36 @@ def cluster(tmp_path):
         c.cleanup()
 
 
+class ClusterProducer(threading.Thread):
+    """A thread that adds one entry at a time, at about rate/s, until stopped (or `total` are
+    added), through whatever node serves it: on an error (MOVED mid-reshard, a dead master) it
+    asks the cluster again and retries the same entry. A subclass's add(client, n) adds entry
+    n (counted from 0) and notes it."""
+
+    def __init__(self, cl, rate, total=None):
+        super().__init__(daemon=True)
+        self.cl, self.rate, self.total = cl, rate, total
+        self.stop = threading.Event()
+
+    def add(self, client, n):
+        raise NotImplementedError
+
+    def run(self):
+        c = self.cl.client()
+        n = 0
+        while not self.stop.is_set() and (self.total is None or n < self.total):
+            try:
+                self.add(c, n)
+                n += 1
+                time.sleep(1.0 / self.rate)
+            except (redislib.RedisError, IndexError, KeyError):
+                time.sleep(0.05)
+                try:
+                    c = self.cl.client()
+                except (redislib.RedisError, IndexError, KeyError):
+                    pass
+
+
 def wait_seconds(fn, timeout, what):
     t0 = time.monotonic()
     wait_until(fn, timeout, what=what)
@@ -215,3 +246,22 @@ def fail_over_under_load(master, replica, prod):
     prod.stop.set()
     prod.join(TIMEOUT)
     return t_promoted - t_kill, t_first_ack - t_promoted
+
+
+def reshard_under_load(cl, src, dst, prod, slots=1000):
+    """Start the producer thread prod (with a stop event), let it run 1 s, move `slots` slots
+    from master src to master dst with `redis-cli --cluster reshard` (it takes the first slots
+    of src's range), wait until the cluster is ok, let prod run 2 s more and stop it. Returns
+    (the monotonic time the reshard started, the seconds it took)."""
+    prod.start()
+    time.sleep(1)
+    t0 = time.monotonic()
+    res = cl.cli("--cluster", "reshard", f"127.0.0.1:{src.port}", "--cluster-from", cl.node_id(src),
+                 "--cluster-to", cl.node_id(dst), "--cluster-slots", slots, "--cluster-yes")
+    took = time.monotonic() - t0
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    cl.wait_ok()
+    time.sleep(2)
+    prod.stop.set()
+    prod.join(TIMEOUT)
+    return t0, took

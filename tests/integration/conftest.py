@@ -1006,9 +1006,13 @@ class Fleet:
         return recs, bad
 
     # ---- HTTP endpoint
+    def http_connection(self, timeout):
+        """A connection to the HTTP endpoint, unopened (NsFleet's reaches into its namespace)."""
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+
     def http_get(self, path, timeout=5, headers=None):
         """(status, headers dict lowercased, body bytes)."""
-        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        c = self.http_connection(timeout)
         try:
             c.request("GET", path, headers=headers or {})
             r = c.getresponse()

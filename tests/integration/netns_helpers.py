@@ -147,15 +147,10 @@ class NsFleet(Fleet):
                           what=f"/metrics of {self.hostname}")
         return self
 
-    def http_get(self, path, timeout=5, headers=None):
+    def http_connection(self, timeout):
         c = _NsHTTPConnection("127.0.0.1", self.port, timeout=timeout)
         c.netns = self.ns
-        try:
-            c.request("GET", path, headers=headers or {})
-            r = c.getresponse()
-            return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
-        finally:
-            c.close()
+        return c
 
     def kill_host(self):
         """The host dies at once: the master is stopped (so it cannot respawn anything nor

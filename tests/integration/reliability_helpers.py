@@ -8,7 +8,7 @@ from pathlib import Path
 
 import redis as redislib
 
-from conftest import HOST, SLOWNESS, pending_count, record_arrivals, run_binary  # noqa: F401 (re-exported)
+from conftest import HOST, SLOWNESS, add_messages, pending_count, record_arrivals, run_binary  # noqa: F401 (re-exported)
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 BIG_TIMEOUT = 120 * SLOWNESS
@@ -79,6 +79,19 @@ def by_webhook_id(reqs, status=None, ok=False):
             continue
         out.setdefault(r.headers.get("webhook-id"), []).append(r)
     return out
+
+
+def failed_once(redis_server, sink, fleet, stream, payload, **keys):
+    """One message {type: t, payload} added to stream, delivered by an http pool (body_field
+    payload, the retry due 2 s after a failure, no jitter; keys override) to a sink that answers
+    it 500 once. Returns the client, the fleet and the entry id once that failure is answered."""
+    sink.rule(500, body_contains=payload.encode(), times=1)
+    r = redis_server.client()
+    fl = fleet({f"pool:{stream}": http_pool(sink, stream, body_field="payload", backoff_base="2s",
+                                            backoff_jitter="0%", **keys)})
+    (eid,) = add_messages(r, stream, 1, fields={"type": "t", "payload": payload})
+    sink.wait_count(1)
+    return r, fl, eid
 
 
 def requests_for(sink, marker):

@@ -3,12 +3,9 @@ the key's hash tag, follows MOVED and ASK during a live reshard, and finds the p
 after a master is SIGKILLed. Against a real cluster of Debian's redis-server: 3 masters and 3
 replicas on free loopback ports (cluster_helpers.py), stopped by pid."""
 import json
-import threading
-import time
 
-import redis as redislib
-
-from cluster_helpers import cluster, fail_over_under_load  # noqa: F401 (fixture)
+from cluster_helpers import (ClusterProducer, cluster, fail_over_under_load,  # noqa: F401 (fixture)
+                             reshard_under_load)
 from conftest import SLOWNESS, TIMEOUT, free_port, run_binary, wait_until, write_ini
 from reliability_helpers import (BIG_TIMEOUT, by_webhook_id, dlq_cli, http_pool, log_pool, metric, s,
                                  wait_metric)
@@ -81,31 +78,17 @@ def test_a_pool_on_a_cluster_acks_every_message_once_and_the_tools_work(cluster,
     wait_until(lambda: pending(c) == 0, TIMEOUT, what="pending 0 after the replay")
 
 
-class Producer(threading.Thread):
-    """XADDs to the stream at about rate/s until stopped (or total), through whatever node serves
-    it: on an error (MOVED mid-reshard, a dead master) it asks the cluster again and retries the
-    same message. .ids: what was added."""
+class Producer(ClusterProducer):
+    """XADDs to the stream at about rate/s until stopped (or total), retrying through the
+    cluster (ClusterProducer). .ids: what was added."""
 
     def __init__(self, cl, stream=STREAM, rate=500, total=None):
-        super().__init__(daemon=True)
-        self.cl, self.stream, self.rate, self.total = cl, stream, rate, total
+        super().__init__(cl, rate, total)
+        self.stream = stream
         self.ids = []
-        self.stop = threading.Event()
 
-    def run(self):
-        c = self.cl.client()
-        n = 0
-        while not self.stop.is_set() and (self.total is None or n < self.total):
-            try:
-                self.ids.append(s(c.xadd(self.stream, {"type": "t", "n": f"p{n}"})))
-                n += 1
-                time.sleep(1.0 / self.rate)
-            except (redislib.RedisError, IndexError, KeyError):
-                time.sleep(0.05)
-                try:
-                    c = self.cl.client()
-                except (redislib.RedisError, IndexError, KeyError):
-                    pass
+    def add(self, client, n):
+        self.ids.append(s(client.xadd(self.stream, {"type": "t", "n": f"p{n}"})))
 
 
 def tag_in_first_slots(cl, n=1000):
@@ -134,18 +117,8 @@ def test_a_live_reshard_of_the_streams_slot_loses_nothing_and_counts_the_redirec
     wait_metric(fl, "streamfleet_messages_acked_total", "h", lambda v: v >= 1000, timeout=BIG_TIMEOUT)
     pids = worker_pids(fl)
     prod = Producer(cl, stream=stream, rate=300)
-    prod.start()
-    time.sleep(1)
-    t0 = time.monotonic()
-    res = cl.cli("--cluster", "reshard", f"127.0.0.1:{src.port}", "--cluster-from", cl.node_id(src),
-                 "--cluster-to", cl.node_id(dst), "--cluster-slots", 1000, "--cluster-yes")
-    took = time.monotonic() - t0
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    cl.wait_ok()
+    _, took = reshard_under_load(cl, src, dst, prod)
     assert cl.master_of(stream) is dst, "the reshard did not move the stream's slot"
-    time.sleep(2)
-    prod.stop.set()
-    prod.join(TIMEOUT)
     added = set(first) | set(prod.ids)
     c = cl.client()
     wait_until(lambda: set(by_webhook_id(sink.snapshot(), ok=True)) >= added and pending(c, stream, group) == 0,

@@ -4,13 +4,12 @@ at once (no script nor read may span slots); acks, dead letters and claims go to
 node. Against a real cluster of Debian's redis-server: 3 masters and 3 replicas on free loopback
 ports (cluster_helpers.py), stopped by pid."""
 import json
-import threading
 import time
 
-import redis as redislib
 from redis.crc import key_slot
 
-from cluster_helpers import cluster, fail_over_under_load  # noqa: F401 (fixture)
+from cluster_helpers import (ClusterProducer, cluster, fail_over_under_load,  # noqa: F401 (fixture)
+                             reshard_under_load)
 import chromium
 from conftest import SLOWNESS, TIMEOUT, free_port, run_binary, wait_until, write_ini
 from reliability_helpers import BIG_TIMEOUT, dlq_cli, http_pool, log_pool, metric, s, wait_metric
@@ -65,31 +64,19 @@ def worker_pids(fl):
     return sorted(fl.children())
 
 
-class ShardProducer(threading.Thread):
-    """XADDs entry n to shard n mod SHARDS at about rate/s until stopped, through whatever node
-    serves it: on an error (MOVED mid-reshard, a dead master) it asks the cluster again and
-    retries the same entry. .added: {n: shard} of what was added."""
+class ShardProducer(ClusterProducer):
+    """XADDs entry n to shard n mod SHARDS at about rate/s until stopped, retrying through the
+    cluster (ClusterProducer). .added: {n: shard} of what was added."""
 
     def __init__(self, cl, rate=400, start=10**6):
-        super().__init__(daemon=True)
-        self.cl, self.rate, self.n = cl, rate, start
+        super().__init__(cl, rate)
+        self.start_n = start
         self.added = {}
-        self.stop = threading.Event()
 
-    def run(self):
-        c = self.cl.client()
-        while not self.stop.is_set():
-            try:
-                c.xadd(shard(self.n % SHARDS), {"type": "t", "n": str(self.n)})
-                self.added[str(self.n)] = shard(self.n % SHARDS)
-                self.n += 1
-                time.sleep(1.0 / self.rate)
-            except (redislib.RedisError, IndexError, KeyError):
-                time.sleep(0.05)
-                try:
-                    c = self.cl.client()
-                except (redislib.RedisError, IndexError, KeyError):
-                    pass
+    def add(self, client, n):
+        k = self.start_n + n
+        client.xadd(shard(k % SHARDS), {"type": "t", "n": str(k)})
+        self.added[str(k)] = shard(k % SHARDS)
 
 
 def test_60000_messages_over_12_shards_are_each_acked_once(cluster, sink, fleet_factory):
@@ -198,18 +185,8 @@ def test_a_live_reshard_under_a_sharded_pool_loses_nothing_and_restarts_no_worke
     wait_metric(fl, "streamfleet_messages_acked_total", "h", lambda v: v >= 1000, timeout=BIG_TIMEOUT)
     pids = worker_pids(fl)
     prod = ShardProducer(cl, rate=300)
-    prod.start()
-    time.sleep(1)
-    t0 = time.monotonic()
-    res = cl.cli("--cluster", "reshard", f"127.0.0.1:{src.port}", "--cluster-from", cl.node_id(src),
-                 "--cluster-to", cl.node_id(dst), "--cluster-slots", 1000, "--cluster-yes")
-    took = time.monotonic() - t0
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    cl.wait_ok()
+    t0, took = reshard_under_load(cl, src, dst, prod)
     assert all(cl.master_of(shard(k)) is dst for k in moving), "the reshard did not move the shards' slots"
-    time.sleep(2)
-    prod.stop.set()
-    prod.join(TIMEOUT)
     added = set(first) | set(prod.added)
     c = cl.client()
     wait_until(lambda: set(delivered(sink)) >= added and pending_total(c) == 0,

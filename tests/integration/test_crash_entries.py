@@ -121,24 +121,34 @@ def dead_lettered(m, pool_name, reason):
     return m.value("streamfleet_messages_dead_lettered_total", pool=pool_name, reason=reason) or 0
 
 
+def dead_letter_the_poison(tmp_path, redis_server, fleet, plugin, source, stream, n, poison, field, reason,
+                           **keys):
+    """One worker of the plugin built from source reads n messages into `stream`; the one at
+    index poison carries `field`. Waits until it alone is dead-lettered, with reason, and the
+    rest acknowledged, nothing left pending. Returns the client, the fleet and the dead letter."""
+    r = redis_server.client()
+    so = build_plugin(tmp_path, plugin, source)
+    ids = add_messages(r, stream, n, fields=lambda i: {"n": str(i), **({field: "1"} if i == poison else {})})
+    fl = fleet({"pool:a": pool(stream, workers=1, block="200ms", handler="plugin", plugin=str(so),
+                               max_attempts=10, **keys)}, env=no_abort_handler())
+    fl.wait_for(lambda: r.xlen(f"{stream}:dlq") == 1 and all_read_and_acked(r, stream, n),
+                timeout=BIG_TIMEOUT, what=f"the {field} message dead-lettered, the rest acked")
+    (dead,) = dead_letters(r, stream).values()
+    assert dead["dlq.id"] == ids[poison]
+    assert dead["dlq.reason"] == reason, dead
+    assert pending_count(r, stream, f"{stream}-group") == 0
+    return r, fl, dead
+
+
 def test_a_message_that_crashes_workers_is_dead_lettered_as_crash_and_the_rest_delivered(
         tmp_path, redis_server, fleet):
     """One message among 1,000 makes the plugin abort(): it is charged with each death (it
     was alone in the handler), and after crash_limit deaths the next worker dead-letters it
     with reason crash, although max_attempts (10) would allow more. The 999 others are all
     acknowledged, none dead-lettered; the pool stops restarting."""
-    r = redis_server.client()
-    so = build_plugin(tmp_path, "crashy", SYNC)
-    ids = add_messages(r, "cr", 1000, fields=lambda i: {"n": str(i), **({"crash": "1"} if i == 437 else {})})
-    fl = fleet({"pool:a": pool("cr", workers=1, batch=20, block="200ms", handler="plugin", plugin=str(so),
-                               max_attempts=10)}, env=no_abort_handler())
-    fl.wait_for(lambda: r.xlen("cr:dlq") == 1 and all_read_and_acked(r, "cr", 1000),
-                timeout=BIG_TIMEOUT, what="the crashing message dead-lettered, the rest acked")
-    (dead,) = dead_letters(r, "cr").values()
-    assert dead["dlq.id"] == ids[437]
-    assert dead["dlq.reason"] == "crash", dead
+    r, fl, dead = dead_letter_the_poison(tmp_path, redis_server, fleet, "crashy", SYNC, "cr", 1000, 437, "crash",
+                                         "crash", batch=20)
     assert int(dead["dlq.attempts"]) < 10, "dead-lettered before max_attempts"
-    assert pending_count(r, "cr", "cr-group") == 0
     m = fl.metrics()
     assert charges(m, "a", "crash") == CRASH_LIMIT
     fl.wait_for(lambda: dead_lettered(fl.metrics(), "a", "crash") == 1, what="dead_lettered{reason=crash} 1")
@@ -153,17 +163,8 @@ def test_a_message_that_hangs_its_worker_is_dead_lettered_as_watchdog(tmp_path, 
     """A message on which the plugin never returns: the master kills the silent worker after
     heartbeat_timeout, charging the message; after crash_limit kills it goes to the dead
     letters with reason watchdog, and the others are delivered."""
-    r = redis_server.client()
-    so = build_plugin(tmp_path, "hangs", SYNC)
-    ids = add_messages(r, "hg", 50, fields=lambda i: {"n": str(i), **({"hang": "1"} if i == 20 else {})})
-    fl = fleet({"pool:a": pool("hg", workers=1, batch=5, block="200ms", handler="plugin", plugin=str(so),
-                               max_attempts=10, heartbeat_timeout="2s")}, env=no_abort_handler())
-    fl.wait_for(lambda: r.xlen("hg:dlq") == 1 and all_read_and_acked(r, "hg", 50),
-                timeout=BIG_TIMEOUT, what="the hanging message dead-lettered, the rest acked")
-    (dead,) = dead_letters(r, "hg").values()
-    assert dead["dlq.id"] == ids[20]
-    assert dead["dlq.reason"] == "watchdog", dead
-    assert pending_count(r, "hg", "hg-group") == 0
+    _, fl, _ = dead_letter_the_poison(tmp_path, redis_server, fleet, "hangs", SYNC, "hg", 50, 20, "hang",
+                                      "watchdog", batch=5, heartbeat_timeout="2s")
     m = fl.metrics()
     assert charges(m, "a", "watchdog") == CRASH_LIMIT
     assert restarts(m, "a", "heartbeat") == CRASH_LIMIT
@@ -176,17 +177,8 @@ def test_a_batch_in_flight_when_one_message_kills_is_run_alone_and_only_that_one
     death cannot be pinned on one entry, so none is charged; the next workers run those
     entries one at a time, the innocent ones pass, the guilty one kills alone, and only it is
     charged, crash_limit times, then dead-lettered. None of the others is dead-lettered."""
-    r = redis_server.client()
-    so = build_plugin(tmp_path, "batchy", ASYNC)
-    ids = add_messages(r, "bt", 100, fields=lambda i: {"n": str(i), **({"crash": "1"} if i == 42 else {})})
-    fl = fleet({"pool:a": pool("bt", workers=1, batch=5, block="200ms", handler="plugin", plugin=str(so),
-                               max_attempts=10)}, env=no_abort_handler())
-    fl.wait_for(lambda: r.xlen("bt:dlq") == 1 and all_read_and_acked(r, "bt", 100),
-                timeout=BIG_TIMEOUT, what="the killing message dead-lettered, the rest acked")
-    (dead,) = dead_letters(r, "bt").values()
-    assert dead["dlq.id"] == ids[42]
-    assert dead["dlq.reason"] == "crash", dead
-    assert pending_count(r, "bt", "bt-group") == 0
+    _, fl, _ = dead_letter_the_poison(tmp_path, redis_server, fleet, "batchy", ASYNC, "bt", 100, 42, "crash",
+                                      "crash", batch=5)
     m = fl.metrics()
     # Every charge went to the one entry: an innocent charged even once would show here.
     assert charges(m, "a", "crash") == CRASH_LIMIT

@@ -10,7 +10,7 @@ import threading
 import time
 
 from conftest import TIMEOUT, add_messages, pending_count, wait_until
-from reliability_helpers import (BIG_TIMEOUT, by_webhook_id, dlq_entries, http_pool, log_pool,
+from reliability_helpers import (BIG_TIMEOUT, by_webhook_id, dlq_entries, failed_once, http_pool, log_pool,
                                  metric, one_child, own_consumer, replaced, requests_for, restarts,
                                  wait_metric, wait_pending)
 
@@ -185,12 +185,7 @@ def test_id_with_a_nul_byte_is_not_taken_for_the_id_before_the_nul(redis_server,
 # --------------------------------------------------------------------------------------------
 
 def test_retry_leaves_an_entry_another_consumer_claimed_meanwhile(redis_server, sink, fleet):
-    sink.rule(500, body_contains=b"victim", times=1)
-    r = redis_server.client()
-    fl = fleet({"pool:st": http_pool(sink, "st", body_field="payload", backoff_base="2s",
-                                     backoff_jitter="0%", claim_idle="10m")})
-    (eid,) = add_messages(r, "st", 1, fields={"type": "t", "payload": "victim"})
-    sink.wait_count(1)
+    r, fl, eid = failed_once(redis_server, sink, fleet, "st", "victim", claim_idle="10m")
     r.xclaim("st", "st-group", "other-host:st:0", 0, [eid], justid=True)
     time.sleep(6)           # the retry fell due 2 s after the failure
     (p,) = r.xpending_range("st", "st-group", "-", "+", 5)

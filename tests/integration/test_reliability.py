@@ -14,7 +14,7 @@ import pytest
 
 from conftest import (TIMEOUT, add_messages, excerpt, group_info, pending_count, run_binary,
                       wait_until)
-from reliability_helpers import (BIG_TIMEOUT, by_webhook_id, consumers, cpu_seconds, dlq_entries,
+from reliability_helpers import (BIG_TIMEOUT, by_webhook_id, consumers, cpu_seconds, dlq_entries, failed_once,
                                  http_pool, log_pool, metric, one_child, own_consumer, proc_bytes,
                                  read_as, record_arrivals, replaced, requests_for, restarts,
                                  wait_metric, wait_pending)
@@ -516,12 +516,7 @@ def test_same_id_field_value_within_dedupe_ttl_is_delivered_once(redis_server, s
 
 def test_done_marker_is_written_only_after_success_and_expires_with_dedupe_ttl(
         redis_server, sink, fleet):
-    sink.rule(500, body_contains=b"later", times=1)
-    r = redis_server.client()
-    fl = fleet({"pool:dm": http_pool(sink, "dm", body_field="payload", dedupe_ttl="10m",
-                                     backoff_base="2s", backoff_jitter="0%")})
-    (eid,) = add_messages(r, "dm", 1, fields={"type": "t", "payload": "later"})
-    sink.wait_count(1)
+    r, fl, eid = failed_once(redis_server, sink, fleet, "dm", "later", dedupe_ttl="10m")
     time.sleep(0.5)
     assert done_markers(r) == [], "no done-marker for a message that failed"
     sink.wait_count(2, status=None)

@@ -44,6 +44,18 @@ def status_json(fl):
     return json.loads(body)
 
 
+def degraded_fleet(redis_server, sink, fleet):
+    """A fleet whose pool slow falls behind (40 messages, one at a time, 2 s each, max_lag 5)
+    beside a pool fine that has nothing to do; returned once /status.json says degraded."""
+    r = redis_server.client()
+    sink.rule(200, path="/slow*", delay=2)
+    fl = fleet({"pool:slow": http_pool(sink, "slow", "/slow", inflight=1, max_lag=5),
+                "pool:fine": pool("fine", workers=1)})
+    add_messages(r, "slow", 40)
+    fl.wait_for(lambda: status_json(fl)["status"] == "degraded", what="status degraded")
+    return fl
+
+
 def artifact(name):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     return ARTIFACTS / name
@@ -195,12 +207,7 @@ def test_page_in_chromium_shows_the_numbers_of_status_json(redis_server, sink, f
 
 @needs_chromium
 def test_page_shows_a_degraded_pool_and_why(redis_server, sink, fleet, tmp_path):
-    r = redis_server.client()
-    sink.rule(200, path="/slow*", delay=2)
-    fl = fleet({"pool:slow": http_pool(sink, "slow", "/slow", inflight=1, max_lag=5),
-                "pool:fine": pool("fine", workers=1)})
-    add_messages(r, "slow", 40)
-    fl.wait_for(lambda: status_json(fl)["status"] == "degraded", what="status degraded")
+    fl = degraded_fleet(redis_server, sink, fleet)
     with open_page(tmp_path, fl) as b:
         page = b.wait_for("document.getElementById('status').dataset.s == 'degraded' && "
                           + READ_PAGE, what="the page to say degraded")
@@ -284,12 +291,7 @@ def test_status_json_is_the_masters_status_document(redis_server, fleet):
 
 
 def test_status_exits_1_and_says_why_when_a_pool_is_degraded(redis_server, sink, fleet):
-    r = redis_server.client()
-    sink.rule(200, path="/slow*", delay=2)
-    fl = fleet({"pool:slow": http_pool(sink, "slow", "/slow", inflight=1, max_lag=5),
-                "pool:fine": pool("fine", workers=1)})
-    add_messages(r, "slow", 40)
-    fl.wait_for(lambda: status_json(fl)["status"] == "degraded", what="status degraded")
+    fl = degraded_fleet(redis_server, sink, fleet)
     res = status_cmd(fl)
     assert res.returncode == 1, res.stdout + res.stderr
     assert res.stdout.splitlines()[0].endswith(": degraded")

@@ -60,6 +60,15 @@ def sub_pool(stream, command, **extra):
             "backoff_base": "100ms", "backoff_max": "500ms", **extra}
 
 
+def start_pool(redis_server, fleet, stream, n, command, **extra):
+    """n messages added to stream, then a fleet of one subprocess pool on it running command.
+    Returns the client, the fleet and the ids added."""
+    r = redis_server.client()
+    ids = add_messages(r, stream, n)
+    fl = fleet({f"pool:{stream}": sub_pool(stream, command, **extra)})
+    return r, fl, ids
+
+
 def lives(out):
     return len([f for f in os.listdir(out) if f.startswith("start.")])
 
@@ -96,9 +105,7 @@ for m in lines(0.3):
             answer(id)
         held = []
 """)
-    r = redis_server.client()
-    add_messages(r, "ord", 200)
-    fl = fleet({"pool:ord": sub_pool("ord", h, inflight=8)})
+    r, fl, _ = start_pool(redis_server, fleet, "ord", 200, h, inflight=8)
     settle(fl, r, "ord")
     assert int((out / "max").read_text()) == 8, "up to inflight messages out at once"
     assert lives(out) == 1, "one process for all of them"
@@ -182,9 +189,7 @@ for m in lines():
     print("handling", m["id"], "now", file=sys.stderr, flush=True)
     answer(m["id"])
 """)
-    r = redis_server.client()
-    ids = add_messages(r, "err", 3)
-    fl = fleet({"pool:err": sub_pool("err", h)})
+    r, fl, ids = start_pool(redis_server, fleet, "err", 3, h)
     settle(fl, r, "err")
     wait_until(lambda: all(f"handling {i} now" in fl.log() for i in ids), what="stderr in the log")
     line = next(l for l in fl.log().splitlines() if f"handling {ids[0]} now" in l)
@@ -199,9 +204,7 @@ sys.stderr.flush()
 for m in lines():
     answer(m["id"])
 """)
-    r = redis_server.client()
-    add_messages(r, "fl", 20)
-    fl = fleet({"pool:fl": sub_pool("fl", h)})
+    r, fl, _ = start_pool(redis_server, fleet, "fl", 20, h)
     settle(fl, r, "fl", timeout=60 * SLOWNESS)
     noise = [l for l in fl.log().splitlines() if "noise " in l]
     assert 100 <= len(noise) <= 3000, f"{len(noise)} of 200,000 stderr lines logged"
@@ -229,9 +232,7 @@ for m in lines():
 ])
 def test_protocol_error_restarts_the_process_and_retries(redis_server, fleet, tmp_path, name, bad):
     h, out = handler(tmp_path, FIRST_LIFE_ONLY.format(bad=bad))
-    r = redis_server.client()
-    add_messages(r, "pe", 30)
-    fl = fleet({"pool:pe": sub_pool("pe", h, inflight=4)})
+    r, fl, _ = start_pool(redis_server, fleet, "pe", 30, h, inflight=4)
     worker = fl.children()[0]
     settle(fl, r, "pe", timeout=60 * SLOWNESS)
     assert lives(out) == 2, "restarted once"
@@ -248,9 +249,7 @@ if life == 1:
 for m in lines():
     answer(m["id"])
 """)
-    r = redis_server.client()
-    add_messages(r, "cl", 20)
-    fl = fleet({"pool:cl": sub_pool("cl", h)})
+    r, fl, _ = start_pool(redis_server, fleet, "cl", 20, h)
     worker = fl.children()[0]
     t0 = time.monotonic()
     settle(fl, r, "cl", timeout=60 * SLOWNESS)
@@ -269,9 +268,7 @@ for m in lines():
     if life > 2:
         answer(m["id"])
 """)
-    r = redis_server.client()
-    ids = add_messages(r, "na", 5)
-    fl = fleet({"pool:na": sub_pool("na", h, timeout="1s", max_attempts=5)})
+    r, fl, ids = start_pool(redis_server, fleet, "na", 5, h, timeout="1s", max_attempts=5)
     worker = fl.children()[0]
     cpu0 = cpu_seconds(worker)
     settle(fl, r, "na", timeout=60 * SLOWNESS)
@@ -311,9 +308,7 @@ for m in lines():
 
 def test_process_that_exits_at_once_is_restarted_with_backoff(redis_server, fleet, tmp_path):
     h, out = handler(tmp_path, "sys.exit(0)\n")
-    r = redis_server.client()
-    add_messages(r, "ex0", 5)
-    fl = fleet({"pool:ex0": sub_pool("ex0", h)})
+    r, fl, _ = start_pool(redis_server, fleet, "ex0", 5, h)
     worker = fl.children()[0]
     cpu0 = cpu_seconds(worker)
     time.sleep(5)
@@ -356,9 +351,7 @@ if life == 1:
 for m in lines():
     answer(m["id"])
 """)
-    r = redis_server.client()
-    add_messages(r, "gc", 20)
-    fl = fleet({"pool:gc": sub_pool("gc", h)})
+    r, fl, _ = start_pool(redis_server, fleet, "gc", 20, h)
     worker = fl.children()[0]
     settle(fl, r, "gc", timeout=60 * SLOWNESS)
     assert cpu_seconds(worker) < 5.0 * SLOWNESS, "no busy loop"
@@ -382,9 +375,7 @@ time.sleep(1)
 for t, id in held:
     answer(id)
 """)
-    r = redis_server.client()
-    add_messages(r, "dr", 8)
-    fl = fleet({"pool:dr": sub_pool("dr", h, inflight=8, batch=8)})
+    r, fl, _ = start_pool(redis_server, fleet, "dr", 8, h, inflight=8, batch=8)
     fl.wait_for(lambda: pending_count(r, "dr", "dr-group") == 8, what="all eight in flight")
     fl.signal(signal.SIGTERM)
     assert fl.wait(timeout=30 * SLOWNESS) == 0
@@ -392,14 +383,18 @@ for t, id in held:
     assert pending_count(r, "dr", "dr-group") == 0, "the answers came and were acked"
 
 
-def test_memory_of_the_process_counts_for_memory_limit(redis_server, fleet, tmp_path):
-    h, out = handler(tmp_path, """
-hog = bytearray(300 << 20)
+# A handler that holds mib MiB (touched, so resident) before it answers anything.
+MEMORY_HOG = """
+hog = bytearray({mib} << 20)
 for i in range(0, len(hog), 4096):
     hog[i] = 1
 for m in lines():
     answer(m["id"])
-""")
+"""
+
+
+def test_memory_of_the_process_counts_for_memory_limit(redis_server, fleet, tmp_path):
+    h, out = handler(tmp_path, MEMORY_HOG.format(mib=300))
     r = redis_server.client()
     fl = fleet({"pool:mem": sub_pool("mem", h, memory_limit="200M")})
     first = fl.children()[0]
@@ -408,13 +403,7 @@ for m in lines():
 
 
 def test_memory_of_the_process_shows_in_the_pools_resident_memory(redis_server, fleet, tmp_path):
-    h, out = handler(tmp_path, """
-hog = bytearray(150 << 20)
-for i in range(0, len(hog), 4096):
-    hog[i] = 1
-for m in lines():
-    answer(m["id"])
-""")
+    h, out = handler(tmp_path, MEMORY_HOG.format(mib=150))
     fl = fleet({"pool:memm": sub_pool("memm", h)})
     fl.wait_for(lambda: fl.metrics().sum("streamfleet_workers_resident_memory_bytes", pool="memm")
                 > 150 << 20, timeout=30 * SLOWNESS, what="the handler's 150 MiB counted")

@@ -76,6 +76,17 @@ def new_workers(fl, before, name="w"):
     return now if now and not (now & before) else None
 
 
+def check_replaced_by_rename(fl, r, tmp_path, stream, script, template, seen_path):
+    """v1 of the script handles a message; the script is then replaced by rename with v2 of
+    template: new workers start, v2 handles the next message, and one watch restart is counted."""
+    assert handled_by(fl, r, tmp_path, stream, "v1") == "v1"
+    before = set(pool_children(fl, "w"))
+    replace_script(script, template.format(version="v2", seen=seen_path))
+    fl.wait_for(lambda: new_workers(fl, before), timeout=15 * SLOWNESS, what="new workers")
+    assert handled_by(fl, r, tmp_path, stream, "v2") == "v2"
+    assert watch_restarts(fl) == 1
+
+
 def sub_pool(stream, script, **extra):
     return pool(stream, block="200ms", handler="subprocess", command=f"/usr/bin/python3 {script}",
                 backoff_base="100ms", **extra)
@@ -188,12 +199,7 @@ def test_routed_pool_watches_its_handler_sections_and_shell_words(tmp_path, redi
         "handler:py": {"handler": "subprocess", "shell": "yes", "command": f"cd / && exec /usr/bin/python3 '{h}'"},
         "pool:w": pool("wt", block="200ms", handler="py", watch="yes"),
     })
-    assert handled_by(fl, r, tmp_path, "wt", "v1") == "v1"
-    before = set(pool_children(fl, "w"))
-    replace_script(h, SUB.format(version="v2", seen=s))
-    fl.wait_for(lambda: new_workers(fl, before), timeout=15 * SLOWNESS, what="new workers")
-    assert handled_by(fl, r, tmp_path, "wt", "v2") == "v2"
-    assert watch_restarts(fl) == 1
+    check_replaced_by_rename(fl, r, tmp_path, "wt", h, SUB, s)
 
 
 def test_handler_sections_of_exec_and_subprocess_run_their_command(tmp_path, redis_server, fleet):
@@ -229,12 +235,7 @@ def test_exec_edit_replaces_the_workers_and_runs_the_new_script(tmp_path, redis_
     s = tmp_path / "seen"
     write_script(h, EXEC.format(version="v1", seen=s))
     fl = fleet({"pool:w": pool("we", block="200ms", handler="exec", command=str(h), watch="yes")})
-    assert handled_by(fl, r, tmp_path, "we", "v1") == "v1"
-    before = set(pool_children(fl, "w"))
-    replace_script(h, EXEC.format(version="v2", seen=s))
-    fl.wait_for(lambda: new_workers(fl, before), timeout=15 * SLOWNESS, what="new workers")
-    assert handled_by(fl, r, tmp_path, "we", "v2") == "v2"
-    assert watch_restarts(fl) == 1
+    check_replaced_by_rename(fl, r, tmp_path, "we", h, EXEC, s)
 
 
 # --------------------------------------------------------------------------------------------

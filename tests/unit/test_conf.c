@@ -17,31 +17,12 @@
 
 #include "common/buf.h"
 #include "common/conf.h"
+#include "tests/unit/scratch.h"
 
 #define FLEET "[fleet]\nredis = redis://127.0.0.1:6379\n"
 #define POOL  "[pool:p]\nstream = s\ngroup = g\nhandler = log\n"
 
 /* ---- helpers ---- */
-
-/* Write text to a new file under /tmp. Caller owns the path; free with drop_file(). */
-static char *write_file(const char *text)
-{
-    char tmpl[] = "/tmp/sf_test_conf_XXXXXX";
-    int fd = mkstemp(tmpl);
-    if (fd == -1)
-        fail_msg("mkstemp: %s", strerror(errno));
-    size_t len = strlen(text);
-    if (write(fd, text, len) != (ssize_t)len)
-        fail_msg("write %s: %s", tmpl, strerror(errno));
-    close(fd);
-    return strdup(tmpl);
-}
-
-static void drop_file(char *path)
-{
-    unlink(path);
-    free(path);
-}
 
 /* A loaded file: the path it was written to, the result and the problems. */
 struct loaded {
@@ -52,7 +33,7 @@ struct loaded {
 
 static void load(struct loaded *ld, const char *text)
 {
-    ld->path = write_file(text);
+    ld->path = scratch_write(text);
     ld->e = (struct conf_errors){ NULL, 0 };
     ld->c = conf_load(ld->path, &ld->e);
     if (ld->c)
@@ -65,7 +46,7 @@ static void unload(struct loaded *ld)
 {
     conf_free(ld->c);
     conf_errors_release(&ld->e);
-    drop_file(ld->path);
+    scratch_drop(ld->path);
 }
 
 static void dump(const struct conf_errors *e)
@@ -137,8 +118,8 @@ static int setup(void **state)
 static void test_full_config_round_trip(void **state)
 {
     (void)state;
-    char *ca = write_file("ca\n"), *cert = write_file("cert\n"), *key = write_file("key\n"),
-         *secret = write_file("s3cret\n");
+    char *ca = scratch_write("ca\n"), *cert = scratch_write("cert\n"), *key = scratch_write("key\n"),
+         *secret = scratch_write("s3cret\n");
     struct buf t = BUF_INIT;
     buf_printf(&t,
                "; every key, with values that are not the defaults\n"
@@ -244,10 +225,10 @@ static void test_full_config_round_trip(void **state)
     char disp[128];
     assert_string_equal(conf_redis_display(&c->redis, disp, sizeof disp), "redis://[::1]:6380/2");
     unload(&ld);
-    drop_file(ca);
-    drop_file(cert);
-    drop_file(key);
-    drop_file(secret);
+    scratch_drop(ca);
+    scratch_drop(cert);
+    scratch_drop(key);
+    scratch_drop(secret);
 }
 
 static void test_defaults(void **state)
@@ -691,7 +672,7 @@ static int load_expecting_eacces(const char *path)
 static void test_unreadable_file(void **state)
 {
     (void)state;
-    char *path = write_file(FLEET POOL);
+    char *path = scratch_write(FLEET POOL);
     chmod(path, 0);
     if (geteuid() != 0) {
         assert_int_equal(load_expecting_eacces(path), 0);
@@ -712,7 +693,7 @@ static void test_unreadable_file(void **state)
         assert_true(WIFEXITED(st));
         assert_int_equal(WEXITSTATUS(st), 0);
     }
-    drop_file(path);
+    scratch_drop(path);
 }
 
 static void test_empty_file(void **state)
@@ -1175,7 +1156,7 @@ static void test_headers(void **state)
 static void test_tls_and_files(void **state)
 {
     (void)state;
-    char *cert = write_file("c\n");
+    char *cert = scratch_write("c\n");
     struct buf t = BUF_INIT;
     buf_printf(&t, HTTP_POOL "url = https://h/\ntls_cert = %s\n", cert);
     expect_only(t.p, 8, "tls_cert and tls_key go together: tls_key is missing");
@@ -1192,7 +1173,7 @@ static void test_tls_and_files(void **state)
     buf_adds(&t, HTTP_POOL "url = https://h/\nsigning_secret_file =\n");
     expect_only(t.p, 8, "signing_secret_file: empty path");
     buf_release(&t);
-    drop_file(cert);
+    scratch_drop(cert);
 }
 
 static void test_cross_key_rules(void **state)

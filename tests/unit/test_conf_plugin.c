@@ -6,33 +6,19 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "common/conf.h"
+#include "tests/unit/scratch.h"
 
 #define SO "/tmp/sf_test_conf_plugin.so"
 
-/* Write text to a new file under /tmp; returns its path (free it after unlink). */
-static char *write_file(const char *text)
-{
-    char tmpl[] = "/tmp/sf_test_conf_plugin_XXXXXX";
-    int fd = mkstemp(tmpl);
-    if (fd == -1)
-        fail_msg("mkstemp: %s", strerror(errno));
-    size_t len = strlen(text);
-    if (write(fd, text, len) != (ssize_t)len)
-        fail_msg("write %s: %s", tmpl, strerror(errno));
-    close(fd);
-    return strdup(tmpl);
-}
-
 static struct conf *load(const char *text, char **path, struct conf_errors *e)
 {
-    *path = write_file(text);
+    *path = scratch_write(text);
     *e = (struct conf_errors){ NULL, 0 };
     return conf_load(*path, e);
 }
@@ -41,8 +27,7 @@ static void done(struct conf *c, char *path, struct conf_errors *e)
 {
     conf_free(c);
     conf_errors_release(e);
-    unlink(path);
-    free(path);
+    scratch_drop(path);
 }
 
 /* Whether a problem "PATH:LINE: ...sub..." was reported. */

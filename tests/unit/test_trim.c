@@ -7,14 +7,13 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "common/conf.h"
 #include "supervisor/trim.h"
+#include "tests/unit/scratch.h"
 
 static struct trim_id id(const char *s)
 {
@@ -133,23 +132,10 @@ static void test_retain_keeps_recent_history(void **state)
 #define FLEET "[fleet]\nredis = redis://127.0.0.1:6379\n"
 #define POOL  "[pool:p]\nstream = s\ngroup = g\nhandler = log\n"
 
-static char *write_file(const char *text)
-{
-    char tmpl[] = "/tmp/sf_test_trim_XXXXXX";
-    int fd = mkstemp(tmpl);
-    if (fd == -1)
-        fail_msg("mkstemp: %s", strerror(errno));
-    size_t len = strlen(text);
-    if (write(fd, text, len) != (ssize_t)len)
-        fail_msg("write %s: %s", tmpl, strerror(errno));
-    close(fd);
-    return strdup(tmpl);
-}
-
 /* Load text; expect exactly one problem, "PATH:line: ...sub...". */
 static void expect_only(const char *text, int line, const char *sub)
 {
-    char *path = write_file(text);
+    char *path = scratch_write(text);
     struct conf_errors e = { NULL, 0 };
     struct conf *c = conf_load(path, &e);
     char prefix[300];
@@ -161,14 +147,13 @@ static void expect_only(const char *text, int line, const char *sub)
     }
     conf_free(c);
     conf_errors_release(&e);
-    unlink(path);
-    free(path);
+    scratch_drop(path);
 }
 
 static void test_keys_round_trip(void **state)
 {
     (void)state;
-    char *path = write_file(FLEET POOL "trim = acked\nretain = 24h\n"
+    char *path = scratch_write(FLEET POOL "trim = acked\nretain = 24h\n"
                             "[pool:q]\nstream = t\ngroup = g\nhandler = log\n");
     struct conf_errors e = { NULL, 0 };
     struct conf *c = conf_load(path, &e);
@@ -179,8 +164,7 @@ static void test_keys_round_trip(void **state)
     assert_int_equal(c->pools[1].retain_ms, 0);
     conf_free(c);
     conf_errors_release(&e);
-    unlink(path);
-    free(path);
+    scratch_drop(path);
 }
 
 static void test_bad_values_are_reported_at_their_line(void **state)
