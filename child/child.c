@@ -16,6 +16,7 @@
 #include "child/proc.h"
 #include "child/route.h"
 #include "child/worker.h"
+#include "common/clock.h"
 #include "common/cluster.h"
 #include "common/log.h"
 #include "common/redis.h"
@@ -59,16 +60,12 @@ static void on_usr1(int sig)
 
 long long child_now_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return clock_mono_ms();
 }
 
 long long child_unix_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return clock_wall_ms();
 }
 
 void child_publish_error(struct child *c, const char *fmt, ...)

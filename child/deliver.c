@@ -7,6 +7,7 @@
  * finished transfers with curl_multi_info_read(). See curl's docs/examples/hiperfifo.c for
  * the same shape around libevent. */
 #include "child/deliver.h"
+#include "common/clock.h"
 #include "common/log.h"
 
 #include <stdbool.h>
@@ -45,13 +46,6 @@ struct deliver {
     long long deadline_ms;          /* when libcurl wants to be called back; -1: never */
 };
 
-static long long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* ---- libcurl's callbacks: they only record; never call libcurl from inside them ---------- */
 
 static int socket_cb(CURL *easy, curl_socket_t fd, int what, void *clientp, void *socketp)
@@ -83,7 +77,7 @@ static int timer_cb(CURLM *multi, long timeout_ms, void *clientp)
 {
     (void)multi;
     struct deliver *d = clientp;
-    d->deadline_ms = timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
+    d->deadline_ms = timeout_ms < 0 ? -1 : clock_mono_ms() + timeout_ms;
     return 0;
 }
 
@@ -281,7 +275,7 @@ int deliver_fds(struct deliver *d, struct pollfd *pfd, int max, long *timeout_ms
         pfd[n++] = (struct pollfd){ .fd = d->socks[i].fd, .events = d->socks[i].events };
     }
     if (d->deadline_ms >= 0) {
-        long long left = d->deadline_ms - now_ms();
+        long long left = d->deadline_ms - clock_mono_ms();
         if (left < 0)
             left = 0;
         if (left < *timeout_ms || *timeout_ms < 0)
@@ -349,7 +343,7 @@ void deliver_run(struct deliver *d, const struct pollfd *pfd, int n)
             ev |= CURL_CSELECT_ERR;
         curl_multi_socket_action(d->multi, pfd[i].fd, ev, &running);
     }
-    if (d->deadline_ms >= 0 && now_ms() >= d->deadline_ms) {
+    if (d->deadline_ms >= 0 && clock_mono_ms() >= d->deadline_ms) {
         d->deadline_ms = -1;
         curl_multi_socket_action(d->multi, CURL_SOCKET_TIMEOUT, 0, &running);
     }

@@ -18,6 +18,7 @@
 #include "child/handler.h"
 #include "child/msgjson.h"
 #include "child/proc.h"
+#include "common/clock.h"
 #include "common/log.h"
 
 #include <errno.h>
@@ -60,13 +61,6 @@ struct handler {
     unsigned njobs;
     char error[512];
 };
-
-static long long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void job_free(struct job *j)
 {
@@ -149,7 +143,7 @@ static void exec_submit(struct handler *h, const struct msg *m, struct ticket *t
         return;
     }
     j->ticket = t;
-    j->started_ms = now_ms();
+    j->started_ms = clock_mono_ms();
     *h->jobs_end = j;
     h->jobs_end = &j->next;
     h->njobs++;
@@ -233,7 +227,7 @@ static long long deadline(const struct handler *h, const struct job *j)
 
 static int exec_fds(struct handler *h, struct pollfd *pfd, int max, long *timeout_ms)
 {
-    long long now = now_ms();
+    long long now = clock_mono_ms();
     int n = 0;
     for (struct job *j = h->jobs; j; j = j->next) {
         long long d = deadline(h, j);
@@ -273,7 +267,7 @@ static short revents_of(const struct job *j, const struct pollfd *pfd, int n, in
 
 static void exec_run(struct handler *h, const struct pollfd *pfd, int n)
 {
-    long long now = now_ms();
+    long long now = clock_mono_ms();
     struct job **link = &h->jobs;
     while (*link) {
         struct job *j = *link;

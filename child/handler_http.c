@@ -27,6 +27,7 @@
 #include "child/urltmpl.h"
 #include "common/aimd.h"
 #include "common/buf.h"
+#include "common/clock.h"
 #include "common/log.h"
 
 #include <stdarg.h>
@@ -94,13 +95,6 @@ struct handler {
     unsigned nqueued;
     unsigned slots;
 };
-
-static long long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static struct req *req_get(struct handler *h)
 {
@@ -204,7 +198,7 @@ static int start(struct handler *h, struct req *r)
  * and one probe delay longer when it has just failed as the probe. */
 static long handback_ms(const struct handler *h, bool was_probe)
 {
-    long long left = h->next_probe_ms - now_ms();
+    long long left = h->next_probe_ms - clock_mono_ms();
     if (was_probe)
         left += h->probe_delay_ms;
     return left < HANDBACK_MIN_MS ? HANDBACK_MIN_MS : (long)left;
@@ -326,7 +320,7 @@ static void circuit_open(struct handler *h, const char *why)
 {
     h->open = true;
     h->probe_delay_ms = PROBE_MIN_MS < probe_max(h) ? PROBE_MIN_MS : probe_max(h);
-    h->next_probe_ms = now_ms() + h->probe_delay_ms;
+    h->next_probe_ms = clock_mono_ms() + h->probe_delay_ms;
     child_event(h->child, HANDLER_CIRCUIT_OPEN, why);
     log_warnx("endpoint down (%u failures in a row, last: %s): circuit open, taking no new "
               "messages, probing with one at a time", h->failures, why);
@@ -349,7 +343,7 @@ static void send_probe(struct handler *h, struct req *r)
         return;
     log_warnx("cannot start a probe: %s", h->error);
     h->probe = NULL;
-    h->next_probe_ms = now_ms() + h->probe_delay_ms;
+    h->next_probe_ms = clock_mono_ms() + h->probe_delay_ms;
     hand_back(h, r, h->error, -1, false);
 }
 
@@ -385,7 +379,7 @@ static void on_done(void *arg, void *user, const struct deliver_result *res)
     if (v.kind == CL_CONFIG) {
         /* Every message fails the same way until someone fixes the config: say so at once,
          * and not once per message. */
-        long long now = now_ms();
+        long long now = clock_mono_ms();
         if (h->config_logged_ms == 0 || now - h->config_logged_ms >= CONFIG_LOG_MS) {
             log_warnx("cannot deliver, check the pool's tls and url settings: %s", error);
             h->config_logged_ms = now;
@@ -400,7 +394,7 @@ static void on_done(void *arg, void *user, const struct deliver_result *res)
         if (was_probe) {
             h->probe_delay_ms = h->probe_delay_ms * 2 < probe_max(h) ? h->probe_delay_ms * 2
                                                                       : probe_max(h);
-            h->next_probe_ms = now_ms() + h->probe_delay_ms;
+            h->next_probe_ms = clock_mono_ms() + h->probe_delay_ms;
             log_debug("probe failed (%s): next in %ld ms", error, h->probe_delay_ms);
         }
         hand_back(h, r, error, res->seconds, was_probe);
@@ -515,7 +509,7 @@ static void http_submit(struct handler *h, const struct msg *m, struct ticket *t
         *h->waiting_end = r;
         h->waiting_end = &r->next;
         h->nwaiting++;
-    } else if (now_ms() >= h->next_probe_ms) {
+    } else if (clock_mono_ms() >= h->next_probe_ms) {
         send_probe(h, r);
     } else {
         /* The child asks accepting() before reading, but a read already on the wire when the
@@ -533,7 +527,7 @@ static int http_fds(struct handler *h, struct pollfd *pfd, int max, long *timeou
     /* Wake when the next probe may go (not after: accepting() then says so, and the child
      * waits for messages to probe with). */
     if (h->open && h->probe == NULL) {
-        long long left = h->next_probe_ms - now_ms();
+        long long left = h->next_probe_ms - clock_mono_ms();
         if (left > 0 && (left < *timeout_ms || *timeout_ms < 0))
             *timeout_ms = (long)left;
     }
@@ -564,7 +558,7 @@ static bool http_accepting(struct handler *h)
 {
     if (h->dest >= 0 && aimd_held_off_ms(h->aimd, h->dest, aimd_now_us()) > 0)
         return false;
-    return !h->open || (h->probe == NULL && now_ms() >= h->next_probe_ms);
+    return !h->open || (h->probe == NULL && clock_mono_ms() >= h->next_probe_ms);
 }
 
 static void http_close(struct handler *h)

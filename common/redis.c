@@ -26,6 +26,7 @@
 #include "common/arena.h"
 #include "common/backoff.h"
 #include "common/buf.h"
+#include "common/clock.h"
 #include "common/cluster.h"
 #include "common/log.h"
 
@@ -158,9 +159,7 @@ static void conn_drop(struct redis *r, enum redis_errkind kind, const char *why)
 
 long long redis_now_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return clock_mono_ms();
 }
 
 /* ---- error classification ---- */

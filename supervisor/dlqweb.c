@@ -12,6 +12,7 @@
  * replay or purge. State changes only on POST. */
 #include "supervisor/dlqweb.h"
 #include "supervisor/dlq.h"
+#include "common/clock.h"
 #include "common/dur.h"
 #include "common/json.h"
 #include "common/log.h"
@@ -129,13 +130,6 @@ static int error_json(struct buf *body, const char **ctype, int status, const ch
     return status;
 }
 
-static long long mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Run rq in a child; the request stays suspended until dlqweb_run() answers it. */
 static int start_job(struct dlqweb *w, const struct conf *c, struct httpd_req *req, const struct dlq_request *rq,
                      struct buf *body, const char **ctype)
@@ -197,7 +191,7 @@ static int start_job(struct dlqweb *w, const struct conf *c, struct httpd_req *r
     j->pid = pid;
     j->fd = pfd[0];
     j->req = httpd_req_id(req);
-    j->deadline_ms = mono_ms() + DLQWEB_DEADLINE_MS;
+    j->deadline_ms = clock_mono_ms() + DLQWEB_DEADLINE_MS;
     j->op = rq->op;
     snprintf(j->pool, sizeof j->pool, "%s", rq->pool);
     return HTTPD_SUSPENDED;

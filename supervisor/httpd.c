@@ -1,5 +1,6 @@
 /* httpd.c: libmicrohttpd wrapper (the only file that includes it). */
 #include "supervisor/httpd.h"
+#include "common/clock.h"
 #include "common/log.h"
 
 #include <arpa/inet.h>
@@ -62,13 +63,6 @@ struct httpd {
 
 static unsigned long long next_req_id = 1;     /* unique across listeners (a reload may open another) */
 
-static long long mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Shut down the connection (but keep) that has waited the longest for a request; libmicrohttpd
  * sees the socket end and closes it on its next run. */
 static void push_out_idlest(struct httpd *h, const struct conn *keep)
@@ -92,7 +86,7 @@ static void on_connection(void *cls, struct MHD_Connection *connection, void **s
         const union MHD_ConnectionInfo *info = MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CONNECTION_FD);
         struct conn *c = xcalloc(1, sizeof *c);
         c->fd = info ? info->connect_fd : -1;
-        c->since_ms = mono_ms();
+        c->since_ms = clock_mono_ms();
         c->next = h->conns;
         if (h->conns)
             h->conns->prev = c;
@@ -168,7 +162,7 @@ static enum MHD_Result answer(void *cls, struct MHD_Connection *conn, const char
     if (rq->ready) {
         /* Resumed: give the answer that came meanwhile. */
         if (rq->c)
-            rq->c->since_ms = mono_ms(), rq->c->waiting = false;
+            rq->c->since_ms = clock_mono_ms(), rq->c->waiting = false;
         enum MHD_Result r = respond(conn, rq->allow, rq->status, rq->ctype, &rq->answer);
         rq->ready = false;
         return r;
@@ -190,7 +184,7 @@ static enum MHD_Result answer(void *cls, struct MHD_Connection *conn, const char
     }
     rq->started = true;
     if (rq->c)
-        rq->c->since_ms = mono_ms();    /* a request arrived whole */
+        rq->c->since_ms = clock_mono_ms();    /* a request arrived whole */
 
     struct buf body = BUF_INIT;
     const char *ctype = "text/plain; charset=utf-8";
@@ -405,7 +399,7 @@ void httpd_run(struct httpd *h)
     MHD_run(h->d);
     /* Shut down connections that have not sent a whole request within the deadline:
      * libmicrohttpd sees the socket end and closes the connection on its next run. */
-    long long now = mono_ms();
+    long long now = clock_mono_ms();
     for (struct conn *c = h->conns; c; c = c->next)
         if (c->fd >= 0 && !c->waiting && now - c->since_ms > REQUEST_DEADLINE_MS) {
             shutdown(c->fd, SHUT_RDWR);

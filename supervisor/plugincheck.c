@@ -8,6 +8,7 @@
  * plugins it would change, so that it never swaps working workers for ones that cannot start. */
 #include "supervisor/plugincheck.h"
 #include "child/handler_plugin.h"
+#include "common/clock.h"
 #include "common/log.h"
 #include "supervisor/privs.h"
 
@@ -24,13 +25,6 @@
 #include <unistd.h>
 
 #define CHECK_TIMEOUT_MS 10000          /* an init() that takes longer counts as hanging */
-
-static long long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* In the checker: drop to the workers' user, load, answer through fd. Never returns. */
 static _Noreturn void checker(const struct conf *c, const struct pool_conf *p, int fd)
@@ -90,9 +84,9 @@ static int check_one(const struct conf *c, const struct pool_conf *p, char *why,
     char text[512];
     size_t got = 0;
     bool hung = false;
-    long long deadline = now_ms() + CHECK_TIMEOUT_MS;
+    long long deadline = clock_mono_ms() + CHECK_TIMEOUT_MS;
     for (;;) {
-        long long left = deadline - now_ms();
+        long long left = deadline - clock_mono_ms();
         if (left <= 0) {
             hung = true;
             break;

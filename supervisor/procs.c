@@ -5,6 +5,7 @@
 #include "child/child.h"
 #include "common/aimd.h"
 #include "common/backoff.h"
+#include "common/clock.h"
 #include "common/log.h"
 
 #include <errno.h>
@@ -24,9 +25,7 @@ static_assert(AIMD_WORKERS >= SB_SLOTS_MAX, "one row of destination slots per sc
 
 long long master_now_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return clock_mono_ms();
 }
 
 static int take_slot(struct master *m)

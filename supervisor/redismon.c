@@ -5,6 +5,7 @@
  * Commands are queued only while the client has a connection; each callback runs exactly
  * once, with an error reply when the connection went away. */
 #include "supervisor/redismon.h"
+#include "common/clock.h"
 #include "common/log.h"
 #include "common/redis.h"
 #include "supervisor/trim.h"
@@ -178,13 +179,6 @@ static long long id_ms(const char *id)
     return id ? atoll(id) : -1;
 }
 
-static long long wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void on_stats(void *arg, const struct redis_reply *reply)
 {
     struct redismon *m = arg;
@@ -211,7 +205,7 @@ static void on_stats(void *arg, const struct redis_reply *reply)
         /* The last of a pool's replies (its last stream's dlq): `streamfleet status` says how
          * old the figures are (a Redis that stopped answering leaves them as they were). */
         if (k + 1 == pool->nstreams)
-            pool->polled_ms = wall_ms();
+            pool->polled_ms = clock_wall_ms();
         break;
     }
     case Q_GROUPS:
@@ -238,7 +232,7 @@ static void on_stats(void *arg, const struct redis_reply *reply)
     case Q_PENDING:
         /* XPENDING summary: [count, smallest id, greatest id, consumers]. */
         ps->oldest_pending_ms = -1;
-        ps->pending_polled_ms = wall_ms();
+        ps->pending_polled_ms = clock_wall_ms();
         if (!err && reply->type == REDIS_T_ARRAY && reply->elements >= 2 &&
             reply->element[1]->type == REDIS_T_STRING)
             ps->oldest_pending_ms = id_ms(reply->element[1]->str);

@@ -12,6 +12,7 @@
  * Neither lag nor entries-read is used: Redis 7.0 reports them wrongly after XDEL and XTRIM.
  * The PEL and last-delivered-id are what XREADGROUP itself goes by. */
 #include "supervisor/trim.h"
+#include "common/clock.h"
 #include "common/log.h"
 #include "common/redis.h"
 
@@ -292,13 +293,6 @@ static void job_end(struct trim_job *j)
         drop_orphan(j->t, j);
 }
 
-static long long wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void on_trimmed(void *arg, const struct redis_reply *v)
 {
     struct trim_job *j = arg;
@@ -320,7 +314,7 @@ static void decide(struct trim_job *j)
 {
     long long keep_from = -1;
     if (j->retain_ms > 0) {
-        keep_from = wall_ms() - j->retain_ms;
+        keep_from = clock_wall_ms() - j->retain_ms;
         if (keep_from < 0)
             keep_from = 0;
     }
