@@ -14,6 +14,7 @@
 #include <string.h>
 
 #define CONNECT_MS 2000         /* TCP connect plus TLS handshake */
+#define OP_CSTR_MAX 16          /* arguments of a command given as C strings (op_send) */
 
 void idlist_add(struct idlist *l, const char *id)
 {
@@ -192,9 +193,10 @@ static void op_done(struct stream_op *op, const struct redis_reply *v)
     op->s->op_key = NULL;
 }
 
-/* Queue a command; its completion comes through on_reply (op_done: parse, then cb). Returns
- * the op, or NULL with s->err when there is no connection (nothing will be called). Nothing
- * is written here: the loop's poll() asks for POLLOUT, and no callback runs inside a step. */
+/* Queue a command (len NULL: argv are C strings, at most OP_CSTR_MAX of them); its completion
+ * comes through on_reply (op_done: parse, then cb). Returns the op, or NULL with s->err when
+ * there is no connection (nothing will be called). Nothing is written here: the loop's poll()
+ * asks for POLLOUT, and no callback runs inside a step. */
 static struct stream_op *op_send(struct stream *s, const char *what, int argc, const char **argv,
                                  const size_t *len, void (*on_reply)(struct stream_op *, const struct redis_reply *),
                                  int (*parse)(struct stream *, const struct redis_reply *), stream_done *cb,
@@ -204,6 +206,14 @@ static struct stream_op *op_send(struct stream *s, const char *what, int argc, c
     if (s->rc == NULL) {
         set_err(s, SERR_IO, what, "not connected");
         return NULL;
+    }
+    size_t cstr_len[OP_CSTR_MAX];
+    if (len == NULL) {
+        if (argc > OP_CSTR_MAX)
+            fatalx("%s: %d arguments, over %d", what, argc, OP_CSTR_MAX);
+        for (int i = 0; i < argc; i++)
+            cstr_len[i] = strlen(argv[i]);
+        len = cstr_len;
     }
     struct stream_op *op = xcalloc(1, sizeof *op);
     op->s = s;
@@ -229,15 +239,12 @@ static struct stream_op *op_send(struct stream *s, const char *what, int argc, c
     return op;
 }
 
-/* The same with C strings. */
+/* The same with C strings, the reply parsed by parse. */
 static struct stream_op *op_sendv(struct stream *s, const char *what, int argc, const char **argv,
                                   int (*parse)(struct stream *, const struct redis_reply *), stream_done *cb,
                                   void *arg)
 {
-    size_t len[16];
-    for (int i = 0; i < argc; i++)
-        len[i] = strlen(argv[i]);
-    return op_send(s, what, argc, argv, len, NULL, parse, cb, arg);
+    return op_send(s, what, argc, argv, NULL, NULL, parse, cb, arg);
 }
 
 /* End every command still listed as failed: the connection is gone. */
@@ -1167,6 +1174,7 @@ static void move_finish(struct stream *s, struct dead_move *m, int rc)
     m->cb(s, m->arg, &out);
 }
 
+/* A command of the move m (len NULL: C strings, as op_send); the op holds a reference to m. */
 static struct stream_op *move_send(struct stream *s, struct dead_move *m, const char *what, int argc,
                                    const char **argv, const size_t *len,
                                    void (*on_reply)(struct stream_op *, const struct redis_reply *))
@@ -1255,19 +1263,13 @@ static void move_xrange(struct stream_op *op, const struct redis_reply *e)
             argv[k] = extra[i];
             len[k] = strlen(extra[i]);
         }
-        const char *margv[1] = { "MULTI" };
-        size_t mlen[1] = { 5 };
-        const char *xargv[1] = { "EXEC" };
-        size_t xlen[1] = { 4 };
+        const char *margv[1] = { "MULTI" }, *xargv[1] = { "EXEC" };
         const char *cargv[9] = { "EVAL", dead_letter_check_lua, "2", m->key, m->dlq, s->group, m->id,
                                  s->consumer, m->when };
-        size_t clen[9];
-        for (int i = 0; i < 9; i++)
-            clen[i] = strlen(cargv[i]);
-        if (move_send(s, m, "dead-letter multi", 1, margv, mlen, move_keep) == NULL ||
+        if (move_send(s, m, "dead-letter multi", 1, margv, NULL, move_keep) == NULL ||
             move_send(s, m, "dead-letter xadd", (int)k, argv, len, move_keep) == NULL ||
-            move_send(s, m, "dead-letter check", 9, cargv, clen, move_keep) == NULL ||
-            move_send(s, m, "dead-letter exec", 1, xargv, xlen, move_exec) == NULL)
+            move_send(s, m, "dead-letter check", 9, cargv, NULL, move_keep) == NULL ||
+            move_send(s, m, "dead-letter exec", 1, xargv, NULL, move_exec) == NULL)
             move_finish(s, m, -2);
         free(argv);
         free(len);
@@ -1286,8 +1288,7 @@ static void move_script_reply(struct stream_op *op, const struct redis_reply *v)
         move_finish(s, m, -2);
     } else if (v->integer == -4) {
         const char *argv[4] = { "XRANGE", m->key, m->id, m->id };
-        size_t len[4] = { 6, strlen(m->key), strlen(m->id), strlen(m->id) };
-        if (move_send(s, m, "dead-letter xrange", 4, argv, len, move_xrange) == NULL)
+        if (move_send(s, m, "dead-letter xrange", 4, argv, NULL, move_xrange) == NULL)
             move_finish(s, m, -2);
     } else {
         move_finish(s, m, (int)v->integer);
@@ -1301,10 +1302,7 @@ static void move_script(struct stream *s, struct dead_move *m)
     snprintf(most, sizeof most, "%d", DEAD_LETTER_LUA_VALUES);
     const char *argv[13] = { "EVAL", dead_letter_lua, "2", m->key, m->dlq, s->group, m->id, s->consumer,
                              m->reason, m->att, m->error, m->when, most };
-    size_t len[13];
-    for (int i = 0; i < 13; i++)
-        len[i] = strlen(argv[i]);
-    if (move_send(s, m, "dead-letter", 13, argv, len, move_script_reply) == NULL)
+    if (move_send(s, m, "dead-letter", 13, argv, NULL, move_script_reply) == NULL)
         move_finish(s, m, -2);
 }
 
