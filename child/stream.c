@@ -14,7 +14,6 @@
 #include <string.h>
 
 #define CONNECT_MS 2000         /* TCP connect plus TLS handshake */
-#define OP_CSTR_MAX 16          /* arguments of a command given as C strings (op_send) */
 
 void idlist_add(struct idlist *l, const char *id)
 {
@@ -192,6 +191,8 @@ static void op_done(struct stream_op *op, const struct redis_reply *v)
     op->cb(op->s, op->arg, v);
     op->s->op_key = NULL;
 }
+
+#define OP_CSTR_MAX 16          /* arguments of a command given as C strings */
 
 /* Queue a command (len NULL: argv are C strings, at most OP_CSTR_MAX of them); its completion
  * comes through on_reply (op_done: parse, then cb). Returns the op, or NULL with s->err when
