@@ -192,9 +192,12 @@ static void op_done(struct stream_op *op, const struct redis_reply *v)
     op->s->op_key = NULL;
 }
 
-/* Queue a command; its completion comes through on_reply (op_done: parse, then cb). Returns
- * the op, or NULL with s->err when there is no connection (nothing will be called). Nothing
- * is written here: the loop's poll() asks for POLLOUT, and no callback runs inside a step. */
+#define OP_CSTR_MAX 16          /* arguments of a command given as C strings */
+
+/* Queue a command (len NULL: argv are C strings, at most OP_CSTR_MAX of them); its completion
+ * comes through on_reply (op_done: parse, then cb). Returns the op, or NULL with s->err when
+ * there is no connection (nothing will be called). Nothing is written here: the loop's poll()
+ * asks for POLLOUT, and no callback runs inside a step. */
 static struct stream_op *op_send(struct stream *s, const char *what, int argc, const char **argv,
                                  const size_t *len, void (*on_reply)(struct stream_op *, const struct redis_reply *),
                                  int (*parse)(struct stream *, const struct redis_reply *), stream_done *cb,
@@ -204,6 +207,14 @@ static struct stream_op *op_send(struct stream *s, const char *what, int argc, c
     if (s->rc == NULL) {
         set_err(s, SERR_IO, what, "not connected");
         return NULL;
+    }
+    size_t cstr_len[OP_CSTR_MAX];
+    if (len == NULL) {
+        if (argc > OP_CSTR_MAX)
+            fatalx("%s: %d arguments, over %d", what, argc, OP_CSTR_MAX);
+        for (int i = 0; i < argc; i++)
+            cstr_len[i] = strlen(argv[i]);
+        len = cstr_len;
     }
     struct stream_op *op = xcalloc(1, sizeof *op);
     op->s = s;
@@ -229,15 +240,54 @@ static struct stream_op *op_send(struct stream *s, const char *what, int argc, c
     return op;
 }
 
-/* The same with C strings. */
+/* The same with C strings, the reply parsed by parse. */
 static struct stream_op *op_sendv(struct stream *s, const char *what, int argc, const char **argv,
                                   int (*parse)(struct stream *, const struct redis_reply *), stream_done *cb,
                                   void *arg)
 {
-    size_t len[16];
-    for (int i = 0; i < argc; i++)
-        len[i] = strlen(argv[i]);
-    return op_send(s, what, argc, argv, len, NULL, parse, cb, arg);
+    return op_send(s, what, argc, argv, NULL, NULL, parse, cb, arg);
+}
+
+/* A command's arguments of a length known only at run time (ids, keys, an entry's fields),
+ * gathered with their lengths (binary-safe). The strings are borrowed: they must live until
+ * the command is queued (the client copies them). */
+struct args {
+    const char **argv;
+    size_t *len;
+    int argc;
+};
+
+/* Room for max arguments. Release with args_release(). */
+static void args_init(struct args *a, size_t max)
+{
+    a->argv = xmalloc(max * sizeof *a->argv);
+    a->len = xmalloc(max * sizeof *a->len);
+    a->argc = 0;
+}
+
+static void args_add(struct args *a, const char *p, size_t len)
+{
+    a->argv[a->argc] = p;
+    a->len[a->argc++] = len;
+}
+
+/* A C string. */
+static void args_adds(struct args *a, const char *s)
+{
+    args_add(a, s, strlen(s));
+}
+
+/* n C strings. */
+static void args_addv(struct args *a, size_t n, const char *const *v)
+{
+    for (size_t i = 0; i < n; i++)
+        args_adds(a, v[i]);
+}
+
+static void args_release(struct args *a)
+{
+    free(a->argv);
+    free(a->len);
 }
 
 /* End every command still listed as failed: the connection is gone. */
@@ -428,25 +478,13 @@ short stream_events(const struct stream *s)
     return s->rc ? redis_events(s->rc) : 0;
 }
 
-/* The argv of XACK key group id... Caller frees both. */
-static int ack_argv(const struct stream *s, const struct idlist *ids, const char ***argvp, size_t **lenp)
+/* XACK key group id... into a (args_init()ed here: the caller releases it). */
+static void ack_args(const struct stream *s, const struct idlist *ids, struct args *a)
 {
-    size_t argc = 3 + ids->n;
-    const char **argv = xmalloc(argc * sizeof *argv);
-    size_t *len = xmalloc(argc * sizeof *len);
-    argv[0] = "XACK";
-    len[0] = 4;
-    argv[1] = s->key;
-    len[1] = strlen(s->key);
-    argv[2] = s->group;
-    len[2] = strlen(s->group);
-    for (size_t i = 0; i < ids->n; i++) {
-        argv[3 + i] = ids->id[i];
-        len[3 + i] = strlen(ids->id[i]);
-    }
-    *argvp = argv;
-    *lenp = len;
-    return (int)argc;
+    args_init(a, 3 + ids->n);
+    args_addv(a, 3, (const char *[]){ "XACK", s->key, s->group });
+    for (size_t i = 0; i < ids->n; i++)
+        args_adds(a, ids->id[i]);
 }
 
 /* XACK's reply to the acks sent with a read. */
@@ -527,12 +565,10 @@ static int send_read(struct stream *s, const struct idlist *acks, const char *co
     redis_set_max_reply_bytes(s->rc, s->read_limit);
     long timeout = (block_ms > 0 ? block_ms : 0) + 5000;
     if (acks && acks->n) {
-        const char **argv;
-        size_t *len;
-        int argc = ack_argv(s, acks, &argv, &len);
-        int rc = redis_command(s->rc, argc, argv, len, read_ack_cb, s, timeout);
-        free(argv);
-        free(len);
+        struct args a;
+        ack_args(s, acks, &a);
+        int rc = redis_command(s->rc, a.argc, a.argv, a.len, read_ack_cb, s, timeout);
+        args_release(&a);
         if (rc == -1)
             return read_sent(s, false, "xreadgroup");
         s->acks_sent = true;
@@ -674,22 +710,13 @@ int stream_send_read_first(struct stream *s, const char *const *keys, size_t nke
     char nk[16], cnt[16];
     snprintf(nk, sizeof nk, "%zu", nkeys);
     snprintf(cnt, sizeof cnt, "%d", count);
-    size_t argc = 3 + nkeys + 3;
-    const char **argv = xmalloc(argc * sizeof *argv);
-    size_t *len = xmalloc(argc * sizeof *len);
-    argv[0] = "EVAL";
-    argv[1] = read_first_lua;
-    argv[2] = nk;
-    for (size_t i = 0; i < nkeys; i++)
-        argv[3 + i] = keys[i];
-    argv[3 + nkeys] = s->group;
-    argv[4 + nkeys] = s->consumer;
-    argv[5 + nkeys] = cnt;
-    for (size_t i = 0; i < argc; i++)
-        len[i] = strlen(argv[i]);
-    int rc = redis_command(s->rc, (int)argc, argv, len, read_cb, s, 5000);
-    free(argv);
-    free(len);
+    struct args a;
+    args_init(&a, 3 + nkeys + 3);
+    args_addv(&a, 3, (const char *[]){ "EVAL", read_first_lua, nk });
+    args_addv(&a, nkeys, keys);
+    args_addv(&a, 3, (const char *[]){ s->group, s->consumer, cnt });
+    int rc = redis_command(s->rc, a.argc, a.argv, a.len, read_cb, s, 5000);
+    args_release(&a);
     if (rc == -1)
         return read_sent(s, false, "read script");
     s->expect++;
@@ -954,24 +981,14 @@ static struct stream_op *claim_own(struct stream *s, const char *what, const str
 {
     char rc[24];
     snprintf(rc, sizeof rc, "%lld", retrycount < 0 ? -1 : retrycount);
-    size_t argc = 8 + ids->n;
-    const char **argv = xmalloc(argc * sizeof *argv);
-    size_t *len = xmalloc(argc * sizeof *len);
-    argv[0] = "EVAL";
-    argv[1] = claim_own_lua;
-    argv[2] = "1";
-    argv[3] = s->key;
-    argv[4] = s->group;
-    argv[5] = s->consumer;
-    argv[6] = rc;
-    argv[7] = justid ? "1" : "0";
+    struct args a;
+    args_init(&a, 8 + ids->n);
+    args_addv(&a, 8, (const char *[]){ "EVAL", claim_own_lua, "1", s->key, s->group, s->consumer, rc,
+                                       justid ? "1" : "0" });
     for (size_t i = 0; i < ids->n; i++)
-        argv[8 + i] = ids->id[i];
-    for (size_t i = 0; i < argc; i++)
-        len[i] = strlen(argv[i]);
-    struct stream_op *op = op_send(s, what, (int)argc, argv, len, NULL, parse, cb, arg);
-    free(argv);
-    free(len);
+        args_adds(&a, ids->id[i]);
+    struct stream_op *op = op_send(s, what, a.argc, a.argv, a.len, NULL, parse, cb, arg);
+    args_release(&a);
     return op;
 }
 
@@ -1028,12 +1045,10 @@ void stream_batch_release(struct stream *s)
 
 int stream_ack(struct stream *s, const struct idlist *ids, stream_done *cb, void *arg)
 {
-    const char **argv;
-    size_t *len;
-    int argc = ack_argv(s, ids, &argv, &len);
-    struct stream_op *op = op_send(s, "xack", argc, argv, len, NULL, NULL, cb, arg);
-    free(argv);
-    free(len);
+    struct args a;
+    ack_args(s, ids, &a);
+    struct stream_op *op = op_send(s, "xack", a.argc, a.argv, a.len, NULL, NULL, cb, arg);
+    args_release(&a);
     return op ? 0 : -1;
 }
 
@@ -1167,6 +1182,7 @@ static void move_finish(struct stream *s, struct dead_move *m, int rc)
     m->cb(s, m->arg, &out);
 }
 
+/* A command of the move m (len NULL: C strings, as op_send); the op holds a reference to m. */
 static struct stream_op *move_send(struct stream *s, struct dead_move *m, const char *what, int argc,
                                    const char **argv, const size_t *len,
                                    void (*on_reply)(struct stream_op *, const struct redis_reply *))
@@ -1236,41 +1252,23 @@ static void move_xrange(struct stream_op *op, const struct redis_reply *e)
         const char *const extra[12] = { "dlq.stream", m->key, "dlq.id", m->id, "dlq.reason", m->reason,
                                          "dlq.attempts", m->att, "dlq.error", m->error, "dlq.time", m->when };
         const struct redis_reply *kv = e->element[0]->element[1];
-        size_t argc = 3 + kv->elements + 12;
-        const char **argv = xmalloc(argc * sizeof *argv);
-        size_t *len = xmalloc(argc * sizeof *len);
-        argv[0] = "XADD";
-        len[0] = 4;
-        argv[1] = m->dlq;
-        len[1] = strlen(m->dlq);
-        argv[2] = "*";
-        len[2] = 1;
-        size_t k = 3;
-        for (size_t i = 0; i < kv->elements; i++, k++) {
+        struct args a;
+        args_init(&a, 3 + kv->elements + 12);
+        args_addv(&a, 3, (const char *[]){ "XADD", m->dlq, "*" });
+        for (size_t i = 0; i < kv->elements; i++) {
             const struct redis_reply *v = kv->element[i];
-            argv[k] = v->type == REDIS_T_STRING ? v->str : "";
-            len[k] = v->type == REDIS_T_STRING ? v->len : 0;
+            args_add(&a, v->type == REDIS_T_STRING ? v->str : "", v->type == REDIS_T_STRING ? v->len : 0);
         }
-        for (size_t i = 0; i < 12; i++, k++) {
-            argv[k] = extra[i];
-            len[k] = strlen(extra[i]);
-        }
-        const char *margv[1] = { "MULTI" };
-        size_t mlen[1] = { 5 };
-        const char *xargv[1] = { "EXEC" };
-        size_t xlen[1] = { 4 };
+        args_addv(&a, 12, extra);
+        const char *margv[1] = { "MULTI" }, *xargv[1] = { "EXEC" };
         const char *cargv[9] = { "EVAL", dead_letter_check_lua, "2", m->key, m->dlq, s->group, m->id,
                                  s->consumer, m->when };
-        size_t clen[9];
-        for (int i = 0; i < 9; i++)
-            clen[i] = strlen(cargv[i]);
-        if (move_send(s, m, "dead-letter multi", 1, margv, mlen, move_keep) == NULL ||
-            move_send(s, m, "dead-letter xadd", (int)k, argv, len, move_keep) == NULL ||
-            move_send(s, m, "dead-letter check", 9, cargv, clen, move_keep) == NULL ||
-            move_send(s, m, "dead-letter exec", 1, xargv, xlen, move_exec) == NULL)
+        if (move_send(s, m, "dead-letter multi", 1, margv, NULL, move_keep) == NULL ||
+            move_send(s, m, "dead-letter xadd", a.argc, a.argv, a.len, move_keep) == NULL ||
+            move_send(s, m, "dead-letter check", 9, cargv, NULL, move_keep) == NULL ||
+            move_send(s, m, "dead-letter exec", 1, xargv, NULL, move_exec) == NULL)
             move_finish(s, m, -2);
-        free(argv);
-        free(len);
+        args_release(&a);
     }
     move_put(m);
 }
@@ -1286,8 +1284,7 @@ static void move_script_reply(struct stream_op *op, const struct redis_reply *v)
         move_finish(s, m, -2);
     } else if (v->integer == -4) {
         const char *argv[4] = { "XRANGE", m->key, m->id, m->id };
-        size_t len[4] = { 6, strlen(m->key), strlen(m->id), strlen(m->id) };
-        if (move_send(s, m, "dead-letter xrange", 4, argv, len, move_xrange) == NULL)
+        if (move_send(s, m, "dead-letter xrange", 4, argv, NULL, move_xrange) == NULL)
             move_finish(s, m, -2);
     } else {
         move_finish(s, m, (int)v->integer);
@@ -1301,10 +1298,7 @@ static void move_script(struct stream *s, struct dead_move *m)
     snprintf(most, sizeof most, "%d", DEAD_LETTER_LUA_VALUES);
     const char *argv[13] = { "EVAL", dead_letter_lua, "2", m->key, m->dlq, s->group, m->id, s->consumer,
                              m->reason, m->att, m->error, m->when, most };
-    size_t len[13];
-    for (int i = 0; i < 13; i++)
-        len[i] = strlen(argv[i]);
-    if (move_send(s, m, "dead-letter", 13, argv, len, move_script_reply) == NULL)
+    if (move_send(s, m, "dead-letter", 13, argv, NULL, move_script_reply) == NULL)
         move_finish(s, m, -2);
 }
 
@@ -1391,17 +1385,13 @@ int stream_touch(struct stream *s, const struct idlist *ids, stream_done *cb, vo
 
 int stream_seen(struct stream *s, const struct str *keys, size_t n, stream_done *cb, void *arg)
 {
-    const char **argv = xmalloc((n + 1) * sizeof *argv);
-    size_t *len = xmalloc((n + 1) * sizeof *len);
-    argv[0] = "MGET";
-    len[0] = 4;
-    for (size_t i = 0; i < n; i++) {
-        argv[1 + i] = keys[i].p;
-        len[1 + i] = keys[i].len;
-    }
-    struct stream_op *op = op_send(s, "mget", (int)n + 1, argv, len, NULL, NULL, cb, arg);
-    free(argv);
-    free(len);
+    struct args a;
+    args_init(&a, n + 1);
+    args_adds(&a, "MGET");
+    for (size_t i = 0; i < n; i++)
+        args_add(&a, keys[i].p, keys[i].len);
+    struct stream_op *op = op_send(s, "mget", a.argc, a.argv, a.len, NULL, NULL, cb, arg);
+    args_release(&a);
     return op ? 0 : -1;
 }
 

@@ -755,26 +755,28 @@ static bool reply_is(const struct redis_reply *v, const char *s)
 
 /* The dead-letter streams the request is about: the pool's, or only stream's (and then, when
  * it shares its dead-letter stream with others, *shared is set: filter on dlq.stream). Returns
- * how many, 0 when stream is none of the pool's. */
+ * how many, 0 when stream is none of the pool's: then out has the answer, for a 404. */
 static size_t web_dlqs(const struct pool_conf *p, const char *stream, const char *dlqs[CONF_STREAMS_MAX],
-                       bool *shared)
+                       bool *shared, struct buf *out)
 {
     *shared = false;
     if (stream == NULL || *stream == '\0')
         return pool_dlqs(p, dlqs);
     if (p->nstreams <= 1) {
-        if (strcmp(stream, p->stream) != 0)
-            return 0;
-        dlqs[0] = p->dlq;
-        return 1;
-    }
-    for (size_t k = 0; k < p->nstreams; k++)
-        if (strcmp(stream, p->streams[k]) == 0) {
-            dlqs[0] = p->dlqs ? p->dlqs[k] : p->dlq;
-            for (size_t j = 0; j < p->nstreams; j++)
-                *shared = *shared || (j != k && (p->dlqs == NULL || strcmp(p->dlqs[j], dlqs[0]) == 0));
+        if (strcmp(stream, p->stream) == 0) {
+            dlqs[0] = p->dlq;
             return 1;
         }
+    } else {
+        for (size_t k = 0; k < p->nstreams; k++)
+            if (strcmp(stream, p->streams[k]) == 0) {
+                dlqs[0] = p->dlqs ? p->dlqs[k] : p->dlq;
+                for (size_t j = 0; j < p->nstreams; j++)
+                    *shared = *shared || (j != k && (p->dlqs == NULL || strcmp(p->dlqs[j], dlqs[0]) == 0));
+                return 1;
+            }
+    }
+    buf_adds(out, "{\"error\":\"no such stream in this pool\"}");
     return 0;
 }
 
@@ -851,11 +853,9 @@ static int web_list(struct redis *rc, const struct pool_conf *p, const struct dl
 {
     const char *dlqs[CONF_STREAMS_MAX];
     bool shared;
-    size_t n = web_dlqs(p, rq->stream, dlqs, &shared);
-    if (n == 0) {
-        buf_adds(out, "{\"error\":\"no such stream in this pool\"}");
+    size_t n = web_dlqs(p, rq->stream, dlqs, &shared, out);
+    if (n == 0)
         return 404;
-    }
     const char *reason = rq->reason && *rq->reason ? rq->reason : NULL;
     const char *stream = shared ? rq->stream : NULL;
     /* Per dead-letter stream, up to count matches, newest first; then the newest count of all. */
@@ -1016,11 +1016,9 @@ static int web_act(struct redis *rc, const struct pool_conf *p, const struct dlq
 {
     const char *dlqs[CONF_STREAMS_MAX];
     bool shared;
-    size_t n = web_dlqs(p, rq->stream, dlqs, &shared);
-    if (n == 0) {
-        buf_adds(out, "{\"error\":\"no such stream in this pool\"}");
+    size_t n = web_dlqs(p, rq->stream, dlqs, &shared, out);
+    if (n == 0)
         return 404;
-    }
     if (rq->all && shared) {
         buf_adds(out, "{\"error\":\"this stream shares its dead-letter stream with others: choose the letters\"}");
         return 400;

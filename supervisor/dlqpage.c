@@ -13,16 +13,12 @@
  * #unlock (form, #token), #actions (#replay-selected, #purge-selected, #replay-shown,
  * #purge-shown), #one-actions (#replay-one, #purge-one), #msg, #summary, #older.
  * Written without double quotes and backslashes, so that the literal reads like the page. */
+#include "supervisor/page.h"
+
 const char dlq_page_html[] =
 "<!doctype html>\n"
 "<html lang='en'><head><meta charset='utf-8'><title>streamfleet: dead letters</title>\n"
-"<meta name='viewport' content='width=device-width,initial-scale=1'>\n"
-"<link rel='icon' href='data:,'>\n"
-"<style>\n"
-"body{font:14px/1.45 system-ui,sans-serif;margin:0;color:#1f2328;background:#f6f8fa}\n"
-"header{background:#fff;border-bottom:1px solid #d8dee4;padding:10px 20px;display:flex;flex-wrap:wrap;gap:6px 18px;align-items:center}\n"
-"h1{font-size:18px;margin:0}h2{font-size:15px;margin:22px 0 8px}\n"
-"main{padding:6px 20px 24px}\n"
+PAGE_HEAD_STYLE
 ".mute{color:#57606a}.bad{color:#cf222e;font-weight:600}\n"
 "form,#actions{display:flex;flex-wrap:wrap;gap:6px 12px;align-items:center;margin:10px 0}\n"
 "table{border-collapse:collapse;background:#fff;border:1px solid #d8dee4;margin-top:10px}\n"

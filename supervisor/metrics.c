@@ -48,6 +48,20 @@ static void label(struct buf *out, const char *v)
     }
 }
 
+/* One sample of a pool: NAME{pool="POOL"} N, or NAME{pool="POOL",KEY="VAL"} N when key is not
+ * NULL (a second label: outcome, state, reason...). */
+static void sample(struct buf *out, const char *name, const char *pool, const char *key, const char *val,
+                   uint64_t n)
+{
+    buf_printf(out, "%s{pool=\"", name);
+    label(out, pool);
+    if (key) {
+        buf_printf(out, "\",%s=\"", key);
+        label(out, val);
+    }
+    buf_printf(out, "\"} %" PRIu64 "\n", n);
+}
+
 static void histogram(struct buf *out, const struct fleet_view *v, const char *name,
                       const char *help, enum sb_counter first)
 {
@@ -117,11 +131,8 @@ void metrics_render(struct buf *out, const struct fleet_view *v)
 
     for (size_t k = 0; k < sizeof counters / sizeof counters[0]; k++) {
         family(out, counters[k].name, "counter", counters[k].help);
-        for (unsigned i = 0; i < v->npools; i++) {
-            buf_printf(out, "%s{pool=\"", counters[k].name);
-            label(out, v->pools[i].name);
-            buf_printf(out, "\"} %" PRIu64 "\n", v->pools[i].c[counters[k].idx]);
-        }
+        for (unsigned i = 0; i < v->npools; i++)
+            sample(out, counters[k].name, v->pools[i].name, NULL, NULL, v->pools[i].c[counters[k].idx]);
     }
 
     family(out, "streamfleet_drain_messages_total", "counter",
@@ -131,82 +142,55 @@ void metrics_render(struct buf *out, const struct fleet_view *v)
         { "finished", SB_DRAIN_FINISHED }, { "released", SB_DRAIN_RELEASED }, { "abandoned", SB_DRAIN_ABANDONED },
     };
     for (unsigned i = 0; i < v->npools; i++)
-        for (size_t k = 0; k < sizeof drained / sizeof drained[0]; k++) {
-            buf_adds(out, "streamfleet_drain_messages_total{pool=\"");
-            label(out, v->pools[i].name);
-            buf_printf(out, "\",outcome=\"%s\"} %" PRIu64 "\n", drained[k].outcome, v->pools[i].c[drained[k].idx]);
-        }
+        for (size_t k = 0; k < sizeof drained / sizeof drained[0]; k++)
+            sample(out, "streamfleet_drain_messages_total", v->pools[i].name, "outcome", drained[k].outcome,
+                   v->pools[i].c[drained[k].idx]);
 
     family(out, "streamfleet_workers", "gauge", "Worker processes by state.");
     for (unsigned i = 0; i < v->npools; i++) {
         const struct pool_view *p = &v->pools[i];
         const char *states[3] = { "running", "starting", "draining" };
         unsigned n[3] = { p->workers_live - p->workers_starting, p->workers_starting, p->workers_draining };
-        for (int k = 0; k < 3; k++) {
-            buf_adds(out, "streamfleet_workers{pool=\"");
-            label(out, p->name);
-            buf_printf(out, "\",state=\"%s\"} %u\n", states[k], n[k]);
-        }
+        for (int k = 0; k < 3; k++)
+            sample(out, "streamfleet_workers", p->name, "state", states[k], n[k]);
     }
     family(out, "streamfleet_workers_expected", "gauge", "Worker processes the config asks for.");
-    for (unsigned i = 0; i < v->npools; i++) {
-        buf_adds(out, "streamfleet_workers_expected{pool=\"");
-        label(out, v->pools[i].name);
-        buf_printf(out, "\"} %u\n", v->pools[i].workers_expected);
-    }
+    for (unsigned i = 0; i < v->npools; i++)
+        sample(out, "streamfleet_workers_expected", v->pools[i].name, NULL, NULL, v->pools[i].workers_expected);
     family(out, "streamfleet_workers_desired", "gauge",
            "Worker processes the pool aims at: its count, or where workers = MIN..MAX scaling stands.");
-    for (unsigned i = 0; i < v->npools; i++) {
-        buf_adds(out, "streamfleet_workers_desired{pool=\"");
-        label(out, v->pools[i].name);
-        buf_printf(out, "\"} %u\n", v->pools[i].workers_expected);
-    }
+    for (unsigned i = 0; i < v->npools; i++)
+        sample(out, "streamfleet_workers_desired", v->pools[i].name, NULL, NULL, v->pools[i].workers_expected);
     family(out, "streamfleet_worker_restarts_total", "counter", "Workers replaced, by reason.");
     for (unsigned i = 0; i < v->npools; i++)
-        for (int k = 0; k < RESTART_NREASONS; k++) {
-            buf_adds(out, "streamfleet_worker_restarts_total{pool=\"");
-            label(out, v->pools[i].name);
-            buf_printf(out, "\",reason=\"%s\"} %" PRIu64 "\n", restart_reason_name[k], v->pools[i].restarts_by[k]);
-        }
+        for (int k = 0; k < RESTART_NREASONS; k++)
+            sample(out, "streamfleet_worker_restarts_total", v->pools[i].name, "reason", restart_reason_name[k],
+                   v->pools[i].restarts_by[k]);
     family(out, "streamfleet_crash_charges_total", "counter",
            "Workers' deaths (crash, watchdog, memory) charged to the one entry they were handling (crash_limit).");
     for (unsigned i = 0; i < v->npools; i++)
-        for (int k = 0; k < SB_NCAUSES; k++) {
-            buf_adds(out, "streamfleet_crash_charges_total{pool=\"");
-            label(out, v->pools[i].name);
-            buf_printf(out, "\",cause=\"%s\"} %" PRIu64 "\n", sb_cause_name[k], v->pools[i].crash_charges[k]);
-        }
+        for (int k = 0; k < SB_NCAUSES; k++)
+            sample(out, "streamfleet_crash_charges_total", v->pools[i].name, "cause", sb_cause_name[k],
+                   v->pools[i].crash_charges[k]);
     /* Only pools that watch (or did): a fleet without watch = yes shows a bare family. */
     family(out, "streamfleet_watch_restarts_total", "counter",
            "New generations of workers started because a watched handler file changed (watch = yes).");
     for (unsigned i = 0; i < v->npools; i++)
-        if (v->pools[i].watch || v->pools[i].watch_restarts) {
-            buf_adds(out, "streamfleet_watch_restarts_total{pool=\"");
-            label(out, v->pools[i].name);
-            buf_printf(out, "\"} %" PRIu64 "\n", v->pools[i].watch_restarts);
-        }
+        if (v->pools[i].watch || v->pools[i].watch_restarts)
+            sample(out, "streamfleet_watch_restarts_total", v->pools[i].name, NULL, NULL, v->pools[i].watch_restarts);
     family(out, "streamfleet_reloads_total", "counter", "Configuration reloads (SIGHUP), by result.");
     buf_printf(out, "streamfleet_reloads_total{result=\"ok\"} %" PRIu64 "\n", v->reloads_ok);
     buf_printf(out, "streamfleet_reloads_total{result=\"failed\"} %" PRIu64 "\n", v->reloads_failed);
     buf_printf(out, "streamfleet_reloads_total{result=\"rolled_back\"} %" PRIu64 "\n", v->reloads_rolled_back);
     family(out, "streamfleet_pool_degraded", "gauge", "1 when /health counts the pool as degraded (see its reason there).");
-    for (unsigned i = 0; i < v->npools; i++) {
-        buf_adds(out, "streamfleet_pool_degraded{pool=\"");
-        label(out, v->pools[i].name);
-        buf_printf(out, "\"} %d\n", pool_degraded(&v->pools[i], NULL) ? 1 : 0);
-    }
+    for (unsigned i = 0; i < v->npools; i++)
+        sample(out, "streamfleet_pool_degraded", v->pools[i].name, NULL, NULL, pool_degraded(&v->pools[i], NULL));
     family(out, "streamfleet_inflight", "gauge", "Messages being handled right now.");
-    for (unsigned i = 0; i < v->npools; i++) {
-        buf_adds(out, "streamfleet_inflight{pool=\"");
-        label(out, v->pools[i].name);
-        buf_printf(out, "\"} %u\n", v->pools[i].inflight);
-    }
+    for (unsigned i = 0; i < v->npools; i++)
+        sample(out, "streamfleet_inflight", v->pools[i].name, NULL, NULL, v->pools[i].inflight);
     family(out, "streamfleet_circuit_open", "gauge", "1 while a worker of the pool holds off a failing endpoint.");
-    for (unsigned i = 0; i < v->npools; i++) {
-        buf_adds(out, "streamfleet_circuit_open{pool=\"");
-        label(out, v->pools[i].name);
-        buf_printf(out, "\"} %d\n", v->pools[i].circuit_open ? 1 : 0);
-    }
+    for (unsigned i = 0; i < v->npools; i++)
+        sample(out, "streamfleet_circuit_open", v->pools[i].name, NULL, NULL, v->pools[i].circuit_open > 0);
     destinations(out, v);
 
     struct { const char *name, *help; int which; } gauges[] = {
@@ -249,37 +233,26 @@ void metrics_render(struct buf *out, const struct fleet_view *v)
     }
     family(out, "streamfleet_trimmed_entries_total", "counter",
            "Entries trim = acked removed from the pool's stream (needed by no group, older than retain).");
-    for (unsigned i = 0; i < v->npools; i++) {
-        buf_adds(out, "streamfleet_trimmed_entries_total{pool=\"");
-        label(out, v->pools[i].name);
-        buf_printf(out, "\"} %" PRIu64 "\n", v->pools[i].trimmed);
-    }
+    for (unsigned i = 0; i < v->npools; i++)
+        sample(out, "streamfleet_trimmed_entries_total", v->pools[i].name, NULL, NULL, v->pools[i].trimmed);
     family(out, "streamfleet_master_resident_memory_bytes", "gauge", "Resident memory of the master.");
     buf_printf(out, "streamfleet_master_resident_memory_bytes %" PRIu64 "\n", v->master_rss_bytes);
     family(out, "streamfleet_workers_resident_memory_bytes", "gauge", "Resident memory of a pool's workers, added up.");
-    for (unsigned i = 0; i < v->npools; i++) {
-        buf_adds(out, "streamfleet_workers_resident_memory_bytes{pool=\"");
-        label(out, v->pools[i].name);
-        buf_printf(out, "\"} %" PRIu64 "\n", v->pools[i].rss_bytes);
-    }
+    for (unsigned i = 0; i < v->npools; i++)
+        sample(out, "streamfleet_workers_resident_memory_bytes", v->pools[i].name, NULL, NULL, v->pools[i].rss_bytes);
 
     family(out, "streamfleet_redis_cluster_redirects_total", "counter",
            "Redis Cluster redirections workers followed, by kind (moved: the slot moved; ask: a key mid-migration).");
     for (unsigned i = 0; i < v->npools; i++)
-        for (int k = 0; k < 2; k++) {
-            buf_adds(out, "streamfleet_redis_cluster_redirects_total{pool=\"");
-            label(out, v->pools[i].name);
-            buf_printf(out, "\",kind=\"%s\"} %" PRIu64 "\n", k ? "ask" : "moved",
-                       v->pools[i].c[k ? SB_CLUSTER_ASK : SB_CLUSTER_MOVED]);
-        }
+        for (int k = 0; k < 2; k++)
+            sample(out, "streamfleet_redis_cluster_redirects_total", v->pools[i].name, "kind", k ? "ask" : "moved",
+                   v->pools[i].c[k ? SB_CLUSTER_ASK : SB_CLUSTER_MOVED]);
 
     family(out, "streamfleet_messages_dead_lettered_total", "counter", "Messages moved to the dead-letter stream, by reason.");
     for (unsigned i = 0; i < v->npools; i++)
-        for (int k = 0; k < SB_NDLQ; k++) {
-            buf_adds(out, "streamfleet_messages_dead_lettered_total{pool=\"");
-            label(out, v->pools[i].name);
-            buf_printf(out, "\",reason=\"%s\"} %" PRIu64 "\n", sb_dlq_label[k], v->pools[i].c[SB_DLQ_FIRST + k]);
-        }
+        for (int k = 0; k < SB_NDLQ; k++)
+            sample(out, "streamfleet_messages_dead_lettered_total", v->pools[i].name, "reason", sb_dlq_label[k],
+                   v->pools[i].c[SB_DLQ_FIRST + k]);
 
     family(out, "streamfleet_messages_routed_total", "counter",
            "Messages handed to a handler, by route (route_field's value, or default).");
@@ -289,11 +262,8 @@ void metrics_render(struct buf *out, const struct fleet_view *v)
             bool dflt = k == p->nroutes;
             if (dflt && !p->route_default)
                 break;
-            buf_adds(out, "streamfleet_messages_routed_total{pool=\"");
-            label(out, p->name);
-            buf_adds(out, "\",route=\"");
-            label(out, dflt ? "default" : p->route_type[k]);
-            buf_printf(out, "\"} %" PRIu64 "\n", p->c[dflt ? SB_ROUTE_LAST : SB_ROUTE_FIRST + (int)k]);
+            sample(out, "streamfleet_messages_routed_total", p->name, "route", dflt ? "default" : p->route_type[k],
+                   p->c[dflt ? SB_ROUTE_LAST : SB_ROUTE_FIRST + (int)k]);
         }
     }
 
@@ -303,9 +273,7 @@ void metrics_render(struct buf *out, const struct fleet_view *v)
             uint64_t n = v->pools[i].c[SB_HTTP_FIRST + k];
             if (n == 0)
                 continue;
-            buf_adds(out, "streamfleet_http_requests_total{pool=\"");
-            label(out, v->pools[i].name);
-            buf_printf(out, "\",code=\"%s\"} %" PRIu64 "\n", sb_http_label[k], n);
+            sample(out, "streamfleet_http_requests_total", v->pools[i].name, "code", sb_http_label[k], n);
         }
 
     histogram(out, v, "streamfleet_handler_duration_seconds", "Time from handing a message to the handler to its outcome.",

@@ -24,16 +24,12 @@
  *   - no URL of anything but status.json (fetched), and text of the fleet's only through textContent.
  * Written without double quotes and backslashes (but one \u00b7 escape), so that the literal
  * below reads like the HTML it is; keep it under 16 KB. */
+#include "supervisor/page.h"
+
 const char status_page_html[] =
 "<!doctype html>\n"
 "<html lang='en'><head><meta charset='utf-8'><title>streamfleet</title>\n"
-"<meta name='viewport' content='width=device-width,initial-scale=1'>\n"
-"<link rel='icon' href='data:,'>\n"
-"<style>\n"
-"body{font:14px/1.45 system-ui,sans-serif;margin:0;color:#1f2328;background:#f6f8fa}\n"
-"header{background:#fff;border-bottom:1px solid #d8dee4;padding:10px 20px;display:flex;flex-wrap:wrap;gap:6px 18px;align-items:center}\n"
-"h1{font-size:18px;margin:0}h2{font-size:15px;margin:22px 0 8px}\n"
-"main{padding:6px 20px 24px}\n"
+PAGE_HEAD_STYLE
 ".badge{font-weight:600;padding:1px 10px;border-radius:10px;color:#fff;background:#6e7781}\n"
 "[data-s=ok]{background:#1a7f37}[data-s=degraded],[data-s=down]{background:#cf222e}\n"
 ".mute{color:#57606a}.bad{color:#cf222e;font-weight:600}\n"
