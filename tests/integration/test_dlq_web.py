@@ -178,12 +178,28 @@ def test_replay_one_from_the_page_is_delivered_then_purge_the_rest(redis_server,
         fl.wait_for(lambda: by_webhook_id(sink.snapshot(), status=200), what="the replay delivered")
         ok = [x for x in sink.snapshot() if x.status == 200]
         assert len(ok) == 1 and payload in ok[0].body, [x.body for x in ok]
-        # purge the selected one (the newest), then all shown: the rest
+        # purge the selected one (the newest), then all shown: the rest. A purge cannot be
+        # undone: the first click only asks (the button says what a second click does), and an
+        # unanswered question lapses.
         b.eval(f"document.querySelector('tr[data-id=\"{letters[2]}\"] .pick').click();"
+               "document.getElementById('purge-selected').click()")
+        asked = b.wait_for("document.getElementById('purge-selected').dataset.armed == '1' && "
+                           "document.getElementById('purge-selected').textContent", what="asked")
+        assert "1" in asked, asked
+        time.sleep(1)
+        assert [i for i, _ in dlq_entries(r, "orders:dlq")] == letters[1:], "one click purged"
+        b.wait_for("!document.getElementById('purge-selected').dataset.armed && "
+                   "document.getElementById('purge-selected').textContent == 'purge selected'",
+                   timeout=15 * SLOWNESS, what="the question lapsed")
+        assert [i for i, _ in dlq_entries(r, "orders:dlq")] == letters[1:]
+        b.eval("document.getElementById('purge-selected').click();"
                "document.getElementById('purge-selected').click()")
         b.wait_for("document.getElementById('msg').textContent == 'purged 1 dead letter' && "
                    "document.querySelectorAll('#letters tbody tr').length == 1", what="purged one")
         assert [i for i, _ in dlq_entries(r, "orders:dlq")] == [letters[1]]
+        b.eval("document.getElementById('purge-shown').click()")
+        time.sleep(1)
+        assert [i for i, _ in dlq_entries(r, "orders:dlq")] == [letters[1]], "one click purged"
         b.eval("document.getElementById('purge-shown').click()")
         b.wait_for("document.getElementById('msg').textContent == 'purged 1 dead letter' && "
                    "document.querySelectorAll('#letters tbody tr').length == 0", what="purged")
